@@ -1,0 +1,49 @@
+//! Telling the formats apart by their first bytes.
+
+use crate::legacy::{hybrid, symmetric};
+use crate::v2;
+
+/// How many bytes [`detect`] needs to decide.
+pub const DETECT_LEN: usize = 20;
+
+/// What the start of a file says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    /// A pgseal file of the given format version (2 is the one this crate reads).
+    Pgseal { version: u8 },
+    /// `PGBACKUP_HYBRID_V1`: the legacy RSA + AES-GCM format.
+    LegacyHybrid,
+    /// `PGBACKUP_AES256_V1`: the legacy password format.
+    LegacySymmetric,
+    /// A custom-format `pg_dump` archive (`PGDMP`): never encrypted.
+    PlainDump,
+    /// Anything else.
+    Unknown,
+}
+
+impl Detected {
+    pub fn name(self) -> &'static str {
+        match self {
+            Detected::Pgseal { .. } => "pgseal v2",
+            Detected::LegacyHybrid => "legacy hybrid (PGBACKUP_HYBRID_V1)",
+            Detected::LegacySymmetric => "legacy symmetric (PGBACKUP_AES256_V1)",
+            Detected::PlainDump => "plain pg_dump archive",
+            Detected::Unknown => "unknown",
+        }
+    }
+}
+
+/// Classifies a file from its first bytes (up to [`DETECT_LEN`]; fewer if the file is shorter).
+pub fn detect(prefix: &[u8]) -> Detected {
+    if prefix.len() >= 8 && prefix[..7] == v2::MAGIC {
+        Detected::Pgseal { version: prefix[7] }
+    } else if prefix.starts_with(&hybrid::MAGIC) {
+        Detected::LegacyHybrid
+    } else if prefix.starts_with(&symmetric::MAGIC) {
+        Detected::LegacySymmetric
+    } else if prefix.starts_with(b"PGDMP") {
+        Detected::PlainDump
+    } else {
+        Detected::Unknown
+    }
+}

@@ -1,0 +1,497 @@
+//! RSA keys: generation, PEM in and out, fingerprints, and the four operations pgseal needs
+//! (OAEP wrap/unwrap of a file key, PSS sign/verify).
+//!
+//! Accepted on input: encrypted PKCS#8 (any PBES2 parameters, so the legacy system's 2,048-round
+//! keys load), plain PKCS#8, PKCS#1 private keys, SubjectPublicKeyInfo and PKCS#1 public keys,
+//! RSA 2,048 bits and up. Written: encrypted PKCS#8 (PBKDF2-HMAC-SHA256, 600,000 rounds,
+//! AES-256-CBC) and SubjectPublicKeyInfo — formats OpenSSL and every other toolkit read.
+
+use std::fmt;
+use std::str::FromStr;
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rsa::{
+    KeyPair, KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    PrivateDecryptingKey, PublicEncryptingKey,
+};
+use aws_lc_rs::signature::{
+    KeyPair as _, RSA_PSS_2048_8192_SHA256, RSA_PSS_SHA256, RsaParameters, RsaPssSaltLength,
+    RsaSignatureEncoding, UnparsedPublicKey,
+};
+use base64::Engine as _;
+use pkcs8::der::pem::LineEnding;
+use pkcs8::pkcs5::pbes2;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::secret::{FileKey, Password, SecretBytes, fill_random};
+
+/// PBKDF2 rounds for keys pgseal writes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
+pub const PBKDF2_ROUNDS: u32 = 600_000;
+
+/// The smallest RSA modulus pgseal accepts, in bits.
+pub const MIN_KEY_BITS: usize = 2048;
+
+/// PSS with the salt as long as the digest: what v2 uses.
+static PSS_SIGN_V2: &RsaSignatureEncoding = &RSA_PSS_SHA256;
+static PSS_VERIFY_V2: &RsaParameters = &RSA_PSS_2048_8192_SHA256;
+/// PSS with the maximum salt length: what the legacy hybrid format used.
+static PSS_SIGN_LEGACY: RsaSignatureEncoding =
+    RSA_PSS_SHA256.with_pss_salt_length(RsaPssSaltLength::Max);
+static PSS_VERIFY_LEGACY: RsaParameters =
+    RSA_PSS_2048_8192_SHA256.with_pss_salt_length(RsaPssSaltLength::Max);
+
+/// Which PSS salt length a signature uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PssSalt {
+    /// 32 bytes (the SHA-256 output length): v2.
+    Digest,
+    /// modulus bytes − 34: the legacy hybrid format.
+    Max,
+}
+
+/// SHA-256 of a public key's SubjectPublicKeyInfo DER: the identity of a key everywhere in pgseal.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    pub const PREFIX: &'static str = "SHA256:";
+
+    pub fn of_spki_der(spki_der: &[u8]) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Fingerprint(out)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Fingerprint(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::PREFIX)?;
+        f.write_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let b64 = s.strip_prefix(Self::PREFIX).unwrap_or(s);
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(b64.trim_end_matches('='))
+            .map_err(|_| Error::InvalidParameter(format!("not a fingerprint: {s}")))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::InvalidParameter(format!("a fingerprint has 32 bytes: {s}")))?;
+        Ok(Fingerprint(bytes))
+    }
+}
+
+/// The legacy system's fingerprint: `SHA256:` + 32 hex digits of SHA-256 over the public key's
+/// PEM *text* + `...`. It depends on formatting and is cut to 128 bits; pgseal keeps it only to
+/// match records imported from the old system.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LegacyFingerprint(String);
+
+impl LegacyFingerprint {
+    pub fn of_pem_text(pem: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem.as_bytes());
+        let hex = hex::encode(digest.as_ref());
+        LegacyFingerprint(format!("SHA256:{}...", &hex[..32]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LegacyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for LegacyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Sizes `keygen` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBits {
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl KeyBits {
+    pub fn from_bits(bits: u32) -> Result<Self> {
+        match bits {
+            2048 => Ok(KeyBits::Rsa2048),
+            3072 => Ok(KeyBits::Rsa3072),
+            4096 => Ok(KeyBits::Rsa4096),
+            other => Err(Error::InvalidParameter(format!(
+                "unsupported key size {other}: choose 2048, 3072 or 4096"
+            ))),
+        }
+    }
+
+    fn aws(self) -> KeySize {
+        match self {
+            KeyBits::Rsa2048 => KeySize::Rsa2048,
+            KeyBits::Rsa3072 => KeySize::Rsa3072,
+            KeyBits::Rsa4096 => KeySize::Rsa4096,
+        }
+    }
+}
+
+/// An RSA public key, held as its SubjectPublicKeyInfo DER.
+#[derive(Clone)]
+pub struct PublicKey {
+    spki: Vec<u8>,
+    fingerprint: Fingerprint,
+    bits: usize,
+}
+
+impl PublicKey {
+    /// From DER: SubjectPublicKeyInfo or PKCS#1 `RSAPublicKey`.
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        let parsed = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|e| Error::KeyRejected {
+            what: "public key".into(),
+            reason: e.to_string(),
+        })?;
+        let spki: PublicKeyX509Der<'static> = parsed
+            .as_der()
+            .map_err(|_| Error::Crypto("encoding a public key as SubjectPublicKeyInfo"))?;
+        Self::from_spki(spki.as_ref().to_vec())
+    }
+
+    fn from_spki(spki: Vec<u8>) -> Result<Self> {
+        let bits = PublicEncryptingKey::from_der(&spki)
+            .map_err(|e| Error::KeyRejected {
+                what: "public key".into(),
+                reason: e.to_string(),
+            })?
+            .key_size_bits();
+        if bits < MIN_KEY_BITS {
+            return Err(Error::KeyRejected {
+                what: "public key".into(),
+                reason: format!(
+                    "{bits}-bit RSA is too small; pgseal needs {MIN_KEY_BITS} bits or more"
+                ),
+            });
+        }
+        Ok(PublicKey {
+            fingerprint: Fingerprint::of_spki_der(&spki),
+            spki,
+            bits,
+        })
+    }
+
+    /// From PEM text: `PUBLIC KEY` (SPKI) or `RSA PUBLIC KEY` (PKCS#1).
+    pub fn from_pem(text: &str) -> Result<Self> {
+        let (label, der) = decode_pem(text)?;
+        match label.as_str() {
+            "PUBLIC KEY" | "RSA PUBLIC KEY" => Self::from_der(&der),
+            "PRIVATE KEY" | "ENCRYPTED PRIVATE KEY" | "RSA PRIVATE KEY" => {
+                Err(Error::KeyRejected {
+                    what: "public key".into(),
+                    reason: "this is a private key; pass the public half (NAME.pub.pem)".into(),
+                })
+            }
+            other => Err(Error::KeyRejected {
+                what: "public key".into(),
+                reason: format!("unexpected PEM block `{other}`"),
+            }),
+        }
+    }
+
+    /// PEM `PUBLIC KEY` (SubjectPublicKeyInfo), 64-column lines, LF endings.
+    pub fn to_pem(&self) -> String {
+        pkcs8::der::pem::encode_string("PUBLIC KEY", LineEnding::LF, &self.spki)
+            .expect("PEM encoding of DER bytes cannot fail")
+    }
+
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The legacy fingerprint of this key's canonical PEM (what the old system stored for keys it
+    /// made, since it wrote the same PEM layout).
+    pub fn legacy_fingerprint(&self) -> LegacyFingerprint {
+        LegacyFingerprint::of_pem_text(&self.to_pem())
+    }
+
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// Modulus length in bytes: the length of every signature and wrapped key this key makes.
+    pub fn modulus_len(&self) -> usize {
+        self.bits.div_ceil(8)
+    }
+
+    /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) of a file key.
+    pub fn wrap_file_key(&self, key: &FileKey) -> Result<Vec<u8>> {
+        let oaep = PublicEncryptingKey::from_der(&self.spki)
+            .ok()
+            .and_then(|k| OaepPublicEncryptingKey::new(k).ok())
+            .ok_or(Error::Crypto("loading a public key for OAEP"))?;
+        let mut out = vec![0u8; oaep.ciphertext_size()];
+        let len = oaep
+            .encrypt(&OAEP_SHA256_MGF1SHA256, key.expose(), &mut out, None)
+            .map_err(|_| Error::Crypto("RSA-OAEP encryption"))?
+            .len();
+        out.truncate(len);
+        Ok(out)
+    }
+
+    /// Verifies an RSA-PSS-SHA-256 signature over `message`.
+    pub fn verify_pss(&self, salt: PssSalt, message: &[u8], signature: &[u8]) -> bool {
+        let params: &'static RsaParameters = match salt {
+            PssSalt::Digest => PSS_VERIFY_V2,
+            PssSalt::Max => &PSS_VERIFY_LEGACY,
+        };
+        UnparsedPublicKey::new(params, &self.spki)
+            .verify(message, signature)
+            .is_ok()
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey(RSA-{}, {})", self.bits, self.fingerprint)
+    }
+}
+
+/// An RSA private key. Its PKCS#8 DER is zeroed on drop; aws-lc frees (and clears) its own copy.
+pub struct PrivateKey {
+    pkcs8: SecretBytes,
+    signer: KeyPair,
+    decrypter: OaepPrivateDecryptingKey,
+    public: PublicKey,
+}
+
+impl PrivateKey {
+    /// A new key pair from the system CSPRNG.
+    pub fn generate(bits: KeyBits) -> Result<Self> {
+        let pair =
+            KeyPair::generate(bits.aws()).map_err(|_| Error::Crypto("RSA key generation"))?;
+        let der: Pkcs8V1Der<'static> = pair
+            .as_der()
+            .map_err(|_| Error::Crypto("encoding a new key as PKCS#8"))?;
+        Self::from_pkcs8_der(der.as_ref(), "new key")
+    }
+
+    /// From unencrypted PKCS#8 DER.
+    pub fn from_pkcs8_der(der: &[u8], what: &str) -> Result<Self> {
+        let rejected = |e: aws_lc_rs::error::KeyRejected| Error::KeyRejected {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        };
+        let signer = KeyPair::from_pkcs8(der).map_err(rejected)?;
+        let decrypter = PrivateDecryptingKey::from_pkcs8(der)
+            .map_err(rejected)
+            .and_then(|k| {
+                OaepPrivateDecryptingKey::new(k).map_err(|_| Error::Crypto("preparing RSA-OAEP"))
+            })?;
+        let public = PublicKey::from_der(signer.public_key().as_ref())?;
+        Ok(PrivateKey {
+            pkcs8: Zeroizing::new(der.to_vec()),
+            signer,
+            decrypter,
+            public,
+        })
+    }
+
+    /// From PEM text in any accepted private-key form. `password` is called only when the key is
+    /// encrypted, so a plain key never prompts. `what` names the key in errors (a path, a role).
+    pub fn from_pem(
+        text: &str,
+        what: &str,
+        password: impl FnOnce() -> Result<Password>,
+    ) -> Result<Self> {
+        if text.contains("Proc-Type: 4,ENCRYPTED") {
+            return Err(Error::KeyRejected {
+                what: what.to_owned(),
+                reason: "traditional OpenSSL key encryption is not supported; convert it with \
+                         `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW`"
+                    .into(),
+            });
+        }
+        let (label, der) = decode_pem(text)?;
+        let der = Zeroizing::new(der);
+        match label.as_str() {
+            "ENCRYPTED PRIVATE KEY" => {
+                let info =
+                    pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice()).map_err(|e| {
+                        Error::KeyRejected {
+                            what: what.to_owned(),
+                            reason: format!("not a valid encrypted PKCS#8 key: {e}"),
+                        }
+                    })?;
+                let password = password()?;
+                let plain = info
+                    .decrypt(password.as_bytes())
+                    .map_err(|_| Error::WrongPassword(what.to_owned()))?;
+                Self::from_pkcs8_der(plain.as_bytes(), what)
+            }
+            "PRIVATE KEY" => Self::from_pkcs8_der(&der, what),
+            "RSA PRIVATE KEY" => {
+                let pair = KeyPair::from_der(&der).map_err(|e| Error::KeyRejected {
+                    what: what.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                let pkcs8: Pkcs8V1Der<'static> = pair
+                    .as_der()
+                    .map_err(|_| Error::Crypto("re-encoding a PKCS#1 key as PKCS#8"))?;
+                Self::from_pkcs8_der(pkcs8.as_ref(), what)
+            }
+            "PUBLIC KEY" | "RSA PUBLIC KEY" => Err(Error::KeyRejected {
+                what: what.to_owned(),
+                reason: "this is a public key; a private key is needed here (NAME.key.pem)".into(),
+            }),
+            other => Err(Error::KeyRejected {
+                what: what.to_owned(),
+                reason: format!("unexpected PEM block `{other}`"),
+            }),
+        }
+    }
+
+    /// Encrypted PKCS#8 PEM under `password` (PBKDF2-HMAC-SHA256 × 600,000, AES-256-CBC).
+    pub fn to_encrypted_pem(&self, password: &Password) -> Result<Zeroizing<String>> {
+        let mut salt = [0u8; 16];
+        let mut iv = [0u8; 16];
+        fill_random(&mut salt)?;
+        fill_random(&mut iv)?;
+        let params = pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(PBKDF2_ROUNDS, &salt, iv)
+            .map_err(|_| Error::Crypto("PBES2 parameters"))?;
+        let info = pkcs8::PrivateKeyInfoRef::try_from(self.pkcs8.as_slice())
+            .map_err(|_| Error::Crypto("re-reading our own PKCS#8"))?;
+        let doc = info
+            .encrypt_with_params(params, password.as_bytes())
+            .map_err(|_| Error::Crypto("encrypting a private key"))?;
+        doc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+            .map_err(|_| Error::Crypto("PEM-encoding a private key"))
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.public.fingerprint
+    }
+
+    /// RSA-PSS-SHA-256 signature over `message`.
+    pub fn sign_pss(&self, salt: PssSalt, message: &[u8]) -> Result<Vec<u8>> {
+        let encoding: &'static RsaSignatureEncoding = match salt {
+            PssSalt::Digest => PSS_SIGN_V2,
+            PssSalt::Max => &PSS_SIGN_LEGACY,
+        };
+        let mut sig = vec![0u8; self.signer.public_modulus_len()];
+        self.signer
+            .sign(
+                encoding,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                message,
+                &mut sig,
+            )
+            .map_err(|_| Error::Crypto("RSA-PSS signing"))?;
+        Ok(sig)
+    }
+
+    /// RSA-OAEP unwrap of a file key addressed to this key.
+    pub fn unwrap_file_key(&self, wrapped: &[u8]) -> Result<FileKey> {
+        let mut out = Zeroizing::new(vec![0u8; self.decrypter.min_output_size()]);
+        let key = self
+            .decrypter
+            .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut out, None)
+            .map_err(|_| Error::SessionKeyUnwrap)?;
+        FileKey::from_slice(key)
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PrivateKey(RSA-{}, {}, <redacted>)",
+            self.public.bits, self.public.fingerprint
+        )
+    }
+}
+
+/// The ability to recover a file key from a wrapped copy. A private key in memory is one; a
+/// remote key-custody service can be another, without the rest of the code changing.
+pub trait Identity {
+    fn fingerprint(&self) -> Fingerprint;
+    fn unwrap_file_key(&self, wrapped: &[u8]) -> Result<FileKey>;
+}
+
+impl Identity for PrivateKey {
+    fn fingerprint(&self) -> Fingerprint {
+        PrivateKey::fingerprint(self)
+    }
+
+    fn unwrap_file_key(&self, wrapped: &[u8]) -> Result<FileKey> {
+        PrivateKey::unwrap_file_key(self, wrapped)
+    }
+}
+
+/// True when PEM text holds a password-protected private key.
+pub fn pem_is_encrypted(text: &str) -> bool {
+    text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+}
+
+fn decode_pem(text: &str) -> Result<(String, Vec<u8>)> {
+    // Tolerate text around the block (OpenSSL writes "Bag Attributes" etc.) and CRLF endings.
+    let begin = text.find("-----BEGIN ").ok_or_else(|| Error::KeyRejected {
+        what: "key file".into(),
+        reason: "no PEM block found (expected -----BEGIN ...-----)".into(),
+    })?;
+    let block = &text[begin..];
+    let end_marker = block.find("-----END ").ok_or_else(|| Error::KeyRejected {
+        what: "key file".into(),
+        reason: "PEM block has no END line".into(),
+    })?;
+    let end = block[end_marker..]
+        .find("\n")
+        .map(|i| end_marker + i + 1)
+        .unwrap_or(block.len());
+    let normalized = block[..end].replace("\r\n", "\n");
+    let (label, der) =
+        pkcs8::der::pem::decode_vec(normalized.as_bytes()).map_err(|e| Error::KeyRejected {
+            what: "key file".into(),
+            reason: format!("bad PEM: {e}"),
+        })?;
+    Ok((label.to_owned(), der))
+}

@@ -1,0 +1,351 @@
+//! Reading v2 files: the prelude (header, header signature, recipient slots), then decryption or
+//! keyless verification of the chunks (FORMAT.md §9).
+
+use std::io::{Read, Write};
+
+use aws_lc_rs::digest;
+
+use crate::error::{Error, Result};
+use crate::io_util::{read_exact_or_truncated, read_full, read_vec};
+use crate::keys::{Fingerprint, Identity, PssSalt, PublicKey};
+
+use super::header::{Compression, Header};
+use super::pipeline::{self, Sender, StageResult};
+use super::slots::{Slot, SlotState, active_slot, parse_slot};
+use super::stream::TAG_LEN;
+use super::{
+    MAGIC, MAX_HEADER_LEN, PREAMBLE_LEN, VERSION, final_signed_message, header_signed_message,
+    sha256,
+};
+
+/// The largest zstd window accepted when decompressing (FORMAT.md §7): bounds decoder memory.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// Everything before the chunks, parsed but not yet trusted.
+#[derive(Debug, Clone)]
+pub struct Prelude {
+    pub header: Header,
+    /// SHA-256 of the signed header (FORMAT.md §1).
+    pub header_hash: [u8; 32],
+    pub header_signature: Vec<u8>,
+    pub slots: [SlotState; 2],
+    /// Byte offset of slot A from the start of the file.
+    pub slots_offset: u64,
+}
+
+/// Whether to demand a valid creator signature.
+#[derive(Debug, Clone, Copy)]
+pub enum SignerCheck<'a> {
+    /// Verify against whichever of these keys the header names; refuse if none matches.
+    Require(&'a [PublicKey]),
+    /// Skip signature checks (the caller has warned the user). Tags and the key commitment are
+    /// still checked.
+    Skip,
+}
+
+/// What a successful decryption established.
+#[derive(Debug, Clone)]
+pub struct DecryptSummary {
+    /// The creator whose signatures verified, if they were checked.
+    pub verified_signer: Option<Fingerprint>,
+    /// The identity that unwrapped the file key.
+    pub recipient: Fingerprint,
+    pub plaintext_bytes: u64,
+    pub chunks: u64,
+    /// Bytes of sealed chunks read.
+    pub payload_bytes: u64,
+    /// SHA-256 over the sealed chunks.
+    pub ciphertext_digest: [u8; 32],
+}
+
+/// What a successful verification established.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub signer: Fingerprint,
+    /// SHA-256 over the sealed chunks, covered by the final signature.
+    pub ciphertext_digest: [u8; 32],
+    pub chunks: u64,
+    pub payload_bytes: u64,
+    /// `Some` when a private key was at hand and the whole file was also decrypted (into
+    /// nothing): unwrap, commitment, slot MAC, every chunk tag and the decompression all held.
+    pub decrypted_with: Option<Fingerprint>,
+}
+
+/// Reads the preamble, header, header signature and both recipient slots.
+pub fn read_prelude(r: &mut impl Read) -> Result<Prelude> {
+    let mut preamble = [0u8; PREAMBLE_LEN];
+    read_exact_or_truncated(r, &mut preamble, "the file preamble")?;
+    if preamble[..7] != MAGIC {
+        return Err(Error::malformed("not a pgseal file (bad magic)"));
+    }
+    if preamble[7] != VERSION {
+        return Err(Error::UnsupportedVersion(preamble[7]));
+    }
+    let body_len = u32::from_be_bytes(preamble[8..12].try_into().expect("4 bytes")) as usize;
+    if body_len > MAX_HEADER_LEN {
+        return Err(Error::malformed(format!(
+            "header length {body_len} exceeds the 65,536-byte limit"
+        )));
+    }
+    let body = read_vec(r, body_len, "the header")?;
+    let header = Header::parse_body(&body)?;
+    let header_hash = sha256(&[&preamble[..], &body].concat());
+
+    let mut sig_len = [0u8; 2];
+    read_exact_or_truncated(r, &mut sig_len, "the header signature")?;
+    let sig_len = u16::from_be_bytes(sig_len);
+    if sig_len != header.signature_len {
+        return Err(Error::malformed(format!(
+            "header signature is {sig_len} bytes but the header says {}",
+            header.signature_len
+        )));
+    }
+    let header_signature = read_vec(r, sig_len as usize, "the header signature")?;
+
+    let slot_size = header.slot_size as usize;
+    let slot_a = parse_slot(&read_vec(r, slot_size, "the recipient slots")?);
+    let slot_b = parse_slot(&read_vec(r, slot_size, "the recipient slots")?);
+    Ok(Prelude {
+        slots_offset: (PREAMBLE_LEN + body_len + 2 + sig_len as usize) as u64,
+        header,
+        header_hash,
+        header_signature,
+        slots: [slot_a, slot_b],
+    })
+}
+
+impl Prelude {
+    /// The slot decryption will use, with its index (0 = A, 1 = B).
+    pub fn active_slot(&self) -> Result<(usize, Slot)> {
+        active_slot(&self.slots[0], &self.slots[1])
+    }
+
+    /// Checks the header signature with the key the header names, if it is among `signers`.
+    pub fn verify_header_signature<'k>(&self, signers: &'k [PublicKey]) -> Result<&'k PublicKey> {
+        let signer = signers
+            .iter()
+            .find(|k| k.fingerprint() == self.header.signer)
+            .ok_or(Error::UnknownSigner(self.header.signer))?;
+        if !signer.verify_pss(
+            PssSalt::Digest,
+            &header_signed_message(&self.header_hash),
+            &self.header_signature,
+        ) {
+            return Err(Error::SignatureInvalid("header"));
+        }
+        Ok(signer)
+    }
+
+    /// Decrypts the chunks that follow the prelude in `input` into `output`.
+    ///
+    /// The header signature is checked before the file key is unwrapped, and plaintext reaches
+    /// `output` only from chunks whose tags verified. The final signature is checked last; on any
+    /// error the caller must discard what `output` received.
+    pub fn decrypt<R, W>(
+        &self,
+        input: R,
+        output: W,
+        identities: &[&dyn Identity],
+        signer_check: SignerCheck<'_>,
+    ) -> Result<DecryptSummary>
+    where
+        R: Read + Send,
+        W: Write + Send,
+    {
+        let signer = match signer_check {
+            SignerCheck::Require(signers) => Some(self.verify_header_signature(signers)?),
+            SignerCheck::Skip => None,
+        };
+        let (_, slot) = self.active_slot()?;
+        let h = &self.header;
+        let (_file_key, keys, recipient) =
+            slot.unlock(identities, &h.salt, &h.key_commitment, &self.header_hash)?;
+        let mut opener = keys.opener(&self.header_hash)?;
+        let mut digest = digest::Context::new(&digest::SHA256);
+        let mut payload_bytes = 0u64;
+
+        let (trailer, plaintext_bytes) = pipeline::run(
+            |tx| read_sealed_chunks(input, h.chunk_size as usize, h.signature_len as usize, tx),
+            |(mut chunk, last): (Vec<u8>, bool)| {
+                digest.update(&chunk);
+                payload_bytes += chunk.len() as u64;
+                opener.open(&mut chunk, last)?;
+                Ok(chunk)
+            },
+            |rx| write_plaintext(rx, output, h.compression),
+        )?;
+
+        let ciphertext_digest = finish(digest);
+        if let Some(signer) = signer {
+            self.check_final_signature(signer, &ciphertext_digest, &trailer)?;
+        }
+        Ok(DecryptSummary {
+            verified_signer: signer.map(PublicKey::fingerprint),
+            recipient,
+            plaintext_bytes,
+            chunks: opener.chunks_opened(),
+            payload_bytes,
+            ciphertext_digest,
+        })
+    }
+
+    /// Verifies the file with the creator's public key alone: header signature, then the final
+    /// signature over the digest of every sealed chunk. With an `identity`, also decrypts the
+    /// whole file into nothing, proving it opens.
+    pub fn verify<R: Read + Send>(
+        &self,
+        input: R,
+        signers: &[PublicKey],
+        identity: Option<&dyn Identity>,
+    ) -> Result<VerifyReport> {
+        let signer = self.verify_header_signature(signers)?;
+        if let Some(identity) = identity {
+            let summary = self.decrypt(
+                input,
+                std::io::sink(),
+                &[identity],
+                SignerCheck::Require(signers),
+            )?;
+            return Ok(VerifyReport {
+                signer: signer.fingerprint(),
+                ciphertext_digest: summary.ciphertext_digest,
+                chunks: summary.chunks,
+                payload_bytes: summary.payload_bytes,
+                decrypted_with: Some(summary.recipient),
+            });
+        }
+        let h = &self.header;
+        let mut digest = digest::Context::new(&digest::SHA256);
+        let mut chunks = 0u64;
+        let mut payload_bytes = 0u64;
+        let (trailer, ()) = pipeline::run(
+            |tx| read_sealed_chunks(input, h.chunk_size as usize, h.signature_len as usize, tx),
+            |(chunk, _last): (Vec<u8>, bool)| {
+                digest.update(&chunk);
+                chunks += 1;
+                payload_bytes += chunk.len() as u64;
+                Ok(())
+            },
+            |rx| {
+                rx.iter().for_each(drop);
+                Ok(())
+            },
+        )?;
+        let ciphertext_digest = finish(digest);
+        self.check_final_signature(signer, &ciphertext_digest, &trailer)?;
+        Ok(VerifyReport {
+            signer: signer.fingerprint(),
+            ciphertext_digest,
+            chunks,
+            payload_bytes,
+            decrypted_with: None,
+        })
+    }
+
+    fn check_final_signature(
+        &self,
+        signer: &PublicKey,
+        ciphertext_digest: &[u8; 32],
+        signature: &[u8],
+    ) -> Result<()> {
+        let message = final_signed_message(&self.header_hash, ciphertext_digest);
+        if signer.verify_pss(PssSalt::Digest, &message, signature) {
+            Ok(())
+        } else {
+            Err(Error::SignatureInvalid("final"))
+        }
+    }
+}
+
+fn finish(digest: digest::Context) -> [u8; 32] {
+    digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 output is 32 bytes")
+}
+
+/// Splits the rest of the file into sealed chunks and the final signature (FORMAT.md §7): holds
+/// back `sig_len + 1` bytes so it knows which chunk is the last without seeking.
+fn read_sealed_chunks<R: Read>(
+    mut input: R,
+    chunk_size: usize,
+    sig_len: usize,
+    tx: &Sender<(Vec<u8>, bool)>,
+) -> StageResult<Vec<u8>> {
+    let sealed_len = chunk_size + TAG_LEN;
+    let window = sealed_len + sig_len + 1;
+    let mut carry = Vec::new();
+    loop {
+        let mut buf = Vec::with_capacity(window);
+        buf.extend_from_slice(&carry);
+        buf.resize(window, 0);
+        let got = read_full(&mut input, &mut buf[carry.len()..])
+            .map_err(|e| Error::io("reading input", e))?;
+        let filled = carry.len() + got;
+        buf.truncate(filled);
+        if filled == window {
+            carry = buf.split_off(sealed_len);
+            tx.send((buf, false))?;
+        } else {
+            if filled < sig_len + TAG_LEN {
+                return Err(Error::Truncated("the last chunk and final signature").into());
+            }
+            let trailer = buf.split_off(filled - sig_len);
+            tx.send((buf, true))?;
+            return Ok(trailer);
+        }
+    }
+}
+
+/// The consumer stage of decryption: decompresses if needed and writes plaintext out.
+fn write_plaintext<W: Write>(
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    mut output: W,
+    compression: Compression,
+) -> StageResult<u64> {
+    let write_err = |e| Error::io("writing output", e);
+    let mut written = 0u64;
+    match compression {
+        Compression::None => {
+            for chunk in rx {
+                output.write_all(&chunk).map_err(write_err)?;
+                written += chunk.len() as u64;
+            }
+        }
+        Compression::Zstd => {
+            use zstd::stream::raw::{DParameter, Decoder, Operation};
+            let zerr = |e: std::io::Error| Error::Decompress(e.to_string());
+            let mut decoder = Decoder::new().map_err(zerr)?;
+            decoder
+                .set_parameter(DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
+                .map_err(zerr)?;
+            let mut out = vec![0u8; 256 * 1024];
+            let mut frame_complete = true;
+            for chunk in rx {
+                let mut pos = 0;
+                loop {
+                    let status = decoder
+                        .run_on_buffers(&chunk[pos..], &mut out)
+                        .map_err(zerr)?;
+                    pos += status.bytes_read;
+                    output
+                        .write_all(&out[..status.bytes_written])
+                        .map_err(write_err)?;
+                    written += status.bytes_written as u64;
+                    frame_complete = status.remaining == 0;
+                    if pos == chunk.len() && status.bytes_written < out.len() {
+                        break;
+                    }
+                }
+            }
+            if !frame_complete {
+                return Err(
+                    Error::Decompress("the compressed stream ends mid-frame".into()).into(),
+                );
+            }
+        }
+    }
+    output.flush().map_err(write_err)?;
+    Ok(written)
+}

@@ -1,0 +1,216 @@
+//! The command line: every command, flag and help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Encrypted, signed, audited PostgreSQL backups.
+///
+/// pgseal seals backups to a server's RSA key (AES-256-GCM file key, RSA-OAEP wrap), signs them
+/// with their creator's key (RSA-PSS), and opens, verifies and inspects them — including the
+/// two formats of the legacy Python system. Passwords never go on the command line: each comes
+/// from a --*-password-file, a --*-password-command, an environment variable, or a prompt.
+///
+/// Exit codes: 0 success, 1 I/O failure, 2 usage, 3 invalid or corrupt input,
+/// 4 authentication failure (signature, tag, tampering), 5 key or password problem.
+#[derive(Debug, Parser)]
+#[command(name = "pgseal", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a standalone RSA key pair: NAME.key.pem (encrypted, 0600) and NAME.pub.pem.
+    Keygen(KeygenArgs),
+    /// Show facts about key files.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Seal a file or stream: encrypt to recipients' public keys and sign.
+    Encrypt(EncryptArgs),
+    /// Open a sealed file (v2, legacy hybrid or legacy symmetric).
+    #[command(alias = "decrypt_asymmetric_backup", alias = "decrypt_backup")]
+    Decrypt(DecryptArgs),
+    /// Check a sealed file's signatures and integrity with the creator's public key alone.
+    #[command(alias = "verify_asymmetric_backup", alias = "verify_backup")]
+    Verify(VerifyArgs),
+    /// Show what a file's header says (format, creator, time, recipients, sizes). Trusts nothing.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Base name of the key files: writes NAME.key.pem and NAME.pub.pem.
+    #[arg(long, value_name = "NAME")]
+    pub out: PathBuf,
+    /// RSA modulus size in bits.
+    #[arg(long, default_value_t = 4096, value_parser = parse_key_size)]
+    pub key_size: u32,
+    /// Replace existing key files. The old private key is lost.
+    #[arg(long)]
+    pub force: bool,
+    /// Read the new key's password from this file (else PGSEAL_KEY_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the new key's password.
+    #[arg(long, value_name = "CMD")]
+    pub password_command: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print a key's type, size and fingerprints. Private keys need their password
+    /// (PGSEAL_KEY_PASSWORD, --password-file or a prompt) unless stored unencrypted.
+    Info(KeyInfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyInfoArgs {
+    /// A PEM key file (public or private).
+    pub file: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    #[arg(long, value_name = "CMD")]
+    pub password_command: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the signing (user) key's password is found.
+#[derive(Debug, Args, Clone)]
+pub struct UserPasswordArgs {
+    /// Read the signing key's password from FILE (else PGSEAL_USER_KEY_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub user_password_file: Option<PathBuf>,
+    /// Run CMD and use its output as the signing key's password.
+    #[arg(long, value_name = "CMD")]
+    pub user_password_command: Option<String>,
+}
+
+/// How the server (identity) key's password is found.
+#[derive(Debug, Args, Clone)]
+pub struct ServerPasswordArgs {
+    /// Read the server key's password from FILE (else SERVER_KEY_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub server_password_file: Option<PathBuf>,
+    /// Run CMD and use its output as the server key's password.
+    #[arg(long, value_name = "CMD")]
+    pub server_password_command: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressArg {
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// The pgseal format: streaming, signed header, survives key rotation.
+    V2,
+    /// The legacy PGBACKUP_HYBRID_V1 format, for sites still running the old tools.
+    V1,
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// File to seal, or - for standard input.
+    #[arg(default_value = "-")]
+    pub input: String,
+    /// Where to write the sealed file, or - for standard output.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: String,
+    /// A recipient's public key (the server key; add more for recovery keys).
+    #[arg(long = "recipient", value_name = "PUB.pem", required = true)]
+    pub recipients: Vec<PathBuf>,
+    /// The creator's private key, which signs the file.
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: PathBuf,
+    #[command(flatten)]
+    pub user_password: UserPasswordArgs,
+    /// Compress before encrypting (default zstd; v1 files are never compressed).
+    #[arg(long, value_enum)]
+    pub compress: Option<CompressArg>,
+    /// zstd compression level, 1 (fastest) to 19.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
+    /// File format to write.
+    #[arg(long, value_enum, default_value_t = FormatArg::V2)]
+    pub format: FormatArg,
+    /// The creator's numeric user id, recorded in the header (required by v1 readers).
+    #[arg(long, value_name = "N")]
+    pub user_id: Option<u64>,
+    /// The creator's user name, recorded in the header (v2).
+    #[arg(long, value_name = "NAME")]
+    pub username: Option<String>,
+    /// Payload chunk size in bytes (v2; a power of two from 1024 to 16 MiB).
+    #[arg(long, default_value_t = pgseal_core::v2::DEFAULT_CHUNK_SIZE, hide = true)]
+    pub chunk_size: u32,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Print a summary as JSON (on standard error when OUT is -, else on standard output).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// Sealed file, or - for standard input.
+    pub input: String,
+    /// Where to write the plaintext, or - for standard output.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: String,
+    /// A private key the file may be encrypted to (the server key; retired keys too). Repeatable.
+    #[arg(long = "identity", value_name = "KEY.pem")]
+    pub identities: Vec<PathBuf>,
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
+    /// The creator's public key, to verify signatures. Repeatable.
+    #[arg(long = "signer", value_name = "PUB.pem")]
+    pub signers: Vec<PathBuf>,
+    /// Decrypt without verifying who made the file (warns). Tags are still checked.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Password file for legacy symmetric files (else BACKUP_ENCRYPTION_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub legacy_password_file: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Sealed file, or - for standard input.
+    pub input: String,
+    /// The creator's public key. Repeatable.
+    #[arg(long = "signer", value_name = "PUB.pem", required = true)]
+    pub signers: Vec<PathBuf>,
+    /// Also prove the file decrypts (unwrap, commitment, every tag), writing no plaintext.
+    #[arg(long = "identity", value_name = "KEY.pem")]
+    pub identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Sealed file, or - for standard input.
+    pub input: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_key_size(s: &str) -> Result<u32, String> {
+    match s {
+        "2048" | "3072" | "4096" => Ok(s.parse().expect("matched digits")),
+        _ => Err("choose 2048, 3072 or 4096".into()),
+    }
+}

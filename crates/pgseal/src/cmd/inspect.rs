@@ -1,0 +1,189 @@
+//! `pgseal inspect`: what a file's header claims. Nothing here is verified — `verify` does that.
+
+use pgseal_core::detect::DETECT_LEN;
+use pgseal_core::legacy::{hybrid, symmetric};
+use pgseal_core::v2::{self, SlotState};
+use pgseal_core::{Detected, Error, detect};
+use serde_json::{Value, json};
+
+use super::print_json;
+use crate::cli::InspectArgs;
+use crate::failure::{CliResult, Failure};
+use crate::files::Input;
+use crate::timefmt::{rfc3339_millis, rfc3339_secs};
+
+pub fn run(args: InspectArgs) -> CliResult {
+    let mut input = Input::open(&args.input)?;
+    let prefix = input.peek(DETECT_LEN)?;
+    let facts: Value = match detect(&prefix) {
+        Detected::Pgseal {
+            version: v2::VERSION,
+        } => inspect_v2(&mut input)?,
+        Detected::Pgseal { version } => return Err(Error::UnsupportedVersion(version).into()),
+        Detected::LegacyHybrid => {
+            let h = {
+                let len = input.len;
+                hybrid::read_header(&mut input, len)?
+            };
+            let data = input.len.map(|n| n.saturating_sub(h.encoded_len() + 16));
+            json!({
+                "format": "legacy-hybrid",
+                "version": h.version,
+                "encrypted": true,
+                "creator": { "user_id": h.user_id },
+                "created_at": rfc3339_secs(h.created_unix),
+                "created_unix": h.created_unix,
+                "wrapped_key_bytes": h.wrapped_key.len(),
+                "signature_bytes": h.signature.len(),
+                "header_bytes": h.encoded_len(),
+                "ciphertext_bytes": data,
+                "file_bytes": input.len,
+                "recipients": Value::Null,
+                "authenticated_header": false,
+            })
+        }
+        Detected::LegacySymmetric => json!({
+            "format": "legacy-symmetric",
+            "version": 1,
+            "encrypted": true,
+            "creator": Value::Null,
+            "header_bytes": symmetric::HEADER_LEN,
+            "ciphertext_bytes": input.len.map(|n| n.saturating_sub(symmetric::HEADER_LEN as u64 + 16)),
+            "file_bytes": input.len,
+            "authenticated_header": false,
+        }),
+        Detected::PlainDump => json!({
+            "format": "plain-pg_dump",
+            "encrypted": false,
+            "file_bytes": input.len,
+        }),
+        Detected::Unknown => {
+            return Err(Failure::invalid(format!(
+                "{} is neither a pgseal file nor a legacy backup (unrecognised header)",
+                input.name
+            )));
+        }
+    };
+    if args.json {
+        let mut facts = facts;
+        facts["file"] = json!(input.name);
+        print_json(&facts);
+    } else {
+        print_human(&input.name, &facts);
+    }
+    Ok(())
+}
+
+fn inspect_v2(input: &mut Input) -> CliResult<Value> {
+    let prelude = v2::read_prelude(input)?;
+    let h = &prelude.header;
+    let m = &h.metadata;
+    let slot_json = |s: &SlotState| match s {
+        SlotState::Empty => json!({ "state": "empty" }),
+        SlotState::Valid(slot) => json!({
+            "state": "valid",
+            "generation": slot.generation,
+            "recipients": slot.recipients().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+        SlotState::Damaged(why) => json!({ "state": "damaged", "reason": why }),
+    };
+    let active = prelude.active_slot().ok();
+    let header_bytes = prelude.slots_offset + 2 * h.slot_size as u64;
+    Ok(json!({
+        "format": "v2",
+        "version": v2::VERSION,
+        "encrypted": true,
+        "creator": {
+            "user_id": m.creator_user_id,
+            "username": m.creator_username,
+            "fingerprint": h.signer.to_string(),
+        },
+        "created_at": rfc3339_millis(m.created_at_ms),
+        "created_unix": m.created_at_ms / 1000,
+        "tool": m.tool,
+        "source": {
+            "database": m.source_database,
+            "host": m.source_host,
+            "dump_format": m.dump_format,
+            "name": m.content_name,
+        },
+        "compression": h.compression.name(),
+        "chunk_size": h.chunk_size,
+        "recipients": active.as_ref().map(|(_, s)| s.recipients().iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "slots": [slot_json(&prelude.slots[0]), slot_json(&prelude.slots[1])],
+        "header_bytes": header_bytes,
+        "signature_bytes": h.signature_len,
+        "ciphertext_bytes": input.len.map(|n| n.saturating_sub(header_bytes + h.signature_len as u64)),
+        "file_bytes": input.len,
+        "authenticated_header": true,
+        "unknown_fields": h.unknown.iter().map(|(t, _)| format!("0x{t:04x}")).collect::<Vec<_>>(),
+    }))
+}
+
+fn print_human(name: &str, facts: &Value) {
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("file:        {name}");
+    println!("format:      {}", s(&facts["format"]));
+    if facts["encrypted"] == json!(false) {
+        println!("encrypted:   no — this is not a sealed backup");
+        return;
+    }
+    println!("version:     {}", s(&facts["version"]));
+    let c = &facts["creator"];
+    if !c.is_null() {
+        println!(
+            "creator:     user id {}, name {}, key {}",
+            s(&c["user_id"]),
+            s(&c["username"]),
+            s(&c["fingerprint"])
+        );
+    }
+    if !facts["created_at"].is_null() {
+        println!("created:     {}", s(&facts["created_at"]));
+    }
+    if let Some(tool) = facts.get("tool") {
+        println!("tool:        {}", s(tool));
+        let src = &facts["source"];
+        println!(
+            "source:      database {}, host {}, dump format {}, name {}",
+            s(&src["database"]),
+            s(&src["host"]),
+            s(&src["dump_format"]),
+            s(&src["name"])
+        );
+        println!(
+            "compression: {} (chunks of {} bytes)",
+            s(&facts["compression"]),
+            s(&facts["chunk_size"])
+        );
+    }
+    match facts["recipients"].as_array() {
+        Some(list) => {
+            println!("recipients:");
+            for r in list {
+                println!("  {}", s(r));
+            }
+        }
+        None if facts["format"] == json!("legacy-hybrid") => {
+            println!("recipients:  not recorded (legacy files name no key)")
+        }
+        None => {}
+    }
+    println!(
+        "sizes:       header {} bytes, ciphertext {} bytes, file {} bytes",
+        s(&facts["header_bytes"]),
+        s(&facts["ciphertext_bytes"]),
+        s(&facts["file_bytes"])
+    );
+    if facts["authenticated_header"] == json!(false) {
+        println!(
+            "note:        this format does not authenticate its header; these values are unproven"
+        );
+    } else {
+        println!("note:        unverified; `pgseal verify --signer PUB.pem` checks the signatures");
+    }
+}

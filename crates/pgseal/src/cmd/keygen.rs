@@ -1,0 +1,117 @@
+//! `pgseal keygen` and `pgseal key info`: standalone key files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use pgseal_core::keys::{KeyBits, pem_is_encrypted};
+use pgseal_core::{PrivateKey, PublicKey};
+use serde_json::json;
+
+use super::{load_private, print_json};
+use crate::cli::{KeyInfoArgs, KeygenArgs};
+use crate::failure::{CliResult, ExitCode, Failure};
+use crate::files::AtomicFile;
+use crate::secrets::{PasswordSource, read_text};
+
+fn keygen_password(file: Option<PathBuf>, command: Option<String>) -> PasswordSource {
+    PasswordSource {
+        purpose: "the key",
+        env: "PGSEAL_KEY_PASSWORD",
+        file,
+        command,
+        file_flag: "--password-file",
+    }
+}
+
+fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+pub fn keygen(args: KeygenArgs) -> CliResult {
+    let bits = KeyBits::from_bits(args.key_size)?;
+    let key_path = with_suffix(&args.out, ".key.pem");
+    let pub_path = with_suffix(&args.out, ".pub.pem");
+    if !args.force {
+        for p in [&key_path, &pub_path] {
+            if p.symlink_metadata().is_ok() {
+                return Err(Failure::new(
+                    ExitCode::Usage,
+                    format!("{} already exists; pass --force to replace it", p.display()),
+                ));
+            }
+        }
+    }
+    // Ask for the password before the slow key generation.
+    let password = keygen_password(args.password_file, args.password_command).get_new()?;
+    let key = PrivateKey::generate(bits)?;
+    let pem = key.to_encrypted_pem(&password)?;
+
+    let write = |path: &Path, text: &[u8], mode: u32| -> CliResult {
+        let mut file = AtomicFile::create(path, args.force)?;
+        file.set_mode(mode);
+        file.write_all(text)
+            .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
+        file.commit()
+    };
+    write(&key_path, pem.as_bytes(), 0o600)?;
+    write(&pub_path, key.public().to_pem().as_bytes(), 0o644)?;
+
+    let public = key.public();
+    if args.json {
+        print_json(&json!({
+            "private_key": key_path,
+            "public_key": pub_path,
+            "bits": public.bits(),
+            "fingerprint": public.fingerprint().to_string(),
+            "legacy_fingerprint": public.legacy_fingerprint().to_string(),
+        }));
+    } else {
+        println!("private key: {} (encrypted, mode 0600)", key_path.display());
+        println!("public key:  {}", pub_path.display());
+        println!("RSA-{} {}", public.bits(), public.fingerprint());
+    }
+    Ok(())
+}
+
+pub fn info(args: KeyInfoArgs) -> CliResult {
+    let text = read_text(&args.file, "key")?;
+    let (kind, public): (&str, PublicKey) = if text.contains("PRIVATE KEY-----") {
+        let source = keygen_password(args.password_file, args.password_command);
+        let key = load_private(&args.file, &source)?;
+        let kind = if pem_is_encrypted(&text) {
+            "private (encrypted)"
+        } else {
+            "private (unencrypted)"
+        };
+        (kind, key.public().clone())
+    } else {
+        let key = PublicKey::from_pem(&text)
+            .map_err(|e| Failure::key(format!("{}: {e}", args.file.display())))?;
+        ("public", key)
+    };
+    let legacy_of_file = text
+        .contains("-----BEGIN PUBLIC KEY-----")
+        .then(|| pgseal_core::LegacyFingerprint::of_pem_text(&text).to_string());
+    if args.json {
+        print_json(&json!({
+            "file": args.file,
+            "type": kind,
+            "algorithm": "RSA",
+            "bits": public.bits(),
+            "fingerprint": public.fingerprint().to_string(),
+            "legacy_fingerprint": legacy_of_file.unwrap_or_else(|| public.legacy_fingerprint().to_string()),
+        }));
+    } else {
+        println!("file:               {}", args.file.display());
+        println!("type:               {kind}");
+        println!("algorithm:          RSA-{}", public.bits());
+        println!("fingerprint:        {}", public.fingerprint());
+        println!(
+            "legacy fingerprint: {}",
+            legacy_of_file.unwrap_or_else(|| public.legacy_fingerprint().to_string())
+        );
+    }
+    Ok(())
+}

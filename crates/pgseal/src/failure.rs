@@ -1,0 +1,76 @@
+//! The CLI's error type and the exit codes it maps to.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | I/O or other failure (disk full, permission denied, broken pipe) |
+//! | 2 | usage error (bad flags or arguments) |
+//! | 3 | invalid input: corrupt, truncated, unsupported or not encrypted |
+//! | 4 | authentication failed: bad signature, bad tag, tampering |
+//! | 5 | key or password problem: missing, wrong or unusable |
+
+use std::fmt;
+
+use pgseal_core::ErrorKind;
+
+/// Process exit codes (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Io = 1,
+    Usage = 2,
+    Invalid = 3,
+    Authentication = 4,
+    Key = 5,
+}
+
+/// A failure of a command: a message for the user and its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Usage, message)
+    }
+
+    pub fn key(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Key, message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Invalid, message)
+    }
+
+    pub fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        Self::new(ExitCode::Io, format!("{context}: {err}"))
+    }
+}
+
+impl From<pgseal_core::Error> for Failure {
+    fn from(e: pgseal_core::Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::Io => ExitCode::Io,
+            ErrorKind::Invalid => ExitCode::Invalid,
+            ErrorKind::Authentication => ExitCode::Authentication,
+            ErrorKind::Key => ExitCode::Key,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, Failure>;

@@ -1,0 +1,326 @@
+//! Where bytes come from and go to: files, standard streams, and the atomic output file.
+//!
+//! Output to a path is written into an *unnamed* temporary file in the target's directory
+//! (`O_TMPFILE`), fsynced, and linked into place only on success. A failure, a signal or
+//! `kill -9` leaves nothing at the target and no stray file: the kernel frees an unnamed file with
+//! its last descriptor. Where `O_TMPFILE` is unavailable a hidden named temporary file is used,
+//! removed on any failure the process survives.
+
+use std::fs::File;
+use std::io::{self, BufReader, Cursor, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::failure::{CliResult, ExitCode, Failure};
+
+/// A source of bytes: a file or standard input, with the first bytes already peeked.
+pub struct Input {
+    /// What to call it in messages.
+    pub name: String,
+    /// The file's size, when it is a regular file.
+    pub len: Option<u64>,
+    /// The path, when it is a file.
+    pub path: Option<PathBuf>,
+    reader: Box<dyn Read + Send>,
+}
+
+impl Input {
+    /// Opens `spec`: a path, or `-` for standard input.
+    pub fn open(spec: &str) -> CliResult<Self> {
+        if spec == "-" {
+            return Ok(Input {
+                name: "standard input".into(),
+                len: None,
+                path: None,
+                reader: Box::new(io::stdin()),
+            });
+        }
+        let file = File::open(spec).map_err(|e| Failure::io(format!("opening {spec}"), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Failure::io(format!("reading {spec}"), e))?;
+        if meta.is_dir() {
+            return Err(Failure::usage(format!("{spec} is a directory")));
+        }
+        Ok(Input {
+            name: spec.to_owned(),
+            len: meta.is_file().then_some(meta.len()),
+            path: Some(PathBuf::from(spec)),
+            reader: Box::new(BufReader::with_capacity(256 * 1024, file)),
+        })
+    }
+
+    /// Reads up to `n` bytes from the start and puts them back: returns them, and the input
+    /// continues from the beginning.
+    pub fn peek(&mut self, n: usize) -> CliResult<Vec<u8>> {
+        let mut prefix = Vec::with_capacity(n);
+        (&mut self.reader)
+            .take(n as u64)
+            .read_to_end(&mut prefix)
+            .map_err(|e| Failure::io(format!("reading {}", self.name), e))?;
+        let rest = std::mem::replace(&mut self.reader, Box::new(io::empty()));
+        self.reader = Box::new(Cursor::new(prefix.clone()).chain(rest));
+        Ok(prefix)
+    }
+
+    /// The file name without directories, if the input is a file.
+    pub fn file_name(&self) -> Option<String> {
+        self.path
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// Where a command's main output goes.
+pub enum Output {
+    Stdout(io::Stdout),
+    File(AtomicFile),
+}
+
+impl Output {
+    /// `-` is standard output; anything else an atomic file (refused if it exists, unless `force`).
+    pub fn create(spec: &str, force: bool) -> CliResult<Self> {
+        if spec == "-" {
+            Ok(Output::Stdout(io::stdout()))
+        } else {
+            Ok(Output::File(AtomicFile::create(Path::new(spec), force)?))
+        }
+    }
+
+    /// Makes the output final: links the file into place, or flushes standard output.
+    pub fn commit(self) -> CliResult<()> {
+        match self {
+            Output::Stdout(mut s) => s
+                .flush()
+                .map_err(|e| Failure::io("writing standard output", e)),
+            Output::File(f) => f.commit(),
+        }
+    }
+
+    pub fn is_stdout(&self) -> bool {
+        matches!(self, Output::Stdout(_))
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::Stdout(s) => s.write(buf),
+            Output::File(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.write_all(buf),
+            Output::File(f) => f.file.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.flush(),
+            Output::File(f) => f.flush(),
+        }
+    }
+}
+
+/// A file that appears at its path only when [`AtomicFile::commit`] succeeds, mode 0600.
+pub struct AtomicFile {
+    file: File,
+    target: PathBuf,
+    force: bool,
+    /// `None` for an unnamed (`O_TMPFILE`) file; the temporary path otherwise.
+    named: Option<tempfile::TempPath>,
+    mode: u32,
+}
+
+impl AtomicFile {
+    pub fn create(target: &Path, force: bool) -> CliResult<Self> {
+        if !force && target.symlink_metadata().is_ok() {
+            return Err(Failure::new(
+                ExitCode::Usage,
+                format!(
+                    "{} already exists; pass --force to replace it",
+                    target.display()
+                ),
+            ));
+        }
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let create_err = |e: io::Error| Failure::io(format!("creating {}", target.display()), e);
+        match rustix::fs::openat(
+            rustix::fs::CWD,
+            &dir,
+            rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => Ok(AtomicFile {
+                file: File::from(fd),
+                target: target.to_path_buf(),
+                force,
+                named: None,
+                mode: 0o600,
+            }),
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => {
+                let tmp = tempfile::Builder::new()
+                    .prefix(".pgseal-partial-")
+                    .permissions(std::fs::Permissions::from_mode(0o600))
+                    .tempfile_in(&dir)
+                    .map_err(create_err)?;
+                let (file, path) = tmp.into_parts();
+                Ok(AtomicFile {
+                    file,
+                    target: target.to_path_buf(),
+                    force,
+                    named: Some(path),
+                    mode: 0o600,
+                })
+            }
+            Err(e) => Err(create_err(e.into())),
+        }
+    }
+
+    /// The permission bits the file gets when committed (0600 unless changed).
+    pub fn set_mode(&mut self, mode: u32) {
+        self.mode = mode;
+    }
+
+    /// Flushes, fsyncs and moves the file into place, then fsyncs the directory.
+    pub fn commit(mut self) -> CliResult<()> {
+        let target = self.target.clone();
+        let fail = |e: io::Error| Failure::io(format!("finishing {}", target.display()), e);
+        self.file.flush().map_err(fail)?;
+        if self.mode != 0o600 {
+            self.file
+                .set_permissions(std::fs::Permissions::from_mode(self.mode))
+                .map_err(fail)?;
+        }
+        self.file.sync_all().map_err(fail)?;
+        match self.named.take() {
+            None => self.link_unnamed().map_err(fail)?,
+            Some(path) => {
+                if self.force {
+                    path.persist(&self.target).map_err(|e| fail(e.error))?;
+                } else {
+                    path.persist_noclobber(&self.target)
+                        .map_err(|e| fail(e.error))?;
+                }
+            }
+        }
+        let dir = match self.target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(fail)?;
+        Ok(())
+    }
+
+    fn link_unnamed(&self) -> io::Result<()> {
+        let proc_path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.file)
+        );
+        let link = |to: &Path| -> io::Result<()> {
+            match rustix::fs::linkat(
+                rustix::fs::CWD,
+                proc_path.as_str(),
+                rustix::fs::CWD,
+                to,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            ) {
+                Ok(()) => Ok(()),
+                // Without /proc, linking by descriptor needs CAP_DAC_READ_SEARCH; try it.
+                Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").exists() => {
+                    rustix::fs::linkat(
+                        self.file.as_fd(),
+                        "",
+                        rustix::fs::CWD,
+                        to,
+                        rustix::fs::AtFlags::EMPTY_PATH,
+                    )
+                    .map_err(io::Error::from)
+                }
+                Err(e) => Err(e.into()),
+            }
+        };
+        if !self.force {
+            return link(&self.target).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    io::Error::new(e.kind(), "the target appeared while writing; not replaced")
+                } else {
+                    e
+                }
+            });
+        }
+        // Replacing: link under a hidden name, then rename over the target atomically.
+        let mut hidden = self.target.clone().into_os_string();
+        hidden.push(format!(".pgseal-{}", std::process::id()));
+        let hidden = PathBuf::from(hidden);
+        link(&hidden)?;
+        std::fs::rename(&hidden, &self.target).inspect_err(|_| {
+            let _ = std::fs::remove_file(&hidden);
+        })
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Warns when a private key file can be read by others.
+pub fn warn_if_exposed(path: &Path) {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "pgseal: warning: {} is readable by other users (mode {:o}); run chmod 600 on it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+}
+
+/// An unnamed scratch file in the system temporary directory: for spooling *ciphertext* when a
+/// format needs two passes or a seek and the output is a pipe. Gone when dropped.
+pub fn scratch_file() -> CliResult<File> {
+    tempfile::tempfile().map_err(|e| Failure::io("creating a scratch file", e))
+}
+
+impl io::Seek for AtomicFile {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// A reader that copies everything it reads into a writer (for spooling while processing).
+pub struct Tee<R, W> {
+    pub reader: R,
+    pub copy: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,196 @@
+//! Where passwords come from — never the command line.
+//!
+//! Each password has, in order of precedence: a `--*-password-file`, a `--*-password-command`
+//! (how Vault, `pass` or a cloud secret manager plug in: its standard output is the password),
+//! an environment variable, and finally a prompt on the terminal. New passwords are asked for
+//! twice and must be at least 16 characters.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use pgseal_core::Password;
+
+use crate::failure::{CliResult, Failure};
+
+/// One password's possible sources.
+#[derive(Debug, Clone)]
+pub struct PasswordSource {
+    /// What the password unlocks, for prompts and errors ("the server key").
+    pub purpose: &'static str,
+    pub env: &'static str,
+    pub file: Option<PathBuf>,
+    pub command: Option<String>,
+    /// The flag names, for the error that says how to supply it.
+    pub file_flag: &'static str,
+}
+
+impl PasswordSource {
+    /// The password, from the first source that has one.
+    pub fn get(&self) -> CliResult<Password> {
+        if let Some(p) = self.from_file_or_command()? {
+            return Ok(p);
+        }
+        if let Some(value) = std::env::var_os(self.env) {
+            let value = value
+                .into_string()
+                .map_err(|_| Failure::key(format!("{} is not valid UTF-8", self.env)))?;
+            return Ok(Password::new(value));
+        }
+        self.prompt(false)
+    }
+
+    /// A new password: checked for length, asked twice when typed.
+    pub fn get_new(&self) -> CliResult<Password> {
+        let password = match self.from_file_or_command()? {
+            Some(p) => p,
+            None => match std::env::var_os(self.env) {
+                Some(v) => Password::new(
+                    v.into_string()
+                        .map_err(|_| Failure::key(format!("{} is not valid UTF-8", self.env)))?,
+                ),
+                None => self.prompt(true)?,
+            },
+        };
+        password
+            .check_new()
+            .map_err(|e| Failure::usage(format!("{}: {e}", self.purpose)))?;
+        Ok(password)
+    }
+
+    fn from_file_or_command(&self) -> CliResult<Option<Password>> {
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::key(format!(
+                    "reading the password for {} from {}: {e}",
+                    self.purpose,
+                    path.display()
+                ))
+            })?;
+            return Ok(Some(Password::new(strip_newline(text))));
+        }
+        if let Some(cmd) = &self.command {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| {
+                    Failure::key(format!(
+                        "running the password command for {}: {e}",
+                        self.purpose
+                    ))
+                })?;
+            if !out.status.success() {
+                return Err(Failure::key(format!(
+                    "the password command for {} failed ({})",
+                    self.purpose, out.status
+                )));
+            }
+            let text = String::from_utf8(out.stdout).map_err(|_| {
+                Failure::key(format!(
+                    "the password command for {} printed non-UTF-8",
+                    self.purpose
+                ))
+            })?;
+            return Ok(Some(Password::new(strip_newline(text))));
+        }
+        Ok(None)
+    }
+
+    fn prompt(&self, twice: bool) -> CliResult<Password> {
+        if !has_terminal() {
+            return Err(Failure::key(format!(
+                "no password for {}: set {} or pass {} (no terminal to ask on)",
+                self.purpose, self.env, self.file_flag
+            )));
+        }
+        let ask = |label: String| {
+            rpassword::prompt_password(label)
+                .map(Password::new)
+                .map_err(|e| Failure::key(format!("reading the password from the terminal: {e}")))
+        };
+        let first = ask(format!("Password for {}: ", self.purpose))?;
+        if twice {
+            let second = ask(format!("Repeat the password for {}: ", self.purpose))?;
+            if first.as_bytes() != second.as_bytes() {
+                return Err(Failure::usage("the two passwords differ"));
+            }
+        }
+        Ok(first)
+    }
+}
+
+/// Whether a prompt can be shown: a controlling terminal exists.
+fn has_terminal() -> bool {
+    std::io::stdin().is_terminal()
+        || std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .is_ok()
+}
+
+fn strip_newline(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+/// Reads a whole (small) file, as used for passwords and keys, with a clear error.
+pub fn read_text(path: &std::path::Path, what: &str) -> CliResult<String> {
+    let mut s = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .map_err(|e| Failure::key(format!("reading {what} {}: {e}", path.display())))?;
+    Ok(s)
+}
+
+/// A password source that asks at most once, for commands that unlock several keys with one
+/// password (all server keys share `SERVER_KEY_PASSWORD`).
+pub struct CachedPassword {
+    source: PasswordSource,
+    value: std::cell::RefCell<Option<Password>>,
+}
+
+impl PasswordSource {
+    pub fn cached(self) -> CachedPassword {
+        CachedPassword {
+            source: self,
+            value: std::cell::RefCell::new(None),
+        }
+    }
+}
+
+/// Anything that can produce a password on demand.
+pub trait GetPassword {
+    fn get_password(&self) -> CliResult<Password>;
+}
+
+impl GetPassword for PasswordSource {
+    fn get_password(&self) -> CliResult<Password> {
+        self.get()
+    }
+}
+
+impl GetPassword for CachedPassword {
+    fn get_password(&self) -> CliResult<Password> {
+        self.get()
+    }
+}
+
+impl CachedPassword {
+    pub fn get(&self) -> CliResult<Password> {
+        if let Some(p) = self.value.borrow().as_ref() {
+            return Ok(p.clone());
+        }
+        let p = self.source.get()?;
+        *self.value.borrow_mut() = Some(p.clone());
+        Ok(p)
+    }
+}

@@ -1,0 +1,613 @@
+"""Interop tests: the real pgseal binary against the independent reference (pgseal_ref.py) and OpenSSL.
+
+The binary is $PGSEAL_BIN, default /work/main/target/debug/pgseal (relative to this repo). If it is
+missing every test here fails (never skips).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    KEYGEN_PW,
+    LEGACY_PW,
+    SERVER2_PW,
+    SERVER_PW,
+    USER_PW,
+    KeyPair,
+    clean_env,
+    openssl,
+    run_ref,
+)
+
+import pgseal_ref as ref
+
+DEFAULT_BIN = Path(__file__).resolve().parents[2] / "target" / "debug" / "pgseal"
+
+
+@pytest.fixture(scope="session")
+def pgseal_bin() -> str:
+    b = os.environ.get("PGSEAL_BIN", str(DEFAULT_BIN))
+    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        pytest.fail(f"pgseal binary not found or not executable: {b} (set PGSEAL_BIN)", pytrace=False)
+    return b
+
+
+@pytest.fixture
+def pgseal(pgseal_bin):
+    def run(*args, env: dict | None = None, check: bool = True, input: bytes | None = None):
+        p = subprocess.run(
+            [pgseal_bin, *map(str, args)],
+            env=clean_env(**(env or {})),
+            capture_output=True,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            timeout=120,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(
+                f"pgseal {' '.join(map(str, args))} exited {p.returncode}\n"
+                f"stderr: {p.stderr.decode(errors='replace')}"
+            )
+        return p
+
+    return run
+
+
+def uenv(user: KeyPair) -> dict:
+    return user.env("PGSEAL_USER_KEY_PASSWORD")
+
+
+def senv(server: KeyPair) -> dict:
+    return server.env("SERVER_KEY_PASSWORD")
+
+
+def pg_encrypt(pgseal, src, dst, recipients, user: KeyPair, *extra):
+    args = ["encrypt", src, "-o", dst]
+    for r in recipients:
+        args += ["--recipient", r]
+    args += ["--sign-key", user.key, *extra]
+    return pgseal(*args, env=uenv(user))
+
+
+def ref_decrypt(enc, out, server: KeyPair, user: KeyPair, check=True):
+    return run_ref(
+        "v2-decrypt", enc, "-o", out, "--identity", server.key, "--signer", user.pub, env=senv(server), check=check
+    )
+
+
+def fp_str(pub_path) -> str:
+    return ref.fingerprint_str(ref.fingerprint(ref.load_public_key(str(pub_path))))
+
+
+def flip(path: Path, offset: int, mask: int = 0x01) -> Path:
+    b = bytearray(path.read_bytes())
+    b[offset] ^= mask
+    out = path.with_name(path.name + f".flip{offset}")
+    out.write_bytes(bytes(b))
+    return out
+
+
+def layout(path: Path) -> ref.V2Layout:
+    with open(path, "rb") as f:
+        return ref.read_v2_layout(f)
+
+
+# --------------------------------------------------------------------------------------------
+# v2 written by pgseal, read by the reference
+
+SIZES = [0, 1, 1023, 1024, 4096, 3 * 1024 + 7]
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+@pytest.mark.parametrize("size", SIZES)
+def test_v2_pgseal_to_ref_small_chunks(pgseal, tmp_path, user_key, server_key, size, compress):
+    data = os.urandom(size)
+    src = tmp_path / "input.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "input.pgseal"
+    t0 = int(time.time() * 1000)
+    pg_encrypt(pgseal, src, enc, [server_key.pub], user_key, "--compress", compress, "--chunk-size", "1024")
+    t1 = int(time.time() * 1000)
+    out = tmp_path / "out.bin"
+    ref_decrypt(enc, out, server_key, user_key)
+    assert out.read_bytes() == data
+    v = json.loads(run_ref("v2-verify", enc, "--signer", user_key.pub).stdout)
+    assert v["ok"] and v["active_slot"] == "A" and v["generation"] == 1
+
+    info = json.loads(run_ref("v2-inspect", enc).stdout)
+    assert info["chunk_size"] == 1024
+    assert info["compression"] == (1 if compress == "zstd" else 0)
+    assert info["suite"] == 1
+    assert info["signer_fingerprint"] == fp_str(user_key.pub)
+    assert info["signature_length"] == 384
+    assert t0 - 2000 <= info["created_at"] <= t1 + 2000
+    assert info["slots"]["A"]["state"] == "valid" and info["slots"]["A"]["generation"] == 1
+    assert info["slots"]["B"]["state"] == "empty"
+    assert [s["recipient"] for s in info["slots"]["A"]["stanzas"]] == [fp_str(server_key.pub)]
+    if "content_name" in info:
+        assert info["content_name"] == "input.bin"
+    if compress == "none":
+        # chunking per §7: full chunks of C, the last 0..C bytes, empty only for an empty payload
+        assert info["chunks"] == max(1, -(-size // 1024))
+        assert info["sealed_bytes"] == size + 16 * info["chunks"]
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_v2_pgseal_to_ref_5mib_default_chunk(pgseal, tmp_path, user_key, server_key, compress):
+    data = os.urandom(5 * 1024 * 1024 + 333)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "big.pgseal"
+    pg_encrypt(pgseal, src, enc, [server_key.pub], user_key, "--compress", compress)
+    out = tmp_path / "out.bin"
+    ref_decrypt(enc, out, server_key, user_key)
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+    run_ref("v2-verify", enc, "--signer", user_key.pub)
+    info = json.loads(run_ref("v2-inspect", enc).stdout)
+    assert info["chunk_size"] == 65536, "FORMAT.md §10: pgseal writes 64 KiB chunks"
+    if compress == "none":
+        assert info["chunks"] == -(-len(data) // 65536)
+
+
+def test_v2_two_recipients(pgseal, tmp_path, user_key, server_key, server2_key):
+    data = os.urandom(10_000)
+    src = tmp_path / "two.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "two.pgseal"
+    pg_encrypt(pgseal, src, enc, [server_key.pub, server2_key.pub], user_key, "--chunk-size", "1024")
+    for srv in (server_key, server2_key):
+        out = tmp_path / f"out-{srv.key.stem}"
+        ref_decrypt(enc, out, srv, user_key)
+        assert out.read_bytes() == data
+    info = json.loads(run_ref("v2-inspect", enc).stdout)
+    assert sorted(s["recipient"] for s in info["slots"]["A"]["stanzas"]) == sorted(
+        [fp_str(server_key.pub), fp_str(server2_key.pub)]
+    )
+    # a key the file does not name is refused with "key problem"
+    p = run_ref("v2-decrypt", enc, "-o", tmp_path / "x", "--identity", user_key.key, "--signer", user_key.pub,
+                env={"SERVER_KEY_PASSWORD": USER_PW}, check=False)
+    assert p.returncode == 5, p.stderr
+
+
+def test_v2_header_metadata(pgseal, tmp_path, user_key, server_key):
+    src = tmp_path / "meta.bin"
+    src.write_bytes(b"metadata test")
+    enc = tmp_path / "meta.pgseal"
+    pg_encrypt(pgseal, src, enc, [server_key.pub], user_key, "--user-id", "77", "--username", "alice")
+    info = json.loads(run_ref("v2-inspect", enc).stdout)
+    assert info.get("creator_user_id") == 77
+    assert info.get("creator_username") == "alice"
+    assert info.get("tool", "").startswith("pgseal")
+
+
+# --------------------------------------------------------------------------------------------
+# tampering and truncation
+
+
+@pytest.fixture
+def sealed_file(pgseal, tmp_path, user_key, server_key):
+    data = os.urandom(3 * 1024 + 7)
+    src = tmp_path / "t.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "t.pgseal"
+    pg_encrypt(pgseal, src, enc, [server_key.pub], user_key, "--chunk-size", "1024", "--compress", "none")
+    return enc, data
+
+
+def tamper_offsets(enc: Path) -> dict:
+    lay = layout(enc)
+    salt_off = 12 + lay.hdr.body.index(lay.hdr.fields["salt"])
+    return {
+        "chunk": lay.chunks_start + 1024 + 16 + 100,  # inside chunk 1
+        "header": salt_off + 3,  # inside the salt value: still parses, signature must fail
+        "final_signature": enc.stat().st_size - 7,
+    }
+
+
+@pytest.mark.parametrize("where", ["chunk", "header", "final_signature"])
+def test_v2_ref_verify_detects_flip(sealed_file, user_key, where):
+    enc, _ = sealed_file
+    run_ref("v2-verify", enc, "--signer", user_key.pub)
+    bad = flip(enc, tamper_offsets(enc)[where])
+    p = run_ref("v2-verify", bad, "--signer", user_key.pub, check=False)
+    assert p.returncode == 4, p.stderr
+
+
+@pytest.mark.parametrize("where", ["chunk", "header", "final_signature"])
+def test_v2_pgseal_verify_and_decrypt_detect_flip(pgseal, tmp_path, sealed_file, user_key, server_key, where):
+    enc, _ = sealed_file
+    bad = flip(enc, tamper_offsets(enc)[where])
+    p = pgseal("verify", bad, "--signer", user_key.pub, check=False)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    out = tmp_path / "out.bin"
+    p = pgseal("decrypt", bad, "-o", out, "--identity", server_key.key, "--signer", user_key.pub,
+               env=senv(server_key), check=False)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert not out.exists()
+
+
+def truncations(enc: Path) -> dict:
+    blob = enc.read_bytes()
+    lay = layout(enc)
+    L = lay.hdr.sig_len
+    full = lay.hdr.chunk_size + 16
+    return {
+        "last_byte": blob[:-1],
+        "drop_last_chunk_keep_sig": blob[: lay.chunks_start + 3 * full] + blob[-L:],
+        "mid_chunk": blob[: lay.chunks_start + 1500],
+        "in_header": blob[:30],
+    }
+
+
+@pytest.mark.parametrize("cut", ["last_byte", "drop_last_chunk_keep_sig", "mid_chunk", "in_header"])
+def test_v2_truncation(pgseal, tmp_path, sealed_file, user_key, server_key, cut):
+    enc, _ = sealed_file
+    t = tmp_path / f"trunc-{cut}.pgseal"
+    t.write_bytes(truncations(enc)[cut])
+    out = tmp_path / "ref-out.bin"
+    p = ref_decrypt(t, out, server_key, user_key, check=False)
+    assert p.returncode in (3, 4), p.stderr
+    assert not out.exists()
+    out2 = tmp_path / "pg-out.bin"
+    p = pgseal("decrypt", t, "-o", out2, "--identity", server_key.key, "--signer", user_key.pub,
+               env=senv(server_key), check=False)
+    assert p.returncode in (3, 4), (p.returncode, p.stderr)
+    assert not out2.exists()
+
+
+def test_v2_slot_mac_tamper(pgseal, tmp_path, sealed_file, user_key, server_key):
+    """Flip a MAC byte of slot A and fix its checksum: signatures still hold, decryption must refuse."""
+    enc, _ = sealed_file
+    lay = layout(enc)
+    S = lay.hdr.slot_size
+    a = lay.chunks_start - 2 * S
+    b = bytearray(enc.read_bytes())
+    b[a + S - 64] ^= 1
+    b[a + S - 32 : a + S] = hashlib.sha256(b[a : a + S - 32]).digest()
+    bad = tmp_path / "mac.pgseal"
+    bad.write_bytes(bytes(b))
+    run_ref("v2-verify", bad, "--signer", user_key.pub)  # slots are not signed
+    p = ref_decrypt(bad, tmp_path / "o1", server_key, user_key, check=False)
+    assert p.returncode == 4, p.stderr
+    p = pgseal("decrypt", bad, "-o", tmp_path / "o2", "--identity", server_key.key, "--signer", user_key.pub,
+               env=senv(server_key), check=False)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert not (tmp_path / "o2").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# v2 written by the reference, read by pgseal
+
+
+def ref_v2(user_key: KeyPair, data: bytes, recipients: list, **kw) -> bytes:
+    sk = ref.load_private_key(str(user_key.key), None, password=user_key.password)
+    pubs = [ref.load_public_key(str(r.pub)) for r in recipients]
+    return ref.v2_encrypt(data, pubs, sk, **kw)
+
+
+def pg_decrypt_blob(pgseal, tmp_path, blob, server: KeyPair, user: KeyPair, name="r.pgseal"):
+    f = tmp_path / name
+    f.write_bytes(blob)
+    out = tmp_path / (name + ".out")
+    p = pgseal("decrypt", f, "-o", out, "--identity", server.key, "--signer", user.pub, env=senv(server),
+               check=False)
+    return p, out
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(compression=0, chunk_size=1024),
+        dict(compression=1, chunk_size=1024, zstd_frame_size=1000),  # many concatenated frames
+        dict(compression=0, chunk_size=65536),
+    ],
+    ids=["none-1k", "zstd-multiframe", "none-64k"],
+)
+def test_v2_ref_to_pgseal(pgseal, tmp_path, user_key, server_key, kw):
+    data = os.urandom(5000)
+    blob = ref_v2(user_key, data, [server_key], **kw)
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob, server_key, user_key)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == data
+    p = pgseal("verify", tmp_path / "r.pgseal", "--signer", user_key.pub, check=False)
+    assert p.returncode == 0, p.stderr
+
+
+def test_v2_ref_to_pgseal_empty(pgseal, tmp_path, user_key, server_key):
+    blob = ref_v2(user_key, b"", [server_key], compression=0)
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob, server_key, user_key)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == b""
+
+
+def test_v2_ref_unknown_fields(pgseal, tmp_path, user_key, server_key):
+    ok = ref_v2(user_key, b"payload", [server_key], extra_fields=[(0x0100, b"ignored")])
+    p, out = pg_decrypt_blob(pgseal, tmp_path, ok, server_key, user_key, "ok.pgseal")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == b"payload"
+    bad = ref_v2(user_key, b"payload", [server_key], extra_fields=[(0x8100, b"must refuse")])
+    p, out = pg_decrypt_blob(pgseal, tmp_path, bad, server_key, user_key, "crit.pgseal")
+    assert p.returncode == 3, (p.returncode, p.stderr)
+    assert not out.exists()
+
+
+def test_v2_ref_bad_version(pgseal, tmp_path, user_key, server_key):
+    blob = ref_v2(user_key, b"payload", [server_key])
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob[:7] + b"\x03" + blob[8:], server_key, user_key)
+    assert p.returncode == 3, (p.returncode, p.stderr)
+
+
+def test_v2_ref_rewrapped_slots(pgseal, tmp_path, user_key, server_key, server2_key):
+    """Slot A gen 1 -> server, slot B gen 2 -> server2: B is active (§6)."""
+    data = os.urandom(3000)
+    srv1 = ref.load_public_key(str(server_key.pub))
+    srv2 = ref.load_public_key(str(server2_key.pub))
+    blob = ref_v2(user_key, data, [], slots=((1, [srv1]), (2, [srv2])))
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob, server2_key, user_key, "b.pgseal")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == data
+    # the old key is named only by the inactive slot: refused as a key problem
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob, server_key, user_key, "a.pgseal")
+    assert p.returncode == 5, (p.returncode, p.stderr)
+    # slot B torn (bad checksum): A is the only valid slot
+    lay = layout(tmp_path / "b.pgseal")
+    b = bytearray(blob)
+    b[lay.chunks_start - 10] ^= 1
+    p, out = pg_decrypt_blob(pgseal, tmp_path, bytes(b), server_key, user_key, "torn.pgseal")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == data
+    # both slots with the same generation: damaged
+    blob = ref_v2(user_key, data, [], slots=((3, [srv1]), (3, [srv2])))
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob, server_key, user_key, "same.pgseal")
+    assert p.returncode == 3, (p.returncode, p.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# legacy formats
+
+
+def test_legacy_symmetric_ref_to_pgseal(pgseal, tmp_path):
+    data = os.urandom(4321)
+    src = tmp_path / "db.backup"
+    src.write_bytes(data)
+    enc = tmp_path / "db.backup.encrypted"
+    run_ref("make-legacy-symmetric", src, enc, env={"BACKUP_ENCRYPTION_PASSWORD": LEGACY_PW})
+    out = tmp_path / "out.bin"
+    pgseal("decrypt", enc, "-o", out, env={"BACKUP_ENCRYPTION_PASSWORD": LEGACY_PW})
+    assert out.read_bytes() == data
+    p = pgseal("decrypt", enc, "-o", tmp_path / "o2", env={"BACKUP_ENCRYPTION_PASSWORD": LEGACY_PW + "x"},
+               check=False)
+    assert p.returncode in (4, 5), (p.returncode, p.stderr)
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.fixture
+def legacy_hybrid_file(tmp_path, user_key, server_key):
+    data = os.urandom(7777)
+    src = tmp_path / "db.backup"
+    src.write_bytes(data)
+    enc = tmp_path / "db.backup.hybrid"
+    run_ref("make-legacy-hybrid", src, enc, "--server-pub", server_key.pub, "--signer-key", user_key.key,
+            "--user-id", "42", "--time", "1700000000", env=uenv(user_key))
+    return enc, data
+
+
+def test_legacy_hybrid_ref_to_pgseal(pgseal, tmp_path, legacy_hybrid_file, user_key, server_key):
+    enc, data = legacy_hybrid_file
+    out = tmp_path / "out.bin"
+    pgseal("decrypt", enc, "-o", out, "--identity", server_key.key, "--signer", user_key.pub, env=senv(server_key))
+    assert out.read_bytes() == data
+    pgseal("verify", enc, "--signer", user_key.pub)
+
+
+def test_legacy_hybrid_flip_fails_verify(pgseal, tmp_path, legacy_hybrid_file, user_key, server_key):
+    enc, _ = legacy_hybrid_file
+    bad = flip(enc, enc.stat().st_size - 100)  # a ciphertext byte
+    p = pgseal("verify", bad, "--signer", user_key.pub, check=False)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    out = tmp_path / "out.bin"
+    p = pgseal("decrypt", bad, "-o", out, "--identity", server_key.key, "--signer", user_key.pub,
+               env=senv(server_key), check=False)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    assert not out.exists()
+
+
+def test_legacy_hybrid_wrong_signer(pgseal, tmp_path, legacy_hybrid_file, server2_key):
+    enc, _ = legacy_hybrid_file
+    p = pgseal("verify", enc, "--signer", server2_key.pub, check=False)
+    assert p.returncode in (4, 5), (p.returncode, p.stderr)
+
+
+def test_pgseal_v1_to_ref(pgseal, tmp_path, user_key, server_key):
+    data = os.urandom(2500)
+    src = tmp_path / "x.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "x.v1"
+    t0 = int(time.time())
+    pg_encrypt(pgseal, src, enc, [server_key.pub], user_key, "--format", "v1", "--user-id", "42")
+    t1 = int(time.time())
+    out = tmp_path / "out.bin"
+    p = run_ref("legacy-hybrid-decrypt", enc, "-o", out, "--identity", server_key.key, "--signer", user_key.pub,
+                env=senv(server_key))
+    assert out.read_bytes() == data
+    assert json.loads(p.stderr.decode().strip().splitlines()[-1])["signature_checked"] is True
+    h = ref.parse_legacy_hybrid(enc.read_bytes())
+    assert (h.version, h.user_id) == (1, 42)
+    assert t0 - 2 <= h.time <= t1 + 2
+    assert len(h.wrapped) == 384 and len(h.signature) == 384
+    assert enc.stat().st_size == len(data) + 76 + 384 + 384
+
+
+# --------------------------------------------------------------------------------------------
+# keys: pgseal keygen <-> OpenSSL, OpenSSL keys in pgseal
+
+
+@pytest.fixture(scope="session")
+def pg_keygen(pgseal_bin, tmp_path_factory) -> KeyPair:
+    d = tmp_path_factory.mktemp("keygen")
+    p = subprocess.run(
+        [pgseal_bin, "keygen", "--out", str(d / "alice"), "--key-size", "2048"],
+        env=clean_env(PGSEAL_KEY_PASSWORD=KEYGEN_PW),
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    return KeyPair(d / "alice.key.pem", d / "alice.pub.pem", KEYGEN_PW)
+
+
+def test_keygen_files_and_openssl(pg_keygen):
+    k = pg_keygen
+    assert k.key.read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert k.pub.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert stat.S_IMODE(k.key.stat().st_mode) == 0o600
+    p = openssl("pkey", "-in", k.key, "-passin", "env:PGSEAL_KEY_PASSWORD", "-noout",
+                env={"PGSEAL_KEY_PASSWORD": KEYGEN_PW})
+    assert p.returncode == 0, p.stderr.decode()
+    p = openssl("pkey", "-pubin", "-in", k.pub, "-noout")
+    assert p.returncode == 0, p.stderr.decode()
+    p = openssl("pkey", "-in", k.key, "-passin", "env:PGSEAL_KEY_PASSWORD", "-noout",
+                env={"PGSEAL_KEY_PASSWORD": KEYGEN_PW + "x"})
+    assert p.returncode != 0
+    # the public file belongs to the private key, e = 65537, 2048 bits
+    p = openssl("pkey", "-in", k.key, "-passin", "env:PGSEAL_KEY_PASSWORD", "-pubout",
+                env={"PGSEAL_KEY_PASSWORD": KEYGEN_PW})
+    assert p.stdout.decode().strip() == k.pub.read_text().strip()
+    p = openssl("asn1parse", "-in", k.key)
+    text = p.stdout.decode()
+    assert "PBES2" in text and "PBKDF2" in text and "aes-256-cbc" in text.lower(), text
+    pub = ref.load_public_key(str(k.pub))
+    assert pub.key_size == 2048 and pub.public_numbers().e == 65537
+
+
+def test_keygen_refuses_overwrite_and_short_password(pgseal, pg_keygen, tmp_path):
+    p = pgseal("keygen", "--out", pg_keygen.key.parent / "alice", "--key-size", "2048",
+               env={"PGSEAL_KEY_PASSWORD": KEYGEN_PW}, check=False)
+    assert p.returncode != 0, "keygen overwrote an existing key without --force"
+    p = pgseal("keygen", "--out", tmp_path / "short", "--key-size", "2048",
+               env={"PGSEAL_KEY_PASSWORD": "short"}, check=False)
+    assert p.returncode != 0
+    assert not (tmp_path / "short.key.pem").exists()
+
+
+def test_key_info_fingerprint(pgseal, pg_keygen):
+    want = fp_str(pg_keygen.pub)
+    p = pgseal("key", "info", pg_keygen.pub, "--json")
+    assert want in p.stdout.decode(), p.stdout
+    json.loads(p.stdout)
+    p = pgseal("key", "info", pg_keygen.key, "--json", env={"PGSEAL_KEY_PASSWORD": KEYGEN_PW})
+    assert want in p.stdout.decode(), p.stdout
+
+
+def test_keygen_keys_work_with_ref(pgseal, tmp_path, pg_keygen):
+    """A pgseal keygen key as both signer and recipient; pgseal_ref decrypts."""
+    data = os.urandom(3000)
+    src = tmp_path / "k.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "k.pgseal"
+    pg_encrypt(pgseal, src, enc, [pg_keygen.pub], pg_keygen)
+    out = tmp_path / "out.bin"
+    ref_decrypt(enc, out, pg_keygen, pg_keygen)
+    assert out.read_bytes() == data
+
+
+def pg_roundtrip(pgseal, tmp_path, recipient_pub, identity: KeyPair, signer: KeyPair, signer_pub=None):
+    data = os.urandom(2000)
+    src = tmp_path / "rt.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "rt.pgseal"
+    pg_encrypt(pgseal, src, enc, [recipient_pub], signer)
+    out = tmp_path / "rt.out"
+    pgseal("decrypt", enc, "-o", out, "--identity", identity.key, "--signer", signer_pub or signer.pub,
+           env=senv(identity))
+    assert out.read_bytes() == data
+    return enc, data
+
+
+def test_openssl_encrypted_pkcs8_keys(pgseal, tmp_path, user_key, server_key):
+    enc, data = pg_roundtrip(pgseal, tmp_path, server_key.pub, server_key, user_key)
+    out = tmp_path / "ref.out"
+    ref_decrypt(enc, out, server_key, user_key)
+    assert out.read_bytes() == data
+
+
+def test_openssl_plain_pkcs8_keys(pgseal, tmp_path, plain_key):
+    # plain key as recipient, identity and signer; no password variables at all
+    pg_roundtrip(pgseal, tmp_path, plain_key.pub, plain_key, plain_key)
+
+
+def test_openssl_pkcs1_private_and_public(pgseal, tmp_path, pkcs1_keys, user_key):
+    # PKCS#1 public key as recipient, PKCS#1 private key as identity
+    enc, data = pg_roundtrip(pgseal, tmp_path, pkcs1_keys.pub, pkcs1_keys, user_key)
+    # PKCS#1 private key as signer, PKCS#1 public key as --signer
+    sub = tmp_path / "s"
+    sub.mkdir()
+    pg_roundtrip(pgseal, sub, pkcs1_keys.pub, pkcs1_keys, pkcs1_keys, signer_pub=pkcs1_keys.pub)
+    # the reference agrees on the recipient's fingerprint (SPKI DER of the PKCS#1 key)
+    info = json.loads(run_ref("v2-inspect", enc).stdout)
+    assert info["slots"]["A"]["stanzas"][0]["recipient"] == fp_str(pkcs1_keys.pub)
+
+
+# --------------------------------------------------------------------------------------------
+# exit codes for key problems
+
+
+def test_exit_codes_key_problems(pgseal, tmp_path, sealed_file, user_key, server_key, server2_key):
+    enc, _ = sealed_file
+    base = ["decrypt", enc, "-o", tmp_path / "o"]
+    # wrong identity password
+    p = pgseal(*base, "--identity", server_key.key, "--signer", user_key.pub,
+               env={"SERVER_KEY_PASSWORD": SERVER2_PW}, check=False)
+    assert p.returncode == 5, (p.returncode, p.stderr)
+    # identity the file does not name
+    p = pgseal(*base, "--identity", server2_key.key, "--signer", user_key.pub, env=senv(server2_key), check=False)
+    assert p.returncode == 5, (p.returncode, p.stderr)
+    # signer key not the creator's
+    p = pgseal(*base, "--identity", server_key.key, "--signer", server2_key.pub, env=senv(server_key), check=False)
+    assert p.returncode in (4, 5), (p.returncode, p.stderr)
+    # §4: no signer key and no explicit waiver -> refuse
+    p = pgseal(*base, "--identity", server_key.key, env=senv(server_key), check=False)
+    assert p.returncode != 0, "decrypt without --signer and without --no-verify must refuse (FORMAT.md §4)"
+    assert not (tmp_path / "o").exists()
+    # wrong sign-key password on encrypt
+    src = tmp_path / "s.bin"
+    src.write_bytes(b"x")
+    p = pgseal("encrypt", src, "-o", tmp_path / "s.pgseal", "--recipient", server_key.pub, "--sign-key",
+               user_key.key, env={"PGSEAL_USER_KEY_PASSWORD": SERVER_PW}, check=False)
+    assert p.returncode == 5, (p.returncode, p.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# streams and inspect
+
+
+def test_stdin_stdout(pgseal, tmp_path, user_key, server_key):
+    data = os.urandom(200_000)
+    p = pgseal("encrypt", "-", "-o", "-", "--recipient", server_key.pub, "--sign-key", user_key.key,
+               "--chunk-size", "4096", env=uenv(user_key), input=data)
+    enc = tmp_path / "stream.pgseal"
+    enc.write_bytes(p.stdout)
+    out = tmp_path / "out.bin"
+    ref_decrypt(enc, out, server_key, user_key)
+    assert out.read_bytes() == data
+    p = pgseal("decrypt", "-", "-o", "-", "--identity", server_key.key, "--signer", user_key.pub,
+               env=senv(server_key), input=enc.read_bytes())
+    assert p.stdout == data
+
+
+def test_pgseal_inspect_json(pgseal, sealed_file, user_key, server_key):
+    enc, _ = sealed_file
+    p = pgseal("inspect", enc, "--json")
+    info = json.loads(p.stdout)
+    text = json.dumps(info)
+    assert fp_str(user_key.pub) in text, "signer fingerprint (SHA256:<unpadded base64>) not shown"
+    assert fp_str(server_key.pub) in text, "recipient fingerprint not shown"
