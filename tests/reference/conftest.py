@@ -164,3 +164,37 @@ def write_pub(path: Path, key) -> Path:
         pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return path
+
+
+# ---- the binary under test
+
+DEFAULT_BIN = HERE.parents[1] / "target" / "debug" / "pgseal"
+
+
+@pytest.fixture(scope="session")
+def pgseal_bin() -> str:
+    b = os.environ.get("PGSEAL_BIN", str(DEFAULT_BIN))
+    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        pytest.fail(f"pgseal binary not found or not executable: {b} (set PGSEAL_BIN)", pytrace=False)
+    return b
+
+
+@pytest.fixture
+def pgseal(pgseal_bin):
+    def run(*args, env: dict | None = None, check: bool = True, input: bytes | None = None):
+        p = subprocess.run(
+            [pgseal_bin, *map(str, args)],
+            env=clean_env(**(env or {})),
+            capture_output=True,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            timeout=120,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(
+                f"pgseal {' '.join(map(str, args))} exited {p.returncode}\n"
+                f"stderr: {p.stderr.decode(errors='replace')}"
+            )
+        return p
+
+    return run

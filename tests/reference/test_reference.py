@@ -30,38 +30,6 @@ from conftest import (
 
 import pgseal_ref as ref
 
-DEFAULT_BIN = Path(__file__).resolve().parents[2] / "target" / "debug" / "pgseal"
-
-
-@pytest.fixture(scope="session")
-def pgseal_bin() -> str:
-    b = os.environ.get("PGSEAL_BIN", str(DEFAULT_BIN))
-    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
-        pytest.fail(f"pgseal binary not found or not executable: {b} (set PGSEAL_BIN)", pytrace=False)
-    return b
-
-
-@pytest.fixture
-def pgseal(pgseal_bin):
-    def run(*args, env: dict | None = None, check: bool = True, input: bytes | None = None):
-        p = subprocess.run(
-            [pgseal_bin, *map(str, args)],
-            env=clean_env(**(env or {})),
-            capture_output=True,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            timeout=120,
-        )
-        if check and p.returncode != 0:
-            raise AssertionError(
-                f"pgseal {' '.join(map(str, args))} exited {p.returncode}\n"
-                f"stderr: {p.stderr.decode(errors='replace')}"
-            )
-        return p
-
-    return run
-
-
 def uenv(user: KeyPair) -> dict:
     return user.env("PGSEAL_USER_KEY_PASSWORD")
 
@@ -425,6 +393,27 @@ def test_legacy_hybrid_wrong_signer(pgseal, tmp_path, legacy_hybrid_file, server
     enc, _ = legacy_hybrid_file
     p = pgseal("verify", enc, "--signer", server2_key.pub, check=False)
     assert p.returncode in (4, 5), (p.returncode, p.stderr)
+
+
+@pytest.mark.parametrize("size", [0, 1, 70_000])
+def test_legacy_hybrid_sizes_mixed_keys(pgseal, tmp_path, user_key, server2_key, size):
+    """N (2048-bit server: 256) and M (3072-bit signer: 384) differ; empty and small plaintexts."""
+    data = os.urandom(size)
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    enc = tmp_path / "in.hybrid"
+    run_ref("make-legacy-hybrid", src, enc, "--server-pub", server2_key.pub, "--signer-key", user_key.key,
+            "--user-id", "3", "--time", "1500000000", env=uenv(user_key))
+    assert enc.stat().st_size == size + 76 + 256 + 384
+    out = tmp_path / "out.bin"
+    pgseal("decrypt", enc, "-o", out, "--identity", server2_key.key, "--signer", user_key.pub, env=senv(server2_key))
+    assert out.read_bytes() == data
+    # and the legacy symmetric format at the same size
+    senc = tmp_path / "in.sym"
+    run_ref("make-legacy-symmetric", src, senc, env={"BACKUP_ENCRYPTION_PASSWORD": LEGACY_PW})
+    out2 = tmp_path / "out2.bin"
+    pgseal("decrypt", senc, "-o", out2, env={"BACKUP_ENCRYPTION_PASSWORD": LEGACY_PW})
+    assert out2.read_bytes() == data
 
 
 def test_pgseal_v1_to_ref(pgseal, tmp_path, user_key, server_key):

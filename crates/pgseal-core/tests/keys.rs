@@ -22,7 +22,18 @@ fn encrypted_pem_round_trips_and_wrong_password_fails() {
     })
     .unwrap_err();
     assert!(matches!(err, Error::WrongPassword(_)), "{err}");
-    assert!(PBKDF2_ROUNDS >= 600_000);
+    // The file really carries PBES2 / PBKDF2-SHA256 with 600,000 rounds and AES-256-CBC.
+    let (_, der) = pkcs8_der(&pem);
+    let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice()).unwrap();
+    let pkcs8::pkcs5::EncryptionScheme::Pbes2(params) = &info.encryption_algorithm else {
+        panic!("not PBES2");
+    };
+    let pkcs8::pkcs5::pbes2::Kdf::Pbkdf2(kdf) = &params.kdf else {
+        panic!("not PBKDF2");
+    };
+    assert_eq!(kdf.iteration_count, PBKDF2_ROUNDS);
+    assert!(kdf.iteration_count >= 600_000);
+    assert!(matches!(params.encryption, pkcs8::pkcs5::pbes2::EncryptionScheme::Aes256Cbc { .. }));
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub struct PasswordSource {
 impl PasswordSource {
     /// The password, from the first source that has one.
     pub fn get(&self) -> CliResult<Password> {
-        if let Some(p) = self.from_file_or_command()? {
+        if let Some(p) = self.read_file_or_command()? {
             return Ok(p);
         }
         if let Some(value) = std::env::var_os(self.env) {
@@ -42,7 +42,7 @@ impl PasswordSource {
 
     /// A new password: checked for length, asked twice when typed.
     pub fn get_new(&self) -> CliResult<Password> {
-        let password = match self.from_file_or_command()? {
+        let password = match self.read_file_or_command()? {
             Some(p) => p,
             None => match std::env::var_os(self.env) {
                 Some(v) => Password::new(
@@ -58,7 +58,7 @@ impl PasswordSource {
         Ok(password)
     }
 
-    fn from_file_or_command(&self) -> CliResult<Option<Password>> {
+    fn read_file_or_command(&self) -> CliResult<Option<Password>> {
         if let Some(path) = &self.file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Failure::key(format!(

@@ -126,6 +126,13 @@ impl Prelude {
             .iter()
             .find(|k| k.fingerprint() == self.header.signer)
             .ok_or(Error::UnknownSigner(self.header.signer))?;
+        if signer.modulus_len() != self.header.signature_len as usize {
+            return Err(Error::malformed(format!(
+                "the header declares {}-byte signatures but the signer's key makes {}-byte ones",
+                self.header.signature_len,
+                signer.modulus_len()
+            )));
+        }
         if !signer.verify_pss(
             PssSalt::Digest,
             &header_signed_message(&self.header_hash),
@@ -199,6 +206,8 @@ impl Prelude {
         identity: Option<&dyn Identity>,
     ) -> Result<VerifyReport> {
         let signer = self.verify_header_signature(signers)?;
+        // A file no recipient slot can open is not a good backup, whatever its signatures say.
+        self.active_slot()?;
         if let Some(identity) = identity {
             let summary = self.decrypt(
                 input,
@@ -322,7 +331,8 @@ fn write_plaintext<W: Write>(
                 .map_err(zerr)?;
             let mut out = vec![0u8; 256 * 1024];
             let mut frame_complete = true;
-            for chunk in rx {
+            // An empty chunk (an empty payload) holds no frame to decode.
+            for chunk in rx.into_iter().filter(|c| !c.is_empty()) {
                 let mut pos = 0;
                 loop {
                     let status = decoder

@@ -39,7 +39,7 @@ pub fn run(args: InspectArgs) -> CliResult {
                 "ciphertext_bytes": data,
                 "file_bytes": input.len,
                 "recipients": Value::Null,
-                "authenticated_header": false,
+                "header_covered_by_signature": false,
             })
         }
         Detected::LegacySymmetric => json!({
@@ -50,7 +50,7 @@ pub fn run(args: InspectArgs) -> CliResult {
             "header_bytes": symmetric::HEADER_LEN,
             "ciphertext_bytes": input.len.map(|n| n.saturating_sub(symmetric::HEADER_LEN as u64 + 16)),
             "file_bytes": input.len,
-            "authenticated_header": false,
+            "header_covered_by_signature": false,
         }),
         Detected::PlainDump => json!({
             "format": "plain-pg_dump",
@@ -115,7 +115,7 @@ fn inspect_v2(input: &mut Input) -> CliResult<Value> {
         "signature_bytes": h.signature_len,
         "ciphertext_bytes": input.len.map(|n| n.saturating_sub(header_bytes + h.signature_len as u64)),
         "file_bytes": input.len,
-        "authenticated_header": true,
+        "header_covered_by_signature": true,
         "unknown_fields": h.unknown.iter().map(|(t, _)| format!("0x{t:04x}")).collect::<Vec<_>>(),
     }))
 }
@@ -179,7 +179,7 @@ fn print_human(name: &str, facts: &Value) {
         s(&facts["ciphertext_bytes"]),
         s(&facts["file_bytes"])
     );
-    if facts["authenticated_header"] == json!(false) {
+    if facts["header_covered_by_signature"] == json!(false) {
         println!(
             "note:        this format does not authenticate its header; these values are unproven"
         );

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole pgseal test suite: the Rust unit and integration tests, then the independent Python
+# reference decoder and the OpenSSL interop tests (tests/reference). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v setsid >/dev/null || need_apt+=(util-linux)
+if ((${#need_apt[@]})); then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import cryptography, zstandard, pytest' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check -r tests/reference/requirements.txt
+fi
+
+cargo build --workspace --quiet
+cargo test --workspace
+PGSEAL_BIN="$PWD/target/debug/pgseal" python3 -m pytest tests/reference -q
