@@ -33,7 +33,10 @@ fn encrypted_pem_round_trips_and_wrong_password_fails() {
     };
     assert_eq!(kdf.iteration_count, PBKDF2_ROUNDS);
     assert!(kdf.iteration_count >= 600_000);
-    assert!(matches!(params.encryption, pkcs8::pkcs5::pbes2::EncryptionScheme::Aes256Cbc { .. }));
+    assert!(matches!(
+        params.encryption,
+        pkcs8::pkcs5::pbes2::EncryptionScheme::Aes256Cbc { .. }
+    ));
 }
 
 #[test]

@@ -30,7 +30,10 @@ fn with_passwords(mut c: Command) -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    with_passwords(bin()).args(args).output().expect("spawn pgseal")
+    with_passwords(bin())
+        .args(args)
+        .output()
+        .expect("spawn pgseal")
 }
 
 fn code(o: &Output) -> i32 {
@@ -64,7 +67,13 @@ fn keys() -> &'static Keys {
         let dir = tempfile::tempdir().unwrap();
         let make = |name: &str| {
             let base = dir.path().join(name);
-            let o = run(&["keygen", "--out", base.to_str().unwrap(), "--key-size", "2048"]);
+            let o = run(&[
+                "keygen",
+                "--out",
+                base.to_str().unwrap(),
+                "--key-size",
+                "2048",
+            ]);
             assert!(o.status.success(), "keygen: {}", stderr(&o));
             base
         };
@@ -78,7 +87,9 @@ fn keys() -> &'static Keys {
 }
 
 fn data(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
 }
 
 /// Seals `plain` into `dir/name` with the shared keys; extra flags appended.
@@ -137,16 +148,32 @@ fn listing(dir: &Path) -> Vec<String> {
 fn keygen_writes_private_key_0600_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("k");
-    let o = run(&["keygen", "--out", base.to_str().unwrap(), "--key-size", "2048", "--json"]);
+    let o = run(&[
+        "keygen",
+        "--out",
+        base.to_str().unwrap(),
+        "--key-size",
+        "2048",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mode = std::fs::metadata(dir.path().join("k.key.pem")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("k.key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(json["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
     assert!(!String::from_utf8_lossy(&o.stdout).contains(PASSWORD));
 
     let before = std::fs::read(dir.path().join("k.key.pem")).unwrap();
-    let o = run(&["keygen", "--out", base.to_str().unwrap(), "--key-size", "2048"]);
+    let o = run(&[
+        "keygen",
+        "--out",
+        base.to_str().unwrap(),
+        "--key-size",
+        "2048",
+    ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("--force"));
     assert_eq!(std::fs::read(dir.path().join("k.key.pem")).unwrap(), before);
@@ -157,14 +184,26 @@ fn keygen_password_rules_and_sources() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("k");
     let o = bin()
-        .args(["keygen", "--out", base.to_str().unwrap(), "--key-size", "2048"])
+        .args([
+            "keygen",
+            "--out",
+            base.to_str().unwrap(),
+            "--key-size",
+            "2048",
+        ])
         .env("PGSEAL_KEY_PASSWORD", "short")
         .output()
         .unwrap();
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("at least 16"));
     let o = bin()
-        .args(["keygen", "--out", base.to_str().unwrap(), "--key-size", "2048"])
+        .args([
+            "keygen",
+            "--out",
+            base.to_str().unwrap(),
+            "--key-size",
+            "2048",
+        ])
         .output()
         .unwrap();
     assert_eq!(code(&o), 5, "{}", stderr(&o));
@@ -174,14 +213,27 @@ fn keygen_password_rules_and_sources() {
     let pwfile = dir.path().join("pw");
     std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
     let o = bin()
-        .args(["keygen", "--out", base.to_str().unwrap(), "--key-size", "2048", "--password-file"])
+        .args([
+            "keygen",
+            "--out",
+            base.to_str().unwrap(),
+            "--key-size",
+            "2048",
+            "--password-file",
+        ])
         .arg(&pwfile)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     // The same password through a command opens it.
     let o = bin()
-        .args(["key", "info", &format!("{}.key.pem", base.display()), "--password-command", &format!("echo {PASSWORD}")])
+        .args([
+            "key",
+            "info",
+            &format!("{}.key.pem", base.display()),
+            "--password-command",
+            &format!("echo {PASSWORD}"),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -191,11 +243,19 @@ fn keygen_password_rules_and_sources() {
 #[test]
 fn round_trips_through_files_for_many_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    for (i, len) in [0usize, 1, 1023, 1024, 4096, 3 * 1024 + 7].into_iter().enumerate() {
+    for (i, len) in [0usize, 1, 1023, 1024, 4096, 3 * 1024 + 7]
+        .into_iter()
+        .enumerate()
+    {
         for compress in ["none", "zstd"] {
             let plain = data(len);
             let name = format!("f{i}-{compress}");
-            let file = seal(dir.path(), &name, &plain, &["--compress", compress, "--chunk-size", "1024"]);
+            let file = seal(
+                dir.path(),
+                &name,
+                &plain,
+                &["--compress", compress, "--chunk-size", "1024"],
+            );
             let back = dir.path().join(format!("{name}.out"));
             let o = run_owned(&decrypt_args(&file, &back));
             assert!(o.status.success(), "{}", stderr(&o));
@@ -209,7 +269,16 @@ fn round_trip_through_pipes() {
     let k = keys();
     let plain = data(3 * 1024 * 1024 + 5);
     let mut enc = with_passwords(bin())
-        .args(["encrypt", "-", "-o", "-", "--recipient", &k.public(&k.server), "--sign-key", &k.key(&k.user)])
+        .args([
+            "encrypt",
+            "-",
+            "-o",
+            "-",
+            "--recipient",
+            &k.public(&k.server),
+            "--sign-key",
+            &k.key(&k.user),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -220,7 +289,16 @@ fn round_trip_through_pipes() {
         std::thread::spawn(move || stdin.write_all(&plain).unwrap())
     };
     let dec = with_passwords(bin())
-        .args(["decrypt", "-", "-o", "-", "--identity", &k.key(&k.server), "--signer", &k.public(&k.user)])
+        .args([
+            "decrypt",
+            "-",
+            "-o",
+            "-",
+            "--identity",
+            &k.key(&k.server),
+            "--signer",
+            &k.public(&k.user),
+        ])
         .stdin(enc.stdout.take().unwrap())
         .output()
         .unwrap();
@@ -243,11 +321,25 @@ fn tampered_file_fails_with_exit_4_and_leaves_nothing() {
     let out = dir.path().join("plain.out");
     let o = run_owned(&decrypt_args(&file, &out));
     assert_eq!(code(&o), 4, "{}", stderr(&o));
-    assert!(stderr(&o).contains("failed authentication"), "{}", stderr(&o));
-    assert_eq!(listing(dir.path()), before, "a failed decrypt left a file behind");
+    assert!(
+        stderr(&o).contains("failed authentication"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        listing(dir.path()),
+        before,
+        "a failed decrypt left a file behind"
+    );
 
     let k = keys();
-    let o = run(&["verify", file.to_str().unwrap(), "--signer", &k.public(&k.user), "--json"]);
+    let o = run(&[
+        "verify",
+        file.to_str().unwrap(),
+        "--signer",
+        &k.public(&k.user),
+        "--json",
+    ]);
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["valid"], false);
@@ -260,7 +352,14 @@ fn signer_problems_are_refused_before_any_plaintext() {
     let file = seal(dir.path(), "s.pgseal", &data(5000), &[]);
     let out = dir.path().join("out");
     // No signer given.
-    let o = run(&["decrypt", file.to_str().unwrap(), "-o", out.to_str().unwrap(), "--identity", &k.key(&k.server)]);
+    let o = run(&[
+        "decrypt",
+        file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--identity",
+        &k.key(&k.server),
+    ]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("--signer"));
     // The wrong signer.
@@ -271,7 +370,13 @@ fn signer_problems_are_refused_before_any_plaintext() {
     assert!(!out.exists());
     // --no-verify decrypts, with a warning.
     let o = run(&[
-        "decrypt", file.to_str().unwrap(), "-o", out.to_str().unwrap(), "--identity", &k.key(&k.server), "--no-verify",
+        "decrypt",
+        file.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--identity",
+        &k.key(&k.server),
+        "--no-verify",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("NOT checked"));
@@ -309,12 +414,21 @@ fn plain_unknown_and_truncated_inputs_exit_3() {
     let out = dir.path().join("out");
     let o = run_owned(&decrypt_args(&dump, &out));
     assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("not an encrypted backup"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not an encrypted backup"),
+        "{}",
+        stderr(&o)
+    );
     let junk = dir.path().join("junk");
     std::fs::write(&junk, b"hello world").unwrap();
     assert_eq!(code(&run_owned(&decrypt_args(&junk, &out))), 3);
 
-    let file = seal(dir.path(), "c.pgseal", &data(9000), &["--chunk-size", "1024"]);
+    let file = seal(
+        dir.path(),
+        "c.pgseal",
+        &data(9000),
+        &["--chunk-size", "1024"],
+    );
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let o = run_owned(&decrypt_args(&file, &out));
@@ -355,7 +469,16 @@ fn killed_decrypt_leaves_no_file_and_no_plaintext() {
     let bytes = std::fs::read(&file).unwrap();
     let out = dir.path().join("restored");
     let mut child = with_passwords(bin())
-        .args(["decrypt", "-", "-o", out.to_str().unwrap(), "--identity", &k.key(&k.server), "--signer", &k.public(&k.user)])
+        .args([
+            "decrypt",
+            "-",
+            "-o",
+            out.to_str().unwrap(),
+            "--identity",
+            &k.key(&k.server),
+            "--signer",
+            &k.public(&k.user),
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -366,7 +489,10 @@ fn killed_decrypt_leaves_no_file_and_no_plaintext() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // `setsid -w` is the direct child; kill the whole process group it leads.
     let pgid = child.id() as i32;
-    Command::new("kill").args(["-9", &format!("-{pgid}")]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &format!("-{pgid}")])
+        .status()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     drop(stdin);
@@ -379,7 +505,12 @@ fn legacy_symmetric_and_v1_hybrid_files_open() {
     let k = keys();
     let plain = data(50_000);
     // v1 written by pgseal itself, read back with signature checks.
-    let v1 = seal(dir.path(), "v1.backup", &plain, &["--format", "v1", "--user-id", "42"]);
+    let v1 = seal(
+        dir.path(),
+        "v1.backup",
+        &plain,
+        &["--format", "v1", "--user-id", "42"],
+    );
     let o = run(&["inspect", "--json", v1.to_str().unwrap()]);
     let facts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(facts["format"], "legacy-hybrid");
@@ -388,7 +519,12 @@ fn legacy_symmetric_and_v1_hybrid_files_open() {
     let o = run_owned(&decrypt_args(&v1, &out));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&out).unwrap(), plain);
-    let o = run(&["verify", v1.to_str().unwrap(), "--signer", &k.public(&k.user)]);
+    let o = run(&[
+        "verify",
+        v1.to_str().unwrap(),
+        "--signer",
+        &k.public(&k.user),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // ... and to standard output.
     let mut args = decrypt_args(&v1, Path::new("-"));
@@ -405,7 +541,12 @@ fn legacy_symmetric_and_v1_hybrid_files_open() {
     drop(f);
     let out = dir.path().join("sym.out");
     let o = bin()
-        .args(["decrypt", sym.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args([
+            "decrypt",
+            sym.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .env("BACKUP_ENCRYPTION_PASSWORD", "the-old-backup-password")
         .output()
         .unwrap();
@@ -413,7 +554,12 @@ fn legacy_symmetric_and_v1_hybrid_files_open() {
     assert_eq!(std::fs::read(&out).unwrap(), plain);
     let out2 = dir.path().join("sym2.out");
     let o = bin()
-        .args(["decrypt", sym.to_str().unwrap(), "-o", out2.to_str().unwrap()])
+        .args([
+            "decrypt",
+            sym.to_str().unwrap(),
+            "-o",
+            out2.to_str().unwrap(),
+        ])
         .env("BACKUP_ENCRYPTION_PASSWORD", "wrong-old-password")
         .output()
         .unwrap();
@@ -425,8 +571,16 @@ fn legacy_symmetric_and_v1_hybrid_files_open() {
 fn the_real_legacy_files_inspect_correctly() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/legacy-wild");
     for (name, unix, iso) in [
-        ("db_management_20251217_170240_encrypted.backup", 1_765_965_760u64, "2025-12-17T10:02:40Z"),
-        ("db_study_44en_20251217_170742_encrypted.backup", 1_765_966_062, "2025-12-17T10:07:42Z"),
+        (
+            "db_management_20251217_170240_encrypted.backup",
+            1_765_965_760u64,
+            "2025-12-17T10:02:40Z",
+        ),
+        (
+            "db_study_44en_20251217_170742_encrypted.backup",
+            1_765_966_062,
+            "2025-12-17T10:07:42Z",
+        ),
     ] {
         let o = run(&["inspect", "--json", dir.join(name).to_str().unwrap()]);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -438,7 +592,53 @@ fn the_real_legacy_files_inspect_correctly() {
         assert_eq!(facts["created_at"], iso);
         // Without the creator's key nothing can be proven: verify must fail, not pass.
         let k = keys();
-        let o = run(&["verify", dir.join(name).to_str().unwrap(), "--signer", &k.public(&k.user)]);
+        let o = run(&[
+            "verify",
+            dir.join(name).to_str().unwrap(),
+            "--signer",
+            &k.public(&k.user),
+        ]);
         assert_eq!(code(&o), 4, "{}", stderr(&o));
     }
+}
+
+#[test]
+fn a_write_error_fails_with_exit_1_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let plain = data(2 * 1024 * 1024);
+    let file = seal(dir.path(), "w.pgseal", &plain, &["--compress", "none"]);
+    let out = dir.path().join("restored");
+    // A 512 KiB file-size limit with SIGXFSZ ignored: writes past it fail with EFBIG, as on a
+    // full disk, instead of killing the process.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 1024; exec {} decrypt {} -o {} --identity {} --signer {}",
+        env!("CARGO_BIN_EXE_pgseal"),
+        file.display(),
+        out.display(),
+        k.key(&k.server),
+        k.public(&k.user)
+    );
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(&script).stdin(Stdio::null());
+    let o = with_passwords(c).output().unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("writing output"), "{}", stderr(&o));
+    assert_eq!(listing(dir.path()), vec!["w.pgseal", "w.pgseal.in"]);
+
+    // The same for encrypt: no partial sealed file.
+    let sealed = dir.path().join("again.pgseal");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 1024; exec {} encrypt {} -o {} --recipient {} --sign-key {} --compress none",
+        env!("CARGO_BIN_EXE_pgseal"),
+        dir.path().join("w.pgseal.in").display(),
+        sealed.display(),
+        k.public(&k.server),
+        k.key(&k.user)
+    );
+    let mut c = Command::new("bash");
+    c.arg("-c").arg(&script).stdin(Stdio::null());
+    let o = with_passwords(c).output().unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(listing(dir.path()), vec!["w.pgseal", "w.pgseal.in"]);
 }
