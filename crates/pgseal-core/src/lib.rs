@@ -13,6 +13,7 @@ pub mod error;
 pub mod keys;
 pub mod legacy;
 pub mod secret;
+pub mod time;
 pub mod v2;
 
 mod io_util;

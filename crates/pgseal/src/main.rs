@@ -5,7 +5,6 @@ mod cmd;
 mod failure;
 mod files;
 mod secrets;
-mod timefmt;
 
 use clap::Parser;
 

@@ -10,7 +10,7 @@ use super::print_json;
 use crate::cli::InspectArgs;
 use crate::failure::{CliResult, Failure};
 use crate::files::Input;
-use crate::timefmt::{rfc3339_millis, rfc3339_secs};
+use pgseal_core::time::{rfc3339_millis, rfc3339_secs};
 
 pub fn run(args: InspectArgs) -> CliResult {
     let mut input = Input::open(&args.input)?;

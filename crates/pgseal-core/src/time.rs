@@ -1,4 +1,41 @@
-//! UTC timestamps as RFC 3339 text, without a date library.
+//! UTC timestamps: milliseconds since the Unix epoch, shown as RFC 3339 text.
+
+/// An instant in UTC, in milliseconds since the Unix epoch: how every time is kept in pgseal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Timestamp(ms)
+    }
+
+    pub fn from_unix_secs(secs: i64) -> Self {
+        Timestamp(secs.saturating_mul(1000))
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn unix_secs(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`
+    pub fn rfc3339(self) -> String {
+        rfc3339_millis(self.0.max(0) as u64)
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.rfc3339())
+    }
+}
 
 /// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339_millis(ms: u64) -> String {

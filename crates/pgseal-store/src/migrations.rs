@@ -1,0 +1,130 @@
+//! The schema, as one ordered list of migrations for both backends.
+//!
+//! Each migration runs once, in a transaction, under a lock that keeps two processes opening a
+//! new store at the same moment from both migrating it. Type placeholders (`{id}`, `{ts}`,
+//! `{json}`) are filled per backend by [`Dialect::render`](crate::db::Dialect::render).
+//!
+//! The legacy system's tables map as follows, every column kept with its meaning:
+//! `tenancy_server_key` → `pgseal_server_keys` (`is_active` now derived from `status`, so the
+//! database itself allows one active key), `auth_user` key columns → `pgseal_users` (mirroring
+//! the user's active key) plus the full history in `pgseal_user_keys`,
+//! `tenancy_encryption_audit_log` → `pgseal_audit_log` (`user_id` is now the person acting; the
+//! OS user and host are recorded too).
+
+use crate::db::{Db, in_transaction};
+use crate::error::{Result, StoreError};
+use pgseal_core::time::Timestamp;
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "users, server keys, user keys, audit log",
+    sql: r#"
+CREATE TABLE pgseal_users (
+    id {id},
+    username TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'auditor')),
+    is_active BOOLEAN NOT NULL DEFAULT TRUE,
+    created_at {ts} NOT NULL,
+    disabled_at {ts},
+    public_key_pem TEXT,
+    key_generated_at {ts},
+    key_last_rotated {ts}
+);
+
+CREATE TABLE pgseal_server_keys (
+    id {id},
+    fingerprint TEXT NOT NULL UNIQUE,
+    legacy_fingerprint TEXT,
+    private_key_pem TEXT NOT NULL,
+    public_key_pem TEXT NOT NULL,
+    key_size INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'rotated', 'retired')),
+    is_active BOOLEAN GENERATED ALWAYS AS (status = 'active') STORED,
+    created_at {ts} NOT NULL,
+    rotated_from_id {bigint} REFERENCES pgseal_server_keys (id),
+    retired_at {ts},
+    notes TEXT
+);
+CREATE UNIQUE INDEX pgseal_server_keys_one_active ON pgseal_server_keys (status)
+    WHERE status = 'active';
+
+CREATE TABLE pgseal_user_keys (
+    id {id},
+    user_id {bigint} NOT NULL REFERENCES pgseal_users (id),
+    fingerprint TEXT NOT NULL UNIQUE,
+    legacy_fingerprint TEXT,
+    public_key_pem TEXT NOT NULL,
+    key_size INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+    created_at {ts} NOT NULL,
+    retired_at {ts},
+    rotated_from_id {bigint} REFERENCES pgseal_user_keys (id)
+);
+CREATE UNIQUE INDEX pgseal_user_keys_one_active ON pgseal_user_keys (user_id)
+    WHERE status = 'active';
+
+CREATE TABLE pgseal_audit_log (
+    id {id},
+    action TEXT NOT NULL,
+    user_id {bigint} REFERENCES pgseal_users (id),
+    os_user TEXT,
+    backup_creator_id {bigint} REFERENCES pgseal_users (id),
+    backup_file TEXT,
+    success BOOLEAN NOT NULL,
+    signature_valid BOOLEAN,
+    "timestamp" {ts} NOT NULL,
+    host TEXT,
+    ip_address TEXT,
+    details {json} NOT NULL
+);
+CREATE INDEX pgseal_audit_action_time ON pgseal_audit_log (action, "timestamp");
+CREATE INDEX pgseal_audit_user_time ON pgseal_audit_log (user_id, "timestamp");
+CREATE INDEX pgseal_audit_success_time ON pgseal_audit_log (success, "timestamp");
+"#,
+}];
+
+/// The newest schema version this build knows.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Brings the store's schema up to date.
+pub fn migrate(db: &mut dyn Db) -> Result<()> {
+    let dialect = db.dialect();
+    in_transaction(db, |db| {
+        db.lock_for_migration()?;
+        db.batch(&dialect.render(
+            "CREATE TABLE IF NOT EXISTS pgseal_schema (
+                version {bigint} PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at {ts} NOT NULL
+            )",
+        ))?;
+        let current = db
+            .query("SELECT COALESCE(MAX(version), 0) FROM pgseal_schema", &[])?
+            .first()
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0);
+        if current > latest() {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known: latest(),
+            });
+        }
+        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            db.batch(&dialect.render(m.sql))?;
+            db.execute(
+                "INSERT INTO pgseal_schema (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[m.version.into(), m.name.into(), Timestamp::now().into()],
+            )?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,375 @@
+//! The store's rules, written once over [`Db`].
+
+use pgseal_core::Fingerprint;
+use pgseal_core::time::Timestamp;
+
+use crate::db::{Db, Row, in_transaction};
+use crate::error::{Result, StoreError};
+use crate::model::*;
+use crate::postgres::PostgresDb;
+use crate::sqlite::SqliteDb;
+use crate::{StoreUrl, migrations};
+
+/// An open, migrated store.
+pub struct Store {
+    db: Box<dyn Db>,
+    url: StoreUrl,
+}
+
+const USER_COLUMNS: &str = "id, username, role, is_active, created_at, disabled_at";
+const SERVER_KEY_COLUMNS: &str = "id, fingerprint, legacy_fingerprint, private_key_pem, \
+     public_key_pem, key_size, status, created_at, rotated_from_id, retired_at, notes";
+const USER_KEY_COLUMNS: &str = "id, user_id, fingerprint, legacy_fingerprint, public_key_pem, \
+     key_size, status, created_at, retired_at, rotated_from_id";
+const AUDIT_COLUMNS: &str = "id, action, user_id, os_user, backup_creator_id, backup_file, \
+     success, signature_valid, \"timestamp\", host, ip_address, details";
+
+impl Store {
+    /// Opens (creating, for SQLite) and migrates the store at `url`.
+    pub fn open(url: &StoreUrl) -> Result<Self> {
+        let mut db: Box<dyn Db> = match url {
+            StoreUrl::Sqlite(path) => Box::new(SqliteDb::open(path)?),
+            StoreUrl::Postgres(conn) => Box::new(PostgresDb::connect(conn)?),
+        };
+        migrations::migrate(db.as_mut())?;
+        Ok(Store {
+            db,
+            url: url.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    // ---- users ----
+
+    /// Adds a user. Names are unique; ids are assigned once and never reused.
+    pub fn add_user(&mut self, username: &str, role: Role) -> Result<User> {
+        if username.is_empty()
+            || username
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(StoreError::Conflict(format!(
+                "invalid user name {username:?}: no spaces or control characters"
+            )));
+        }
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "INSERT INTO pgseal_users (username, role, is_active, created_at) \
+                     VALUES ($1, $2, $3, $4) RETURNING {USER_COLUMNS}"
+                ),
+                &[
+                    username.into(),
+                    role.as_str().into(),
+                    true.into(),
+                    Timestamp::now().into(),
+                ],
+            )
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a user named {username} already exists"))
+                }
+                other => other,
+            })?;
+        one(rows, user_from_row)
+    }
+
+    pub fn user(&mut self, username: &str) -> Result<User> {
+        let rows = self.db.query(
+            &format!("SELECT {USER_COLUMNS} FROM pgseal_users WHERE username = $1"),
+            &[username.into()],
+        )?;
+        rows.first().map(user_from_row).transpose()?.ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "no user named {username}; add one with `pgseal user add {username}`"
+            ))
+        })
+    }
+
+    pub fn user_by_id(&mut self, id: i64) -> Result<Option<User>> {
+        let rows = self.db.query(
+            &format!("SELECT {USER_COLUMNS} FROM pgseal_users WHERE id = $1"),
+            &[id.into()],
+        )?;
+        rows.first().map(user_from_row).transpose()
+    }
+
+    pub fn users(&mut self) -> Result<Vec<User>> {
+        let rows = self.db.query(
+            &format!("SELECT {USER_COLUMNS} FROM pgseal_users ORDER BY id"),
+            &[],
+        )?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Disables a user: they can no longer sign new backups; their keys stay for verification.
+    pub fn disable_user(&mut self, username: &str) -> Result<User> {
+        let rows = self.db.query(
+            &format!(
+                "UPDATE pgseal_users SET is_active = $1, disabled_at = $2 \
+                 WHERE username = $3 RETURNING {USER_COLUMNS}"
+            ),
+            &[false.into(), Timestamp::now().into(), username.into()],
+        )?;
+        rows.first()
+            .map(user_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("no user named {username}")))
+    }
+
+    // ---- server keys ----
+
+    /// Stores a new *active* server key. Refused while another key is active — by the
+    /// database's unique index, so two racing processes cannot both succeed.
+    pub fn add_server_key(&mut self, key: &NewServerKey) -> Result<ServerKeyRecord> {
+        let result = in_transaction(self.db.as_mut(), |db| {
+            let rows = db.query(
+                &format!(
+                    "INSERT INTO pgseal_server_keys (fingerprint, legacy_fingerprint, \
+                     private_key_pem, public_key_pem, key_size, status, created_at, notes) \
+                     VALUES ($1, $2, $3, $4, $5, 'active', $6, $7) RETURNING {SERVER_KEY_COLUMNS}"
+                ),
+                &[
+                    key.fingerprint.to_string().into(),
+                    key.legacy_fingerprint.clone().into(),
+                    key.private_key_pem.as_str().into(),
+                    key.public_key_pem.as_str().into(),
+                    key.key_size.into(),
+                    Timestamp::now().into(),
+                    key.notes.clone().into(),
+                ],
+            )?;
+            one(rows, server_key_from_row)
+        });
+        match result {
+            Err(StoreError::Conflict(_)) => Err(match self.active_server_key()? {
+                Some(active) => StoreError::Conflict(format!(
+                    "an active server key already exists ({}); rotate it with `pgseal server-key rotate`",
+                    active.fingerprint
+                )),
+                None => StoreError::Conflict(format!(
+                    "a server key with fingerprint {} is already stored",
+                    key.fingerprint
+                )),
+            }),
+            other => other,
+        }
+    }
+
+    pub fn active_server_key(&mut self) -> Result<Option<ServerKeyRecord>> {
+        let rows = self.db.query(
+            &format!("SELECT {SERVER_KEY_COLUMNS} FROM pgseal_server_keys WHERE status = 'active'"),
+            &[],
+        )?;
+        rows.first().map(server_key_from_row).transpose()
+    }
+
+    /// Any server key by fingerprint, rotated and retired ones included.
+    pub fn server_key(&mut self, fingerprint: &Fingerprint) -> Result<Option<ServerKeyRecord>> {
+        let rows = self.db.query(
+            &format!("SELECT {SERVER_KEY_COLUMNS} FROM pgseal_server_keys WHERE fingerprint = $1"),
+            &[fingerprint.to_string().into()],
+        )?;
+        rows.first().map(server_key_from_row).transpose()
+    }
+
+    pub fn server_keys(&mut self) -> Result<Vec<ServerKeyRecord>> {
+        let rows = self.db.query(
+            &format!("SELECT {SERVER_KEY_COLUMNS} FROM pgseal_server_keys ORDER BY id"),
+            &[],
+        )?;
+        rows.iter().map(server_key_from_row).collect()
+    }
+
+    // ---- user keys ----
+
+    /// Stores a user's first (or next, after retirement) active public key, and mirrors it
+    /// into the user row's legacy columns, in one transaction.
+    pub fn add_user_key(&mut self, user_id: i64, key: &NewUserKey) -> Result<UserKeyRecord> {
+        let now = Timestamp::now();
+        let result =
+            in_transaction(self.db.as_mut(), |db| {
+                let rows = db.query(
+                    &format!(
+                        "INSERT INTO pgseal_user_keys (user_id, fingerprint, legacy_fingerprint, \
+                     public_key_pem, key_size, status, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'active', $6) RETURNING {USER_KEY_COLUMNS}"
+                    ),
+                    &[
+                        user_id.into(),
+                        key.fingerprint.to_string().into(),
+                        key.legacy_fingerprint.clone().into(),
+                        key.public_key_pem.as_str().into(),
+                        key.key_size.into(),
+                        now.into(),
+                    ],
+                )?;
+                let record = one(rows, user_key_from_row)?;
+                db.execute(
+                "UPDATE pgseal_users SET public_key_pem = $1, key_generated_at = $2 WHERE id = $3",
+                &[key.public_key_pem.as_str().into(), now.into(), user_id.into()],
+            )?;
+                Ok(record)
+            });
+        match result {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(
+                match self.active_user_key(user_id)? {
+                    Some(k) => format!(
+                        "the user already has an active key ({}); rotate it with `pgseal user-key rotate`",
+                        k.fingerprint
+                    ),
+                    None => format!(
+                        "a key with fingerprint {} is already stored",
+                        key.fingerprint
+                    ),
+                },
+            )),
+            other => other,
+        }
+    }
+
+    pub fn active_user_key(&mut self, user_id: i64) -> Result<Option<UserKeyRecord>> {
+        let rows = self.db.query(
+            &format!(
+                "SELECT {USER_KEY_COLUMNS} FROM pgseal_user_keys \
+                 WHERE user_id = $1 AND status = 'active'"
+            ),
+            &[user_id.into()],
+        )?;
+        rows.first().map(user_key_from_row).transpose()
+    }
+
+    /// Any user key by fingerprint, retired ones included (old signatures must keep verifying).
+    pub fn user_key(&mut self, fingerprint: &Fingerprint) -> Result<Option<UserKeyRecord>> {
+        let rows = self.db.query(
+            &format!("SELECT {USER_KEY_COLUMNS} FROM pgseal_user_keys WHERE fingerprint = $1"),
+            &[fingerprint.to_string().into()],
+        )?;
+        rows.first().map(user_key_from_row).transpose()
+    }
+
+    /// Every key a user has had, oldest first.
+    pub fn user_keys(&mut self, user_id: i64) -> Result<Vec<UserKeyRecord>> {
+        let rows = self.db.query(
+            &format!(
+                "SELECT {USER_KEY_COLUMNS} FROM pgseal_user_keys WHERE user_id = $1 ORDER BY id"
+            ),
+            &[user_id.into()],
+        )?;
+        rows.iter().map(user_key_from_row).collect()
+    }
+
+    // ---- audit ----
+
+    /// Appends one audit entry; returns its id.
+    pub fn append_audit(&mut self, e: &NewAuditEntry) -> Result<i64> {
+        let rows = self.db.query(
+            "INSERT INTO pgseal_audit_log (action, user_id, os_user, backup_creator_id, \
+             backup_file, success, signature_valid, \"timestamp\", host, ip_address, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            &[
+                e.action.as_str().into(),
+                e.user_id.into(),
+                e.os_user.clone().into(),
+                e.backup_creator_id.into(),
+                e.backup_file.clone().into(),
+                e.success.into(),
+                e.signature_valid.into(),
+                e.timestamp.into(),
+                e.host.clone().into(),
+                e.ip_address.clone().into(),
+                e.details.as_str().into(),
+            ],
+        )?;
+        one(rows, |r| r.int(0))
+    }
+
+    /// The newest `limit` entries, newest last.
+    pub fn audit_entries(&mut self, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = self.db.query(
+            &format!(
+                "SELECT {AUDIT_COLUMNS} FROM (SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log \
+                 ORDER BY id DESC LIMIT $1) recent ORDER BY id"
+            ),
+            &[limit.into()],
+        )?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
+
+fn one<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<T> {
+    rows.first()
+        .map(f)
+        .transpose()?
+        .ok_or_else(|| StoreError::Corrupt("a statement returned no row".into()))
+}
+
+fn fingerprint(s: String) -> Result<Fingerprint> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad fingerprint {s}")))
+}
+
+fn user_from_row(r: &Row) -> Result<User> {
+    Ok(User {
+        id: r.int(0)?,
+        username: r.text(1)?,
+        role: r.text(2)?.parse()?,
+        is_active: r.bool(3)?,
+        created_at: r.time(4)?,
+        disabled_at: r.opt_time(5)?,
+    })
+}
+
+fn server_key_from_row(r: &Row) -> Result<ServerKeyRecord> {
+    Ok(ServerKeyRecord {
+        id: r.int(0)?,
+        fingerprint: fingerprint(r.text(1)?)?,
+        legacy_fingerprint: r.opt_text(2)?,
+        private_key_pem: r.text(3)?,
+        public_key_pem: r.text(4)?,
+        key_size: r.int(5)?,
+        status: r.text(6)?.parse()?,
+        created_at: r.time(7)?,
+        rotated_from_id: r.opt_int(8)?,
+        retired_at: r.opt_time(9)?,
+        notes: r.opt_text(10)?,
+    })
+}
+
+fn user_key_from_row(r: &Row) -> Result<UserKeyRecord> {
+    Ok(UserKeyRecord {
+        id: r.int(0)?,
+        user_id: r.int(1)?,
+        fingerprint: fingerprint(r.text(2)?)?,
+        legacy_fingerprint: r.opt_text(3)?,
+        public_key_pem: r.text(4)?,
+        key_size: r.int(5)?,
+        status: r.text(6)?.parse()?,
+        created_at: r.time(7)?,
+        retired_at: r.opt_time(8)?,
+        rotated_from_id: r.opt_int(9)?,
+    })
+}
+
+fn audit_from_row(r: &Row) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.int(0)?,
+        entry: NewAuditEntry {
+            action: r.text(1)?,
+            user_id: r.opt_int(2)?,
+            os_user: r.opt_text(3)?,
+            backup_creator_id: r.opt_int(4)?,
+            backup_file: r.opt_text(5)?,
+            success: r.bool(6)?,
+            signature_valid: r.opt_bool(7)?,
+            timestamp: r.time(8)?,
+            host: r.opt_text(9)?,
+            ip_address: r.opt_text(10)?,
+            details: r.text(11)?,
+        },
+    })
+}

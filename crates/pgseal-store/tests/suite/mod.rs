@@ -1,0 +1,188 @@
+//! One suite, run on every backend: the store's rules must not depend on where it lives.
+
+use pgseal_core::Fingerprint;
+use pgseal_core::time::Timestamp;
+use pgseal_store::*;
+
+/// A fresh, empty store on the backend named, and its URL (for second connections).
+pub trait Backend {
+    fn fresh() -> StoreUrl;
+}
+
+fn fp(n: u8) -> Fingerprint {
+    Fingerprint::from_bytes([n; 32])
+}
+
+fn server_key(n: u8) -> NewServerKey {
+    NewServerKey {
+        fingerprint: fp(n),
+        legacy_fingerprint: Some(format!("SHA256:{:032x}...", n)),
+        private_key_pem: format!("-----BEGIN ENCRYPTED PRIVATE KEY-----\n{n}\n"),
+        public_key_pem: format!("-----BEGIN PUBLIC KEY-----\n{n}\n"),
+        key_size: 4096,
+        notes: Some("test".into()),
+    }
+}
+
+fn user_key(n: u8) -> NewUserKey {
+    NewUserKey {
+        fingerprint: fp(n),
+        legacy_fingerprint: None,
+        public_key_pem: format!("-----BEGIN PUBLIC KEY-----\nuser {n}\n"),
+        key_size: 2048,
+    }
+}
+
+pub fn users_have_stable_unique_ids(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let a = s.add_user("alice", Role::Admin).unwrap();
+    let b = s.add_user("bob", Role::Operator).unwrap();
+    assert!(b.id > a.id);
+    assert!(
+        matches!(s.add_user("alice", Role::Auditor), Err(StoreError::Conflict(m)) if m.contains("already exists"))
+    );
+    assert!(s.add_user("bad name", Role::Operator).is_err());
+    assert_eq!(s.user("bob").unwrap(), b);
+    assert_eq!(s.user_by_id(a.id).unwrap().unwrap().username, "alice");
+    assert!(
+        matches!(s.user("carol"), Err(StoreError::NotFound(m)) if m.contains("pgseal user add carol"))
+    );
+    let disabled = s.disable_user("bob").unwrap();
+    assert!(!disabled.is_active && disabled.disabled_at.is_some());
+    assert_eq!(s.users().unwrap().len(), 2);
+    // Reopening (and re-running migrations) keeps everything.
+    drop(s);
+    let mut s = Store::open(&url).unwrap();
+    assert_eq!(s.user("alice").unwrap().id, a.id);
+}
+
+pub fn one_active_server_key(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    assert!(s.active_server_key().unwrap().is_none());
+    let k = s.add_server_key(&server_key(1)).unwrap();
+    assert_eq!(k.status, ServerKeyStatus::Active);
+    assert_eq!(k.fingerprint, fp(1));
+    let err = s.add_server_key(&server_key(2)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("rotate")),
+        "{err}"
+    );
+    assert_eq!(s.server_keys().unwrap().len(), 1);
+    assert_eq!(
+        s.server_key(&fp(1)).unwrap().unwrap().private_key_pem,
+        k.private_key_pem
+    );
+    assert!(s.server_key(&fp(9)).unwrap().is_none());
+    assert_eq!(s.active_server_key().unwrap().unwrap().id, k.id);
+}
+
+pub fn racing_server_key_inserts_have_one_winner(url: StoreUrl) {
+    let handles: Vec<_> = (0..4u8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut s = Store::open(&url).unwrap();
+                s.add_server_key(&server_key(10 + i)).is_ok()
+            })
+        })
+        .collect();
+    let wins = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(wins, 1);
+    let mut s = Store::open(&url).unwrap();
+    assert_eq!(s.server_keys().unwrap().len(), 1);
+}
+
+pub fn user_keys_keep_history(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let u = s.add_user("system_backup", Role::Operator).unwrap();
+    let k = s.add_user_key(u.id, &user_key(3)).unwrap();
+    assert_eq!(k.status, UserKeyStatus::Active);
+    let err = s.add_user_key(u.id, &user_key(4)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("user-key rotate")),
+        "{err}"
+    );
+    assert_eq!(s.active_user_key(u.id).unwrap().unwrap().fingerprint, fp(3));
+    assert_eq!(s.user_key(&fp(3)).unwrap().unwrap().user_id, u.id);
+    assert_eq!(s.user_keys(u.id).unwrap().len(), 1);
+    // A fingerprint is unique across users.
+    let other = s.add_user("other", Role::Operator).unwrap();
+    assert!(matches!(
+        s.add_user_key(other.id, &user_key(3)),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+pub fn audit_entries_round_trip(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let u = s.add_user("auditor1", Role::Auditor).unwrap();
+    let full = NewAuditEntry {
+        action: actions::DECRYPT.into(),
+        user_id: Some(u.id),
+        os_user: Some("root".into()),
+        backup_creator_id: Some(u.id),
+        backup_file: Some("/backups/db_20260101T000000.000Z.pgseal".into()),
+        success: false,
+        signature_valid: Some(false),
+        timestamp: Timestamp(1_765_965_760_123),
+        host: Some("db1".into()),
+        ip_address: Some("192.0.2.10".into()),
+        details: r#"{"error":"Signature verification failed","bytes":5}"#.into(),
+    };
+    let empty = NewAuditEntry {
+        action: actions::KEY_GEN.into(),
+        user_id: None,
+        os_user: None,
+        backup_creator_id: None,
+        backup_file: None,
+        success: true,
+        signature_valid: None,
+        timestamp: Timestamp(1_765_965_761_000),
+        host: None,
+        ip_address: None,
+        details: "{}".into(),
+    };
+    let a = s.append_audit(&full).unwrap();
+    let b = s.append_audit(&empty).unwrap();
+    assert!(b > a);
+    let got = s.audit_entries(10).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].entry.action, full.action);
+    assert_eq!(got[0].entry.timestamp, full.timestamp);
+    assert_eq!(got[0].entry.signature_valid, Some(false));
+    let details: serde_json::Value = serde_json::from_str(&got[0].entry.details).unwrap();
+    assert_eq!(details["bytes"], 5);
+    assert_eq!(got[1].entry, empty);
+    assert_eq!(s.audit_entries(1).unwrap()[0].id, b);
+}
+
+/// Instantiates every suite test for one backend.
+#[macro_export]
+macro_rules! backend_suite {
+    ($backend:ty) => {
+        #[test]
+        fn users_have_stable_unique_ids() {
+            $crate::suite::users_have_stable_unique_ids(<$backend>::fresh());
+        }
+        #[test]
+        fn one_active_server_key() {
+            $crate::suite::one_active_server_key(<$backend>::fresh());
+        }
+        #[test]
+        fn racing_server_key_inserts_have_one_winner() {
+            $crate::suite::racing_server_key_inserts_have_one_winner(<$backend>::fresh());
+        }
+        #[test]
+        fn user_keys_keep_history() {
+            $crate::suite::user_keys_keep_history(<$backend>::fresh());
+        }
+        #[test]
+        fn audit_entries_round_trip() {
+            $crate::suite::audit_entries_round_trip(<$backend>::fresh());
+        }
+    };
+}
