@@ -16,12 +16,31 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pgseal", version, max_term_width = 100)]
 pub struct Cli {
+    /// The configuration file (else $PGSEAL_CONFIG, ./pgseal.toml, ~/.config/pgseal/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The store: sqlite:PATH or postgres://... (overrides the config and $PGSEAL_STORE).
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a configuration, the store, key and backup directories, and the first server key.
+    Init(InitArgs),
+    /// Print the effective configuration (file, store, directories, settings).
+    Config(JsonArg),
+    /// Server key pairs, kept in the store (private halves encrypted with SERVER_KEY_PASSWORD).
+    #[command(subcommand)]
+    ServerKey(ServerKeyCommand),
+    /// The user registry: who makes and opens backups.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Users' signing key pairs: the store keeps every public key, the user keeps the private one.
+    #[command(subcommand)]
+    UserKey(UserKeyCommand),
     /// Generate a standalone RSA key pair: NAME.key.pem (encrypted, 0600) and NAME.pub.pem.
     Keygen(KeygenArgs),
     /// Show facts about key files.
@@ -37,6 +56,137 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what a file's header says (format, creator, time, recipients, sizes). Trusts nothing.
     Inspect(InspectArgs),
+    #[command(name = "generate_server_keys", hide = true)]
+    LegacyGenerateServerKeys(ServerKeyGenerateArgs),
+    #[command(name = "generate_user_key", hide = true)]
+    LegacyGenerateUserKey(UserKeyGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory for pgseal.toml, .env.example, the store, keys/ and backups/ (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Size of the first server key.
+    #[arg(long, default_value_t = 4096, value_parser = parse_key_size)]
+    pub key_size: u32,
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerKeyCommand {
+    /// Generate the server key pair. Refused while an active key exists (rotate instead).
+    Generate(ServerKeyGenerateArgs),
+    /// List every server key: fingerprint, size, created, status.
+    List(JsonArg),
+    /// Print a server key's public half (PEM); with --private, its encrypted private half.
+    Export(ServerKeyExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerKeyGenerateArgs {
+    /// Key size in bits (default: the config's rsa_key_size).
+    #[arg(long, value_parser = parse_key_size)]
+    pub key_size: Option<u32>,
+    /// A note stored with the key.
+    #[arg(long)]
+    pub notes: Option<String>,
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerKeyExportArgs {
+    /// Which key (default: the active one).
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub fingerprint: Option<String>,
+    /// Export the private half, still encrypted under SERVER_KEY_PASSWORD (for disaster
+    /// recovery without the store). Audited.
+    #[arg(long)]
+    pub private: bool,
+    /// Write to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Operator,
+    Auditor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Register a user. Ids are assigned once and never reused.
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value_t = RoleArg::Operator)]
+        role: RoleArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List(JsonArg),
+    /// Show one user and their key history.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: they can no longer make backups; their keys stay for verification.
+    Disable { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserKeyCommand {
+    /// Generate a user's signing key pair: private key to a file (0600), public key to the store.
+    Generate(UserKeyGenerateArgs),
+    /// List a user's keys, retired ones included.
+    List {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a user's public key (the active one unless --fingerprint).
+    Export {
+        name: String,
+        #[arg(long, value_name = "FINGERPRINT")]
+        fingerprint: Option<String>,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UserKeyGenerateArgs {
+    /// The user.
+    pub name: String,
+    /// Where to write the private key (default: USER_KEYS_DIR/NAME.key.pem); the public key
+    /// goes beside it as .pub.pem.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Key size in bits (default: the config's rsa_key_size).
+    #[arg(long, value_parser = parse_key_size)]
+    pub key_size: Option<u32>,
+    /// Replace existing key files.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub user_password: UserPasswordArgs,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,12 +274,17 @@ pub struct EncryptArgs {
     /// Where to write the sealed file, or - for standard output.
     #[arg(short, long, value_name = "OUT")]
     pub output: String,
-    /// A recipient's public key (the server key; add more for recovery keys).
-    #[arg(long = "recipient", value_name = "PUB.pem", required = true)]
+    /// A recipient's public key (default with a store: the active server key). Repeatable, for
+    /// recovery keys.
+    #[arg(long = "recipient", value_name = "PUB.pem")]
     pub recipients: Vec<PathBuf>,
-    /// The creator's private key, which signs the file.
+    /// The creator's private key, which signs the file (default with --user:
+    /// USER_KEYS_DIR/NAME.key.pem).
     #[arg(long, value_name = "KEY.pem")]
-    pub sign_key: PathBuf,
+    pub sign_key: Option<PathBuf>,
+    /// The pgseal user making the file: signs with their active key, recorded in the header.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub user_password: UserPasswordArgs,
     /// Compress before encrypting (default zstd; v1 files are never compressed).
@@ -165,12 +320,14 @@ pub struct DecryptArgs {
     /// Where to write the plaintext, or - for standard output.
     #[arg(short, long, value_name = "OUT")]
     pub output: String,
-    /// A private key the file may be encrypted to (the server key; retired keys too). Repeatable.
+    /// A private key the file may be encrypted to (default with a store: the stored server key
+    /// the file names, rotated keys included). Repeatable.
     #[arg(long = "identity", value_name = "KEY.pem")]
     pub identities: Vec<PathBuf>,
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
-    /// The creator's public key, to verify signatures. Repeatable.
+    /// The creator's public key, to verify signatures (default with a store: found by
+    /// fingerprint, retired keys included). Repeatable.
     #[arg(long = "signer", value_name = "PUB.pem")]
     pub signers: Vec<PathBuf>,
     /// Decrypt without verifying who made the file (warns). Tags are still checked.
@@ -188,12 +345,15 @@ pub struct DecryptArgs {
 pub struct VerifyArgs {
     /// Sealed file, or - for standard input.
     pub input: String,
-    /// The creator's public key. Repeatable.
-    #[arg(long = "signer", value_name = "PUB.pem", required = true)]
+    /// The creator's public key (default with a store: found by fingerprint). Repeatable.
+    #[arg(long = "signer", value_name = "PUB.pem")]
     pub signers: Vec<PathBuf>,
     /// Also prove the file decrypts (unwrap, commitment, every tag), writing no plaintext.
     #[arg(long = "identity", value_name = "KEY.pem")]
     pub identity: Option<PathBuf>,
+    /// With a store: also prove the file decrypts, using the stored server key it names.
+    #[arg(long, conflicts_with = "identity")]
+    pub decrypt_check: bool,
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
     #[arg(long)]

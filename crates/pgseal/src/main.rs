@@ -2,6 +2,8 @@
 
 mod cli;
 mod cmd;
+mod config;
+mod context;
 mod failure;
 mod files;
 mod secrets;
@@ -10,7 +12,17 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    if let Err(failure) = cmd::run(cli.command) {
+    let config = match config::Config::discover(cli.config.as_deref(), cli.store.as_deref()) {
+        Ok(c) => c,
+        Err(failure) => {
+            eprintln!("pgseal: error: {failure}");
+            std::process::exit(failure.code as i32);
+        }
+    };
+    let mut ctx = context::Context::new(config, cli.store.clone());
+    let result = cmd::run(cli.command, &mut ctx);
+    ctx.finish(&result);
+    if let Err(failure) = result {
         eprintln!("pgseal: error: {failure}");
         std::process::exit(failure.code as i32);
     }

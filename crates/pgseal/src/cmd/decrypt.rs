@@ -10,30 +10,59 @@ use pgseal_core::detect::DETECT_LEN;
 use pgseal_core::keys::Identity;
 use pgseal_core::legacy::{hybrid, symmetric};
 use pgseal_core::v2::{self, SignerCheck};
-use pgseal_core::{Detected, Error, PrivateKey, PublicKey, detect};
+use pgseal_core::{Detected, Error, PublicKey, detect};
+use pgseal_store::actions;
 
-use super::{load_private, load_publics, server_password};
+use super::keyring;
+use super::server_password;
 use crate::cli::DecryptArgs;
-use crate::failure::{CliResult, Failure};
+use crate::context::Context;
+use crate::failure::{CliResult, ExitCode, Failure};
 use crate::files::{Input, Output, Tee, scratch_file};
 use crate::secrets::PasswordSource;
 
-pub fn run(args: DecryptArgs) -> CliResult {
+pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
+    let audit = ctx.audit(actions::DECRYPT);
+    audit.backup_file = Some(args.input.clone());
+    audit.detail("output", args.output.clone());
+    if args.no_verify && ctx.config.as_ref().is_some_and(|c| c.signature_required) {
+        return Err(Failure::usage(
+            "--no-verify is refused: the configuration requires signatures \
+             (BACKUP_SIGNATURE_REQUIRED / backup.signature_required)",
+        ));
+    }
     let mut input = Input::open(&args.input)?;
     let prefix = input.peek(DETECT_LEN)?;
-    match detect(&prefix) {
+    let result = match detect(&prefix) {
         Detected::Pgseal {
             version: v2::VERSION,
-        } => decrypt_v2(&args, input),
+        } => decrypt_v2(&args, input, ctx),
         Detected::Pgseal { version } => Err(Error::UnsupportedVersion(version).into()),
-        Detected::LegacyHybrid => decrypt_legacy_hybrid(&args, input),
+        Detected::LegacyHybrid => decrypt_legacy_hybrid(&args, input, ctx),
         Detected::LegacySymmetric => decrypt_legacy_symmetric(&args, input),
         Detected::PlainDump => Err(Error::NotEncrypted("it is a plain pg_dump archive").into()),
         Detected::Unknown => Err(Failure::invalid(format!(
             "{} is neither a pgseal file nor a legacy backup (unrecognised header)",
             input.name
         ))),
-    }
+    };
+    record_signature_outcome(ctx, &result, !args.no_verify);
+    result
+}
+
+/// Marks the audit entry's signature validity from how the command ended.
+pub fn record_signature_outcome(ctx: &mut Context, result: &CliResult, checked: bool) {
+    let Some(audit) = ctx.audit_mut() else { return };
+    audit.signature_valid = match result {
+        Ok(()) if checked => Some(true),
+        Err(f) if is_bad_signature(f) => Some(false),
+        _ => audit.signature_valid,
+    };
+}
+
+/// A signature was checked and did not hold (as opposed to: no key to check it with).
+pub fn is_bad_signature(f: &Failure) -> bool {
+    f.code == ExitCode::Authentication && f.message.contains("signature does not match")
 }
 
 fn warn_unverified() {
@@ -43,22 +72,13 @@ fn warn_unverified() {
     );
 }
 
-fn load_identities(args: &DecryptArgs) -> CliResult<Vec<PrivateKey>> {
-    if args.identities.is_empty() {
-        return Err(Failure::key(
-            "decrypting needs the private key the file is encrypted to: pass --identity KEY.pem",
-        ));
-    }
-    let source = server_password(&args.server_password).cached();
-    args.identities
-        .iter()
-        .map(|p| load_private(p, &source))
-        .collect()
-}
-
-fn decrypt_v2(args: &DecryptArgs, mut input: Input) -> CliResult {
+fn decrypt_v2(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliResult {
     let prelude = v2::read_prelude(&mut input)?;
-    let signers = load_publics(&args.signers)?;
+    let header = &prelude.header;
+    let (signers, creator) = keyring::v2_signers(ctx, &args.signers, &header.signer)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.backup_creator_id = creator.or(header.metadata.creator_user_id.map(|id| id as i64));
+    }
     let check = if args.no_verify {
         warn_unverified();
         SignerCheck::Skip
@@ -67,30 +87,42 @@ fn decrypt_v2(args: &DecryptArgs, mut input: Input) -> CliResult {
         prelude.verify_header_signature(&signers)?;
         SignerCheck::Require(&signers)
     };
-    let identities = load_identities(args)?;
+    let (_, slot) = prelude.active_slot()?;
+    let password = server_password(&args.server_password).cached();
+    let identities = keyring::v2_identities(ctx, &args.identities, &password, &slot.recipients())?;
     let identities: Vec<&dyn Identity> = identities.iter().map(|k| k as &dyn Identity).collect();
     let mut output = Output::create(&args.output, args.force)?;
-    prelude.decrypt(&mut input, &mut output, &identities, check)?;
-    output.commit()
+    let summary = prelude.decrypt(&mut input, &mut output, &identities, check)?;
+    output.commit()?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("server_key", summary.recipient.to_string());
+        a.detail("plaintext_bytes", summary.plaintext_bytes);
+    }
+    Ok(())
 }
 
-fn decrypt_legacy_hybrid(args: &DecryptArgs, mut input: Input) -> CliResult {
-    let header = {
-        let len = input.len;
-        hybrid::read_header(&mut input, len)?
-    };
-    let signers = load_publics(&args.signers)?;
+fn decrypt_legacy_hybrid(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliResult {
+    let len = input.len;
+    let header = hybrid::read_header(&mut input, len)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.backup_creator_id = i64::try_from(header.user_id).ok();
+    }
+    let signers = keyring::legacy_signers(ctx, &args.signers, header.user_id)?;
     if args.no_verify {
         warn_unverified();
     } else if signers.is_empty() {
         return Err(Error::MissingLegacySigner(header.user_id).into());
     }
-    let identities = load_identities(args)?;
+    let password = server_password(&args.server_password).cached();
+    let identities = keyring::legacy_identities(ctx, &args.identities, &password)?;
     // Legacy files name no key: find the identity whose OAEP unwrap succeeds.
     let identity = identities
         .iter()
         .find(|k| k.unwrap_file_key(&header.wrapped_key).is_ok())
         .ok_or(Error::SessionKeyUnwrap)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("server_key", identity.fingerprint().to_string());
+    }
 
     let open = |body: &mut dyn Read, out: &mut dyn Write| -> CliResult {
         let opened = hybrid::decrypt(&header, body, out, identity)?;
@@ -103,7 +135,7 @@ fn decrypt_legacy_hybrid(args: &DecryptArgs, mut input: Input) -> CliResult {
 }
 
 /// The first of `signers` whose signature over the legacy file holds.
-fn legacy_signer<'k>(
+pub fn legacy_signer<'k>(
     header: &hybrid::LegacyHeader,
     signers: &'k [PublicKey],
     digest: &[u8; 32],

@@ -4,19 +4,127 @@ use std::io::{self, Seek, SeekFrom};
 
 use pgseal_core::legacy::hybrid;
 use pgseal_core::v2::{self, Compression, Metadata, SealParams};
+use pgseal_core::{PrivateKey, PublicKey};
+use pgseal_store::{User, actions};
 use serde_json::json;
 
+use super::server_key::no_active_key;
+use super::users::no_user_key;
 use super::{host_name, load_private, load_publics, user_password};
 use crate::cli::{CompressArg, EncryptArgs, FormatArg};
+use crate::context::{Context, store_failure};
 use crate::failure::{CliResult, Failure};
 use crate::files::{Input, Output, scratch_file};
 
-pub fn run(args: EncryptArgs) -> CliResult {
-    if args.format == FormatArg::V1 {
-        return run_v1(args);
+/// The creator: the key that signs, and the pgseal user it belongs to when known.
+struct Creator {
+    key: PrivateKey,
+    user: Option<User>,
+}
+
+/// The signing key: `--user NAME` takes the user's active key (from `--sign-key` or the default
+/// path) and checks it against the store; `--sign-key` alone works without a store.
+fn resolve_creator(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Creator> {
+    let password = user_password(&args.user_password);
+    let Some(name) = &args.user else {
+        let path = args.sign_key.as_ref().ok_or_else(|| {
+            Failure::usage("pass --sign-key KEY.pem, or --user NAME with a pgseal store")
+        })?;
+        let key = load_private(path, &password)?;
+        // With a store, attribute the file to the key's owner if the key is known.
+        let fp = key.fingerprint();
+        let user = match ctx.store_if_configured()? {
+            Some(store) => match store.user_key(&fp).map_err(store_failure)? {
+                Some(k) => store.user_by_id(k.user_id).map_err(store_failure)?,
+                None => None,
+            },
+            None => None,
+        };
+        return Ok(Creator { key, user });
+    };
+    let user_keys_dir = ctx.config()?.user_keys_dir.clone();
+    let store = ctx.store()?;
+    let user = store.user(name).map_err(store_failure)?;
+    if !user.is_active {
+        return Err(Failure::usage(format!(
+            "user {name} is disabled and cannot sign backups"
+        )));
     }
-    let recipients = load_publics(&args.recipients)?;
-    let signer = load_private(&args.sign_key, &user_password(&args.user_password))?;
+    let active = store
+        .active_user_key(user.id)
+        .map_err(store_failure)?
+        .ok_or_else(|| no_user_key(name))?;
+    let path = args
+        .sign_key
+        .clone()
+        .unwrap_or_else(|| user_keys_dir.join(format!("{name}.key.pem")));
+    if !path.exists() {
+        return Err(Failure::key(format!(
+            "no signing key for {name} at {}: pass --sign-key with their private key",
+            path.display()
+        )));
+    }
+    let key = load_private(&path, &password)?;
+    if key.fingerprint() != active.fingerprint {
+        return Err(Failure::key(format!(
+            "{} holds key {}, but {name}'s active key is {}: pass --sign-key with {name}'s current key",
+            path.display(),
+            key.fingerprint(),
+            active.fingerprint
+        )));
+    }
+    Ok(Creator {
+        key,
+        user: Some(user),
+    })
+}
+
+/// The recipients: the `--recipient` files, else the store's active server key.
+fn resolve_recipients(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Vec<PublicKey>> {
+    if !args.recipients.is_empty() {
+        return load_publics(&args.recipients);
+    }
+    let Some(store) = ctx.store_if_configured()? else {
+        return Err(Failure::usage(
+            "pass --recipient PUB.pem (or configure a store with an active server key)",
+        ));
+    };
+    let active = store
+        .active_server_key()
+        .map_err(store_failure)?
+        .ok_or_else(no_active_key)?;
+    Ok(vec![PublicKey::from_pem(&active.public_key_pem)?])
+}
+
+pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
+    let audit = ctx.audit(actions::ENCRYPT);
+    audit.backup_file = Some(args.output.clone());
+    audit.detail(
+        "format",
+        if args.format == FormatArg::V1 {
+            "v1"
+        } else {
+            "v2"
+        },
+    );
+    let creator = resolve_creator(&args, ctx)?;
+    let recipients = resolve_recipients(&args, ctx)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.user_id = creator.user.as_ref().map(|u| u.id);
+        a.backup_creator_id = creator.user.as_ref().map(|u| u.id);
+        a.detail("signer", creator.key.fingerprint().to_string());
+        a.detail(
+            "recipients",
+            recipients
+                .iter()
+                .map(|r| r.fingerprint().to_string())
+                .collect::<Vec<_>>(),
+        );
+    }
+    if args.format == FormatArg::V1 {
+        return run_v1(args, creator, recipients);
+    }
+    let signer = creator.key;
     let mut input = Input::open(&args.input)?;
     let mut output = Output::create(&args.output, args.force)?;
 
@@ -29,8 +137,11 @@ pub fn run(args: EncryptArgs) -> CliResult {
     params.zstd_workers = zstd_workers();
     params.chunk_size = args.chunk_size;
     params.metadata = Metadata {
-        creator_user_id: args.user_id,
-        creator_username: args.username.clone(),
+        creator_user_id: args.user_id.or(creator.user.as_ref().map(|u| u.id as u64)),
+        creator_username: args
+            .username
+            .clone()
+            .or(creator.user.as_ref().map(|u| u.username.clone())),
         source_host: host_name(),
         content_name: input.file_name(),
         ..Metadata::now()
@@ -67,8 +178,8 @@ fn zstd_workers() -> u32 {
         .unwrap_or(1)
 }
 
-fn run_v1(args: EncryptArgs) -> CliResult {
-    if args.recipients.len() != 1 {
+fn run_v1(args: EncryptArgs, creator: Creator, recipients: Vec<PublicKey>) -> CliResult {
+    if recipients.len() != 1 {
         return Err(Failure::usage(
             "--format v1 files have exactly one recipient",
         ));
@@ -78,11 +189,13 @@ fn run_v1(args: EncryptArgs) -> CliResult {
             "--format v1 files cannot be compressed; drop --compress",
         ));
     }
-    let user_id = args.user_id.ok_or_else(|| {
-        Failure::usage("--format v1 needs --user-id (the old system looks the signer up by it)")
-    })?;
-    let recipients = load_publics(&args.recipients)?;
-    let signer = load_private(&args.sign_key, &user_password(&args.user_password))?;
+    let user_id = args
+        .user_id
+        .or(creator.user.as_ref().map(|u| u.id as u64))
+        .ok_or_else(|| {
+            Failure::usage("--format v1 needs --user-id (the old system looks the signer up by it)")
+        })?;
+    let signer = creator.key;
     let mut input = Input::open(&args.input)?;
     let mut output = Output::create(&args.output, args.force)?;
     let created = std::time::SystemTime::now()

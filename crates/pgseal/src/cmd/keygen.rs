@@ -23,7 +23,43 @@ fn keygen_password(file: Option<PathBuf>, command: Option<String>) -> PasswordSo
     }
 }
 
-fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
+/// Writes `NAME.key.pem` (encrypted under `password`, 0600) and `NAME.pub.pem` (0644), each
+/// atomically; refuses to replace existing files unless `force`.
+pub fn write_key_files(
+    key: &PrivateKey,
+    password: &pgseal_core::Password,
+    key_path: &Path,
+    pub_path: &Path,
+    force: bool,
+) -> CliResult {
+    refuse_existing(&[key_path, pub_path], force)?;
+    let pem = key.to_encrypted_pem(password)?;
+    let write = |path: &Path, text: &[u8], mode: u32| -> CliResult {
+        let mut file = AtomicFile::create(path, force)?;
+        file.set_mode(mode);
+        file.write_all(text)
+            .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
+        file.commit()
+    };
+    write(key_path, pem.as_bytes(), 0o600)?;
+    write(pub_path, key.public().to_pem().as_bytes(), 0o644)
+}
+
+/// Fails if any of `paths` exists, unless `force`: checked before slow key generation too.
+pub fn refuse_existing(paths: &[&Path], force: bool) -> CliResult {
+    if force {
+        return Ok(());
+    }
+    match paths.iter().find(|p| p.symlink_metadata().is_ok()) {
+        Some(p) => Err(Failure::new(
+            ExitCode::Usage,
+            format!("{} already exists; pass --force to replace it", p.display()),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
     let mut s = base.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -33,30 +69,11 @@ pub fn keygen(args: KeygenArgs) -> CliResult {
     let bits = KeyBits::from_bits(args.key_size)?;
     let key_path = with_suffix(&args.out, ".key.pem");
     let pub_path = with_suffix(&args.out, ".pub.pem");
-    if !args.force {
-        for p in [&key_path, &pub_path] {
-            if p.symlink_metadata().is_ok() {
-                return Err(Failure::new(
-                    ExitCode::Usage,
-                    format!("{} already exists; pass --force to replace it", p.display()),
-                ));
-            }
-        }
-    }
+    refuse_existing(&[&key_path, &pub_path], args.force)?;
     // Ask for the password before the slow key generation.
     let password = keygen_password(args.password_file, args.password_command).get_new()?;
     let key = PrivateKey::generate(bits)?;
-    let pem = key.to_encrypted_pem(&password)?;
-
-    let write = |path: &Path, text: &[u8], mode: u32| -> CliResult {
-        let mut file = AtomicFile::create(path, args.force)?;
-        file.set_mode(mode);
-        file.write_all(text)
-            .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
-        file.commit()
-    };
-    write(&key_path, pem.as_bytes(), 0o600)?;
-    write(&pub_path, key.public().to_pem().as_bytes(), 0o644)?;
+    write_key_files(&key, &password, &key_path, &pub_path, args.force)?;
 
     let public = key.public();
     if args.json {

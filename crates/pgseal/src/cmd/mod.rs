@@ -2,26 +2,44 @@
 
 mod decrypt;
 mod encrypt;
+mod init;
 mod inspect;
 mod keygen;
+mod keyring;
+mod server_key;
+mod users;
 mod verify;
 
 use std::path::{Path, PathBuf};
 
 use pgseal_core::{PrivateKey, PublicKey};
 
-use crate::cli::{Command, KeyCommand, ServerPasswordArgs, UserPasswordArgs};
+use crate::cli::{
+    Command, KeyCommand, ServerKeyCommand, ServerPasswordArgs, UserKeyCommand, UserPasswordArgs,
+};
+use crate::context::Context;
 use crate::failure::{CliResult, Failure};
 use crate::files::warn_if_exposed;
 use crate::secrets::{GetPassword, PasswordSource, read_text};
 
-pub fn run(command: Command) -> CliResult {
+pub fn run(command: Command, ctx: &mut Context) -> CliResult {
     match command {
+        Command::Init(args) => init::run(args, ctx),
+        Command::Config(args) => init::show_config(args, ctx),
+        Command::ServerKey(ServerKeyCommand::Generate(args))
+        | Command::LegacyGenerateServerKeys(args) => server_key::generate(args, ctx),
+        Command::ServerKey(ServerKeyCommand::List(args)) => server_key::list(args, ctx),
+        Command::ServerKey(ServerKeyCommand::Export(args)) => server_key::export(args, ctx),
+        Command::User(cmd) => users::user(cmd, ctx),
+        Command::UserKey(UserKeyCommand::Generate(args)) | Command::LegacyGenerateUserKey(args) => {
+            users::generate_key(args, ctx)
+        }
+        Command::UserKey(cmd) => users::user_key(cmd, ctx),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
-        Command::Encrypt(args) => encrypt::run(args),
-        Command::Decrypt(args) => decrypt::run(args),
-        Command::Verify(args) => verify::run(args),
+        Command::Encrypt(args) => encrypt::run(args, ctx),
+        Command::Decrypt(args) => decrypt::run(args, ctx),
+        Command::Verify(args) => verify::run(args, ctx),
         Command::Inspect(args) => inspect::run(args),
     }
 }
@@ -80,11 +98,22 @@ pub fn print_json(value: &serde_json::Value) {
     println!("{value}");
 }
 
-/// The host name, recorded in headers as the source host.
-pub fn host_name() -> Option<String> {
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    (!name.is_empty()).then_some(name)
+pub use crate::context::host_name;
+
+/// Writes text to `output` (atomically, 0644 — public keys and encrypted exports) or prints it.
+pub fn emit(text: &str, output: Option<&Path>, force: bool) -> CliResult {
+    match output {
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(path) => {
+            use std::io::Write as _;
+            let mut file = crate::files::AtomicFile::create(path, force)?;
+            file.set_mode(0o644);
+            file.write_all(text.as_bytes())
+                .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
+            file.commit()
+        }
+    }
 }

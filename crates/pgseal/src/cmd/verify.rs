@@ -8,9 +8,13 @@ use pgseal_core::v2;
 use pgseal_core::{Detected, Error, PublicKey, detect};
 use serde_json::{Value, json};
 
-use super::{load_private, load_publics, print_json, server_password};
+use pgseal_store::actions;
+
+use super::decrypt::{legacy_signer, record_signature_outcome};
+use super::{keyring, load_private, print_json, server_password};
 use crate::cli::VerifyArgs;
 use crate::cmd::encrypt::hex;
+use crate::context::Context;
 use crate::failure::{CliResult, Failure};
 use crate::files::Input;
 
@@ -21,16 +25,17 @@ struct Proof {
     json: Value,
 }
 
-pub fn run(args: VerifyArgs) -> CliResult {
+pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
+    ctx.audit(actions::VERIFY).backup_file = Some(args.input.clone());
     let mut input = Input::open(&args.input)?;
     let prefix = input.peek(DETECT_LEN)?;
     let detected = detect(&prefix);
     let result = match detected {
         Detected::Pgseal {
             version: v2::VERSION,
-        } => verify_v2(&args, &mut input),
+        } => verify_v2(&args, &mut input, ctx),
         Detected::Pgseal { version } => Err(Error::UnsupportedVersion(version).into()),
-        Detected::LegacyHybrid => verify_legacy_hybrid(&args, &mut input),
+        Detected::LegacyHybrid => verify_legacy_hybrid(&args, &mut input, ctx),
         Detected::LegacySymmetric => Err(Failure::invalid(
             "legacy symmetric files carry no signature, so there is nothing to verify with a \
              public key; `pgseal decrypt` checks their tag with the password",
@@ -41,6 +46,11 @@ pub fn run(args: VerifyArgs) -> CliResult {
             input.name
         ))),
     };
+    let outcome = result
+        .as_ref()
+        .map(|_| ())
+        .map_err(|f| Failure::new(f.code, f.message.clone()));
+    record_signature_outcome(ctx, &outcome, true);
     match result {
         Ok(proof) => {
             if args.json {
@@ -81,12 +91,23 @@ fn format_name(d: Detected) -> &'static str {
     }
 }
 
-fn verify_v2(args: &VerifyArgs, input: &mut Input) -> CliResult<Proof> {
+fn verify_v2(args: &VerifyArgs, input: &mut Input, ctx: &mut Context) -> CliResult<Proof> {
     let prelude = v2::read_prelude(input)?;
-    let signers = load_publics(&args.signers)?;
-    let identity = match &args.identity {
-        Some(path) => Some(load_private(path, &server_password(&args.server_password))?),
-        None => None,
+    let (signers, creator) = keyring::v2_signers(ctx, &args.signers, &prelude.header.signer)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.backup_creator_id =
+            creator.or(prelude.header.metadata.creator_user_id.map(|id| id as i64));
+    }
+    let identity = match (&args.identity, args.decrypt_check) {
+        (Some(path), _) => Some(load_private(path, &server_password(&args.server_password))?),
+        (None, true) => {
+            let (_, slot) = prelude.active_slot()?;
+            let password = server_password(&args.server_password).cached();
+            keyring::v2_identities(ctx, &[], &password, &slot.recipients())?
+                .into_iter()
+                .next()
+        }
+        (None, false) => None,
     };
     let report = prelude.verify(
         input,
@@ -126,24 +147,39 @@ fn verify_v2(args: &VerifyArgs, input: &mut Input) -> CliResult<Proof> {
     })
 }
 
-fn verify_legacy_hybrid(args: &VerifyArgs, input: &mut Input) -> CliResult<Proof> {
-    let header = {
-        let len = input.len;
-        hybrid::read_header(input, len)?
-    };
-    let signers = load_publics(&args.signers)?;
-    let (digest, decrypted) = match &args.identity {
-        Some(path) => {
-            let key = load_private(path, &server_password(&args.server_password))?;
-            let opened = hybrid::decrypt(&header, input, std::io::sink(), &key)?;
-            (opened.ciphertext_digest, true)
+fn verify_legacy_hybrid(
+    args: &VerifyArgs,
+    input: &mut Input,
+    ctx: &mut Context,
+) -> CliResult<Proof> {
+    let len = input.len;
+    let header = hybrid::read_header(input, len)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.backup_creator_id = i64::try_from(header.user_id).ok();
+    }
+    let signers = keyring::legacy_signers(ctx, &args.signers, header.user_id)?;
+    if signers.is_empty() {
+        return Err(Error::MissingLegacySigner(header.user_id).into());
+    }
+    let identities = match (&args.identity, args.decrypt_check) {
+        (Some(path), _) => vec![load_private(path, &server_password(&args.server_password))?],
+        (None, true) => {
+            let password = server_password(&args.server_password).cached();
+            keyring::legacy_identities(ctx, &[], &password)?
         }
-        None => (hybrid::body_digest(input)?, false),
+        (None, false) => Vec::new(),
     };
-    let signer: &PublicKey = signers
-        .iter()
-        .find(|k| hybrid::check_signature(&header, k, &digest).is_ok())
-        .ok_or(Error::SignatureInvalid("legacy"))?;
+    let (digest, decrypted) = if identities.is_empty() {
+        (hybrid::body_digest(input)?, false)
+    } else {
+        let key = identities
+            .iter()
+            .find(|k| k.unwrap_file_key(&header.wrapped_key).is_ok())
+            .ok_or(Error::SessionKeyUnwrap)?;
+        let opened = hybrid::decrypt(&header, input, std::io::sink(), key)?;
+        (opened.ciphertext_digest, true)
+    };
+    let signer: &PublicKey = legacy_signer(&header, &signers, &digest)?;
     Ok(Proof {
         format: "legacy-hybrid",
         lines: vec![

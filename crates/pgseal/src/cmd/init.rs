@@ -1,0 +1,136 @@
+//! `pgseal init`: a working pgseal in one directory — configuration, store, key and backup
+//! directories, and the first server key.
+
+use std::io::Write as _;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use pgseal_store::{StoreUrl, actions};
+use serde_json::json;
+
+use super::{print_json, server_password};
+use crate::cli::{InitArgs, JsonArg};
+use crate::config::{Config, ENV_EXAMPLE, TEMPLATE};
+use crate::context::Context;
+use crate::failure::{CliResult, Failure};
+use crate::files::AtomicFile;
+
+pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
+    let dir = &args.dir;
+    let config_path = dir.join("pgseal.toml");
+    if config_path.exists() {
+        return Err(Failure::usage(format!(
+            "{} exists: this directory is already initialised",
+            config_path.display()
+        )));
+    }
+    let store_line = match &ctx.store_flag {
+        Some(url) => {
+            let parsed: StoreUrl = url.parse().map_err(|e| Failure::usage(format!("{e}")))?;
+            if parsed.to_string() != *url {
+                return Err(Failure::usage(
+                    "the store URL holds a password; keep it out of the config: use PGPASSWORD \
+                     or ~/.pgpass",
+                ));
+            }
+            format!("url = {}", toml_string(url))
+        }
+        None => "url = \"sqlite:pgseal.db\"".to_owned(),
+    };
+    // Ask for the password before creating anything.
+    let password_value = server_password(&args.server_password).get_new()?;
+
+    for sub in ["", "keys", "keys/server", "keys/users", "backups"] {
+        make_private_dir(&dir.join(sub))?;
+    }
+    let template = TEMPLATE.replace("url = \"sqlite:pgseal.db\"", &store_line);
+    // The configuration is resolved from the text about to be written, so the store and key
+    // land where the file says; the file itself is written last, so a failed init can be re-run.
+    let scratch = dir.join(".pgseal.toml.init");
+    std::fs::write(&scratch, &template).map_err(|e| Failure::io("writing the configuration", e))?;
+    let config = Config::discover(Some(&scratch), ctx.store_flag.as_deref());
+    let _ = std::fs::remove_file(&scratch);
+    let mut config = config?.expect("an explicit config file always yields a configuration");
+    config.file = Some(config_path.clone());
+    ctx.config = Some(config);
+    ctx.audit(actions::INIT)
+        .detail("dir", dir.display().to_string());
+
+    let key = super::server_key::generate_active(ctx, args.key_size, &password_value, None)?;
+
+    write_new(&dir.join(".env.example"), ENV_EXAMPLE, 0o644)?;
+    write_new(&config_path, &template, 0o600)?;
+
+    let store = ctx.config()?.store.to_string();
+    if args.json {
+        print_json(&json!({
+            "config": config_path,
+            "store": store,
+            "server_key": key.fingerprint.to_string(),
+            "key_size": key.key_size,
+        }));
+    } else {
+        println!("initialised {}", dir.display());
+        println!("  config:      {}", config_path.display());
+        println!("  store:       {store}");
+        println!("  server key:  RSA-{} {}", key.key_size, key.fingerprint);
+        println!("next:");
+        println!(
+            "  cd {} && pgseal user add NAME && pgseal user-key generate NAME",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn make_private_dir(path: &Path) -> CliResult {
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Failure::io(format!("creating {}", path.display()), e))
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> CliResult {
+    let mut f = AtomicFile::create(path, false)?;
+    f.set_mode(mode);
+    f.write_all(text.as_bytes())
+        .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
+    f.commit()
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `pgseal config`: the configuration in effect, after the file, `.env` and the environment.
+pub fn show_config(args: JsonArg, ctx: &mut Context) -> CliResult {
+    let c = ctx.config()?;
+    let v = json!({
+        "file": c.file,
+        "store": c.store.to_string(),
+        "rsa_key_size": c.rsa_key_size,
+        "server_keys_dir": c.server_keys_dir,
+        "user_keys_dir": c.user_keys_dir,
+        "backup_dir": c.backup_dir,
+        "signature_required": c.signature_required,
+        "retention_days": c.retention_days,
+        "postgresql_bin_path": c.postgresql_bin_path,
+    });
+    if args.json {
+        print_json(&v);
+    } else if let Some(map) = v.as_object() {
+        for (k, val) in map {
+            let shown = match val {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            println!("{k:<20} {shown}");
+        }
+    }
+    Ok(())
+}

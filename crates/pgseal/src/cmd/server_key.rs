@@ -1,0 +1,140 @@
+//! `pgseal server-key generate | list | export`: the server key pairs in the store.
+
+use pgseal_core::keys::KeyBits;
+use pgseal_core::{Fingerprint, Password, PrivateKey};
+use pgseal_store::{NewServerKey, ServerKeyRecord, actions};
+use serde_json::json;
+
+use super::{emit, print_json, server_password};
+use crate::cli::{JsonArg, ServerKeyExportArgs, ServerKeyGenerateArgs};
+use crate::context::{Context, opt, store_failure};
+use crate::failure::{CliResult, Failure};
+
+pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
+    ctx.audit(actions::KEY_GEN).detail("kind", "server");
+    let bits = args.key_size.unwrap_or(ctx.config()?.rsa_key_size);
+    // Refuse before asking for a password or spending time on key generation.
+    if let Some(active) = ctx.store()?.active_server_key().map_err(store_failure)? {
+        return Err(active_exists(&active));
+    }
+    let password = server_password(&args.server_password).get_new()?;
+    let record = generate_active(ctx, bits, &password, args.notes)?;
+    if args.json {
+        print_json(&key_json(&record));
+    } else {
+        println!(
+            "server key generated: RSA-{} {} (active)",
+            record.key_size, record.fingerprint
+        );
+        println!("its private half is in the store, encrypted with SERVER_KEY_PASSWORD");
+    }
+    Ok(())
+}
+
+fn active_exists(active: &ServerKeyRecord) -> Failure {
+    Failure::usage(format!(
+        "an active server key already exists ({}); rotate it with `pgseal server-key rotate`",
+        active.fingerprint
+    ))
+}
+
+/// Generates a server key, encrypts it under `password` and stores it as the active key. The
+/// database refuses if another key is active (another process may have won a race).
+pub fn generate_active(
+    ctx: &mut Context,
+    bits: u32,
+    password: &Password,
+    notes: Option<String>,
+) -> CliResult<ServerKeyRecord> {
+    let bits = KeyBits::from_bits(bits)?;
+    let key = PrivateKey::generate(bits)?;
+    let public = key.public();
+    let new = NewServerKey {
+        fingerprint: public.fingerprint(),
+        legacy_fingerprint: Some(public.legacy_fingerprint().to_string()),
+        private_key_pem: key.to_encrypted_pem(password)?.to_string(),
+        public_key_pem: public.to_pem(),
+        key_size: public.bits() as i64,
+        notes,
+    };
+    let record = ctx.store()?.add_server_key(&new).map_err(store_failure)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("fingerprint", record.fingerprint.to_string());
+        a.detail("key_size", record.key_size);
+    }
+    Ok(record)
+}
+
+fn key_json(k: &ServerKeyRecord) -> serde_json::Value {
+    json!({
+        "id": k.id,
+        "fingerprint": k.fingerprint.to_string(),
+        "legacy_fingerprint": opt(k.legacy_fingerprint.clone()),
+        "key_size": k.key_size,
+        "status": k.status.as_str(),
+        "created_at": k.created_at.rfc3339(),
+        "rotated_from_id": opt(k.rotated_from_id),
+        "retired_at": opt(k.retired_at.map(|t| t.rfc3339())),
+        "notes": opt(k.notes.clone()),
+    })
+}
+
+pub fn list(args: JsonArg, ctx: &mut Context) -> CliResult {
+    let keys = ctx.store()?.server_keys().map_err(store_failure)?;
+    if args.json {
+        print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
+        return Ok(());
+    }
+    if keys.is_empty() {
+        println!("no server keys; generate one with `pgseal server-key generate`");
+        return Ok(());
+    }
+    println!(
+        "{:<4} {:<51} {:>5}  {:<24} STATUS",
+        "ID", "FINGERPRINT", "BITS", "CREATED"
+    );
+    for k in &keys {
+        println!(
+            "{:<4} {:<51} {:>5}  {:<24} {}",
+            k.id,
+            k.fingerprint,
+            k.key_size,
+            k.created_at.rfc3339(),
+            k.status.as_str()
+        );
+    }
+    Ok(())
+}
+
+pub fn export(args: ServerKeyExportArgs, ctx: &mut Context) -> CliResult {
+    ctx.audit(actions::KEY_EXPORT)
+        .detail("private", args.private);
+    let store = ctx.store()?;
+    let key = match &args.fingerprint {
+        Some(text) => {
+            let fp: Fingerprint = text.parse()?;
+            store
+                .server_key(&fp)
+                .map_err(store_failure)?
+                .ok_or_else(|| Failure::key(format!("no server key with fingerprint {fp}")))?
+        }
+        None => store
+            .active_server_key()
+            .map_err(store_failure)?
+            .ok_or_else(no_active_key)?,
+    };
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("fingerprint", key.fingerprint.to_string());
+    }
+    let text = if args.private {
+        &key.private_key_pem
+    } else {
+        &key.public_key_pem
+    };
+    emit(text, args.output.as_deref(), false)
+}
+
+/// The seed guide's "No active server key found", with its fix.
+pub fn no_active_key() -> Failure {
+    Failure::key("No active server key found: generate one with `pgseal server-key generate`")
+}

@@ -1,0 +1,300 @@
+//! `pgseal user ...` and `pgseal user-key ...`: who makes backups, and the keys they sign with.
+
+use std::io::Write as _;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use pgseal_core::keys::KeyBits;
+use pgseal_core::{Fingerprint, PrivateKey};
+use pgseal_store::{NewUserKey, Role, User, UserKeyRecord, actions};
+use serde_json::json;
+
+use super::keygen::refuse_existing;
+use super::{emit, print_json, user_password};
+use crate::cli::{RoleArg, UserCommand, UserKeyCommand, UserKeyGenerateArgs};
+use crate::context::{Context, opt, store_failure};
+use crate::failure::{CliResult, Failure};
+use crate::files::AtomicFile;
+
+fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "role": u.role.as_str(),
+        "is_active": u.is_active,
+        "created_at": u.created_at.rfc3339(),
+        "disabled_at": opt(u.disabled_at.map(|t| t.rfc3339())),
+    })
+}
+
+fn key_json(k: &UserKeyRecord) -> serde_json::Value {
+    json!({
+        "id": k.id,
+        "user_id": k.user_id,
+        "fingerprint": k.fingerprint.to_string(),
+        "legacy_fingerprint": opt(k.legacy_fingerprint.clone()),
+        "key_size": k.key_size,
+        "status": k.status.as_str(),
+        "created_at": k.created_at.rfc3339(),
+        "retired_at": opt(k.retired_at.map(|t| t.rfc3339())),
+    })
+}
+
+pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
+    match cmd {
+        UserCommand::Add { name, role, json } => {
+            ctx.audit(actions::USER_ADD)
+                .detail("username", name.clone());
+            let role = match role {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Operator => Role::Operator,
+                RoleArg::Auditor => Role::Auditor,
+            };
+            let user = ctx.store()?.add_user(&name, role).map_err(store_failure)?;
+            if let Some(a) = ctx.audit_mut() {
+                a.detail("new_user_id", user.id);
+                a.detail("role", role.as_str());
+            }
+            if json {
+                print_json(&user_json(&user));
+            } else {
+                println!(
+                    "user {} added with id {} ({})",
+                    user.username, user.id, user.role
+                );
+                println!("next: pgseal user-key generate {}", user.username);
+            }
+            Ok(())
+        }
+        UserCommand::List(args) => {
+            let users = ctx.store()?.users().map_err(store_failure)?;
+            if args.json {
+                print_json(&json!(users.iter().map(user_json).collect::<Vec<_>>()));
+            } else {
+                println!(
+                    "{:<6} {:<24} {:<9} {:<8} CREATED",
+                    "ID", "USERNAME", "ROLE", "ACTIVE"
+                );
+                for u in &users {
+                    println!(
+                        "{:<6} {:<24} {:<9} {:<8} {}",
+                        u.id,
+                        u.username,
+                        u.role.as_str(),
+                        if u.is_active { "yes" } else { "no" },
+                        u.created_at.rfc3339()
+                    );
+                }
+            }
+            Ok(())
+        }
+        UserCommand::Show { name, json } => {
+            let store = ctx.store()?;
+            let user = store.user(&name).map_err(store_failure)?;
+            let keys = store.user_keys(user.id).map_err(store_failure)?;
+            if json {
+                let mut v = user_json(&user);
+                v["keys"] = json!(keys.iter().map(key_json).collect::<Vec<_>>());
+                print_json(&v);
+            } else {
+                println!("id:       {}", user.id);
+                println!("username: {}", user.username);
+                println!("role:     {}", user.role);
+                println!("active:   {}", if user.is_active { "yes" } else { "no" });
+                println!("created:  {}", user.created_at.rfc3339());
+                if keys.is_empty() {
+                    println!(
+                        "keys:     none (pgseal user-key generate {})",
+                        user.username
+                    );
+                }
+                for k in &keys {
+                    println!(
+                        "key:      {} RSA-{} {} (created {})",
+                        k.fingerprint,
+                        k.key_size,
+                        k.status.as_str(),
+                        k.created_at.rfc3339()
+                    );
+                }
+            }
+            Ok(())
+        }
+        UserCommand::Disable { name } => {
+            ctx.audit(actions::USER_DISABLE)
+                .detail("username", name.clone());
+            let user = ctx.store()?.disable_user(&name).map_err(store_failure)?;
+            println!(
+                "user {} (id {}) disabled; their keys stay for verification",
+                user.username, user.id
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `NAME.key.pem` → `NAME.pub.pem`; anything else gets `.pub.pem` appended.
+fn public_path_for(key_path: &Path) -> PathBuf {
+    let s = key_path.to_string_lossy();
+    match s.strip_suffix(".key.pem") {
+        Some(base) => PathBuf::from(format!("{base}.pub.pem")),
+        None => PathBuf::from(format!("{s}.pub.pem")),
+    }
+}
+
+pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
+    ctx.audit(actions::KEY_GEN).detail("kind", "user");
+    let cfg = ctx.config()?.clone();
+    let store = ctx.store()?;
+    let user = store.user(&args.name).map_err(store_failure)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.user_id = Some(user.id);
+        a.detail("username", user.username.clone());
+    }
+    if !user.is_active {
+        return Err(Failure::usage(format!(
+            "user {} is disabled",
+            user.username
+        )));
+    }
+    if let Some(active) = ctx
+        .store()?
+        .active_user_key(user.id)
+        .map_err(store_failure)?
+    {
+        return Err(Failure::usage(format!(
+            "user {} already has an active key ({}); rotate it with `pgseal user-key rotate {}`",
+            user.username, active.fingerprint, user.username
+        )));
+    }
+    let key_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| cfg.user_keys_dir.join(format!("{}.key.pem", user.username)));
+    let pub_path = public_path_for(&key_path);
+    refuse_existing(&[&key_path, &pub_path], args.force)?;
+    if let Some(parent) = key_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| Failure::io(format!("creating {}", parent.display()), e))?;
+    }
+    let password = user_password(&args.user_password).get_new()?;
+    let bits = KeyBits::from_bits(args.key_size.unwrap_or(cfg.rsa_key_size))?;
+    let key = PrivateKey::generate(bits)?;
+    let public = key.public();
+
+    // Both files are written unnamed first; they appear only once the store has the key, so a
+    // refused insert (a race, a dead database) leaves no orphaned key files.
+    let pem = key.to_encrypted_pem(&password)?;
+    let mut private_file = AtomicFile::create(&key_path, args.force)?;
+    private_file
+        .write_all(pem.as_bytes())
+        .map_err(|e| Failure::io(format!("writing {}", key_path.display()), e))?;
+    let mut public_file = AtomicFile::create(&pub_path, args.force)?;
+    public_file.set_mode(0o644);
+    public_file
+        .write_all(public.to_pem().as_bytes())
+        .map_err(|e| Failure::io(format!("writing {}", pub_path.display()), e))?;
+
+    let record = ctx
+        .store()?
+        .add_user_key(
+            user.id,
+            &NewUserKey {
+                fingerprint: public.fingerprint(),
+                legacy_fingerprint: Some(public.legacy_fingerprint().to_string()),
+                public_key_pem: public.to_pem(),
+                key_size: public.bits() as i64,
+            },
+        )
+        .map_err(store_failure)?;
+    private_file.commit()?;
+    public_file.commit()?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("fingerprint", record.fingerprint.to_string());
+        a.detail("private_key_file", key_path.display().to_string());
+    }
+    if args.json {
+        let mut v = key_json(&record);
+        v["private_key"] = json!(key_path);
+        v["public_key"] = json!(pub_path);
+        print_json(&v);
+    } else {
+        println!(
+            "key for {}: RSA-{} {}",
+            user.username, record.key_size, record.fingerprint
+        );
+        println!(
+            "  private key: {} (encrypted, 0600; keep it safe)",
+            key_path.display()
+        );
+        println!("  public key:  {} (also in the store)", pub_path.display());
+    }
+    Ok(())
+}
+
+pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
+    match cmd {
+        UserKeyCommand::Generate(args) => generate_key(args, ctx),
+        UserKeyCommand::List { name, json } => {
+            let store = ctx.store()?;
+            let user = store.user(&name).map_err(store_failure)?;
+            let keys = store.user_keys(user.id).map_err(store_failure)?;
+            if json {
+                print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
+            } else if keys.is_empty() {
+                println!("{name} has no keys; generate one with `pgseal user-key generate {name}`");
+            } else {
+                println!(
+                    "{:<51} {:>5}  {:<24} STATUS",
+                    "FINGERPRINT", "BITS", "CREATED"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<51} {:>5}  {:<24} {}",
+                        k.fingerprint,
+                        k.key_size,
+                        k.created_at.rfc3339(),
+                        k.status.as_str()
+                    );
+                }
+            }
+            Ok(())
+        }
+        UserKeyCommand::Export {
+            name,
+            fingerprint,
+            output,
+        } => {
+            let store = ctx.store()?;
+            let user = store.user(&name).map_err(store_failure)?;
+            let key = match fingerprint {
+                Some(text) => {
+                    let fp: Fingerprint = text.parse()?;
+                    store
+                        .user_key(&fp)
+                        .map_err(store_failure)?
+                        .filter(|k| k.user_id == user.id)
+                        .ok_or_else(|| Failure::key(format!("{name} has no key {fp}")))?
+                }
+                None => store
+                    .active_user_key(user.id)
+                    .map_err(store_failure)?
+                    .ok_or_else(|| no_user_key(&name))?,
+            };
+            emit(&key.public_key_pem, output.as_deref(), false)
+        }
+    }
+}
+
+/// The seed guide's "User has no RSA key", with its fix.
+pub fn no_user_key(name: &str) -> Failure {
+    Failure::key(format!(
+        "User has no RSA key: {name} has no active key; generate one with `pgseal user-key generate {name}`"
+    ))
+}

@@ -1,0 +1,311 @@
+//! Finding and reading the configuration.
+//!
+//! Where it comes from, first match wins: `--config FILE`, `$PGSEAL_CONFIG`, `./pgseal.toml`,
+//! `$XDG_CONFIG_HOME/pgseal/config.toml` (`~/.config/...` when unset). A `.env` file beside the
+//! config is loaded first (it never overrides variables already set), then environment variables
+//! override the file — under the legacy system's setting names where it had one. Relative paths
+//! are relative to the config file's directory. Passwords are never read from the file.
+
+use std::path::{Path, PathBuf};
+
+use pgseal_store::StoreUrl;
+use serde::Deserialize;
+
+use crate::failure::{CliResult, Failure};
+
+/// The file `pgseal init` writes: every setting, commented.
+pub const TEMPLATE: &str = r#"# pgseal configuration.
+#
+# Every setting can be overridden by the environment variable named beside it (the legacy
+# system's names where it had one). Relative paths are relative to this file's directory.
+# Passwords never go here: SERVER_KEY_PASSWORD, PGSEAL_USER_KEY_PASSWORD and
+# BACKUP_ENCRYPTION_PASSWORD come from the environment (or the .env file beside this one),
+# a --*-password-file, a --*-password-command, or a prompt.
+
+[store]
+# sqlite:PATH (embedded, the default), or postgres://USER@HOST/DB for one store shared by
+# many hosts (libpq conventions: ?host=/run/postgresql for a socket, PGPASSWORD or ~/.pgpass
+# for the password).
+url = "sqlite:pgseal.db"                  # PGSEAL_STORE
+
+[keys]
+rsa_key_size = 4096                       # RSA_KEY_SIZE: 3072 or 4096 (2048 for tests only)
+rsa_signature_algorithm = "RSA-PSS"       # RSA_SIGNATURE_ALGORITHM: RSA-PSS is the only one
+server_keys_dir = "keys/server"           # SERVER_KEYS_DIR: exported server public keys
+user_keys_dir = "keys/users"              # USER_KEYS_DIR: where user-key generate writes keys
+
+[backup]
+dir = "backups"                           # PGSEAL_BACKUP_DIR
+encryption_method = "HYBRID"              # BACKUP_ENCRYPTION_METHOD: HYBRID; SYMMETRIC is refused
+signature_required = true                 # BACKUP_SIGNATURE_REQUIRED: refuse --no-verify
+retention_days = 90                       # BACKUP_RETENTION_DAYS
+
+[postgresql]
+bin_path = ""                             # POSTGRESQL_BIN_PATH: pg_dump/pg_restore dir ("" = PATH)
+"#;
+
+/// `.env.example`, written beside the config by `pgseal init`.
+pub const ENV_EXAMPLE: &str = r#"# Copy to .env (mode 0600) beside pgseal.toml, or set these in the service's environment.
+# Prefer --*-password-file or --*-password-command (Vault, pass, a cloud secret manager)
+# to keeping passwords in a file at all.
+
+# Unlocks every server key in the store (current and rotated): needed to decrypt and restore.
+SERVER_KEY_PASSWORD=
+
+# Unlocks the signing key of the user making backups (pgseal user-key generate NAME).
+PGSEAL_USER_KEY_PASSWORD=
+
+# Only for opening old PGBACKUP_AES256_V1 (symmetric) backups.
+BACKUP_ENCRYPTION_PASSWORD=
+
+# Overrides of pgseal.toml (legacy names accepted):
+# PGSEAL_STORE=postgres://pgseal@db.internal/pgseal
+# RSA_KEY_SIZE=4096
+# BACKUP_SIGNATURE_REQUIRED=true
+# BACKUP_RETENTION_DAYS=90
+# POSTGRESQL_BIN_PATH=/usr/lib/postgresql/15/bin
+"#;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    keys: KeysSection,
+    #[serde(default)]
+    backup: BackupSection,
+    #[serde(default)]
+    postgresql: PgSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysSection {
+    rsa_key_size: Option<u32>,
+    rsa_signature_algorithm: Option<String>,
+    server_keys_dir: Option<PathBuf>,
+    user_keys_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupSection {
+    dir: Option<PathBuf>,
+    encryption_method: Option<String>,
+    signature_required: Option<bool>,
+    retention_days: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PgSection {
+    bin_path: Option<PathBuf>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub file: Option<PathBuf>,
+    pub store: StoreUrl,
+    pub rsa_key_size: u32,
+    pub server_keys_dir: PathBuf,
+    pub user_keys_dir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub signature_required: bool,
+    pub retention_days: u32,
+    pub postgresql_bin_path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Finds and loads the configuration. `None` when there is none at all (store-less use).
+    pub fn discover(
+        explicit: Option<&Path>,
+        store_flag: Option<&str>,
+    ) -> CliResult<Option<Config>> {
+        let file = match explicit {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(Failure::usage(format!(
+                        "config file {} not found",
+                        p.display()
+                    )));
+                }
+                Some(p.to_path_buf())
+            }
+            None => candidates().into_iter().find(|p| p.is_file()),
+        };
+        let file = file
+            .map(|p| {
+                std::path::absolute(&p)
+                    .map_err(|e| Failure::io(format!("resolving {}", p.display()), e))
+            })
+            .transpose()?;
+        if let Some(path) = &file {
+            let env_file = path.with_file_name(".env");
+            if env_file.is_file() {
+                dotenvy::from_path(&env_file)
+                    .map_err(|e| Failure::usage(format!("reading {}: {e}", env_file.display())))?;
+            }
+        }
+        let store_env = env("PGSEAL_STORE");
+        if file.is_none() && store_flag.is_none() && store_env.is_none() {
+            return Ok(None);
+        }
+        let parsed: File = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?;
+                toml::from_str(&text)
+                    .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
+            }
+            None => File::default(),
+        };
+        let base = match &file {
+            Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            None => std::env::current_dir().map_err(|e| Failure::io("current directory", e))?,
+        };
+        Self::resolve(
+            parsed,
+            file,
+            &base,
+            store_flag.map(str::to_owned).or(store_env),
+        )
+        .map(Some)
+    }
+
+    fn resolve(
+        f: File,
+        file: Option<PathBuf>,
+        base: &Path,
+        store: Option<String>,
+    ) -> CliResult<Config> {
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let store_text = store
+            .or(f.store.url)
+            .unwrap_or_else(|| "sqlite:pgseal.db".into());
+        let store = match store_text
+            .parse::<StoreUrl>()
+            .map_err(|e| Failure::usage(e.to_string()))?
+        {
+            StoreUrl::Sqlite(p) => StoreUrl::Sqlite(rel(p)),
+            other => other,
+        };
+
+        let algorithm = env("RSA_SIGNATURE_ALGORITHM")
+            .or(f.keys.rsa_signature_algorithm)
+            .unwrap_or_else(|| "RSA-PSS".into());
+        if !algorithm.eq_ignore_ascii_case("RSA-PSS") {
+            return Err(Failure::usage(format!(
+                "RSA_SIGNATURE_ALGORITHM={algorithm} is not supported: pgseal signs with RSA-PSS only"
+            )));
+        }
+        let method = env("BACKUP_ENCRYPTION_METHOD")
+            .or(f.backup.encryption_method)
+            .unwrap_or_else(|| "HYBRID".into());
+        if !method.eq_ignore_ascii_case("HYBRID") {
+            return Err(Failure::usage(format!(
+                "BACKUP_ENCRYPTION_METHOD={method} is not supported: pgseal writes only signed \
+                 HYBRID backups (old SYMMETRIC files still decrypt with BACKUP_ENCRYPTION_PASSWORD)"
+            )));
+        }
+        let rsa_key_size = match env("RSA_KEY_SIZE") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| Failure::usage(format!("RSA_KEY_SIZE={v} is not a number")))?,
+            None => f.keys.rsa_key_size.unwrap_or(4096),
+        };
+        pgseal_core::keys::KeyBits::from_bits(rsa_key_size)?;
+        let signature_required = match env("BACKUP_SIGNATURE_REQUIRED") {
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                Failure::usage(format!("BACKUP_SIGNATURE_REQUIRED={v}: use true or false"))
+            })?,
+            None => f.backup.signature_required.unwrap_or(true),
+        };
+        let retention_days = match env("BACKUP_RETENTION_DAYS") {
+            Some(v) => v.parse().map_err(|_| {
+                Failure::usage(format!("BACKUP_RETENTION_DAYS={v} is not a number"))
+            })?,
+            None => f.backup.retention_days.unwrap_or(90),
+        };
+        let path_setting = |var: &str, value: Option<PathBuf>, default: &str| {
+            rel(env(var)
+                .map(PathBuf::from)
+                .or(value)
+                .unwrap_or_else(|| default.into()))
+        };
+        let bin = env("POSTGRESQL_BIN_PATH")
+            .map(PathBuf::from)
+            .or(f.postgresql.bin_path)
+            .filter(|p| !p.as_os_str().is_empty());
+        Ok(Config {
+            file,
+            store,
+            rsa_key_size,
+            server_keys_dir: path_setting("SERVER_KEYS_DIR", f.keys.server_keys_dir, "keys/server"),
+            user_keys_dir: path_setting("USER_KEYS_DIR", f.keys.user_keys_dir, "keys/users"),
+            backup_dir: path_setting("PGSEAL_BACKUP_DIR", f.backup.dir, "backups"),
+            signature_required,
+            retention_days,
+            postgresql_bin_path: bin.map(rel),
+        })
+    }
+}
+
+fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = env("PGSEAL_CONFIG") {
+        out.push(PathBuf::from(p));
+        return out;
+    }
+    out.push(PathBuf::from("pgseal.toml"));
+    let xdg = env("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| Path::new(&h).join(".config")));
+    if let Some(dir) = xdg {
+        out.push(dir.join("pgseal").join("config.toml"));
+    }
+    out
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_parses_to_the_defaults() {
+        let f: File = toml::from_str(TEMPLATE).unwrap();
+        let c = Config::resolve(f, None, Path::new("/etc/pgseal"), None).unwrap();
+        assert_eq!(c.store, StoreUrl::Sqlite("/etc/pgseal/pgseal.db".into()));
+        assert_eq!(c.user_keys_dir, PathBuf::from("/etc/pgseal/keys/users"));
+        assert_eq!(
+            (c.rsa_key_size, c.retention_days, c.signature_required),
+            (4096, 90, true)
+        );
+        assert_eq!(c.postgresql_bin_path, None);
+    }
+
+    #[test]
+    fn unknown_settings_are_errors() {
+        assert!(toml::from_str::<File>("[store]\nulr = \"x\"\n").is_err());
+    }
+}

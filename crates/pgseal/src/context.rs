@@ -1,0 +1,207 @@
+//! What every command runs with: the configuration, the store (opened on first use), and the
+//! audit entry the command fills in as it learns who, what and how it went.
+//!
+//! The entry is written when the command ends, whatever the outcome — failures (a wrong
+//! password, a bad signature, a missing key) are recorded like successes. Without a store
+//! (store-less use with key files only) there is nowhere to write, and nothing is recorded.
+
+use pgseal_core::time::Timestamp;
+use pgseal_store::{NewAuditEntry, Store, User};
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::failure::{CliResult, Failure};
+
+pub struct Context {
+    pub config: Option<Config>,
+    /// The global `--store` flag as given (for `init`, which makes a new configuration).
+    pub store_flag: Option<String>,
+    store: Option<Store>,
+    audit: Option<Audit>,
+}
+
+/// The audit entry of the running command.
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub action: &'static str,
+    /// The pgseal user acting; else `$PGSEAL_USER` is looked up when the entry is written.
+    pub user_id: Option<i64>,
+    pub backup_creator_id: Option<i64>,
+    pub backup_file: Option<String>,
+    pub signature_valid: Option<bool>,
+    pub details: Map<String, Value>,
+}
+
+impl Audit {
+    pub fn detail(&mut self, key: &str, value: impl Into<Value>) {
+        self.details.insert(key.to_owned(), value.into());
+    }
+}
+
+impl Context {
+    pub fn new(config: Option<Config>, store_flag: Option<String>) -> Self {
+        Context {
+            config,
+            store_flag,
+            store: None,
+            audit: None,
+        }
+    }
+
+    /// The configuration, or an error that says how to make one.
+    pub fn config(&self) -> CliResult<&Config> {
+        self.config.as_ref().ok_or_else(no_store)
+    }
+
+    /// The store, opened and migrated on first use.
+    pub fn store(&mut self) -> CliResult<&mut Store> {
+        if self.store.is_none() {
+            let url = self.config()?.store.clone();
+            let store = Store::open(&url).map_err(|e| {
+                Failure::new(
+                    crate::failure::ExitCode::Io,
+                    format!("opening the store {url}: {e}"),
+                )
+            })?;
+            self.store = Some(store);
+        }
+        Ok(self.store.as_mut().expect("opened just above"))
+    }
+
+    /// The store if one is configured; `None` for store-less use.
+    pub fn store_if_configured(&mut self) -> CliResult<Option<&mut Store>> {
+        if self.config.is_none() {
+            return Ok(None);
+        }
+        self.store().map(Some)
+    }
+
+    /// Starts the audit entry for this command.
+    pub fn audit(&mut self, action: &'static str) -> &mut Audit {
+        self.audit.insert(Audit {
+            action,
+            ..Audit::default()
+        })
+    }
+
+    /// The audit entry being filled, if the command started one.
+    pub fn audit_mut(&mut self) -> Option<&mut Audit> {
+        self.audit.as_mut()
+    }
+
+    /// Writes the command's audit entry with its outcome. Errors here are reported on stderr;
+    /// they do not change the command's own result.
+    pub fn finish(mut self, result: &CliResult) {
+        let Some(mut audit) = self.audit.take() else {
+            return;
+        };
+        if self.config.is_none() {
+            return;
+        }
+        if let Err(f) = result {
+            audit.detail("error", f.message.clone());
+            audit.detail("exit_code", f.code as i32);
+        }
+        let written = self.store().and_then(|store| {
+            let user_id = match audit.user_id {
+                Some(id) => Some(id),
+                None => acting_user(store)?.map(|u| u.id),
+            };
+            let entry = NewAuditEntry {
+                action: audit.action.to_owned(),
+                user_id,
+                os_user: os_user(),
+                backup_creator_id: audit.backup_creator_id,
+                backup_file: audit.backup_file.clone(),
+                success: result.is_ok(),
+                signature_valid: audit.signature_valid,
+                timestamp: Timestamp::now(),
+                host: host_name(),
+                ip_address: Some(ip_address()),
+                details: Value::Object(audit.details.clone()).to_string(),
+            };
+            store
+                .append_audit(&entry)
+                .map_err(|e| Failure::new(crate::failure::ExitCode::Io, e.to_string()))
+        });
+        if let Err(f) = written {
+            eprintln!("pgseal: warning: the audit entry could not be written: {f}");
+        }
+    }
+}
+
+/// The pgseal user named by `$PGSEAL_USER`, if set.
+pub fn acting_user(store: &mut Store) -> CliResult<Option<User>> {
+    match std::env::var("PGSEAL_USER").ok().filter(|v| !v.is_empty()) {
+        Some(name) => Ok(Some(store.user(&name).map_err(store_failure)?)),
+        None => Ok(None),
+    }
+}
+
+pub fn no_store() -> Failure {
+    Failure::usage(
+        "no pgseal store is configured: run `pgseal init --dir DIR`, or point at one with \
+         --config FILE, PGSEAL_CONFIG or --store URL",
+    )
+}
+
+/// Maps store errors to exit codes: conflicts and missing things are the user's to fix.
+pub fn store_failure(e: pgseal_store::StoreError) -> Failure {
+    use pgseal_store::StoreError as E;
+    let code = match &e {
+        E::Conflict(_) | E::NotFound(_) | E::BadUrl(_) => crate::failure::ExitCode::Usage,
+        _ => crate::failure::ExitCode::Io,
+    };
+    Failure::new(code, e.to_string())
+}
+
+pub fn os_user() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+}
+
+pub fn host_name() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// The SSH client's address in an SSH session, else this host's first non-loopback address.
+pub fn ip_address() -> String {
+    for var in ["SSH_CONNECTION", "SSH_CLIENT"] {
+        if let Some(ip) = std::env::var(var)
+            .ok()
+            .and_then(|v| v.split_whitespace().next().map(str::to_owned))
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        {
+            return ip;
+        }
+    }
+    let mut v6 = None;
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(addr) = a.address else { continue };
+            if let Some(sin) = addr.as_sockaddr_in() {
+                let ip = sin.ip();
+                if !ip.is_loopback() {
+                    return ip.to_string();
+                }
+            } else if let Some(sin6) = addr.as_sockaddr_in6() {
+                let ip = sin6.ip();
+                if !ip.is_loopback() && v6.is_none() {
+                    v6 = Some(ip.to_string());
+                }
+            }
+        }
+    }
+    v6.unwrap_or_else(|| "127.0.0.1".into())
+}
+
+/// JSON for an optional value.
+pub fn opt<T: Into<Value>>(v: Option<T>) -> Value {
+    v.map_or(Value::Null, Into::into)
+}
