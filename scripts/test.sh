@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The whole pgseal test suite: the Rust unit and integration tests, then the independent Python
-# reference decoder and the OpenSSL interop tests (tests/reference). Installs what it needs.
+# The whole pgseal test suite: the Rust unit and integration tests (the store's on SQLite and on
+# a PostgreSQL cluster the tests start themselves), then the independent Python reference decoder
+# and the OpenSSL interop tests (tests/reference). Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v setsid >/dev/null || need_apt+=(util-linux)
+command -v runuser >/dev/null || need_apt+=(util-linux)
+# The store and backup tests start their own throwaway PostgreSQL clusters.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

@@ -63,6 +63,8 @@
 //! dir, or `/tmp` when that one is unsuitable: not traversable by `postgres`, or too long a path
 //! for a unix socket).
 
+#![warn(missing_docs)]
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;

@@ -181,7 +181,8 @@ fn missing_binaries_are_an_error_not_a_panic() {
         "missing-binaries",
         &[("PGSEAL_TEST_PG_BIN", "/nonexistent/pgseal-testkit")],
     );
-    let [message] = <[String; 1]>::try_from(read_child_values(&mut child, &["ERROR"])).unwrap();
+    let [message] =
+        <[String; 1]>::try_from(read_child_values(&mut child, &["TESTKIT_ERROR"])).unwrap();
     assert!(child.wait().unwrap().success());
     assert!(message.contains("/nonexistent/pgseal-testkit"), "{message}");
     assert!(
@@ -194,7 +195,7 @@ fn missing_binaries_are_an_error_not_a_panic() {
 fn a_killed_test_process_leaves_nothing_behind() {
     // An own cluster this time (not the shared one): the watchdog covers every cluster.
     let mut child = spawn_child_test("child_process", "own-then-sleep", &[]);
-    let values = read_child_values(&mut child, &["DATA", "PID"]);
+    let values = read_child_values(&mut child, &["TESTKIT_DATA", "TESTKIT_PID"]);
     let data_dir = std::path::PathBuf::from(&values[0]);
     let postmaster: u32 = values[1].parse().unwrap();
     assert!(data_dir.exists());
@@ -214,14 +215,14 @@ fn child_process() {
     match mode.as_str() {
         "missing-binaries" => {
             let error = TestCluster::start().unwrap_err();
-            println!("ERROR={error}");
+            println!("TESTKIT_ERROR={error}");
         }
         "own-then-sleep" => {
             let cluster = TestCluster::start().unwrap();
             cluster.psql("postgres", "SELECT 1").unwrap();
-            println!("DATA={}", cluster.data_dir().display());
-            println!("PID={}", postmaster_pid(cluster.data_dir()));
-            std::thread::sleep(Duration::from_secs(600));
+            println!("TESTKIT_DATA={}", cluster.data_dir().display());
+            println!("TESTKIT_PID={}", postmaster_pid(cluster.data_dir()));
+            std::thread::sleep(Duration::from_secs(120));
         }
         other => panic!("unknown PGSEAL_TESTKIT_CHILD mode {other}"),
     }

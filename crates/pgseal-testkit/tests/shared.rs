@@ -38,7 +38,7 @@ fn shared_from_another_test() {
 #[test]
 fn shared_cluster_is_gone_after_the_process_exits() {
     let mut child = spawn_child_test("child_process", "shared-then-exit", &[]);
-    let values = read_child_values(&mut child, &["DATA", "PID"]);
+    let values = read_child_values(&mut child, &["TESTKIT_DATA", "TESTKIT_PID"]);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     let data_dir = std::path::PathBuf::from(&values[0]);
@@ -50,7 +50,7 @@ fn shared_cluster_is_gone_after_the_process_exits() {
 #[test]
 fn shared_cluster_is_gone_after_the_process_is_killed() {
     let mut child = spawn_child_test("child_process", "shared-then-sleep", &[]);
-    let values = read_child_values(&mut child, &["DATA", "PID"]);
+    let values = read_child_values(&mut child, &["TESTKIT_DATA", "TESTKIT_PID"]);
     let data_dir = std::path::PathBuf::from(&values[0]);
     let postmaster: u32 = values[1].parse().unwrap();
     assert!(common::alive(postmaster));
@@ -69,11 +69,11 @@ fn child_process() {
     let cluster = TestCluster::shared();
     let db = cluster.create_database("child").unwrap();
     cluster.psql(&db, "SELECT 1").unwrap();
-    println!("DATA={}", cluster.data_dir().display());
-    println!("PID={}", postmaster_pid(cluster.data_dir()));
+    println!("TESTKIT_DATA={}", cluster.data_dir().display());
+    println!("TESTKIT_PID={}", postmaster_pid(cluster.data_dir()));
     match mode.as_str() {
         "shared-then-exit" => {}
-        "shared-then-sleep" => std::thread::sleep(Duration::from_secs(600)),
+        "shared-then-sleep" => std::thread::sleep(Duration::from_secs(120)),
         other => panic!("unknown PGSEAL_TESTKIT_CHILD mode {other}"),
     }
 }

@@ -1,48 +1,15 @@
 //! The `pgseal` binary end to end: round trips through files and pipes, every failure path's
 //! exit code and message, and the rule that a failed command leaves nothing behind.
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-const PASSWORD: &str = "correct-horse-battery-staple";
-
-fn bin() -> Command {
-    // `setsid` detaches from any controlling terminal, so a missing password fails instead of
-    // prompting; passwords come from the environment as they would in a script.
-    let mut c = Command::new("setsid");
-    c.arg("-w").arg(env!("CARGO_BIN_EXE_pgseal"));
-    c.env_remove("SERVER_KEY_PASSWORD")
-        .env_remove("PGSEAL_USER_KEY_PASSWORD")
-        .env_remove("PGSEAL_KEY_PASSWORD")
-        .env_remove("BACKUP_ENCRYPTION_PASSWORD")
-        .stdin(Stdio::null());
-    c
-}
-
-fn with_passwords(mut c: Command) -> Command {
-    c.env("SERVER_KEY_PASSWORD", PASSWORD)
-        .env("PGSEAL_USER_KEY_PASSWORD", PASSWORD)
-        .env("PGSEAL_KEY_PASSWORD", PASSWORD);
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    with_passwords(bin())
-        .args(args)
-        .output()
-        .expect("spawn pgseal")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{PASSWORD, bin, code, data, listing, run, stderr, with_passwords};
 
 /// Keys made once for the whole test binary: server, user (signer) and a stranger.
 struct Keys {
@@ -86,12 +53,6 @@ fn keys() -> &'static Keys {
     })
 }
 
-fn data(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
-}
-
 /// Seals `plain` into `dir/name` with the shared keys; extra flags appended.
 fn seal(dir: &Path, name: &str, plain: &[u8], extra: &[&str]) -> PathBuf {
     let k = keys();
@@ -132,16 +93,6 @@ fn decrypt_args(file: &Path, out: &Path) -> Vec<String> {
 fn run_owned(args: &[String]) -> Output {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run(&args)
-}
-
-/// Names in `dir`, sorted: to prove a failure left nothing behind.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
@@ -468,7 +419,11 @@ fn killed_decrypt_leaves_no_file_and_no_plaintext() {
     let file = seal(dir.path(), "big.pgseal", &plain, &["--compress", "none"]);
     let bytes = std::fs::read(&file).unwrap();
     let out = dir.path().join("restored");
-    let mut child = with_passwords(bin())
+    // Spawned directly (not through setsid) so that `child` is exactly pgseal; passwords come
+    // from the environment, so nothing prompts.
+    let mut direct = Command::new(env!("CARGO_BIN_EXE_pgseal"));
+    direct.env("XDG_CONFIG_HOME", "/nonexistent-pgseal-test");
+    let mut child = with_passwords(direct)
         .args([
             "decrypt",
             "-",
@@ -487,13 +442,11 @@ fn killed_decrypt_leaves_no_file_and_no_plaintext() {
     // Feed half, give it time to write plaintext, then kill -9 mid-stream.
     stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    // `setsid -w` is the direct child; kill the whole process group it leads.
-    let pgid = child.id() as i32;
-    Command::new("kill")
-        .args(["-9", &format!("-{pgid}")])
-        .status()
-        .unwrap();
-    let _ = child.kill();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "pgseal stopped before it was killed"
+    );
+    child.kill().unwrap();
     let _ = child.wait();
     drop(stdin);
     assert_eq!(listing(dir.path()), vec!["big.pgseal", "big.pgseal.in"]);

@@ -101,21 +101,26 @@ pub fn spawn_child_test(name: &str, mode: &str, env: &[(&str, &str)]) -> Child {
         .unwrap()
 }
 
-/// Reads the child's stdout until it printed `KEY=value` for every key; returns the values.
+/// Reads the child's stdout until it printed `KEY=value` for every key (anywhere in a line:
+/// libtest prints `test name ... ` before the test's own output); returns the values.
 pub fn read_child_values(child: &mut Child, keys: &[&str]) -> Vec<String> {
     let stdout = child.stdout.take().unwrap();
     let mut values = vec![None; keys.len()];
     let mut transcript = String::new();
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line.unwrap();
         transcript.push_str(&line);
         transcript.push('\n');
         for (key, value) in keys.iter().zip(values.iter_mut()) {
-            if let Some(v) = line.strip_prefix(&format!("{key}=")) {
-                *value = Some(v.to_owned());
+            let marker = format!("{key}=");
+            if let Some(at) = line.find(&marker) {
+                *value = Some(line[at + marker.len()..].to_owned());
             }
         }
         if values.iter().all(Option::is_some) {
+            // Keep draining, so the child does not die of a broken pipe on its next line.
+            std::thread::spawn(move || lines.for_each(drop));
             return values.into_iter().map(Option::unwrap).collect();
         }
     }

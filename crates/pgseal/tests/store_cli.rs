@@ -1,0 +1,502 @@
+//! The CLI with a store: init, users, keys, store-aware crypto commands, and the audit entry
+//! every operation leaves — failures included.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{PASSWORD, bin, code, data, ok, run_in, stderr, stdout, with_passwords};
+use pgseal_store::{AuditEntry, Store, StoreUrl};
+
+/// A pgseal site made by `pgseal init` in a temp dir, with one user and their key.
+struct Site {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("site");
+        let o = common::run(&["init", "--dir", dir.to_str().unwrap(), "--key-size", "2048"]);
+        ok(&o);
+        let site = Site { _tmp: tmp, dir };
+        ok(&site.run(&["user", "add", "system_backup"]));
+        ok(&site.run(&[
+            "user-key",
+            "generate",
+            "system_backup",
+            "--key-size",
+            "2048",
+        ]));
+        site
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run_in(&self.dir, args)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn audit(&self) -> Vec<AuditEntry> {
+        let mut store = Store::open(&StoreUrl::Sqlite(self.path("pgseal.db"))).unwrap();
+        store.audit_entries(1000).unwrap()
+    }
+
+    fn last_audit(&self) -> AuditEntry {
+        self.audit().pop().expect("an audit entry")
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+fn details(e: &AuditEntry) -> serde_json::Value {
+    serde_json::from_str(&e.entry.details).unwrap()
+}
+
+#[test]
+fn init_creates_a_working_site() {
+    let site = Site::new();
+    for name in [
+        "pgseal.toml",
+        ".env.example",
+        "pgseal.db",
+        "keys/server",
+        "keys/users",
+        "backups",
+    ] {
+        assert!(site.path(name).exists(), "{name} missing");
+    }
+    let toml = std::fs::read_to_string(site.path("pgseal.toml")).unwrap();
+    assert!(toml.contains("BACKUP_RETENTION_DAYS") && toml.contains("SERVER_KEYS_DIR"));
+    assert!(!toml.contains(PASSWORD));
+    // Re-running init refuses, and changes nothing.
+    let o = common::run(&[
+        "init",
+        "--dir",
+        site.dir.to_str().unwrap(),
+        "--key-size",
+        "2048",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+
+    let o = site.run(&["server-key", "list", "--json"]);
+    ok(&o);
+    let keys: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys[0]["status"], "active");
+    let o = site.run(&["server-key", "export"]);
+    ok(&o);
+    assert!(stdout(&o).starts_with("-----BEGIN PUBLIC KEY-----"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(site.path("keys/users/system_backup.key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn encrypt_decrypt_verify_through_the_store_and_audit() {
+    let site = Site::new();
+    let plain = data(300_000);
+    site.write("db.dump", &plain);
+    ok(&site.run(&[
+        "encrypt",
+        "db.dump",
+        "-o",
+        "db.pgseal",
+        "--user",
+        "system_backup",
+    ]));
+    let e = site.last_audit().entry;
+    assert_eq!((e.action.as_str(), e.success), ("ENCRYPT", true));
+    assert_eq!(e.user_id, Some(1));
+    assert_eq!(e.backup_creator_id, Some(1));
+    assert!(e.os_user.is_some() && e.host.is_some() && e.ip_address.is_some());
+
+    // The header names the creator.
+    let o = site.run(&["inspect", "--json", "db.pgseal"]);
+    let facts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(facts["creator"]["user_id"], 1);
+    assert_eq!(facts["creator"]["username"], "system_backup");
+
+    // No key files named: the store finds the server key and the signer.
+    ok(&site.run(&["verify", "db.pgseal"]));
+    let e = site.last_audit().entry;
+    assert_eq!(
+        (e.action.as_str(), e.success, e.signature_valid),
+        ("VERIFY", true, Some(true))
+    );
+    ok(&site.run(&["verify", "db.pgseal", "--decrypt-check"]));
+    ok(&site.run(&["decrypt", "db.pgseal", "-o", "restored.dump"]));
+    assert_eq!(std::fs::read(site.path("restored.dump")).unwrap(), plain);
+    let e = site.last_audit().entry;
+    assert_eq!(
+        (e.action.as_str(), e.success, e.signature_valid),
+        ("DECRYPT", true, Some(true))
+    );
+    assert_eq!(e.backup_creator_id, Some(1));
+}
+
+#[test]
+fn failures_are_audited_too() {
+    let site = Site::new();
+    site.write("db.dump", &data(10_000));
+    ok(&site.run(&[
+        "encrypt",
+        "db.dump",
+        "-o",
+        "db.pgseal",
+        "--user",
+        "system_backup",
+        "--chunk-size",
+        "1024",
+    ]));
+
+    // Wrong server password.
+    let o = with_passwords(bin())
+        .current_dir(&site.dir)
+        .args(["decrypt", "db.pgseal", "-o", "out"])
+        .env("SERVER_KEY_PASSWORD", "definitely-not-the-password")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Failed to decrypt session key"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!site.path("out").exists());
+    let e = site.last_audit();
+    assert_eq!(
+        (e.entry.action.as_str(), e.entry.success),
+        ("DECRYPT", false)
+    );
+    assert!(
+        details(&e)["error"]
+            .as_str()
+            .unwrap()
+            .contains("SERVER_KEY_PASSWORD")
+    );
+    assert!(!e.entry.details.contains("definitely-not-the-password"));
+
+    // A bad signature.
+    let mut bytes = std::fs::read(site.path("db.pgseal")).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    site.write("bad.pgseal", &bytes);
+    let o = site.run(&["verify", "bad.pgseal"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let e = site.last_audit().entry;
+    assert_eq!(
+        (e.action.as_str(), e.success, e.signature_valid),
+        ("VERIFY", false, Some(false))
+    );
+    let o = site.run(&["decrypt", "bad.pgseal", "-o", "out"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let e = site.last_audit().entry;
+    assert_eq!(
+        (e.action.as_str(), e.success, e.signature_valid),
+        ("DECRYPT", false, Some(false))
+    );
+
+    // A user without a key: the seed guide's message, with its fix.
+    ok(&site.run(&["user", "add", "nokey"]));
+    let o = site.run(&["encrypt", "db.dump", "-o", "x.pgseal", "--user", "nokey"]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("User has no RSA key")
+            && stderr(&o).contains("user-key generate nokey")
+    );
+    let e = site.last_audit().entry;
+    assert_eq!((e.action.as_str(), e.success), ("ENCRYPT", false));
+
+    // A second server key while one is active.
+    let o = site.run(&["server-key", "generate", "--key-size", "2048"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let e = site.last_audit().entry;
+    assert_eq!((e.action.as_str(), e.success), ("KEY_GEN", false));
+
+    // --no-verify is refused while the configuration requires signatures.
+    let o = site.run(&["decrypt", "db.pgseal", "-o", "out", "--no-verify"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+#[test]
+fn no_active_server_key_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", tmp.path().join("empty.db").display());
+    ok(&run_in(
+        tmp.path(),
+        &["--store", &store, "user", "add", "alice"],
+    ));
+    let key = tmp.path().join("alice.key.pem");
+    ok(&run_in(
+        tmp.path(),
+        &[
+            "--store",
+            &store,
+            "user-key",
+            "generate",
+            "alice",
+            "--out",
+            key.to_str().unwrap(),
+            "--key-size",
+            "2048",
+        ],
+    ));
+    std::fs::write(tmp.path().join("in"), b"data").unwrap();
+    let o = run_in(
+        tmp.path(),
+        &[
+            "--store",
+            &store,
+            "encrypt",
+            "in",
+            "-o",
+            "out",
+            "--user",
+            "alice",
+            "--sign-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("No active server key found"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("server-key generate"));
+}
+
+#[test]
+fn a_key_that_is_not_the_users_active_key_is_refused() {
+    let site = Site::new();
+    site.write("in", b"data");
+    let other = site.path("other");
+    ok(&site.run(&[
+        "keygen",
+        "--out",
+        other.to_str().unwrap(),
+        "--key-size",
+        "2048",
+    ]));
+    let o = site.run(&[
+        "encrypt",
+        "in",
+        "-o",
+        "out",
+        "--user",
+        "system_backup",
+        "--sign-key",
+        "other.key.pem",
+    ]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("active key"), "{}", stderr(&o));
+}
+
+#[test]
+fn users_are_listed_shown_and_disabled() {
+    let site = Site::new();
+    ok(&site.run(&["user", "add", "auditor1", "--role", "auditor"]));
+    let o = site.run(&["user", "list", "--json"]);
+    let users: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    assert_eq!(users[1]["role"], "auditor");
+    let o = site.run(&["user", "show", "system_backup", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(shown["keys"][0]["status"], "active");
+    assert_eq!(code(&site.run(&["user", "add", "auditor1"])), 2);
+    ok(&site.run(&["user", "disable", "system_backup"]));
+    site.write("in", b"data");
+    let o = site.run(&["encrypt", "in", "-o", "out", "--user", "system_backup"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("disabled"));
+    // The disabled user's key still verifies what they signed before: export keeps working.
+    ok(&site.run(&["user-key", "export", "system_backup"]));
+    let actions: Vec<String> = site.audit().into_iter().map(|e| e.entry.action).collect();
+    assert!(
+        actions.contains(&"USER_ADD".to_owned()) && actions.contains(&"USER_DISABLE".to_owned())
+    );
+}
+
+#[test]
+fn two_processes_racing_server_key_generate_have_one_winner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", tmp.path().join("race.db").display());
+    // Create the schema first so both racers meet at the key, not at migration.
+    ok(&run_in(
+        tmp.path(),
+        &["--store", &store, "server-key", "list"],
+    ));
+    let spawn = || {
+        with_passwords(bin())
+            .current_dir(tmp.path())
+            .args([
+                "--store",
+                &store,
+                "server-key",
+                "generate",
+                "--key-size",
+                "2048",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let results = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let wins = results.iter().filter(|o| o.status.success()).count();
+    assert_eq!(wins, 1, "exactly one generate may win");
+    let loser = results.iter().find(|o| !o.status.success()).unwrap();
+    assert_eq!(code(loser), 2);
+    let mut s = Store::open(&StoreUrl::Sqlite(tmp.path().join("race.db"))).unwrap();
+    assert_eq!(s.server_keys().unwrap().len(), 1);
+}
+
+#[test]
+fn config_discovery_and_legacy_setting_names() {
+    let site = Site::new();
+    // From a subdirectory nothing is found unless pointed at.
+    let sub = site.path("backups");
+    let o = run_in(&sub, &["server-key", "list"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pgseal init"));
+    let cfg = site.path("pgseal.toml");
+    ok(&run_in(
+        &sub,
+        &["--config", cfg.to_str().unwrap(), "server-key", "list"],
+    ));
+    ok(&with_passwords(bin())
+        .current_dir(&sub)
+        .env("PGSEAL_CONFIG", &cfg)
+        .args(["server-key", "list"])
+        .output()
+        .unwrap());
+    // Legacy names override the file.
+    let o = with_passwords(bin())
+        .current_dir(&site.dir)
+        .env("BACKUP_RETENTION_DAYS", "30")
+        .env("RSA_KEY_SIZE", "3072")
+        .args(["config", "--json"])
+        .output()
+        .unwrap();
+    ok(&o);
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (c["retention_days"].as_i64(), c["rsa_key_size"].as_i64()),
+        (Some(30), Some(3072))
+    );
+    let o = with_passwords(bin())
+        .current_dir(&site.dir)
+        .env("BACKUP_ENCRYPTION_METHOD", "SYMMETRIC")
+        .args(["config"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("HYBRID"));
+    // A .env beside the config is read (and never overrides the real environment).
+    std::fs::write(site.path(".env"), "BACKUP_RETENTION_DAYS=7\n").unwrap();
+    let o = site.run(&["config", "--json"]);
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(c["retention_days"].as_i64(), Some(7));
+}
+
+#[test]
+fn legacy_command_names_still_work() {
+    let site = Site::new();
+    ok(&site.run(&["user", "add", "bob"]));
+    let o = site.run(&["generate_user_key", "bob", "--key-size", "2048"]);
+    ok(&o);
+    assert!(Path::new(&site.path("keys/users/bob.key.pem")).exists());
+    let o = site.run(&["generate_server_keys", "--key-size", "2048"]);
+    assert_eq!(code(&o), 2, "an active key exists: {}", stderr(&o));
+}
+
+/// The same story on a shared PostgreSQL store, with two processes racing for the server key.
+#[test]
+fn postgres_store_end_to_end_and_racing_generate() {
+    let cluster = pgseal_testkit::TestCluster::shared();
+    let db = cluster.create_database("cli").unwrap();
+    let url = cluster.url(&db);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        run_in(tmp.path(), &all)
+    };
+    ok(&run(&["user", "add", "system_backup"]));
+    let key = tmp.path().join("sb.key.pem");
+    ok(&run(&[
+        "user-key",
+        "generate",
+        "system_backup",
+        "--out",
+        key.to_str().unwrap(),
+        "--key-size",
+        "2048",
+    ]));
+
+    let spawn = || {
+        with_passwords(bin())
+            .current_dir(tmp.path())
+            .args([
+                "--store",
+                &url,
+                "server-key",
+                "generate",
+                "--key-size",
+                "2048",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let results = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    assert_eq!(results.iter().filter(|o| o.status.success()).count(), 1);
+
+    std::fs::write(tmp.path().join("in"), data(50_000)).unwrap();
+    ok(&run(&[
+        "encrypt",
+        "in",
+        "-o",
+        "in.pgseal",
+        "--user",
+        "system_backup",
+        "--sign-key",
+        key.to_str().unwrap(),
+    ]));
+    ok(&run(&["decrypt", "in.pgseal", "-o", "back"]));
+    assert_eq!(
+        std::fs::read(tmp.path().join("back")).unwrap(),
+        data(50_000)
+    );
+
+    let mut store = Store::open(&StoreUrl::Postgres(url.clone())).unwrap();
+    let actions: Vec<(String, bool)> = store
+        .audit_entries(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.entry.action, e.entry.success))
+        .collect();
+    for expected in [
+        ("USER_ADD", true),
+        ("KEY_GEN", true),
+        ("KEY_GEN", false),
+        ("ENCRYPT", true),
+        ("DECRYPT", true),
+    ] {
+        assert!(
+            actions.contains(&(expected.0.to_owned(), expected.1)),
+            "{expected:?} not in {actions:?}"
+        );
+    }
+}
