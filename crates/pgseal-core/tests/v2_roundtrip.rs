@@ -163,3 +163,19 @@ fn chunk_size_is_validated() {
         assert!(v2::seal(&b"x"[..], Vec::new(), &params).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn compressed_payloads_whose_output_fills_the_decoder_buffer_exactly() {
+    // Highly compressible input in multiples of the decoder's 256 KiB output buffer: the last
+    // decode call then makes no progress, which must not read as a cut-off frame.
+    for mib in [1usize, 2, 8] {
+        let plain: Vec<u8> = (0..mib * 1024 * 1024).map(|i| b"pgseal "[i % 7]).collect();
+        let file = seal_with(
+            &plain,
+            v2::DEFAULT_CHUNK_SIZE,
+            Compression::Zstd,
+            &[keys().server.public().clone()],
+        );
+        assert_eq!(open(&file).unwrap(), plain, "{mib} MiB");
+    }
+}

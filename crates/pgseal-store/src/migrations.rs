@@ -21,10 +21,11 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users, server keys, user keys, audit log",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users, server keys, user keys, audit log",
+        sql: r#"
 CREATE TABLE pgseal_users (
     id {id},
     username TEXT NOT NULL UNIQUE,
@@ -87,7 +88,31 @@ CREATE INDEX pgseal_audit_action_time ON pgseal_audit_log (action, "timestamp");
 CREATE INDEX pgseal_audit_user_time ON pgseal_audit_log (user_id, "timestamp");
 CREATE INDEX pgseal_audit_success_time ON pgseal_audit_log (success, "timestamp");
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "backup catalog",
+        sql: r#"
+CREATE TABLE pgseal_backups (
+    id {id},
+    database TEXT NOT NULL,
+    path TEXT NOT NULL,
+    host TEXT NOT NULL,
+    size_bytes {bigint} NOT NULL,
+    created_at {ts} NOT NULL,
+    creator_user_id {bigint} REFERENCES pgseal_users (id),
+    creator_key_fingerprint TEXT NOT NULL,
+    server_key_fingerprints TEXT NOT NULL,
+    format_version INTEGER NOT NULL,
+    ciphertext_sha256 TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'pruned')),
+    pruned_at {ts}
+);
+CREATE INDEX pgseal_backups_db_time ON pgseal_backups (database, created_at);
+CREATE UNIQUE INDEX pgseal_backups_live_path ON pgseal_backups (host, path) WHERE status = 'ok';
+"#,
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {

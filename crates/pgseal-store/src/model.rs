@@ -216,3 +216,60 @@ pub struct AuditEntry {
     pub id: i64,
     pub entry: NewAuditEntry,
 }
+
+/// A backup pgseal made and knows about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupRecord {
+    pub id: i64,
+    pub entry: NewBackup,
+    pub status: BackupStatus,
+    pub pruned_at: Option<Timestamp>,
+}
+
+/// What the catalog records of a new backup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBackup {
+    pub database: String,
+    /// Absolute path of the sealed file.
+    pub path: String,
+    /// The host whose filesystem holds `path`.
+    pub host: String,
+    pub size_bytes: i64,
+    pub created_at: Timestamp,
+    pub creator_user_id: Option<i64>,
+    pub creator_key: Fingerprint,
+    /// The keys the file key is wrapped to (server key, recovery keys).
+    pub server_keys: Vec<Fingerprint>,
+    pub format_version: i64,
+    /// Hex SHA-256 over the sealed chunks (what the final signature covers).
+    pub ciphertext_sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupStatus {
+    Ok,
+    /// Deleted by `pgseal prune`; the row stays as history.
+    Pruned,
+}
+
+impl BackupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupStatus::Ok => "ok",
+            BackupStatus::Pruned => "pruned",
+        }
+    }
+}
+
+impl FromStr for BackupStatus {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "ok" => Ok(BackupStatus::Ok),
+            "pruned" => Ok(BackupStatus::Pruned),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown backup status {other}"
+            ))),
+        }
+    }
+}

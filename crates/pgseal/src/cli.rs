@@ -41,6 +41,15 @@ pub enum Command {
     /// Users' signing key pairs: the store keeps every public key, the user keeps the private one.
     #[command(subcommand)]
     UserKey(UserKeyCommand),
+    /// Back up a database (or all): pg_dump → zstd → encrypt + sign → catalogued file.
+    #[command(alias = "create_asymmetric_backup", alias = "create_backup")]
+    Backup(BackupArgs),
+    /// Restore a backup into a database; signature and key are checked before pg_restore starts.
+    Restore(RestoreArgs),
+    /// List catalogued backups.
+    List(ListArgs),
+    /// Delete old backups by retention (shows what it would delete; deletes only with --yes).
+    Prune(PruneArgs),
     /// Generate a standalone RSA key pair: NAME.key.pem (encrypted, 0600) and NAME.pub.pem.
     Keygen(KeygenArgs),
     /// Show facts about key files.
@@ -60,6 +69,118 @@ pub enum Command {
     LegacyGenerateServerKeys(ServerKeyGenerateArgs),
     #[command(name = "generate_user_key", hide = true)]
     LegacyGenerateUserKey(UserKeyGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The database to back up (host, port and user come from PGHOST, PGPORT, PGUSER, ~/.pgpass).
+    #[arg(required_unless_present_any = ["all", "dbname"], conflicts_with = "all")]
+    pub database: Option<String>,
+    /// Back up every database (templates and --exclude'd ones skipped), continuing past failures.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: skip this database. Repeatable; replaces the default (template0 template1 postgres).
+    #[arg(long = "exclude", value_name = "DB", requires = "all")]
+    pub excludes: Vec<String>,
+    /// A libpq connection string or URI (postgresql://...) instead of the environment.
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// The pgseal user making the backup; signs with their active key.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// The user's private key (default: USER_KEYS_DIR/NAME.key.pem).
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub user_password: UserPasswordArgs,
+    /// Dump only this schema. Repeatable.
+    #[arg(long = "schema", value_name = "SCHEMA")]
+    pub schemas: Vec<String>,
+    /// Where to write the backup (default: the config's backup directory).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Directory of pg_dump and psql (else POSTGRESQL_BIN_PATH, else PATH).
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the keys needed to open a file are found (shared by decrypt and restore).
+#[derive(Debug, Args, Clone)]
+pub struct OpenKeyArgs {
+    /// A private key the file may be encrypted to (default with a store: the stored server key
+    /// the file names, rotated keys included). Repeatable.
+    #[arg(long = "identity", value_name = "KEY.pem")]
+    pub identities: Vec<PathBuf>,
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
+    /// The creator's public key, to verify signatures (default with a store: found by
+    /// fingerprint, retired keys included). Repeatable.
+    #[arg(long = "signer", value_name = "PUB.pem")]
+    pub signers: Vec<PathBuf>,
+    /// Proceed without verifying who made the file (warns). Tags are still checked.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Password file for legacy symmetric files (else BACKUP_ENCRYPTION_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub legacy_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (v2, legacy hybrid or legacy symmetric).
+    pub file: PathBuf,
+    /// The database to restore into.
+    #[arg(long, value_name = "NAME", required_unless_present = "check")]
+    pub target_db: Option<String>,
+    /// Create the target database first (refused if it exists; dropped again if the restore fails).
+    #[arg(long)]
+    pub create: bool,
+    /// Drop the archive's objects in the target before recreating them.
+    #[arg(long)]
+    pub clean: bool,
+    /// Parallel pg_restore jobs; above 1 the archive is decrypted to a private (0600) temporary
+    /// file first, removed afterwards.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Restore into a throwaway database, report per-table row counts, drop it.
+    #[arg(long, conflicts_with_all = ["target_db", "create", "clean"])]
+    pub check: bool,
+    #[command(flatten)]
+    pub keys: OpenKeyArgs,
+    /// Directory of pg_restore and psql (else POSTGRESQL_BIN_PATH, else PATH).
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only backups of this database.
+    #[arg(long, value_name = "DB")]
+    pub db: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep the newest N backups of each database.
+    #[arg(long, value_name = "N", conflicts_with = "older_than")]
+    pub keep_last: Option<usize>,
+    /// Delete backups older than this (e.g. 90d, 12h, 2w; default: BACKUP_RETENTION_DAYS days).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Only backups of this database.
+    #[arg(long, value_name = "DB")]
+    pub db: Option<String>,
+    /// Actually delete (without it, prune only shows what it would delete).
+    #[arg(long)]
+    pub yes: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -320,22 +441,8 @@ pub struct DecryptArgs {
     /// Where to write the plaintext, or - for standard output.
     #[arg(short, long, value_name = "OUT")]
     pub output: String,
-    /// A private key the file may be encrypted to (default with a store: the stored server key
-    /// the file names, rotated keys included). Repeatable.
-    #[arg(long = "identity", value_name = "KEY.pem")]
-    pub identities: Vec<PathBuf>,
     #[command(flatten)]
-    pub server_password: ServerPasswordArgs,
-    /// The creator's public key, to verify signatures (default with a store: found by
-    /// fingerprint, retired keys included). Repeatable.
-    #[arg(long = "signer", value_name = "PUB.pem")]
-    pub signers: Vec<PathBuf>,
-    /// Decrypt without verifying who made the file (warns). Tags are still checked.
-    #[arg(long)]
-    pub no_verify: bool,
-    /// Password file for legacy symmetric files (else BACKUP_ENCRYPTION_PASSWORD, else a prompt).
-    #[arg(long, value_name = "FILE")]
-    pub legacy_password_file: Option<PathBuf>,
+    pub keys: OpenKeyArgs,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,

@@ -92,9 +92,14 @@ impl Context {
     /// Writes the command's audit entry with its outcome. Errors here are reported on stderr;
     /// they do not change the command's own result.
     pub fn finish(mut self, result: &CliResult) {
-        let Some(mut audit) = self.audit.take() else {
-            return;
-        };
+        if let Some(audit) = self.audit.take() {
+            self.record(audit, result);
+        }
+    }
+
+    /// Writes one audit entry now (commands that are several operations, like `backup --all`,
+    /// record each as it ends).
+    pub fn record(&mut self, mut audit: Audit, result: &CliResult) {
         if self.config.is_none() {
             return;
         }

@@ -8,6 +8,7 @@
 //! | 3 | invalid input: corrupt, truncated, unsupported or not encrypted |
 //! | 4 | authentication failed: bad signature, bad tag, tampering |
 //! | 5 | key or password problem: missing, wrong or unusable |
+//! | 6 | a PostgreSQL tool failed (pg_dump, pg_restore, psql) or the database is unreachable |
 
 use std::fmt;
 
@@ -21,6 +22,7 @@ pub enum ExitCode {
     Invalid = 3,
     Authentication = 4,
     Key = 5,
+    Database = 6,
 }
 
 /// A failure of a command: a message for the user and its exit code.

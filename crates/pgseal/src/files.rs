@@ -201,31 +201,72 @@ impl AtomicFile {
     /// Flushes, fsyncs and moves the file into place, then fsyncs the directory.
     pub fn commit(mut self) -> CliResult<()> {
         let target = self.target.clone();
-        let fail = |e: io::Error| Failure::io(format!("finishing {}", target.display()), e);
-        self.file.flush().map_err(fail)?;
-        if self.mode != 0o600 {
-            self.file
-                .set_permissions(std::fs::Permissions::from_mode(self.mode))
-                .map_err(fail)?;
-        }
-        self.file.sync_all().map_err(fail)?;
-        match self.named.take() {
-            None => self.link_unnamed().map_err(fail)?,
-            Some(path) => {
-                if self.force {
-                    path.persist(&self.target).map_err(|e| fail(e.error))?;
-                } else {
-                    path.persist_noclobber(&self.target)
-                        .map_err(|e| fail(e.error))?;
+        self.commit_to(&target)
+            .map_err(|e| Failure::io(format!("finishing {}", target.display()), e))
+    }
+
+    /// Like [`commit`](Self::commit), but never replaces anything: if the name is taken (two
+    /// backups in the same millisecond), `-2`, `-3`… is added before the extension. Returns the
+    /// path used.
+    pub fn commit_unique(mut self) -> CliResult<PathBuf> {
+        self.force = false;
+        let target = self.target.clone();
+        let stem = target
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = target
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        for n in 1..1000 {
+            let candidate = if n == 1 {
+                target.clone()
+            } else {
+                target.with_file_name(format!("{stem}-{n}{ext}"))
+            };
+            match self.commit_to(&candidate) {
+                Ok(()) => return Ok(candidate),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Failure::io(format!("finishing {}", candidate.display()), e));
                 }
             }
         }
-        let dir = match self.target.parent() {
+        Err(Failure::usage(format!(
+            "no free name for {}",
+            target.display()
+        )))
+    }
+
+    fn commit_to(&mut self, target: &Path) -> io::Result<()> {
+        self.file.flush()?;
+        if self.mode != 0o600 {
+            self.file
+                .set_permissions(std::fs::Permissions::from_mode(self.mode))?;
+        }
+        self.file.sync_all()?;
+        self.target = target.to_path_buf();
+        match self.named.take() {
+            None => self.link_unnamed()?,
+            Some(path) => {
+                let result = if self.force {
+                    path.persist(target).map_err(|e| (e.error, None))
+                } else {
+                    path.persist_noclobber(target)
+                        .map_err(|e| (e.error, Some(e.path)))
+                };
+                if let Err((e, back)) = result {
+                    self.named = back;
+                    return Err(e);
+                }
+            }
+        }
+        let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(fail)?;
-        Ok(())
+        File::open(&dir).and_then(|d| d.sync_all())
     }
 
     fn link_unnamed(&self) -> io::Result<()> {
@@ -322,5 +363,54 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
         let n = self.reader.read(buf)?;
         self.copy.write_all(&buf[..n])?;
         Ok(n)
+    }
+}
+
+/// Passes bytes through to `inner` except the last `limit`, which it keeps until
+/// [`release`](Holdback::release). A consumer that cannot finish without the end of its input
+/// (pg_restore, which commits only after the archive's last bytes) thus never finishes on data
+/// that has not been fully verified; dropping a `Holdback` discards the held bytes.
+pub struct Holdback<W: Write> {
+    inner: W,
+    held: std::collections::VecDeque<u8>,
+    limit: usize,
+}
+
+impl<W: Write> Holdback<W> {
+    pub fn new(inner: W, limit: usize) -> Self {
+        Holdback {
+            inner,
+            held: std::collections::VecDeque::with_capacity(limit * 2),
+            limit,
+        }
+    }
+
+    /// Writes the held bytes and returns the inner writer.
+    pub fn release(mut self) -> io::Result<W> {
+        let (a, b) = self.held.as_slices();
+        self.inner.write_all(a)?;
+        self.inner.write_all(b)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Holdback<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.held.extend(buf);
+        if self.held.len() > self.limit {
+            let excess = self.held.len() - self.limit;
+            let (a, b) = self.held.as_slices();
+            let from_a = excess.min(a.len());
+            self.inner.write_all(&a[..from_a])?;
+            self.inner.write_all(&b[..excess - from_a])?;
+            self.held.drain(..excess);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Held bytes stay held: flushing must not release unverified data.
+        self.inner.flush()
     }
 }

@@ -6,6 +6,8 @@ mod config;
 mod context;
 mod failure;
 mod files;
+mod pgtools;
+mod progress;
 mod secrets;
 
 use clap::Parser;

@@ -25,7 +25,7 @@ pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
     let audit = ctx.audit(actions::DECRYPT);
     audit.backup_file = Some(args.input.clone());
     audit.detail("output", args.output.clone());
-    if args.no_verify && ctx.config.as_ref().is_some_and(|c| c.signature_required) {
+    if args.keys.no_verify && ctx.config.as_ref().is_some_and(|c| c.signature_required) {
         return Err(Failure::usage(
             "--no-verify is refused: the configuration requires signatures \
              (BACKUP_SIGNATURE_REQUIRED / backup.signature_required)",
@@ -46,7 +46,7 @@ pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
             input.name
         ))),
     };
-    record_signature_outcome(ctx, &result, !args.no_verify);
+    record_signature_outcome(ctx, &result, !args.keys.no_verify);
     result
 }
 
@@ -75,11 +75,11 @@ fn warn_unverified() {
 fn decrypt_v2(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliResult {
     let prelude = v2::read_prelude(&mut input)?;
     let header = &prelude.header;
-    let (signers, creator) = keyring::v2_signers(ctx, &args.signers, &header.signer)?;
+    let (signers, creator) = keyring::v2_signers(ctx, &args.keys.signers, &header.signer)?;
     if let Some(a) = ctx.audit_mut() {
         a.backup_creator_id = creator.or(header.metadata.creator_user_id.map(|id| id as i64));
     }
-    let check = if args.no_verify {
+    let check = if args.keys.no_verify {
         warn_unverified();
         SignerCheck::Skip
     } else {
@@ -88,8 +88,9 @@ fn decrypt_v2(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliRes
         SignerCheck::Require(&signers)
     };
     let (_, slot) = prelude.active_slot()?;
-    let password = server_password(&args.server_password).cached();
-    let identities = keyring::v2_identities(ctx, &args.identities, &password, &slot.recipients())?;
+    let password = server_password(&args.keys.server_password).cached();
+    let identities =
+        keyring::v2_identities(ctx, &args.keys.identities, &password, &slot.recipients())?;
     let identities: Vec<&dyn Identity> = identities.iter().map(|k| k as &dyn Identity).collect();
     let mut output = Output::create(&args.output, args.force)?;
     let summary = prelude.decrypt(&mut input, &mut output, &identities, check)?;
@@ -107,14 +108,14 @@ fn decrypt_legacy_hybrid(args: &DecryptArgs, mut input: Input, ctx: &mut Context
     if let Some(a) = ctx.audit_mut() {
         a.backup_creator_id = i64::try_from(header.user_id).ok();
     }
-    let signers = keyring::legacy_signers(ctx, &args.signers, header.user_id)?;
-    if args.no_verify {
+    let signers = keyring::legacy_signers(ctx, &args.keys.signers, header.user_id)?;
+    if args.keys.no_verify {
         warn_unverified();
     } else if signers.is_empty() {
         return Err(Error::MissingLegacySigner(header.user_id).into());
     }
-    let password = server_password(&args.server_password).cached();
-    let identities = keyring::legacy_identities(ctx, &args.identities, &password)?;
+    let password = server_password(&args.keys.server_password).cached();
+    let identities = keyring::legacy_identities(ctx, &args.keys.identities, &password)?;
     // Legacy files name no key: find the identity whose OAEP unwrap succeeds.
     let identity = identities
         .iter()
@@ -126,7 +127,7 @@ fn decrypt_legacy_hybrid(args: &DecryptArgs, mut input: Input, ctx: &mut Context
 
     let open = |body: &mut dyn Read, out: &mut dyn Write| -> CliResult {
         let opened = hybrid::decrypt(&header, body, out, identity)?;
-        if !args.no_verify {
+        if !args.keys.no_verify {
             legacy_signer(&header, &signers, &opened.ciphertext_digest)?;
         }
         Ok(())
@@ -155,7 +156,7 @@ fn decrypt_legacy_symmetric(args: &DecryptArgs, input: Input) -> CliResult {
     let password = PasswordSource {
         purpose: "the legacy backup",
         env: "BACKUP_ENCRYPTION_PASSWORD",
-        file: args.legacy_password_file.clone(),
+        file: args.keys.legacy_password_file.clone(),
         command: None,
         file_flag: "--legacy-password-file",
     }

@@ -1,6 +1,7 @@
 //! `pgseal encrypt`: seal any file or stream to recipients' public keys, signed by its creator.
 
 use std::io::{self, Seek, SeekFrom};
+use std::path::Path;
 
 use pgseal_core::legacy::hybrid;
 use pgseal_core::v2::{self, Compression, Metadata, SealParams};
@@ -15,6 +16,7 @@ use crate::cli::{CompressArg, EncryptArgs, FormatArg};
 use crate::context::{Context, store_failure};
 use crate::failure::{CliResult, Failure};
 use crate::files::{Input, Output, scratch_file};
+use crate::secrets::PasswordSource;
 
 /// The creator: the key that signs, and the pgseal user it belongs to when known.
 struct Creator {
@@ -42,6 +44,21 @@ fn resolve_creator(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Creator> 
         };
         return Ok(Creator { key, user });
     };
+    let (key, user) = signing_key_for_user(ctx, name, args.sign_key.as_deref(), &password)?;
+    Ok(Creator {
+        key,
+        user: Some(user),
+    })
+}
+
+/// A user's signing key: from `sign_key` or `USER_KEYS_DIR/NAME.key.pem`, checked to be the
+/// user's active key in the store. Disabled users and users without a key are refused.
+pub fn signing_key_for_user(
+    ctx: &mut Context,
+    name: &str,
+    sign_key: Option<&Path>,
+    password: &PasswordSource,
+) -> CliResult<(PrivateKey, User)> {
     let user_keys_dir = ctx.config()?.user_keys_dir.clone();
     let store = ctx.store()?;
     let user = store.user(name).map_err(store_failure)?;
@@ -54,9 +71,8 @@ fn resolve_creator(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Creator> 
         .active_user_key(user.id)
         .map_err(store_failure)?
         .ok_or_else(|| no_user_key(name))?;
-    let path = args
-        .sign_key
-        .clone()
+    let path = sign_key
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| user_keys_dir.join(format!("{name}.key.pem")));
     if !path.exists() {
         return Err(Failure::key(format!(
@@ -64,7 +80,7 @@ fn resolve_creator(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Creator> 
             path.display()
         )));
     }
-    let key = load_private(&path, &password)?;
+    let key = load_private(&path, password)?;
     if key.fingerprint() != active.fingerprint {
         return Err(Failure::key(format!(
             "{} holds key {}, but {name}'s active key is {}: pass --sign-key with {name}'s current key",
@@ -73,10 +89,7 @@ fn resolve_creator(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Creator> 
             active.fingerprint
         )));
     }
-    Ok(Creator {
-        key,
-        user: Some(user),
-    })
+    Ok((key, user))
 }
 
 /// The recipients: the `--recipient` files, else the store's active server key.
@@ -172,7 +185,7 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
 }
 
 /// zstd worker threads: one per spare core, at most four (the crypto stage needs a core).
-fn zstd_workers() -> u32 {
+pub fn zstd_workers() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get().clamp(1, 4) as u32)
         .unwrap_or(1)

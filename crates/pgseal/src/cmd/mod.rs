@@ -1,11 +1,14 @@
 //! One module per command; this one dispatches and holds what they share.
 
+mod backup;
+mod catalog;
 mod decrypt;
 mod encrypt;
 mod init;
 mod inspect;
 mod keygen;
 mod keyring;
+mod restore;
 mod server_key;
 mod users;
 mod verify;
@@ -35,6 +38,10 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
             users::generate_key(args, ctx)
         }
         Command::UserKey(cmd) => users::user_key(cmd, ctx),
+        Command::Backup(args) => backup::run(args, ctx),
+        Command::Restore(args) => restore::run(args, ctx),
+        Command::List(args) => catalog::list(args, ctx),
+        Command::Prune(args) => catalog::prune(args, ctx),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
         Command::Encrypt(args) => encrypt::run(args, ctx),

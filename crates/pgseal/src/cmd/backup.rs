@@ -1,0 +1,348 @@
+//! `pgseal backup`: pg_dump → zstd → encrypt + sign → an unnamed file in the backup directory →
+//! fsync → linked under its final name → catalogued. No plaintext ever touches the disk: the
+//! dump only ever exists in a pipe and in memory, a chunk at a time.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use pgseal_core::time::Timestamp;
+use pgseal_core::v2::{self, Compression, Metadata, SealParams};
+use pgseal_core::{PrivateKey, PublicKey};
+use pgseal_store::{BackupRecord, NewBackup, User, actions};
+use serde_json::json;
+
+use super::encrypt::{hex, signing_key_for_user, zstd_workers};
+use super::server_key::no_active_key;
+use super::{host_name, print_json, user_password};
+use crate::cli::BackupArgs;
+use crate::context::{Audit, Context, store_failure};
+use crate::failure::{CliResult, ExitCode, Failure};
+use crate::files::AtomicFile;
+use crate::pgtools::{PgTools, Target};
+use crate::progress::{CountingReader, CountingWriter, Progress, human};
+
+/// Databases `backup --all` skips unless `--exclude` says otherwise.
+const DEFAULT_EXCLUDES: [&str; 3] = ["template0", "template1", "postgres"];
+
+pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
+    let cfg = ctx.config()?.clone();
+    let tools = PgTools::locate(args.pg_bin.as_deref(), cfg.postgresql_bin_path.as_deref())?;
+    let out_dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| cfg.backup_dir.clone());
+    if !out_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&out_dir)
+            .map_err(|e| Failure::io(format!("creating {}", out_dir.display()), e))?;
+    }
+    if !args.all {
+        let audit = ctx.audit(actions::BACKUP);
+        audit.detail("user", args.user.clone());
+    }
+    let (key, user) = signing_key_for_user(
+        ctx,
+        &args.user,
+        args.sign_key.as_deref(),
+        &user_password(&args.user_password),
+    )?;
+    let job = Job {
+        tools: &tools,
+        key: &key,
+        user: &user,
+        out_dir: &out_dir,
+        schemas: &args.schemas,
+    };
+
+    if !args.all {
+        let (target, name) = match (&args.database, &args.dbname) {
+            (Some(db), None) => (Target::Name(db.clone()), db.clone()),
+            (db, Some(conn)) => {
+                let target = Target::Conninfo(conn.clone());
+                let name = match db {
+                    Some(db) => db.clone(),
+                    None => current_database(&tools, &target)?,
+                };
+                (target, name)
+            }
+            (None, None) => {
+                return Err(Failure::usage(
+                    "name a database, or pass --dbname URI or --all",
+                ));
+            }
+        };
+        let record = job.backup(ctx, &target, &name)?;
+        report(&record, args.json);
+        return Ok(());
+    }
+
+    let maintenance = match &args.dbname {
+        Some(conn) => Target::Conninfo(conn.clone()),
+        None => Target::Name("postgres".into()),
+    };
+    let excludes: Vec<String> = if args.excludes.is_empty() {
+        DEFAULT_EXCLUDES.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.excludes.clone()
+    };
+    let databases: Vec<String> = tools
+        .databases(&maintenance)?
+        .into_iter()
+        .filter(|d| !excludes.contains(d))
+        .collect();
+    if databases.is_empty() {
+        return Err(Failure::usage("no databases to back up (all excluded?)"));
+    }
+    let mut results = Vec::new();
+    for db in &databases {
+        // Each database is its own operation, with its own audit entry.
+        let mut audit = Audit {
+            action: actions::BACKUP,
+            ..Audit::default()
+        };
+        audit.detail("user", args.user.clone());
+        audit.detail("database", db.clone());
+        let target = match &args.dbname {
+            Some(_) => Target::Conninfo(format!(
+                "{} dbname={}",
+                conninfo_base(&maintenance),
+                conn_quote(db)
+            )),
+            None => Target::Name(db.clone()),
+        };
+        let result = job.backup(ctx, &target, db);
+        if let Ok(r) = &result {
+            audit.backup_file = Some(r.entry.path.clone());
+        }
+        let outcome = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|f| Failure::new(f.code, f.message.clone()));
+        ctx.record(audit, &outcome);
+        if let Err(f) = &result {
+            eprintln!("pgseal: backup of {db} failed: {f}");
+        }
+        results.push((db.clone(), result));
+    }
+    summarize(&results, args.json);
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if failed > 0 {
+        return Err(Failure::new(
+            ExitCode::Database,
+            format!("{failed} of {} backups failed", results.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// What every backup of one run shares.
+struct Job<'a> {
+    tools: &'a PgTools,
+    key: &'a PrivateKey,
+    user: &'a User,
+    out_dir: &'a Path,
+    schemas: &'a [String],
+}
+
+impl Job<'_> {
+    fn backup(
+        &self,
+        ctx: &mut Context,
+        target: &Target,
+        database: &str,
+    ) -> CliResult<BackupRecord> {
+        // The active server key is looked up for every backup, so a long `--all` run picks up
+        // a rotation and never encrypts to a retired key.
+        let server = ctx
+            .store()?
+            .active_server_key()
+            .map_err(store_failure)?
+            .ok_or_else(no_active_key)?;
+        let recipients = [PublicKey::from_pem(&server.public_key_pem)?];
+        let created = Timestamp::now();
+        let path = self.out_dir.join(file_name(database, created));
+        let mut file = AtomicFile::create(&path, false)?;
+
+        let mut params = SealParams::new(self.key, &recipients);
+        params.compression = Compression::Zstd;
+        params.zstd_workers = zstd_workers();
+        params.metadata = Metadata {
+            created_at_ms: created.millis() as u64,
+            creator_user_id: Some(self.user.id as u64),
+            creator_username: Some(self.user.username.clone()),
+            source_database: Some(database.to_owned()),
+            source_host: std::env::var("PGHOST")
+                .ok()
+                .filter(|h| !h.starts_with('/'))
+                .or_else(host_name),
+            dump_format: Some("pg_dump-custom".into()),
+            ..Metadata::now()
+        };
+
+        let progress = Progress::start(database);
+        let mut dump = self.tools.dump(target, self.schemas)?;
+        let stdout = dump.stdout.take().expect("pg_dump's stdout is piped");
+        let sealed = v2::seal(
+            CountingReader {
+                inner: stdout,
+                counter: progress.read.clone(),
+            },
+            CountingWriter {
+                inner: &mut file,
+                counter: progress.written.clone(),
+            },
+            &params,
+        );
+        drop(progress);
+        let summary = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                dump.abort();
+                return Err(e.into());
+            }
+        };
+        // pg_dump's verdict decides: a failed dump leaves no file.
+        dump.wait()?;
+        let final_path = file.commit_unique()?;
+        let final_path = std::path::absolute(&final_path).unwrap_or(final_path);
+        let record = ctx
+            .store()?
+            .add_backup(&NewBackup {
+                database: database.to_owned(),
+                path: final_path.display().to_string(),
+                host: host_name().unwrap_or_default(),
+                size_bytes: summary.output_bytes as i64,
+                created_at: created,
+                creator_user_id: Some(self.user.id),
+                creator_key: self.key.fingerprint(),
+                server_keys: summary.recipients.clone(),
+                format_version: v2::VERSION as i64,
+                ciphertext_sha256: hex(&summary.ciphertext_digest),
+            })
+            .map_err(|e| {
+                Failure::new(
+                    ExitCode::Io,
+                    format!(
+                        "the backup was written to {} but could not be catalogued: {e}",
+                        final_path.display()
+                    ),
+                )
+            })?;
+        if let Some(a) = ctx.audit_mut() {
+            a.user_id = Some(self.user.id);
+            a.backup_creator_id = Some(self.user.id);
+            a.backup_file = Some(record.entry.path.clone());
+            a.detail("database", database.to_owned());
+            a.detail("dump_bytes", summary.input_bytes);
+            a.detail("file_bytes", summary.output_bytes);
+            a.detail("server_key", server.fingerprint.to_string());
+        }
+        Ok(record)
+    }
+}
+
+/// `{db}_{UTC yyyymmddTHHMMSS.mmmZ}.pgseal`, with anything unsafe in a file name replaced.
+fn file_name(database: &str, at: Timestamp) -> String {
+    let safe: String = database
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stamp: String = at
+        .rfc3339()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    format!("{safe}_{stamp}.pgseal")
+}
+
+fn current_database(tools: &PgTools, target: &Target) -> CliResult<String> {
+    Ok(tools
+        .psql(target, "SELECT current_database();")?
+        .trim()
+        .to_owned())
+}
+
+fn conninfo_base(t: &Target) -> String {
+    match t {
+        Target::Conninfo(c) => c.clone(),
+        Target::Name(n) => format!("dbname={}", conn_quote(n)),
+    }
+}
+
+fn conn_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn report(r: &BackupRecord, json: bool) {
+    if json {
+        print_json(&record_json(r));
+    } else {
+        println!(
+            "backup of {} written: {} ({})",
+            r.entry.database,
+            r.entry.path,
+            human(r.entry.size_bytes as u64)
+        );
+    }
+}
+
+pub fn record_json(r: &BackupRecord) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "database": r.entry.database,
+        "path": r.entry.path,
+        "host": r.entry.host,
+        "size_bytes": r.entry.size_bytes,
+        "created_at": r.entry.created_at.rfc3339(),
+        "creator_user_id": r.entry.creator_user_id,
+        "creator_key": r.entry.creator_key.to_string(),
+        "server_keys": r.entry.server_keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "format_version": r.entry.format_version,
+        "ciphertext_sha256": r.entry.ciphertext_sha256,
+        "status": r.status.as_str(),
+    })
+}
+
+fn summarize(results: &[(String, CliResult<BackupRecord>)], json: bool) {
+    if json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(db, r)| match r {
+                Ok(rec) => json!({ "database": db, "ok": true, "backup": record_json(rec) }),
+                Err(f) => json!({ "database": db, "ok": false, "error": f.message }),
+            })
+            .collect();
+        print_json(&json!(rows));
+        return;
+    }
+    println!(
+        "{:<24} {:<7} {:>10}  FILE / ERROR",
+        "DATABASE", "STATUS", "SIZE"
+    );
+    for (db, r) in results {
+        match r {
+            Ok(rec) => println!(
+                "{:<24} {:<7} {:>10}  {}",
+                db,
+                "ok",
+                human(rec.entry.size_bytes as u64),
+                rec.entry.path
+            ),
+            Err(f) => println!(
+                "{:<24} {:<7} {:>10}  {}",
+                db,
+                "FAILED",
+                "-",
+                f.message.lines().next().unwrap_or_default()
+            ),
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Backup and restore against a real PostgreSQL that the tests start: identical data after a
+//! round trip (schemas, non-ASCII text, bytea, jsonb), `--all` past a failing database, a killed
+//! or failing backup leaving nothing, and a tampered backup writing nothing to the database.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::{bin, code, listing, ok, stderr, stdout, with_passwords};
+use pgseal_store::{Store, StoreUrl};
+use pgseal_testkit::TestCluster;
+
+const SAMPLE: &str = r#"
+CREATE SCHEMA sales;
+CREATE SCHEMA "Ünïcode";
+CREATE TABLE public.people (id serial PRIMARY KEY, name text NOT NULL, photo bytea, prefs jsonb);
+INSERT INTO public.people (name, photo, prefs)
+  SELECT 'имя ' || g || ' 名前 ✓', decode(md5(g::text), 'hex'),
+         jsonb_build_object('n', g, 'tags', jsonb_build_array('a', 'ü', g % 7))
+  FROM generate_series(1, 2000) g;
+CREATE TABLE sales.orders (id bigint PRIMARY KEY, person int REFERENCES public.people (id),
+                           amount numeric(12, 2), at timestamptz);
+INSERT INTO sales.orders
+  SELECT g, 1 + g % 2000, g * 1.25, '2025-01-01'::timestamptz + g * interval '1 hour'
+  FROM generate_series(1, 5000) g;
+CREATE TABLE "Ünïcode"."Tëst" (k text PRIMARY KEY, v bytea);
+INSERT INTO "Ünïcode"."Tëst" VALUES ('∑', '\x00ff00'), ('emoji 🐘', '\xdeadbeef'), ('', NULL);
+"#;
+
+/// A pgseal site whose commands reach the shared test cluster through libpq's environment.
+struct Site {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    cluster: &'static TestCluster,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site::on(TestCluster::shared())
+    }
+
+    /// A site on a cluster of its own, for tests that touch every database (`backup --all`).
+    fn private() -> Site {
+        let cluster = TestCluster::start().expect("start a private cluster");
+        // Leaked on purpose: the cluster's watchdog stops it when the test process exits.
+        Site::on(Box::leak(Box::new(cluster)))
+    }
+
+    fn on(cluster: &'static TestCluster) -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("site");
+        let site = Site {
+            _tmp: tmp,
+            dir,
+            cluster,
+        };
+        let o = site
+            .cmd()
+            .args([
+                "init",
+                "--dir",
+                site.dir.to_str().unwrap(),
+                "--key-size",
+                "2048",
+            ])
+            .output()
+            .unwrap();
+        ok(&o);
+        ok(&site.run(&["user", "add", "system_backup"]));
+        ok(&site.run(&[
+            "user-key",
+            "generate",
+            "system_backup",
+            "--key-size",
+            "2048",
+        ]));
+        site
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = with_passwords(bin());
+        for (k, v) in self.cluster.env() {
+            c.env(k, v);
+        }
+        c.env("POSTGRESQL_BIN_PATH", self.cluster.bin_dir());
+        if self.dir.exists() {
+            c.current_dir(&self.dir);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn sample_db(&self, prefix: &str) -> String {
+        let db = self.cluster.create_database(prefix).unwrap();
+        self.cluster.psql(&db, SAMPLE).unwrap();
+        db
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&StoreUrl::Sqlite(self.dir.join("pgseal.db"))).unwrap()
+    }
+
+    fn backups_dir(&self) -> PathBuf {
+        self.dir.join("backups")
+    }
+
+    fn only_backup(&self) -> PathBuf {
+        let files = listing(&self.backups_dir());
+        assert_eq!(files.len(), 1, "{files:?}");
+        self.backups_dir().join(&files[0])
+    }
+}
+
+/// One checksum per user table: md5 over its rows in a stable order.
+fn checksums(cluster: &TestCluster, db: &str) -> Vec<String> {
+    let sql = r"SELECT format('SELECT %L, md5(coalesce(string_agg(t::text, ''|'' ORDER BY t::text), '''')) FROM %I.%I t',
+              n.nspname || '.' || c.relname, n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1
+\gexec
+";
+    cluster
+        .psql(db, sql)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn table_count(cluster: &TestCluster, db: &str) -> usize {
+    cluster
+        .psql(
+            db,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema');",
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn backup_then_restore_gives_identical_data() {
+    let site = Site::new();
+    let db = site.sample_db("source");
+    let o = site.run(&["backup", &db, "--user", "system_backup", "--json"]);
+    ok(&o);
+    let record: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let path = record["path"].as_str().unwrap().to_owned();
+    let name = PathBuf::from(&path)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with(&format!("{db}_")) && name.ends_with("Z.pgseal"),
+        "{name}"
+    );
+    assert_eq!(site.only_backup().to_string_lossy(), path);
+
+    // The sealed file proves its origin with the store alone.
+    ok(&site.run(&["verify", &path]));
+    let o = site.run(&["inspect", "--json", &path]);
+    let facts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(facts["source"]["database"], db.as_str());
+    assert_eq!(facts["source"]["dump_format"], "pg_dump-custom");
+    assert_eq!(facts["compression"], "zstd");
+
+    let copy = format!("{db}_copy");
+    ok(&site.run(&["restore", &path, "--target-db", &copy, "--create"]));
+    let (a, b) = (checksums(site.cluster, &db), checksums(site.cluster, &copy));
+    assert_eq!(a.len(), 3, "{a:?}");
+    assert_eq!(a, b);
+
+    // Parallel restore goes through a private temporary file and gives the same data.
+    let copy2 = format!("{db}_jobs");
+    ok(&site.run(&[
+        "restore",
+        &path,
+        "--target-db",
+        &copy2,
+        "--create",
+        "--jobs",
+        "2",
+    ]));
+    assert_eq!(checksums(site.cluster, &copy2), a);
+
+    // The restore check reports the row counts.
+    let o = site.run(&["restore", "--check", &path, "--json"]);
+    ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows: Vec<(String, i64)> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_owned(),
+                t["rows"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(rows.contains(&("public.people".into(), 2000)), "{rows:?}");
+    assert!(rows.contains(&("sales.orders".into(), 5000)), "{rows:?}");
+
+    let o = site.run(&["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let actions: Vec<(String, bool)> = site
+        .store()
+        .audit_entries(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.entry.action, e.entry.success))
+        .collect();
+    assert!(
+        actions.contains(&("BACKUP".into(), true)) && actions.contains(&("RESTORE".into(), true))
+    );
+}
+
+#[test]
+fn schema_selection_dumps_only_those_schemas() {
+    let site = Site::new();
+    let db = site.sample_db("schemas");
+    ok(&site.run(&[
+        "backup",
+        &db,
+        "--user",
+        "system_backup",
+        "--schema",
+        "Ünïcode",
+    ]));
+    let path = site.only_backup();
+    let o = site.run(&["restore", "--check", path.to_str().unwrap(), "--json"]);
+    ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tables: Vec<&str> = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, vec!["Ünïcode.Tëst"]);
+}
+
+#[test]
+fn backup_all_continues_past_a_failing_database() {
+    let site = Site::private();
+    let good = site.sample_db("allgood");
+    let bad = site.cluster.create_database("allbad").unwrap();
+    site.cluster
+        .psql(
+            "postgres",
+            &format!("ALTER DATABASE {bad} ALLOW_CONNECTIONS false;"),
+        )
+        .unwrap();
+    let o = site.run(&["backup", "--all", "--user", "system_backup", "--json"]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let status = |db: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["database"] == db)
+            .map(|r| r["ok"].clone())
+    };
+    assert_eq!(status(&good), Some(serde_json::Value::Bool(true)));
+    assert_eq!(status(&bad), Some(serde_json::Value::Bool(false)));
+    assert!(
+        status("postgres").is_none(),
+        "postgres is excluded by default"
+    );
+    // The failed database left no file; its failure is audited.
+    assert!(
+        listing(&site.backups_dir())
+            .iter()
+            .all(|f| !f.starts_with(&bad))
+    );
+    let failed: Vec<_> = site
+        .store()
+        .audit_entries(1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.entry.action == "BACKUP" && !e.entry.success)
+        .collect();
+    assert!(
+        failed.iter().any(|e| e.entry.details.contains(&bad)),
+        "{failed:?}"
+    );
+    site.cluster
+        .psql(
+            "postgres",
+            &format!("ALTER DATABASE {bad} ALLOW_CONNECTIONS true;"),
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_failed_dump_leaves_no_file() {
+    let site = Site::new();
+    let o = site.run(&["backup", "no_such_database_xyz", "--user", "system_backup"]);
+    assert_eq!(code(&o), 6, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pg_dump failed"), "{}", stderr(&o));
+    assert!(listing(&site.backups_dir()).is_empty());
+    let e = site.store().audit_entries(1).unwrap().pop().unwrap().entry;
+    assert_eq!((e.action.as_str(), e.success), ("BACKUP", false));
+}
+
+#[test]
+fn a_killed_backup_leaves_no_file_and_no_plaintext() {
+    let site = Site::new();
+    let db = site.cluster.create_database("big").unwrap();
+    // ~150 MB of poorly compressible text: long enough to kill mid-stream.
+    site.cluster
+        .psql(&db, "CREATE TABLE blob AS SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS t FROM generate_series(1, 1500000) g;")
+        .unwrap();
+    let mut child = site
+        .cmd()
+        .args(["backup", &db, "--user", "system_backup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup finished before it could be killed"
+    );
+    // `setsid -w` execs pgseal directly, so this is pgseal itself.
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        listing(&site.backups_dir()).is_empty(),
+        "{:?}",
+        listing(&site.backups_dir())
+    );
+    assert_eq!(site.store().backups(None).unwrap().len(), 0);
+}
+
+#[test]
+fn a_write_error_leaves_nothing_behind() {
+    let site = Site::new();
+    let db = site.sample_db("full");
+    // A 64 KiB file-size limit with SIGXFSZ ignored: writes fail with EFBIG, as on a full disk.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec {} backup {db} --user system_backup",
+        env!("CARGO_BIN_EXE_pgseal")
+    );
+    let mut c = site.cmd();
+    c.arg("bash").arg("-c").arg(&script);
+    // `bin()` is setsid + pgseal: run bash instead, with the same environment.
+    let mut direct = Command::new("bash");
+    direct
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&site.dir)
+        .stdin(Stdio::null());
+    for (k, v) in site.cluster.env() {
+        direct.env(k, v);
+    }
+    direct.env("POSTGRESQL_BIN_PATH", site.cluster.bin_dir());
+    let o = with_passwords(direct).output().unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(listing(&site.backups_dir()).is_empty());
+    let e = site.store().audit_entries(1).unwrap().pop().unwrap().entry;
+    assert_eq!((e.action.as_str(), e.success), ("BACKUP", false));
+    drop(c);
+}
+
+#[test]
+fn a_tampered_backup_writes_nothing_to_the_database() {
+    let site = Site::new();
+    let db = site.sample_db("tamper");
+    ok(&site.run(&["backup", &db, "--user", "system_backup"]));
+    let path = site.only_backup();
+    let bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    // A byte in the middle, and one in the last chunk (just before the 256-byte signature).
+    for (label, at) in [("middle", n / 2), ("last chunk", n - 256 - 20)] {
+        let mut t = bytes.clone();
+        t[at] ^= 0x55;
+        let tampered = site
+            .dir
+            .join(format!("tampered-{}.pgseal", label.replace(' ', "-")));
+        std::fs::write(&tampered, &t).unwrap();
+        let target = site.cluster.create_database("target").unwrap();
+        let o = site.run(&[
+            "restore",
+            tampered.to_str().unwrap(),
+            "--target-db",
+            &target,
+        ]);
+        assert_eq!(code(&o), 4, "{label}: {}", stderr(&o));
+        assert_eq!(
+            table_count(site.cluster, &target),
+            0,
+            "{label}: tables were restored"
+        );
+        // With --create the database is not left behind either.
+        let fresh = format!("{target}_new");
+        let o = site.run(&[
+            "restore",
+            tampered.to_str().unwrap(),
+            "--target-db",
+            &fresh,
+            "--create",
+        ]);
+        assert_eq!(code(&o), 4, "{label}: {}", stderr(&o));
+        let exists = site
+            .cluster
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{fresh}';"),
+            )
+            .unwrap();
+        assert_eq!(exists.trim(), "0", "{label}");
+        let e = site.store().audit_entries(1).unwrap().pop().unwrap().entry;
+        assert_eq!((e.action.as_str(), e.success), ("RESTORE", false));
+    }
+}
+
+#[test]
+fn prune_shows_first_and_deletes_only_catalogued_files() {
+    let site = Site::new();
+    let db = site.sample_db("prune");
+    ok(&site.run(&["backup", &db, "--user", "system_backup"]));
+    ok(&site.run(&["backup", &db, "--user", "system_backup"]));
+    let stranger = site.backups_dir().join("not-ours.pgseal");
+    std::fs::write(&stranger, b"someone else's file").unwrap();
+    assert_eq!(listing(&site.backups_dir()).len(), 3);
+
+    let o = site.run(&["prune", "--keep-last", "1"]);
+    ok(&o);
+    assert!(stdout(&o).contains("would delete") && stdout(&o).contains("dry run"));
+    assert_eq!(
+        listing(&site.backups_dir()).len(),
+        3,
+        "a dry run deleted something"
+    );
+
+    ok(&site.run(&["prune", "--keep-last", "1", "--yes"]));
+    let left = listing(&site.backups_dir());
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(stranger.exists());
+    assert_eq!(site.store().backups(None).unwrap().len(), 1);
+    // Age-based: nothing is 90 days old yet.
+    let o = site.run(&["prune", "--yes"]);
+    ok(&o);
+    assert!(stdout(&o).contains("nothing to prune"));
+}
