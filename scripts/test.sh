@@ -14,7 +14,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! python3 -c 'import cryptography, zstandard, pytest' 2>/dev/null; then
+if ! python3 -c 'import cryptography, zstandard, pytest, blake3' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/reference/requirements.txt
 fi
 

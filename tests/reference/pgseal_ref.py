@@ -28,6 +28,8 @@ import struct
 import sys
 import tempfile
 import time
+
+import blake3
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
@@ -521,7 +523,7 @@ def v2_verify(path: str, signers: list) -> dict:
         signer = find_signer(lay.hdr, signers)
         verify_header_sig(lay.hdr, lay.header_sig, signer)
         name, active = pick_active(lay.slot_a, lay.slot_b)
-        d = hashlib.sha256()
+        d = blake3.blake3()
         for _i, _last, sealed in iter_sealed_chunks(f, lay):
             d.update(sealed)
         verify_final_sig(lay.hdr, d.digest(), lay.final_sig, signer)
@@ -607,7 +609,7 @@ def v2_decrypt(path: str, out: BinaryIO, identities: list, signers: list, no_ver
             raise AuthError(f"recipient slot {slot_name} MAC mismatch")
         # 5. chunks
         aead = AESGCM(dk.payload)
-        d = hashlib.sha256()
+        d = blake3.blake3()
         sink = ZstdStream(out) if hdr.fields["compression"] == 1 else None
         total = 0
         for i, last, sealed in iter_sealed_chunks(f, lay):
@@ -779,7 +781,7 @@ def v2_encrypt(
     sealed = [
         aead.encrypt(chunk_nonce(dk.nonce_prefix, i, i == len(chunks) - 1), c, H) for i, c in enumerate(chunks)
     ]
-    D = hashlib.sha256(b"".join(sealed)).digest()
+    D = blake3.blake3(b"".join(sealed)).digest()
     fsig = sign_key.sign(FINAL_SIG_LABEL + H + D, pss(32), hashes.SHA256())
     return signed + struct.pack(">H", L) + hsig + b"".join(raw_slots) + b"".join(sealed) + fsig
 

@@ -13,6 +13,7 @@ import io
 import os
 import struct
 
+import blake3
 import pytest
 from conftest import SERVER_PW, USER_PW, KeyPair
 
@@ -71,7 +72,7 @@ def craft(keys, data=b"", *, C=1024, S=1024, comp=0, L=None, fields_mut=None, ra
     if sealed_mut:
         sealed = sealed_mut(sealed)
     sealed = b"".join(sealed)
-    fsig = sign.sign(ref.FINAL_SIG_LABEL + H + hashlib.sha256(sealed).digest(), ref.pss(32), hashes.SHA256())
+    fsig = sign.sign(ref.FINAL_SIG_LABEL + H + blake3.blake3(sealed).digest(), ref.pss(32), hashes.SHA256())
     return signed + struct.pack(">H", L) + hsig + a + b + sealed + fsig
 
 

@@ -104,7 +104,7 @@ CREATE TABLE pgseal_backups (
     creator_key_fingerprint TEXT NOT NULL,
     server_key_fingerprints TEXT NOT NULL,
     format_version INTEGER NOT NULL,
-    ciphertext_sha256 TEXT NOT NULL,
+    ciphertext_blake3 TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('ok', 'pruned')),
     pruned_at {ts}
 );

@@ -241,8 +241,8 @@ pub struct NewBackup {
     /// The keys the file key is wrapped to (server key, recovery keys).
     pub server_keys: Vec<Fingerprint>,
     pub format_version: i64,
-    /// Hex SHA-256 over the sealed chunks (what the final signature covers).
-    pub ciphertext_sha256: String,
+    /// Hex BLAKE3 over the sealed chunks (what the final signature covers).
+    pub ciphertext_blake3: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

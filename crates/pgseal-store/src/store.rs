@@ -22,7 +22,7 @@ const SERVER_KEY_COLUMNS: &str = "id, fingerprint, legacy_fingerprint, private_k
 const USER_KEY_COLUMNS: &str = "id, user_id, fingerprint, legacy_fingerprint, public_key_pem, \
      key_size, status, created_at, retired_at, rotated_from_id";
 const BACKUP_COLUMNS: &str = "id, database, path, host, size_bytes, created_at, creator_user_id, \
-     creator_key_fingerprint, server_key_fingerprints, format_version, ciphertext_sha256, status, \
+     creator_key_fingerprint, server_key_fingerprints, format_version, ciphertext_blake3, status, \
      pruned_at";
 const AUDIT_COLUMNS: &str = "id, action, user_id, os_user, backup_creator_id, backup_file, \
      success, signature_valid, \"timestamp\", host, ip_address, details";
@@ -314,7 +314,7 @@ impl Store {
             &format!(
                 "INSERT INTO pgseal_backups (database, path, host, size_bytes, created_at, \
                  creator_user_id, creator_key_fingerprint, server_key_fingerprints, \
-                 format_version, ciphertext_sha256, status) \
+                 format_version, ciphertext_blake3, status) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ok') RETURNING {BACKUP_COLUMNS}"
             ),
             &[
@@ -327,7 +327,7 @@ impl Store {
                 b.creator_key.to_string().into(),
                 keys.join(" ").into(),
                 b.format_version.into(),
-                b.ciphertext_sha256.as_str().into(),
+                b.ciphertext_blake3.as_str().into(),
             ],
         )?;
         one(rows, backup_from_row)
@@ -398,7 +398,7 @@ fn backup_from_row(r: &Row) -> Result<BackupRecord> {
             creator_key: fingerprint(r.text(7)?)?,
             server_keys: keys,
             format_version: r.int(9)?,
-            ciphertext_sha256: r.text(10)?,
+            ciphertext_blake3: r.text(10)?,
         },
         status: r.text(11)?.parse()?,
         pruned_at: r.opt_time(12)?,

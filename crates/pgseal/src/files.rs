@@ -81,7 +81,9 @@ impl Read for Input {
 
 /// Where a command's main output goes.
 pub enum Output {
-    Stdout(io::Stdout),
+    /// Standard output, unbuffered: a duplicate of descriptor 1, so large writes go out whole
+    /// (Rust's `Stdout` is line-buffered and would split binary data at newline bytes).
+    Stdout(File),
     File(AtomicFile),
 }
 
@@ -89,7 +91,11 @@ impl Output {
     /// `-` is standard output; anything else an atomic file (refused if it exists, unless `force`).
     pub fn create(spec: &str, force: bool) -> CliResult<Self> {
         if spec == "-" {
-            Ok(Output::Stdout(io::stdout()))
+            let fd = io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Failure::io("opening standard output", e))?;
+            Ok(Output::Stdout(File::from(fd)))
         } else {
             Ok(Output::File(AtomicFile::create(Path::new(spec), force)?))
         }

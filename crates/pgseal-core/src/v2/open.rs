@@ -3,8 +3,6 @@
 
 use std::io::{Read, Write};
 
-use aws_lc_rs::digest;
-
 use crate::error::{Error, Result};
 use crate::io_util::{read_exact_or_truncated, read_full, read_vec};
 use crate::keys::{Fingerprint, Identity, PssSalt, PublicKey};
@@ -54,7 +52,7 @@ pub struct DecryptSummary {
     pub chunks: u64,
     /// Bytes of sealed chunks read.
     pub payload_bytes: u64,
-    /// SHA-256 over the sealed chunks.
+    /// BLAKE3 over the sealed chunks.
     pub ciphertext_digest: [u8; 32],
 }
 
@@ -62,7 +60,7 @@ pub struct DecryptSummary {
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
     pub signer: Fingerprint,
-    /// SHA-256 over the sealed chunks, covered by the final signature.
+    /// BLAKE3 over the sealed chunks, covered by the final signature.
     pub ciphertext_digest: [u8; 32],
     pub chunks: u64,
     pub payload_bytes: u64,
@@ -179,7 +177,7 @@ impl Prelude {
         let (_file_key, keys, recipient) =
             slot.unlock(identities, &h.salt, &h.key_commitment, &self.header_hash)?;
         let mut opener = keys.opener(&self.header_hash)?;
-        let mut digest = digest::Context::new(&digest::SHA256);
+        let mut digest = blake3::Hasher::new();
         let mut payload_bytes = 0u64;
 
         let (trailer, plaintext_bytes) = pipeline::run(
@@ -235,7 +233,7 @@ impl Prelude {
             });
         }
         let h = &self.header;
-        let mut digest = digest::Context::new(&digest::SHA256);
+        let mut digest = blake3::Hasher::new();
         let mut chunks = 0u64;
         let mut payload_bytes = 0u64;
         let (trailer, ()) = pipeline::run(
@@ -247,7 +245,7 @@ impl Prelude {
                 Ok(())
             },
             |rx| {
-                rx.iter().for_each(drop);
+                rx.for_each(drop);
                 Ok(())
             },
         )?;
@@ -277,12 +275,8 @@ impl Prelude {
     }
 }
 
-fn finish(digest: digest::Context) -> [u8; 32] {
-    digest
-        .finish()
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 output is 32 bytes")
+fn finish(digest: blake3::Hasher) -> [u8; 32] {
+    *digest.finalize().as_bytes()
 }
 
 /// Splits the rest of the file into sealed chunks and the final signature (FORMAT.md §7): holds
@@ -320,7 +314,7 @@ fn read_sealed_chunks<R: Read>(
 
 /// The consumer stage of decryption: decompresses if needed and writes plaintext out.
 fn write_plaintext<W: Write>(
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: impl Iterator<Item = Vec<u8>>,
     mut output: W,
     compression: Compression,
 ) -> StageResult<u64> {
@@ -343,7 +337,7 @@ fn write_plaintext<W: Write>(
             let mut out = vec![0u8; 256 * 1024];
             let mut frame_complete = true;
             // An empty chunk (an empty payload) holds no frame to decode.
-            for chunk in rx.into_iter().filter(|c| !c.is_empty()) {
+            for chunk in rx.filter(|c| !c.is_empty()) {
                 let mut pos = 0;
                 loop {
                     let status = decoder

@@ -1,16 +1,24 @@
 //! A three-stage pipeline — produce, transform, consume — over bounded channels.
 //!
 //! Reading, the crypto and writing each get a thread, so I/O overlaps with hashing and AES
-//! instead of taking turns. When one stage fails the others see their channel close and stop;
-//! the error reported is the one that caused the stop, not the "channel closed" it set off.
+//! instead of taking turns. Items travel in batches, so the threads hand over work a few times
+//! per MiB rather than once per chunk. When one stage fails the others see their channel close
+//! and stop; the error reported is the one that caused the stop, not the "channel closed" it set
+//! off.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::cell::RefCell;
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread;
 
 use crate::error::{Error, Result};
 
-/// Chunks in flight between two stages; with 64 KiB chunks this is well under a MiB in total.
-const DEPTH: usize = 8;
+/// Items per handoff between stages: 1 MiB of 64 KiB chunks.
+const BATCH: usize = 16;
+/// Batches in flight between two stages: a few MiB in all, whatever the input size.
+const DEPTH: usize = 3;
+
+/// What a consumer stage iterates over: the items, in order, across batches.
+pub(crate) type Items<U> = std::iter::Flatten<std::sync::mpsc::IntoIter<Vec<U>>>;
 
 /// Why a stage stopped early.
 pub(crate) enum StageError {
@@ -27,12 +35,36 @@ impl From<Error> for StageError {
 
 pub(crate) type StageResult<T> = std::result::Result<T, StageError>;
 
-/// The sending end handed to a producer.
-pub(crate) struct Sender<T>(SyncSender<T>);
+/// The sending end handed to a producer; it batches what it is given.
+pub(crate) struct Sender<T> {
+    tx: SyncSender<Vec<T>>,
+    batch: RefCell<Vec<T>>,
+}
 
 impl<T> Sender<T> {
+    fn new(tx: SyncSender<Vec<T>>) -> Self {
+        Sender {
+            tx,
+            batch: RefCell::new(Vec::with_capacity(BATCH)),
+        }
+    }
+
     pub(crate) fn send(&self, item: T) -> StageResult<()> {
-        self.0.send(item).map_err(|_| StageError::Closed)
+        let mut batch = self.batch.borrow_mut();
+        batch.push(item);
+        if batch.len() < BATCH {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut *batch, Vec::with_capacity(BATCH));
+        self.tx.send(full).map_err(|_| StageError::Closed)
+    }
+
+    fn flush(&self) -> StageResult<()> {
+        let rest = std::mem::take(&mut *self.batch.borrow_mut());
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(rest).map_err(|_| StageError::Closed)
     }
 }
 
@@ -41,7 +73,7 @@ impl<T> Sender<T> {
 pub(crate) fn run<T, U, PR, CR>(
     producer: impl FnOnce(&Sender<T>) -> StageResult<PR> + Send,
     mut transform: impl FnMut(T) -> Result<U>,
-    consumer: impl FnOnce(Receiver<U>) -> StageResult<CR> + Send,
+    consumer: impl FnOnce(Items<U>) -> StageResult<CR> + Send,
 ) -> Result<(PR, CR)>
 where
     T: Send,
@@ -50,14 +82,22 @@ where
     CR: Send,
 {
     thread::scope(|scope| {
-        let (in_tx, in_rx) = sync_channel::<T>(DEPTH);
-        let (out_tx, out_rx) = sync_channel::<U>(DEPTH);
-        let producer = scope.spawn(move || producer(&Sender(in_tx)));
-        let consumer = scope.spawn(move || consumer(out_rx));
+        let (in_tx, in_rx) = sync_channel::<Vec<T>>(DEPTH);
+        let (out_tx, out_rx) = sync_channel::<Vec<U>>(DEPTH);
+        let producer = scope.spawn(move || {
+            let sender = Sender::new(in_tx);
+            let produced = producer(&sender)?;
+            sender.flush()?;
+            Ok(produced)
+        });
+        let consumer = scope.spawn(move || consumer(out_rx.into_iter().flatten()));
 
         let middle: StageResult<()> = (|| {
-            for item in in_rx {
-                let out = transform(item)?;
+            for batch in in_rx {
+                let out = batch
+                    .into_iter()
+                    .map(&mut transform)
+                    .collect::<Result<Vec<U>>>()?;
                 out_tx.send(out).map_err(|_| StageError::Closed)?;
             }
             Ok(())

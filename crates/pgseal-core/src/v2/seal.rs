@@ -2,8 +2,6 @@
 
 use std::io::{self, Read, Write};
 
-use aws_lc_rs::digest;
-
 use crate::error::{Error, Result};
 use crate::keys::{Fingerprint, PrivateKey, PssSalt, PublicKey};
 use crate::secret::{FileKey, fill_random};
@@ -55,7 +53,7 @@ pub struct SealSummary {
     pub input_bytes: u64,
     /// Bytes of the whole file written.
     pub output_bytes: u64,
-    /// SHA-256 over all sealed chunks (what the final signature covers, with the header hash).
+    /// BLAKE3 over all sealed chunks (what the final signature covers, with the header hash).
     pub ciphertext_digest: [u8; 32],
     pub chunks: u64,
 }
@@ -114,7 +112,7 @@ where
         .map_err(|e| Error::io("writing output", e))?;
 
     let mut sealer = keys.sealer(&header_hash)?;
-    let mut digest = digest::Context::new(&digest::SHA256);
+    let mut digest = blake3::Hasher::new();
     let mut chunks = 0u64;
     let compression = (params.compression, params.zstd_level, params.zstd_workers);
 
@@ -141,11 +139,7 @@ where
         return Err(Error::Crypto("the input ended without a last chunk"));
     }
 
-    let ciphertext_digest: [u8; 32] = digest
-        .finish()
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 output is 32 bytes");
+    let ciphertext_digest: [u8; 32] = *digest.finalize().as_bytes();
     let final_sig = params.signer.sign_pss(
         PssSalt::Digest,
         &final_signed_message(&header_hash, &ciphertext_digest),
@@ -168,6 +162,10 @@ where
         chunks,
     })
 }
+
+/// Bytes per multi-threaded zstd job: zstd's default for level 3 makes jobs of several MiB per
+/// worker, which multiplied its memory use; 1 MiB costs almost nothing in ratio.
+const ZSTD_JOB_SIZE: u32 = 1024 * 1024;
 
 /// Reads the input, compresses it if asked, and cuts the payload into chunks.
 fn produce_chunks<R: Read>(
@@ -194,6 +192,10 @@ fn produce_chunks<R: Read>(
             if workers > 0 {
                 encoder
                     .multithread(workers)
+                    .and_then(|()| {
+                        // Small jobs keep the compressor's memory to a few MiB per worker.
+                        encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                    })
                     .map_err(|e| Error::InvalidParameter(format!("zstd workers: {e}")))?;
             }
             let n = pump(&mut input, &mut encoder)?;

@@ -219,7 +219,7 @@ impl Job<'_> {
                 creator_key: self.key.fingerprint(),
                 server_keys: summary.recipients.clone(),
                 format_version: v2::VERSION as i64,
-                ciphertext_sha256: hex(&summary.ciphertext_digest),
+                ciphertext_blake3: hex(&summary.ciphertext_digest),
             })
             .map_err(|e| {
                 Failure::new(
@@ -306,7 +306,7 @@ pub fn record_json(r: &BackupRecord) -> serde_json::Value {
         "creator_key": r.entry.creator_key.to_string(),
         "server_keys": r.entry.server_keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "format_version": r.entry.format_version,
-        "ciphertext_sha256": r.entry.ciphertext_sha256,
+        "ciphertext_blake3": r.entry.ciphertext_blake3,
         "status": r.status.as_str(),
     })
 }

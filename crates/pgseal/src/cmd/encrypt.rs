@@ -173,7 +173,7 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
             "compression": summary.header.compression.name(),
             "signer": summary.header.signer.to_string(),
             "recipients": summary.recipients.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "ciphertext_sha256": hex(&summary.ciphertext_digest),
+            "ciphertext_blake3": hex(&summary.ciphertext_digest),
         });
         if to_stdout {
             eprintln!("{report}");

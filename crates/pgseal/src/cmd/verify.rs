@@ -117,7 +117,7 @@ fn verify_v2(args: &VerifyArgs, input: &mut Input, ctx: &mut Context) -> CliResu
     let mut lines = vec![
         format!("header signature: valid, by {}", report.signer),
         format!(
-            "ciphertext: intact ({} chunks, {} bytes; final signature over SHA-256 {})",
+            "ciphertext: intact ({} chunks, {} bytes; final signature over BLAKE3 {})",
             report.chunks,
             report.payload_bytes,
             hex(&report.ciphertext_digest)
@@ -142,7 +142,7 @@ fn verify_v2(args: &VerifyArgs, input: &mut Input, ctx: &mut Context) -> CliResu
             },
             "decrypted_with": report.decrypted_with.map(|f| f.to_string()),
             "chunks": report.chunks,
-            "ciphertext_sha256": hex(&report.ciphertext_digest),
+            "ciphertext_blake3": hex(&report.ciphertext_digest),
         }),
     })
 }
