@@ -12,6 +12,12 @@ mod secrets;
 
 use clap::Parser;
 
+// The pipeline allocates chunk buffers on one thread and frees them on another; glibc's malloc
+// hands such memory back to the kernel and faults it in again, a large share of the system time
+// of a backup. mimalloc keeps it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = cli::Cli::parse();
     let config = match config::Config::discover(cli.config.as_deref(), cli.store.as_deref()) {
