@@ -1,49 +1,114 @@
 #!/usr/bin/env bash
-# The pgseal story on a file, in a fresh temporary directory, with nothing set up beforehand:
-# make a server key and a user key, seal a file to the server signed by the user, inspect it,
-# verify it with the public key alone, decrypt it, and watch a one-byte change get caught.
+# The whole pgseal story, on the embedded defaults, in a fresh temporary directory, with nothing
+# set up beforehand: a throwaway PostgreSQL cluster with a sample database, a pgseal site (SQLite
+# store, server key, a user and their signing key; generated passwords kept in a 0600 file),
+# a backup, its verification, a restore into a new database, a row-count comparison, what a
+# one-byte change does, and the audit log of it all.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cargo build --quiet --release -p pgseal --manifest-path "$root/Cargo.toml"
-pgseal="$root/target/release/pgseal"
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-umask 077
-# Generated passwords, kept in a 0600 file here; pgseal reads them from the environment.
-head -c 24 /dev/urandom | base64 > passwords
-export PGSEAL_KEY_PASSWORD="$(cat passwords)"
-export SERVER_KEY_PASSWORD="$PGSEAL_KEY_PASSWORD" PGSEAL_USER_KEY_PASSWORD="$PGSEAL_KEY_PASSWORD"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "keys: a server key pair and a user (signing) key pair, RSA-4096"
-"$pgseal" keygen --out server
-"$pgseal" keygen --out alice
-
-step "a 64 MiB sample 'dump' sealed to the server key, signed by alice"
-head -c $((64 * 1024 * 1024)) /dev/urandom > sample.dump
-"$pgseal" encrypt sample.dump -o sample.pgseal --recipient server.pub.pem --sign-key alice.key.pem \
-    --user-id 7 --username alice --json
-
-step "what the header says"
-"$pgseal" inspect sample.pgseal
-
-step "verify with alice's public key alone (no private key, no decryption)"
-"$pgseal" verify sample.pgseal --signer alice.pub.pem
-
-step "decrypt with the server key, checking alice's signatures"
-"$pgseal" decrypt sample.pgseal -o restored.dump --identity server.key.pem --signer alice.pub.pem
-cmp sample.dump restored.dump && echo "restored.dump is identical to sample.dump"
-
-step "flip one byte in the middle: verify and decrypt refuse, and write nothing"
-cp sample.pgseal tampered.pgseal
-printf '\xff' | dd of=tampered.pgseal bs=1 seek=$((32 * 1024 * 1024)) conv=notrunc status=none
-if "$pgseal" verify tampered.pgseal --signer alice.pub.pem; then echo "NOT DETECTED"; exit 1; fi
-if "$pgseal" decrypt tampered.pgseal -o tampered.out --identity server.key.pem --signer alice.pub.pem; then
-    echo "NOT DETECTED"; exit 1
+# PostgreSQL server binaries: install Debian's package if they are missing.
+pgbin="${POSTGRESQL_BIN_PATH:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
+if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
+    step "installing PostgreSQL (Debian package postgresql)"
+    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 fi
-test ! -e tampered.out && echo "no tampered.out was written"
 
-step "done"
+step "building pgseal"
+cargo build --quiet --release -p pgseal --manifest-path "$root/Cargo.toml"
+pgseal="$root/target/release/pgseal"
+
+work="$(mktemp -d /tmp/pgseal-demo-XXXXXX)"
+chmod 0755 "$work"
+cluster="$work/cluster"
+as_pg=()
+if [ "$(id -u)" = 0 ]; then as_pg=(runuser -u postgres --); fi
+cleanup() {
+    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$cluster/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+step "a throwaway PostgreSQL cluster (socket only, in $cluster)"
+mkdir -p "$cluster/socket"
+[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$cluster"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"${as_pg[@]}" "$pgbin/initdb" -D "$cluster/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+"${as_pg[@]}" "$pgbin/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w \
+    -o "-c listen_addresses='' -k $cluster/socket -p $port" start >/dev/null
+export PGHOST="$cluster/socket" PGPORT="$port" PGUSER=postgres POSTGRESQL_BIN_PATH="$pgbin"
+psql() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
+psql -d postgres -c "CREATE DATABASE shop"
+psql -d shop <<'SQL'
+CREATE SCHEMA sales;
+CREATE TABLE public.customers (id serial PRIMARY KEY, name text NOT NULL, avatar bytea, prefs jsonb);
+INSERT INTO public.customers (name, avatar, prefs)
+  SELECT 'Client ' || g || ' — Ærøskøbing ✓ 東京', decode(md5(g::text), 'hex'),
+         jsonb_build_object('newsletter', g % 2 = 0, 'tags', jsonb_build_array('vip', 'ü'))
+  FROM generate_series(1, 20000) g;
+CREATE TABLE sales.orders (id bigint PRIMARY KEY, customer int REFERENCES public.customers (id),
+                           total numeric(12, 2), placed timestamptz);
+INSERT INTO sales.orders
+  SELECT g, 1 + g % 20000, (g % 997) * 1.5, '2025-01-01'::timestamptz + g * interval '7 minutes'
+  FROM generate_series(1, 100000) g;
+SQL
+echo "database shop: $(psql -d shop -Atc 'SELECT count(*) FROM customers') customers, $(psql -d shop -Atc 'SELECT count(*) FROM sales.orders') orders"
+
+step "a pgseal site: config, SQLite store, server key (passwords generated into a 0600 file)"
+site="$work/site"
+mkdir -p "$site"
+umask 077
+{
+    echo "SERVER_KEY_PASSWORD=$(head -c 24 /dev/urandom | base64)"
+    echo "PGSEAL_USER_KEY_PASSWORD=$(head -c 24 /dev/urandom | base64)"
+} > "$site/.env"
+set -a; . "$site/.env"; set +a
+"$pgseal" init --dir "$site"
+cd "$site"
+"$pgseal" user add backup_bot
+"$pgseal" user-key generate backup_bot
+
+step "backup: pg_dump → zstd → encrypt to the server key → signed by backup_bot"
+"$pgseal" backup shop --user backup_bot
+"$pgseal" list
+file="$("$pgseal" list --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["path"])')"
+
+step "what the backup's header says"
+"$pgseal" inspect "$file"
+
+step "verify with the public key alone, then prove it decrypts (no plaintext written)"
+"$pgseal" verify "$file"
+"$pgseal" verify "$file" --decrypt-check | tail -n 1
+
+step "restore into a new database"
+"$pgseal" restore "$file" --target-db shop_restored --create
+
+step "row counts: original vs restored"
+counts() {
+    psql -d "$1" -At -F ' ' <<'SQL'
+SELECT 'public.customers', count(*) FROM public.customers
+UNION ALL SELECT 'sales.orders', count(*) FROM sales.orders;
+SQL
+}
+diff <(counts shop) <(counts shop_restored) && counts shop_restored | sed 's/^/  identical: /'
+[ "$(psql -d shop -Atc 'SELECT md5(string_agg(c::text, '"'|'"' ORDER BY id)) FROM customers c')" = \
+  "$(psql -d shop_restored -Atc 'SELECT md5(string_agg(c::text, '"'|'"' ORDER BY id)) FROM customers c')" ] \
+    && echo "  customers: row-for-row checksum identical (bytea, jsonb and non-ASCII text included)"
+
+step "one flipped byte: verify and restore refuse, and the database is untouched"
+cp "$file" tampered.pgseal
+size=$(stat -c %s tampered.pgseal)
+printf '\xff' | dd of=tampered.pgseal bs=1 seek=$((size / 2)) conv=notrunc status=none
+if "$pgseal" verify tampered.pgseal; then echo "NOT DETECTED"; exit 1; fi
+psql -d postgres -c "CREATE DATABASE shop_tampered"
+if "$pgseal" restore tampered.pgseal --target-db shop_tampered; then echo "NOT DETECTED"; exit 1; fi
+echo "  tables in shop_tampered: $(psql -d shop_tampered -Atc "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")"
+
+step "the audit log"
+"$pgseal" audit list
+
+step "done (everything above lived in $work and is removed now)"

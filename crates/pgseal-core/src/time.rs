@@ -29,6 +29,55 @@ impl Timestamp {
     pub fn rfc3339(self) -> String {
         rfc3339_millis(self.0.max(0) as u64)
     }
+
+    /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]]` with an optional `Z` (UTC only; a
+    /// space may stand for the `T`).
+    pub fn parse(text: &str) -> Option<Timestamp> {
+        let t = text.trim().trim_end_matches(['Z', 'z']);
+        let (date, time) = match t.split_once(['T', 't', ' ']) {
+            Some((d, tm)) => (d, Some(tm)),
+            None => (t, None),
+        };
+        let mut d = date.splitn(3, '-');
+        let y: i64 = d.next()?.parse().ok()?;
+        let m: u32 = d.next()?.parse().ok()?;
+        let day: u32 = d.next()?.parse().ok()?;
+        if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+            return None;
+        }
+        let mut ms = days_from_civil(y, m, day) * 86_400_000;
+        if let Some(time) = time {
+            let (hms, frac) = match time.split_once('.') {
+                Some((a, b)) => (a, Some(b)),
+                None => (time, None),
+            };
+            let mut parts = hms.split(':');
+            let h: i64 = parts.next()?.parse().ok()?;
+            let mi: i64 = parts.next()?.parse().ok()?;
+            let s: i64 = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+            if parts.next().is_some() || h > 23 || mi > 59 || s > 60 {
+                return None;
+            }
+            ms += ((h * 60 + mi) * 60 + s) * 1000;
+            if let Some(f) = frac {
+                let digits: String = f.chars().take(3).collect();
+                let scale = 10i64.pow(3 - digits.len() as u32);
+                ms += digits.parse::<i64>().ok()? * scale;
+            }
+        }
+        Some(Timestamp(ms))
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of `civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 impl std::fmt::Display for Timestamp {
@@ -72,6 +121,26 @@ fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsing_inverts_formatting() {
+        for ms in [0i64, 951_782_400_123, 1_765_965_760_000, 4_102_444_799_999] {
+            assert_eq!(
+                Timestamp::parse(&Timestamp(ms).rfc3339()),
+                Some(Timestamp(ms))
+            );
+        }
+        assert_eq!(
+            Timestamp::parse("2025-12-17"),
+            Some(Timestamp(1_765_929_600_000))
+        );
+        assert_eq!(
+            Timestamp::parse("2025-12-17 10:02"),
+            Some(Timestamp(1_765_965_720_000))
+        );
+        assert_eq!(Timestamp::parse("2025-13-01"), None);
+        assert_eq!(Timestamp::parse("yesterday"), None);
+    }
 
     #[test]
     fn known_instants() {

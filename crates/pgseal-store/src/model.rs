@@ -273,3 +273,17 @@ impl FromStr for BackupStatus {
         }
     }
 }
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    /// The acting pgseal user.
+    pub user_id: Option<i64>,
+    pub since: Option<Timestamp>,
+    pub failed_only: bool,
+    /// Only entries where a signature was checked and did not hold.
+    pub invalid_signature: bool,
+    /// The newest this many (all when `None`).
+    pub limit: Option<i64>,
+}

@@ -3,7 +3,7 @@
 use pgseal_core::Fingerprint;
 use pgseal_core::time::Timestamp;
 
-use crate::db::{Db, Row, in_transaction};
+use crate::db::{Db, Row, Value, in_transaction};
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use crate::postgres::PostgresDb;
@@ -293,12 +293,53 @@ impl Store {
 
     /// The newest `limit` entries, newest last.
     pub fn audit_entries(&mut self, limit: i64) -> Result<Vec<AuditEntry>> {
+        self.audit_query(&AuditFilter {
+            limit: Some(limit),
+            ..AuditFilter::default()
+        })
+    }
+
+    /// The entries matching `f`, oldest first (the newest `f.limit` of them).
+    pub fn audit_query(&mut self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let mut conditions = Vec::new();
+        let mut params: Vec<Value> = Vec::new();
+        let mut bind = |cond: &str, v: Value, params: &mut Vec<Value>| {
+            params.push(v);
+            conditions.push(cond.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(a) = &f.action {
+            bind("action = ?", a.as_str().into(), &mut params);
+        }
+        if let Some(u) = f.user_id {
+            bind("user_id = ?", u.into(), &mut params);
+        }
+        if let Some(t) = f.since {
+            bind("\"timestamp\" >= ?", t.into(), &mut params);
+        }
+        if f.failed_only {
+            bind("success = ?", false.into(), &mut params);
+        }
+        if f.invalid_signature {
+            bind("signature_valid = ?", false.into(), &mut params);
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let limit = match f.limit {
+            Some(n) => {
+                params.push(n.into());
+                format!("LIMIT ${}", params.len())
+            }
+            None => String::new(),
+        };
         let rows = self.db.query(
             &format!(
                 "SELECT {AUDIT_COLUMNS} FROM (SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log \
-                 ORDER BY id DESC LIMIT $1) recent ORDER BY id"
+                 {filter} ORDER BY id DESC {limit}) recent ORDER BY id"
             ),
-            &[limit.into()],
+            &params,
         )?;
         rows.iter().map(audit_from_row).collect()
     }

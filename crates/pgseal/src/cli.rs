@@ -50,6 +50,9 @@ pub enum Command {
     List(ListArgs),
     /// Delete old backups by retention (shows what it would delete; deletes only with --yes).
     Prune(PruneArgs),
+    /// Read the audit log: every operation, failures included.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Generate a standalone RSA key pair: NAME.key.pem (encrypted, 0600) and NAME.pub.pem.
     Keygen(KeygenArgs),
     /// Show facts about key files.
@@ -179,6 +182,50 @@ pub struct PruneArgs {
     /// Actually delete (without it, prune only shows what it would delete).
     #[arg(long)]
     pub yes: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List entries, oldest first (the newest --limit of those that match).
+    List(AuditListArgs),
+    /// Counts by action and outcome, signature validity, and the most active users.
+    Stats(AuditStatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditListArgs {
+    /// Only this action (ENCRYPT, DECRYPT, VERIFY, KEY_GEN, KEY_ROTATE, BACKUP, RESTORE, ...).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries of this pgseal user.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Only entries at or after this UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ).
+    #[arg(long, value_name = "TIME", conflicts_with = "hours")]
+    pub since: Option<String>,
+    /// Only entries of the last H hours.
+    #[arg(long, value_name = "H")]
+    pub hours: Option<u32>,
+    /// At most this many (the newest).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Only failed operations.
+    #[arg(long)]
+    pub failed_only: bool,
+    /// Only entries where a signature was checked and did not hold.
+    #[arg(long)]
+    pub invalid_signature: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditStatsArgs {
+    /// Only the last H hours.
+    #[arg(long, value_name = "H")]
+    pub hours: Option<u32>,
     #[arg(long)]
     pub json: bool,
 }

@@ -455,3 +455,159 @@ fn prune_shows_first_and_deletes_only_catalogued_files() {
     ok(&o);
     assert!(stdout(&o).contains("nothing to prune"));
 }
+
+/// A plain pg_dump archive of `db`, for building legacy backups the way the old system did.
+fn plain_archive(site: &Site, db: &str) -> PathBuf {
+    let out = site.dir.join(format!("{db}.dump"));
+    let mut c = Command::new(site.cluster.bin_dir().join("pg_dump"));
+    for (k, v) in site.cluster.env() {
+        c.env(k, v);
+    }
+    let o = c
+        .args(["-Fc", "-Z9", "-f"])
+        .arg(&out)
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn legacy_backups_restore_through_the_store() {
+    let site = Site::new();
+    let db = site.sample_db("legacy");
+    let archive = plain_archive(&site, &db);
+    // Legacy hybrid, written by pgseal's --format v1 exactly as the old system laid it out.
+    let server_pub = site.dir.join("server.pub.pem");
+    ok(&site.run(&["server-key", "export", "-o", server_pub.to_str().unwrap()]));
+    let hybrid = site.dir.join("legacy_hybrid.backup");
+    ok(&site.run(&[
+        "encrypt",
+        archive.to_str().unwrap(),
+        "-o",
+        hybrid.to_str().unwrap(),
+        "--format",
+        "v1",
+        "--recipient",
+        server_pub.to_str().unwrap(),
+        "--user",
+        "system_backup",
+    ]));
+    let copy = format!("{db}_from_hybrid");
+    ok(&site.run(&[
+        "restore",
+        hybrid.to_str().unwrap(),
+        "--target-db",
+        &copy,
+        "--create",
+    ]));
+    assert_eq!(checksums(site.cluster, &copy), checksums(site.cluster, &db));
+
+    // Legacy symmetric, with its password.
+    let sym = site.dir.join("legacy_symmetric.backup.encrypted");
+    let password = pgseal_core::Password::new("old-system-backup-password".into());
+    let mut out = std::fs::File::create(&sym).unwrap();
+    pgseal_core::legacy::symmetric::encrypt(
+        std::fs::File::open(&archive).unwrap(),
+        &mut out,
+        &password,
+    )
+    .unwrap();
+    drop(out);
+    let copy = format!("{db}_from_symmetric");
+    let o = site
+        .cmd()
+        .args([
+            "restore",
+            sym.to_str().unwrap(),
+            "--target-db",
+            &copy,
+            "--create",
+        ])
+        .env("BACKUP_ENCRYPTION_PASSWORD", "old-system-backup-password")
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(checksums(site.cluster, &copy), checksums(site.cluster, &db));
+    // The wrong password restores nothing.
+    let copy = format!("{db}_wrong_pw");
+    let o = site
+        .cmd()
+        .args([
+            "restore",
+            sym.to_str().unwrap(),
+            "--target-db",
+            &copy,
+            "--create",
+        ])
+        .env("BACKUP_ENCRYPTION_PASSWORD", "not-the-old-password")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+}
+
+#[test]
+fn connection_uris_and_store_less_restore() {
+    let site = Site::new();
+    let db = site.sample_db("uri");
+    // A libpq URI instead of the environment; the file is still named after the database.
+    let mut c = with_passwords(bin());
+    c.current_dir(&site.dir)
+        .env("POSTGRESQL_BIN_PATH", site.cluster.bin_dir());
+    let o = c
+        .args([
+            "backup",
+            "--dbname",
+            &site.cluster.url(&db),
+            "--user",
+            "system_backup",
+        ])
+        .output()
+        .unwrap();
+    ok(&o);
+    let path = site.only_backup();
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("{db}_"))
+    );
+
+    // Disaster recovery: no store, only key files and the backup.
+    let server_key = site.dir.join("server.key.pem");
+    ok(&site.run(&[
+        "server-key",
+        "export",
+        "--private",
+        "-o",
+        server_key.to_str().unwrap(),
+    ]));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut c = with_passwords(bin());
+    for (k, v) in site.cluster.env() {
+        c.env(k, v);
+    }
+    let copy = format!("{db}_dr");
+    let o = c
+        .current_dir(elsewhere.path())
+        .env("POSTGRESQL_BIN_PATH", site.cluster.bin_dir())
+        .args([
+            "restore",
+            path.to_str().unwrap(),
+            "--target-db",
+            &copy,
+            "--create",
+            "--identity",
+            server_key.to_str().unwrap(),
+            "--signer",
+            site.dir
+                .join("keys/users/system_backup.pub.pem")
+                .to_str()
+                .unwrap(),
+        ])
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(checksums(site.cluster, &copy), checksums(site.cluster, &db));
+}

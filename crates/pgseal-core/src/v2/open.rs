@@ -315,10 +315,12 @@ fn read_sealed_chunks<R: Read>(
 /// The consumer stage of decryption: decompresses if needed and writes plaintext out.
 fn write_plaintext<W: Write>(
     rx: impl Iterator<Item = Vec<u8>>,
-    mut output: W,
+    output: W,
     compression: Compression,
 ) -> StageResult<u64> {
     let write_err = |e| Error::io("writing output", e);
+    // Large writes: fewer system calls, and whole pages for the page cache.
+    let mut output = std::io::BufWriter::with_capacity(1024 * 1024, output);
     let mut written = 0u64;
     match compression {
         Compression::None => {

@@ -125,13 +125,18 @@ where
             Ok(chunk)
         },
         |rx| {
+            // Sealed chunks are 16 bytes longer than a page multiple; gathering them into 1 MiB
+            // writes keeps the file's writes large and page-aligned.
+            let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, output);
             let mut written = 0u64;
             for sealed in rx {
-                output
-                    .write_all(&sealed)
+                out.write_all(&sealed)
                     .map_err(|e| Error::io("writing output", e))?;
                 written += sealed.len() as u64;
             }
+            let output = out
+                .into_inner()
+                .map_err(|e| Error::io("writing output", e.into_error()))?;
             Ok((written, output))
         },
     )?;
@@ -162,6 +167,9 @@ where
         chunks,
     })
 }
+
+/// Bytes gathered before each write of the sealed output.
+const WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Bytes per multi-threaded zstd job: zstd's default for level 3 makes jobs of several MiB per
 /// worker, which multiplied its memory use; 1 MiB costs almost nothing in ratio.

@@ -184,6 +184,6 @@ fn print_human(name: &str, facts: &Value) {
             "note:        this format does not authenticate its header; these values are unproven"
         );
     } else {
-        println!("note:        unverified; `pgseal verify --signer PUB.pem` checks the signatures");
+        println!("note:        unverified; `pgseal verify` checks the signatures");
     }
 }

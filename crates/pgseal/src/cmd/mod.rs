@@ -1,5 +1,6 @@
 //! One module per command; this one dispatches and holds what they share.
 
+mod audit;
 mod backup;
 mod catalog;
 mod decrypt;
@@ -18,7 +19,8 @@ use std::path::{Path, PathBuf};
 use pgseal_core::{PrivateKey, PublicKey};
 
 use crate::cli::{
-    Command, KeyCommand, ServerKeyCommand, ServerPasswordArgs, UserKeyCommand, UserPasswordArgs,
+    AuditCommand, Command, KeyCommand, ServerKeyCommand, ServerPasswordArgs, UserKeyCommand,
+    UserPasswordArgs,
 };
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
@@ -42,6 +44,8 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Restore(args) => restore::run(args, ctx),
         Command::List(args) => catalog::list(args, ctx),
         Command::Prune(args) => catalog::prune(args, ctx),
+        Command::Audit(AuditCommand::List(args)) => audit::list(args, ctx),
+        Command::Audit(AuditCommand::Stats(args)) => audit::stats(args, ctx),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
         Command::Encrypt(args) => encrypt::run(args, ctx),
