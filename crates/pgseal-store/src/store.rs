@@ -163,6 +163,67 @@ impl Store {
         }
     }
 
+    /// Rotation in one transaction: the active key (`expected_active`) becomes `rotated`, every
+    /// stored private key is replaced by its copy under the new password (`reprotected`, which
+    /// must cover them all), and `new` becomes the active key. If another rotation got there
+    /// first, nothing changes and the result is a conflict.
+    pub fn rotate_server_key(
+        &mut self,
+        expected_active: i64,
+        reprotected: &[(i64, String)],
+        new: &NewServerKey,
+    ) -> Result<ServerKeyRecord> {
+        in_transaction(self.db.as_mut(), |db| {
+            let n = db.execute(
+                "UPDATE pgseal_server_keys SET status = 'rotated' WHERE id = $1 AND status = 'active'",
+                &[expected_active.into()],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Conflict(
+                    "another rotation changed the active server key first; nothing was changed"
+                        .into(),
+                ));
+            }
+            let total = db
+                .query("SELECT COUNT(*) FROM pgseal_server_keys", &[])?
+                .first()
+                .map(|r| r.int(0))
+                .transpose()?
+                .unwrap_or(0);
+            if total != reprotected.len() as i64 {
+                return Err(StoreError::Conflict(
+                    "the set of server keys changed during the rotation; nothing was changed"
+                        .into(),
+                ));
+            }
+            for (id, pem) in reprotected {
+                db.execute(
+                    "UPDATE pgseal_server_keys SET private_key_pem = $1 WHERE id = $2",
+                    &[pem.as_str().into(), (*id).into()],
+                )?;
+            }
+            let rows = db.query(
+                &format!(
+                    "INSERT INTO pgseal_server_keys (fingerprint, legacy_fingerprint, \
+                     private_key_pem, public_key_pem, key_size, status, created_at, \
+                     rotated_from_id, notes) \
+                     VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8) RETURNING {SERVER_KEY_COLUMNS}"
+                ),
+                &[
+                    new.fingerprint.to_string().into(),
+                    new.legacy_fingerprint.clone().into(),
+                    new.private_key_pem.as_str().into(),
+                    new.public_key_pem.as_str().into(),
+                    new.key_size.into(),
+                    Timestamp::now().into(),
+                    expected_active.into(),
+                    new.notes.clone().into(),
+                ],
+            )?;
+            one(rows, server_key_from_row)
+        })
+    }
+
     pub fn active_server_key(&mut self) -> Result<Option<ServerKeyRecord>> {
         let rows = self.db.query(
             &format!("SELECT {SERVER_KEY_COLUMNS} FROM pgseal_server_keys WHERE status = 'active'"),
@@ -233,6 +294,55 @@ impl Store {
             )),
             other => other,
         }
+    }
+
+    /// Retires the user's active key (`expected_active`; kept forever, so old signatures still
+    /// verify) and makes `new` active, in one transaction; the user row's legacy columns follow.
+    pub fn rotate_user_key(
+        &mut self,
+        user_id: i64,
+        expected_active: i64,
+        new: &NewUserKey,
+    ) -> Result<UserKeyRecord> {
+        let now = Timestamp::now();
+        in_transaction(self.db.as_mut(), |db| {
+            let n = db.execute(
+                "UPDATE pgseal_user_keys SET status = 'retired', retired_at = $1 \
+                 WHERE id = $2 AND user_id = $3 AND status = 'active'",
+                &[now.into(), expected_active.into(), user_id.into()],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Conflict(
+                    "the user's active key changed during the rotation; nothing was changed".into(),
+                ));
+            }
+            let rows = db.query(
+                &format!(
+                    "INSERT INTO pgseal_user_keys (user_id, fingerprint, legacy_fingerprint, \
+                     public_key_pem, key_size, status, created_at, rotated_from_id) \
+                     VALUES ($1, $2, $3, $4, $5, 'active', $6, $7) RETURNING {USER_KEY_COLUMNS}"
+                ),
+                &[
+                    user_id.into(),
+                    new.fingerprint.to_string().into(),
+                    new.legacy_fingerprint.clone().into(),
+                    new.public_key_pem.as_str().into(),
+                    new.key_size.into(),
+                    now.into(),
+                    expected_active.into(),
+                ],
+            )?;
+            let record = one(rows, user_key_from_row)?;
+            db.execute(
+                "UPDATE pgseal_users SET public_key_pem = $1, key_last_rotated = $2 WHERE id = $3",
+                &[
+                    new.public_key_pem.as_str().into(),
+                    now.into(),
+                    user_id.into(),
+                ],
+            )?;
+            Ok(record)
+        })
     }
 
     pub fn active_user_key(&mut self, user_id: i64) -> Result<Option<UserKeyRecord>> {

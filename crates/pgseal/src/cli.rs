@@ -72,6 +72,68 @@ pub enum Command {
     LegacyGenerateServerKeys(ServerKeyGenerateArgs),
     #[command(name = "generate_user_key", hide = true)]
     LegacyGenerateUserKey(UserKeyGenerateArgs),
+    #[command(name = "rotate_server_keys", hide = true)]
+    LegacyRotateServerKeys(ServerKeyRotateArgs),
+    #[command(name = "rotate_user_key", hide = true)]
+    LegacyRotateUserKey(UserKeyRotateArgs),
+}
+
+/// How a *new* password is found (rotation).
+#[derive(Debug, Args, Clone)]
+pub struct NewPasswordArgs {
+    /// Read the new password from FILE (else the *_NEW_*_PASSWORD variable, else a prompt, twice).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// Run CMD and use its output as the new password.
+    #[arg(long, value_name = "CMD")]
+    pub new_password_command: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerKeyRotateArgs {
+    /// Size of the new key (default: the config's rsa_key_size).
+    #[arg(long, value_parser = parse_key_size)]
+    pub key_size: Option<u32>,
+    /// A note stored with the new key.
+    #[arg(long)]
+    pub notes: Option<String>,
+    /// The current password (SERVER_KEY_PASSWORD, or these flags).
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
+    /// The new password (PGSEAL_NEW_SERVER_KEY_PASSWORD, or these flags), which will then open
+    /// every server key, old and new.
+    #[command(flatten)]
+    pub new_password: NewPasswordArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UserKeyRotateArgs {
+    /// The user.
+    pub name: String,
+    /// The user's current private key, as proof of possession (default:
+    /// USER_KEYS_DIR/NAME.key.pem); its password from PGSEAL_USER_KEY_PASSWORD or these flags.
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub user_password: UserPasswordArgs,
+    /// The new key's password (PGSEAL_NEW_USER_KEY_PASSWORD, or these flags).
+    #[command(flatten)]
+    pub new_password: NewPasswordArgs,
+    /// Where to write the new private key (default: USER_KEYS_DIR/NAME.key.pem; an old key
+    /// there is kept beside it, renamed `.retired-STAMP`).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Rotate without the old private key (lost or compromised). Only for an admin, named by
+    /// PGSEAL_USER; audited.
+    #[arg(long)]
+    pub force: bool,
+    /// Size of the new key (default: the config's rsa_key_size).
+    #[arg(long, value_parser = parse_key_size)]
+    pub key_size: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +310,9 @@ pub struct InitArgs {
 pub enum ServerKeyCommand {
     /// Generate the server key pair. Refused while an active key exists (rotate instead).
     Generate(ServerKeyGenerateArgs),
+    /// Replace the active key with a new one; old keys keep opening old backups, and every
+    /// key is re-protected under the new password.
+    Rotate(ServerKeyRotateArgs),
     /// List every server key: fingerprint, size, created, status.
     List(JsonArg),
     /// Print a server key's public half (PEM); with --private, its encrypted private half.
@@ -321,6 +386,9 @@ pub enum UserCommand {
 pub enum UserKeyCommand {
     /// Generate a user's signing key pair: private key to a file (0600), public key to the store.
     Generate(UserKeyGenerateArgs),
+    /// Replace a user's key (proof of possession of the old one, unless an admin forces it);
+    /// the old public key is retired but kept, so old backups still verify.
+    Rotate(UserKeyRotateArgs),
     /// List a user's keys, retired ones included.
     List {
         name: String,

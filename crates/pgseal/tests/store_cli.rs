@@ -500,3 +500,248 @@ fn postgres_store_end_to_end_and_racing_generate() {
         );
     }
 }
+
+const NEW_PASSWORD: &str = "the-new-server-password-2026";
+
+fn with_env(site: &Site, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = with_passwords(bin());
+    c.current_dir(&site.dir).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn server_key_rotation_keeps_every_old_backup_open() {
+    let site = Site::new();
+    let plain = data(100_000);
+    site.write("a.dump", &plain);
+    ok(&site.run(&[
+        "encrypt",
+        "a.dump",
+        "-o",
+        "a.pgseal",
+        "--user",
+        "system_backup",
+    ]));
+    let old_fp = serde_json::from_slice::<serde_json::Value>(
+        &site.run(&["server-key", "list", "--json"]).stdout,
+    )
+    .unwrap()[0]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    ok(&with_env(
+        &site,
+        &["server-key", "rotate", "--key-size", "2048"],
+        &[("PGSEAL_NEW_SERVER_KEY_PASSWORD", NEW_PASSWORD)],
+    ));
+    let keys: serde_json::Value =
+        serde_json::from_slice(&site.run(&["server-key", "list", "--json"]).stdout).unwrap();
+    assert_eq!(keys[0]["status"], "rotated");
+    assert_eq!(keys[1]["status"], "active");
+    assert_eq!(keys[1]["rotated_from_id"], keys[0]["id"]);
+    let new_fp = keys[1]["fingerprint"].as_str().unwrap().to_owned();
+    let e = site.last_audit();
+    assert_eq!(
+        (e.entry.action.as_str(), e.entry.success),
+        ("KEY_ROTATE", true)
+    );
+    assert_eq!(details(&e)["old_fingerprint"], old_fp.as_str());
+    assert_eq!(details(&e)["new_fingerprint"], new_fp.as_str());
+
+    // The old backup opens with the new password (its key was re-protected), not the old one.
+    let new_pw = [("SERVER_KEY_PASSWORD", NEW_PASSWORD)];
+    ok(&with_env(
+        &site,
+        &["decrypt", "a.pgseal", "-o", "a.out"],
+        &new_pw,
+    ));
+    assert_eq!(std::fs::read(site.path("a.out")).unwrap(), plain);
+    let o = site.run(&["decrypt", "a.pgseal", "-o", "a.out2"]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    // New backups go to the new key only.
+    ok(&site.run(&[
+        "encrypt",
+        "a.dump",
+        "-o",
+        "b.pgseal",
+        "--user",
+        "system_backup",
+    ]));
+    let facts: serde_json::Value =
+        serde_json::from_slice(&site.run(&["inspect", "--json", "b.pgseal"]).stdout).unwrap();
+    assert_eq!(facts["recipients"], serde_json::json!([new_fp]));
+    ok(&with_env(
+        &site,
+        &["decrypt", "b.pgseal", "-o", "b.out"],
+        &new_pw,
+    ));
+}
+
+#[test]
+fn a_wrong_current_password_changes_nothing_and_is_audited() {
+    let site = Site::new();
+    let before = site.run(&["server-key", "list", "--json"]).stdout;
+    let o = with_env(
+        &site,
+        &["server-key", "rotate", "--key-size", "2048"],
+        &[
+            ("SERVER_KEY_PASSWORD", "not-the-current-password"),
+            ("PGSEAL_NEW_SERVER_KEY_PASSWORD", NEW_PASSWORD),
+        ],
+    );
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert_eq!(site.run(&["server-key", "list", "--json"]).stdout, before);
+    let e = site.last_audit().entry;
+    assert_eq!((e.action.as_str(), e.success), ("KEY_ROTATE", false));
+    assert!(!e.details.contains("not-the-current-password"));
+}
+
+#[test]
+fn concurrent_rotations_have_exactly_one_winner() {
+    let site = Site::new();
+    let spawn = || {
+        with_passwords(bin())
+            .current_dir(&site.dir)
+            .env("PGSEAL_NEW_SERVER_KEY_PASSWORD", NEW_PASSWORD)
+            .args(["server-key", "rotate", "--key-size", "2048"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let results = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    assert_eq!(
+        results.iter().filter(|o| o.status.success()).count(),
+        1,
+        "exactly one rotation may win"
+    );
+    let keys: serde_json::Value =
+        serde_json::from_slice(&site.run(&["server-key", "list", "--json"]).stdout).unwrap();
+    let statuses: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["rotated", "active"]);
+}
+
+#[test]
+fn user_key_rotation_needs_the_old_key_and_keeps_old_signatures_valid() {
+    let site = Site::new();
+    site.write("a.dump", &data(5000));
+    ok(&site.run(&[
+        "encrypt",
+        "a.dump",
+        "-o",
+        "a.pgseal",
+        "--user",
+        "system_backup",
+    ]));
+
+    // Proof of possession fails with someone else's key.
+    let other = site.path("other");
+    ok(&site.run(&[
+        "keygen",
+        "--out",
+        other.to_str().unwrap(),
+        "--key-size",
+        "2048",
+    ]));
+    let new_pw = [("PGSEAL_NEW_USER_KEY_PASSWORD", "the-new-user-password-01")];
+    let o = with_env(
+        &site,
+        &[
+            "user-key",
+            "rotate",
+            "system_backup",
+            "--sign-key",
+            "other.key.pem",
+            "--key-size",
+            "2048",
+        ],
+        &new_pw,
+    );
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    // --force without an admin is refused.
+    let o = with_env(
+        &site,
+        &[
+            "user-key",
+            "rotate",
+            "system_backup",
+            "--force",
+            "--key-size",
+            "2048",
+        ],
+        &new_pw,
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+
+    ok(&with_env(
+        &site,
+        &["user-key", "rotate", "system_backup", "--key-size", "2048"],
+        &new_pw,
+    ));
+    let keys: serde_json::Value = serde_json::from_slice(
+        &site
+            .run(&["user-key", "list", "system_backup", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(keys[0]["status"], "retired");
+    assert_eq!(keys[1]["status"], "active");
+    assert!(
+        common::listing(&site.path("keys/users"))
+            .iter()
+            .any(|f| f.contains(".retired-"))
+    );
+    // The old backup still verifies (its signer's key is retired, not gone) ...
+    ok(&site.run(&["verify", "a.pgseal"]));
+    // ... and new backups are signed with the new key, under its new password.
+    let o = with_env(
+        &site,
+        &[
+            "encrypt",
+            "a.dump",
+            "-o",
+            "b.pgseal",
+            "--user",
+            "system_backup",
+        ],
+        &[("PGSEAL_USER_KEY_PASSWORD", "the-new-user-password-01")],
+    );
+    ok(&o);
+    ok(&site.run(&["verify", "b.pgseal"]));
+
+    // An admin may force a rotation without the old key; it is audited as forced.
+    ok(&site.run(&["user", "add", "chief", "--role", "admin"]));
+    let o = with_env(
+        &site,
+        &[
+            "user-key",
+            "rotate",
+            "system_backup",
+            "--force",
+            "--key-size",
+            "2048",
+        ],
+        &[
+            ("PGSEAL_USER", "chief"),
+            ("PGSEAL_NEW_USER_KEY_PASSWORD", "a-third-user-password-02"),
+        ],
+    );
+    ok(&o);
+    let e = site.last_audit();
+    assert_eq!(
+        (e.entry.action.as_str(), e.entry.success),
+        ("KEY_ROTATE", true)
+    );
+    assert_eq!(details(&e)["forced"], true);
+    ok(&site.run(&["verify", "a.pgseal"]));
+    ok(&site.run(&["verify", "b.pgseal"]));
+}

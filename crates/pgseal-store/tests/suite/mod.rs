@@ -181,8 +181,59 @@ macro_rules! backend_suite {
             $crate::suite::user_keys_keep_history(<$backend>::fresh());
         }
         #[test]
+        fn rotations_keep_history_and_have_one_winner() {
+            $crate::suite::rotations_keep_history_and_have_one_winner(<$backend>::fresh());
+        }
+        #[test]
         fn audit_entries_round_trip() {
             $crate::suite::audit_entries_round_trip(<$backend>::fresh());
         }
     };
+}
+
+pub fn rotations_keep_history_and_have_one_winner(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let old = s.add_server_key(&server_key(40)).unwrap();
+    let reprotected = vec![(old.id, "re-encrypted".to_owned())];
+    let new = s
+        .rotate_server_key(old.id, &reprotected, &server_key(41))
+        .unwrap();
+    assert_eq!(new.rotated_from_id, Some(old.id));
+    assert_eq!(s.active_server_key().unwrap().unwrap().id, new.id);
+    let old_now = s.server_key(&fp(40)).unwrap().unwrap();
+    assert_eq!(old_now.status, ServerKeyStatus::Rotated);
+    assert_eq!(old_now.private_key_pem, "re-encrypted");
+    // A second rotation from the same (no longer active) key changes nothing.
+    let stale = s.rotate_server_key(
+        old.id,
+        &[(old.id, "x".into()), (new.id, "y".into())],
+        &server_key(42),
+    );
+    assert!(matches!(stale, Err(StoreError::Conflict(_))));
+    assert_eq!(s.server_keys().unwrap().len(), 2);
+    assert_eq!(
+        s.server_key(&fp(40)).unwrap().unwrap().private_key_pem,
+        "re-encrypted"
+    );
+    // An incomplete re-protection list is refused whole.
+    let partial = s.rotate_server_key(new.id, &[(new.id, "z".into())], &server_key(43));
+    assert!(matches!(partial, Err(StoreError::Conflict(_))));
+    assert_eq!(s.active_server_key().unwrap().unwrap().id, new.id);
+
+    let u = s.add_user("rotating", Role::Operator).unwrap();
+    let k1 = s.add_user_key(u.id, &user_key(50)).unwrap();
+    let k2 = s.rotate_user_key(u.id, k1.id, &user_key(51)).unwrap();
+    assert_eq!(k2.rotated_from_id, Some(k1.id));
+    let keys = s.user_keys(u.id).unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].status, UserKeyStatus::Retired);
+    assert!(keys[0].retired_at.is_some());
+    assert_eq!(
+        s.user_key(&fp(50)).unwrap().unwrap().status,
+        UserKeyStatus::Retired
+    );
+    assert!(matches!(
+        s.rotate_user_key(u.id, k1.id, &user_key(52)),
+        Err(StoreError::Conflict(_))
+    ));
 }

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use pgseal_core::{PrivateKey, PublicKey};
 
 use crate::cli::{
-    AuditCommand, Command, KeyCommand, ServerKeyCommand, ServerPasswordArgs, UserKeyCommand,
-    UserPasswordArgs,
+    AuditCommand, Command, KeyCommand, NewPasswordArgs, ServerKeyCommand, ServerPasswordArgs,
+    UserKeyCommand, UserPasswordArgs,
 };
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
@@ -33,11 +33,16 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Config(args) => init::show_config(args, ctx),
         Command::ServerKey(ServerKeyCommand::Generate(args))
         | Command::LegacyGenerateServerKeys(args) => server_key::generate(args, ctx),
+        Command::ServerKey(ServerKeyCommand::Rotate(args))
+        | Command::LegacyRotateServerKeys(args) => server_key::rotate(args, ctx),
         Command::ServerKey(ServerKeyCommand::List(args)) => server_key::list(args, ctx),
         Command::ServerKey(ServerKeyCommand::Export(args)) => server_key::export(args, ctx),
         Command::User(cmd) => users::user(cmd, ctx),
         Command::UserKey(UserKeyCommand::Generate(args)) | Command::LegacyGenerateUserKey(args) => {
             users::generate_key(args, ctx)
+        }
+        Command::UserKey(UserKeyCommand::Rotate(args)) | Command::LegacyRotateUserKey(args) => {
+            users::rotate_key(args, ctx)
         }
         Command::UserKey(cmd) => users::user_key(cmd, ctx),
         Command::Backup(args) => backup::run(args, ctx),
@@ -91,6 +96,21 @@ pub fn user_password(args: &UserPasswordArgs) -> PasswordSource {
         file: args.user_password_file.clone(),
         command: args.user_password_command.clone(),
         file_flag: "--user-password-file",
+    }
+}
+
+/// The source of a new password during rotation.
+pub fn new_password(
+    args: &NewPasswordArgs,
+    env: &'static str,
+    purpose: &'static str,
+) -> PasswordSource {
+    PasswordSource {
+        purpose,
+        env,
+        file: args.new_password_file.clone(),
+        command: args.new_password_command.clone(),
+        file_flag: "--new-password-file",
     }
 }
 

@@ -5,8 +5,8 @@ use pgseal_core::{Fingerprint, Password, PrivateKey};
 use pgseal_store::{NewServerKey, ServerKeyRecord, actions};
 use serde_json::json;
 
-use super::{emit, print_json, server_password};
-use crate::cli::{JsonArg, ServerKeyExportArgs, ServerKeyGenerateArgs};
+use super::{emit, new_password, print_json, server_password};
+use crate::cli::{JsonArg, ServerKeyExportArgs, ServerKeyGenerateArgs, ServerKeyRotateArgs};
 use crate::context::{Context, opt, store_failure};
 use crate::failure::{CliResult, Failure};
 
@@ -63,6 +63,87 @@ pub fn generate_active(
         a.detail("key_size", record.key_size);
     }
     Ok(record)
+}
+
+pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
+    ctx.audit(actions::KEY_ROTATE).detail("kind", "server");
+    let bits = KeyBits::from_bits(args.key_size.unwrap_or(ctx.config()?.rsa_key_size))?;
+    let store = ctx.store()?;
+    let active = store
+        .active_server_key()
+        .map_err(store_failure)?
+        .ok_or_else(no_active_key)?;
+    let all = store.server_keys().map_err(store_failure)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("old_fingerprint", active.fingerprint.to_string());
+    }
+    // The current password must open every stored key: that proves it, and is what lets the
+    // keys be re-protected under the new one.
+    let current = server_password(&args.server_password).get()?;
+    let keys = all
+        .iter()
+        .map(|k| {
+            let what = format!("server key {}", k.fingerprint);
+            PrivateKey::from_pem(&k.private_key_pem, &what, || Ok(current.clone()))
+                .map(|key| (k.id, key))
+                .map_err(|e| match e {
+                    pgseal_core::Error::WrongPassword(_) => Failure::key(format!(
+                        "the current password (SERVER_KEY_PASSWORD) does not open {what}; nothing was changed"
+                    )),
+                    other => other.into(),
+                })
+        })
+        .collect::<CliResult<Vec<_>>>()?;
+    let new_password = new_password(
+        &args.new_password,
+        "PGSEAL_NEW_SERVER_KEY_PASSWORD",
+        "the new server key password",
+    )
+    .get_new()?;
+    let key = PrivateKey::generate(bits)?;
+    let public = key.public();
+    let reprotected = keys
+        .iter()
+        .map(|(id, k)| Ok((*id, k.to_encrypted_pem(&new_password)?.to_string())))
+        .collect::<CliResult<Vec<_>>>()?;
+    let new = NewServerKey {
+        fingerprint: public.fingerprint(),
+        legacy_fingerprint: Some(public.legacy_fingerprint().to_string()),
+        private_key_pem: key.to_encrypted_pem(&new_password)?.to_string(),
+        public_key_pem: public.to_pem(),
+        key_size: public.bits() as i64,
+        notes: args.notes,
+    };
+    let record = ctx
+        .store()?
+        .rotate_server_key(active.id, &reprotected, &new)
+        .map_err(store_failure)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("new_fingerprint", record.fingerprint.to_string());
+        a.detail("reprotected_keys", reprotected.len());
+    }
+    if args.json {
+        print_json(&json!({
+            "old": active.fingerprint.to_string(),
+            "new": key_json(&record),
+            "reprotected_keys": reprotected.len(),
+        }));
+    } else {
+        println!("server key rotated:");
+        println!(
+            "  new active key: RSA-{} {}",
+            record.key_size, record.fingerprint
+        );
+        println!(
+            "  old key:        {} (rotated: still opens the backups made for it)",
+            active.fingerprint
+        );
+        println!(
+            "all {} server keys are now protected by the new password: set SERVER_KEY_PASSWORD to it",
+            reprotected.len() + 1
+        );
+    }
+    Ok(())
 }
 
 fn key_json(k: &ServerKeyRecord) -> serde_json::Value {

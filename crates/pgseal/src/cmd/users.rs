@@ -4,14 +4,14 @@ use std::io::Write as _;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use pgseal_core::keys::KeyBits;
+use pgseal_core::keys::{KeyBits, PssSalt};
 use pgseal_core::{Fingerprint, PrivateKey};
 use pgseal_store::{NewUserKey, Role, User, UserKeyRecord, actions};
 use serde_json::json;
 
 use super::keygen::refuse_existing;
-use super::{emit, print_json, user_password};
-use crate::cli::{RoleArg, UserCommand, UserKeyCommand, UserKeyGenerateArgs};
+use super::{emit, new_password, print_json, user_password};
+use crate::cli::{RoleArg, UserCommand, UserKeyCommand, UserKeyGenerateArgs, UserKeyRotateArgs};
 use crate::context::{Context, opt, store_failure};
 use crate::failure::{CliResult, Failure};
 use crate::files::AtomicFile;
@@ -241,6 +241,7 @@ pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
 pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
     match cmd {
         UserKeyCommand::Generate(args) => generate_key(args, ctx),
+        UserKeyCommand::Rotate(args) => rotate_key(args, ctx),
         UserKeyCommand::List { name, json } => {
             let store = ctx.store()?;
             let user = store.user(&name).map_err(store_failure)?;
@@ -290,6 +291,157 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
             emit(&key.public_key_pem, output.as_deref(), false)
         }
     }
+}
+
+pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
+    ctx.audit(actions::KEY_ROTATE).detail("kind", "user");
+    let cfg = ctx.config()?.clone();
+    let store = ctx.store()?;
+    let user = store.user(&args.name).map_err(store_failure)?;
+    let active = store
+        .active_user_key(user.id)
+        .map_err(store_failure)?
+        .ok_or_else(|| no_user_key(&args.name))?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("username", user.username.clone());
+        a.detail("old_fingerprint", active.fingerprint.to_string());
+        a.detail("forced", args.force);
+        a.backup_creator_id = None;
+    }
+    let default_path = cfg.user_keys_dir.join(format!("{}.key.pem", user.username));
+    if args.force {
+        // Without the old key, only an admin may replace it — and says who they are.
+        let admin = match crate::context::acting_user(ctx.store()?)? {
+            Some(u) if u.role == Role::Admin && u.is_active => u,
+            _ => {
+                return Err(Failure::usage(
+                    "--force needs an admin: set PGSEAL_USER to the name of an active admin",
+                ));
+            }
+        };
+        if let Some(a) = ctx.audit_mut() {
+            a.user_id = Some(admin.id);
+        }
+    } else {
+        // Proof of possession: the old private key signs a fresh challenge that the stored
+        // public key verifies.
+        let path = args
+            .sign_key
+            .clone()
+            .unwrap_or_else(|| default_path.clone());
+        let old = super::load_private(&path, &user_password(&args.user_password))?;
+        let mut challenge = [0u8; 32];
+        pgseal_core::secret::fill_random(&mut challenge)?;
+        let mut message = b"pgseal user-key rotate\0".to_vec();
+        message.extend_from_slice(&challenge);
+        let signature = old.sign_pss(PssSalt::Digest, &message)?;
+        let stored = pgseal_core::PublicKey::from_pem(&active.public_key_pem)?;
+        if !stored.verify_pss(PssSalt::Digest, &message, &signature) {
+            return Err(Failure::key(format!(
+                "{} is not {}'s active key ({}): proof of possession failed; nothing was changed",
+                path.display(),
+                user.username,
+                active.fingerprint
+            )));
+        }
+        if let Some(a) = ctx.audit_mut() {
+            a.user_id = Some(user.id);
+        }
+    }
+
+    let key_path = args.out.clone().unwrap_or(default_path);
+    let pub_path = public_path_for(&key_path);
+    let password = new_password(
+        &args.new_password,
+        "PGSEAL_NEW_USER_KEY_PASSWORD",
+        "the new user key password",
+    )
+    .get_new()?;
+    let bits = KeyBits::from_bits(args.key_size.unwrap_or(cfg.rsa_key_size))?;
+    let key = PrivateKey::generate(bits)?;
+    let public = key.public();
+    let pem = key.to_encrypted_pem(&password)?;
+    // The new files are made durable under side names first, so that no step can lose the new
+    // private key: a refused rotation removes them, a crash leaves them for the user.
+    let side = |p: &Path| PathBuf::from(format!("{}.new", p.display()));
+    let write = |path: &Path, text: &[u8], mode: u32| -> CliResult {
+        let mut file = AtomicFile::create(path, true)?;
+        file.set_mode(mode);
+        file.write_all(text)
+            .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
+        file.commit()
+    };
+    write(&side(&key_path), pem.as_bytes(), 0o600)?;
+    write(&side(&pub_path), public.to_pem().as_bytes(), 0o644)?;
+
+    let rotated = ctx.store()?.rotate_user_key(
+        user.id,
+        active.id,
+        &NewUserKey {
+            fingerprint: public.fingerprint(),
+            legacy_fingerprint: Some(public.legacy_fingerprint().to_string()),
+            public_key_pem: public.to_pem(),
+            key_size: public.bits() as i64,
+        },
+    );
+    let record = match rotated {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(side(&key_path));
+            let _ = std::fs::remove_file(side(&pub_path));
+            return Err(store_failure(e));
+        }
+    };
+    // The old private key is not destroyed: it is set aside, since the user may still want it.
+    let stamp: String = pgseal_core::time::Timestamp::now()
+        .rfc3339()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let mut kept = None;
+    if key_path.exists() {
+        let aside = PathBuf::from(format!("{}.retired-{stamp}", key_path.display()));
+        std::fs::rename(&key_path, &aside)
+            .map_err(|e| Failure::io(format!("setting {} aside", key_path.display()), e))?;
+        kept = Some(aside);
+    }
+    for p in [&key_path, &pub_path] {
+        std::fs::rename(side(p), p).map_err(|e| {
+            Failure::io(
+                format!(
+                    "moving the new key into place (it is at {})",
+                    side(p).display()
+                ),
+                e,
+            )
+        })?;
+    }
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("new_fingerprint", record.fingerprint.to_string());
+    }
+    if args.json {
+        let mut v = key_json(&record);
+        v["old_fingerprint"] = json!(active.fingerprint.to_string());
+        v["private_key"] = json!(key_path);
+        v["old_private_key"] = json!(kept);
+        print_json(&v);
+    } else {
+        println!("key of {} rotated:", user.username);
+        println!(
+            "  new key: RSA-{} {} in {}",
+            record.key_size,
+            record.fingerprint,
+            key_path.display()
+        );
+        println!(
+            "  old key: {} (retired; still verifies the backups it signed)",
+            active.fingerprint
+        );
+        if let Some(p) = kept {
+            println!("  the old private key was kept as {}", p.display());
+        }
+    }
+    Ok(())
 }
 
 /// The seed guide's "User has no RSA key", with its fix.
