@@ -187,6 +187,8 @@ pub mod actions {
     pub const BACKUP: &str = "BACKUP";
     pub const RESTORE: &str = "RESTORE";
     pub const PRUNE: &str = "PRUNE";
+    pub const REWRAP: &str = "REWRAP";
+    pub const KEY_RETIRE: &str = "KEY_RETIRE";
 }
 
 /// One audit entry to append.

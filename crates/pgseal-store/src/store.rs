@@ -517,6 +517,41 @@ impl Store {
         rows.first().map(backup_from_row).transpose()
     }
 
+    /// Records who a rewrapped backup is now encrypted to.
+    pub fn set_backup_server_keys(&mut self, id: i64, keys: &[Fingerprint]) -> Result<()> {
+        let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        self.db.execute(
+            "UPDATE pgseal_backups SET server_key_fingerprints = $1 WHERE id = $2",
+            &[keys.join(" ").into(), id.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Live backups that only `fingerprint` can open (among the keys they are wrapped to).
+    pub fn backups_needing(&mut self, fingerprint: &Fingerprint) -> Result<Vec<BackupRecord>> {
+        Ok(self
+            .backups(None)?
+            .into_iter()
+            .filter(|b| b.entry.server_keys.contains(fingerprint))
+            .collect())
+    }
+
+    /// Marks a non-active server key retired: no catalogued backup needs it any more.
+    pub fn retire_server_key(&mut self, fingerprint: &Fingerprint) -> Result<ServerKeyRecord> {
+        let rows = self.db.query(
+            &format!(
+                "UPDATE pgseal_server_keys SET status = 'retired', retired_at = $1 \
+                 WHERE fingerprint = $2 AND status = 'rotated' RETURNING {SERVER_KEY_COLUMNS}"
+            ),
+            &[Timestamp::now().into(), fingerprint.to_string().into()],
+        )?;
+        rows.first().map(server_key_from_row).transpose()?.ok_or_else(|| {
+            StoreError::Conflict(format!(
+                "{fingerprint} is not a rotated server key (only keys replaced by a rotation can be retired)"
+            ))
+        })
+    }
+
     /// Marks a backup pruned (its file has been deleted).
     pub fn mark_pruned(&mut self, id: i64) -> Result<()> {
         let n = self.db.execute(

@@ -50,6 +50,8 @@ pub enum Command {
     List(ListArgs),
     /// Delete old backups by retention (shows what it would delete; deletes only with --yes).
     Prune(PruneArgs),
+    /// Re-wrap backups' file keys to the active server key (after a rotation); data untouched.
+    Rewrap(RewrapArgs),
     /// Read the audit log: every operation, failures included.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -248,6 +250,34 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RewrapArgs {
+    /// Files to rewrap.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub files: Vec<PathBuf>,
+    /// Every catalogued backup on this host.
+    #[arg(long)]
+    pub all: bool,
+    /// The password of the stored server keys (SERVER_KEY_PASSWORD, or these flags).
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerKeyRetireArgs {
+    /// The full fingerprint of the rotated key to retire.
+    pub fingerprint: String,
+    /// Retire even though catalogued backups still need the key (they may become unopenable);
+    /// requires the fingerprint typed again (prompted, or --confirm).
+    #[arg(long)]
+    pub force: bool,
+    /// With --force and no terminal: the full fingerprint again.
+    #[arg(long, value_name = "FINGERPRINT", requires = "force")]
+    pub confirm: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// List entries, oldest first (the newest --limit of those that match).
@@ -315,6 +345,8 @@ pub enum ServerKeyCommand {
     Rotate(ServerKeyRotateArgs),
     /// List every server key: fingerprint, size, created, status.
     List(JsonArg),
+    /// Retire a rotated key once no catalogued backup needs it (`rewrap --all` first).
+    Retire(ServerKeyRetireArgs),
     /// Print a server key's public half (PEM); with --private, its encrypted private half.
     Export(ServerKeyExportArgs),
 }

@@ -194,3 +194,25 @@ impl CachedPassword {
         Ok(p)
     }
 }
+
+/// Asks a (non-secret) question on the terminal and returns the answer line.
+pub fn ask_line(question: &str) -> CliResult<String> {
+    if !has_terminal() {
+        return Err(Failure::usage(
+            "no terminal to ask on: pass the answer as a flag",
+        ));
+    }
+    use std::io::{BufRead, Write};
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|e| Failure::io("opening the terminal", e))?;
+    tty.write_all(question.as_bytes())
+        .map_err(|e| Failure::io("writing to the terminal", e))?;
+    let mut line = String::new();
+    std::io::BufReader::new(tty)
+        .read_line(&mut line)
+        .map_err(|e| Failure::io("reading the terminal", e))?;
+    Ok(line.trim_end().to_owned())
+}

@@ -198,7 +198,7 @@ pub fn encrypt<R: Read, W: Write + Seek>(
         nonce,
     };
     let start = output.stream_position().map_err(werr)?;
-    output.write_all(&encode_header(&header)).map_err(werr)?;
+    output.write_all(&header.encode()).map_err(werr)?;
 
     let mut gcm = GcmStream::new(session_key.expose(), &nonce)?;
     let mut hash = digest::Context::new(&digest::SHA256);
@@ -224,6 +224,13 @@ pub fn encrypt<R: Read, W: Write + Seek>(
         plaintext_bytes: n,
         ciphertext_digest,
     })
+}
+
+impl LegacyHeader {
+    /// The header's bytes, as the old system laid them out.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_header(self)
+    }
 }
 
 fn encode_header(h: &LegacyHeader) -> Vec<u8> {

@@ -10,12 +10,14 @@
 mod header;
 mod open;
 mod pipeline;
+mod rewrap;
 mod seal;
 mod slots;
 mod stream;
 
 pub use header::{Compression, Header, Metadata};
 pub use open::{DecryptSummary, Prelude, SignerCheck, VerifyReport, read_prelude};
+pub use rewrap::Rewrap;
 pub use seal::{SealParams, SealSummary, seal};
 pub use slots::{DEFAULT_SLOT_SIZE, MAX_RECIPIENTS, Slot, SlotState, Stanza};
 pub use stream::TAG_LEN;

@@ -10,6 +10,7 @@ mod inspect;
 mod keygen;
 mod keyring;
 mod restore;
+mod rewrap;
 mod server_key;
 mod users;
 mod verify;
@@ -36,6 +37,8 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::ServerKey(ServerKeyCommand::Rotate(args))
         | Command::LegacyRotateServerKeys(args) => server_key::rotate(args, ctx),
         Command::ServerKey(ServerKeyCommand::List(args)) => server_key::list(args, ctx),
+        Command::ServerKey(ServerKeyCommand::Retire(args)) => server_key::retire(args, ctx),
+        Command::Rewrap(args) => rewrap::run(args, ctx),
         Command::ServerKey(ServerKeyCommand::Export(args)) => server_key::export(args, ctx),
         Command::User(cmd) => users::user(cmd, ctx),
         Command::UserKey(UserKeyCommand::Generate(args)) | Command::LegacyGenerateUserKey(args) => {

@@ -6,7 +6,9 @@ use pgseal_store::{NewServerKey, ServerKeyRecord, actions};
 use serde_json::json;
 
 use super::{emit, new_password, print_json, server_password};
-use crate::cli::{JsonArg, ServerKeyExportArgs, ServerKeyGenerateArgs, ServerKeyRotateArgs};
+use crate::cli::{
+    JsonArg, ServerKeyExportArgs, ServerKeyGenerateArgs, ServerKeyRetireArgs, ServerKeyRotateArgs,
+};
 use crate::context::{Context, opt, store_failure};
 use crate::failure::{CliResult, Failure};
 
@@ -143,6 +145,62 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
             reprotected.len() + 1
         );
     }
+    Ok(())
+}
+
+pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
+    ctx.audit(actions::KEY_RETIRE)
+        .detail("fingerprint", args.fingerprint.clone());
+    let fp: Fingerprint = args.fingerprint.parse()?;
+    let store = ctx.store()?;
+    let key = store
+        .server_key(&fp)
+        .map_err(store_failure)?
+        .ok_or_else(|| Failure::key(format!("no server key with fingerprint {fp}")))?;
+    if key.status == pgseal_store::ServerKeyStatus::Active {
+        return Err(Failure::usage(
+            "that is the active server key: rotate first (`pgseal server-key rotate`), then rewrap and retire",
+        ));
+    }
+    let needing = store.backups_needing(&fp).map_err(store_failure)?;
+    if !needing.is_empty() {
+        let list: Vec<String> = needing
+            .iter()
+            .take(20)
+            .map(|b| format!("  {}", b.entry.path))
+            .collect();
+        let more = needing.len().saturating_sub(20);
+        if !args.force {
+            return Err(Failure::usage(format!(
+                "{} catalogued backups still need {fp}; rewrap them first (`pgseal rewrap --all`):\n{}{}",
+                needing.len(),
+                list.join("\n"),
+                if more > 0 {
+                    format!("\n  ... and {more} more")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        let typed = match &args.confirm {
+            Some(t) => t.clone(),
+            None => crate::secrets::ask_line(&format!(
+                "{} backups still need this key. Type its full fingerprint to retire it anyway: ",
+                needing.len()
+            ))?,
+        };
+        if typed.trim() != fp.to_string() {
+            return Err(Failure::usage(
+                "the fingerprint typed does not match; nothing was retired",
+            ));
+        }
+    }
+    let retired = ctx.store()?.retire_server_key(&fp).map_err(store_failure)?;
+    if let Some(a) = ctx.audit_mut() {
+        a.detail("forced", args.force && !needing.is_empty());
+        a.detail("backups_still_needing_it", needing.len());
+    }
+    println!("server key {} retired", retired.fingerprint);
     Ok(())
 }
 
