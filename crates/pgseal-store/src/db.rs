@@ -170,6 +170,10 @@ pub trait Db: Send {
 
     /// Takes the lock that serializes migrations between processes, inside a transaction.
     fn lock_for_migration(&mut self) -> Result<()>;
+
+    /// Takes the lock that serializes audit appends (so the chain never forks), inside a
+    /// transaction.
+    fn lock_audit_chain(&mut self) -> Result<()>;
 }
 
 /// Runs `f` inside a write transaction: commits on `Ok`, rolls back on `Err`.

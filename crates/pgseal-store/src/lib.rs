@@ -9,6 +9,7 @@
 //! key, at most one active key per user, unique fingerprints and user names. Two pgseal
 //! processes racing to break one of them get one success and one [`StoreError::Conflict`].
 
+pub mod chain;
 pub mod db;
 mod error;
 pub mod migrations;
@@ -59,6 +60,17 @@ impl fmt::Display for StoreUrl {
         match self {
             StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
             StoreUrl::Postgres(url) => f.write_str(&redact_url_password(url)),
+        }
+    }
+}
+
+impl StoreUrl {
+    /// The URL as given, password included: for handing to another pgseal process, never for
+    /// showing.
+    pub fn to_string_unredacted(&self) -> String {
+        match self {
+            StoreUrl::Sqlite(p) => format!("sqlite:{}", p.display()),
+            StoreUrl::Postgres(url) => url.clone(),
         }
     }
 }

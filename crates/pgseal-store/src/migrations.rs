@@ -9,7 +9,8 @@
 //! database itself allows one active key), `auth_user` key columns → `pgseal_users` (mirroring
 //! the user's active key) plus the full history in `pgseal_user_keys`,
 //! `tenancy_encryption_audit_log` → `pgseal_audit_log` (`user_id` is now the person acting; the
-//! OS user and host are recorded too).
+//! OS user and host are recorded too; `seq`, `prev_hash` and `entry_hash` chain every entry to
+//! the one before, see docs/AUDIT.md).
 
 use crate::db::{Db, in_transaction};
 use crate::error::{Result, StoreError};
@@ -82,8 +83,14 @@ CREATE TABLE pgseal_audit_log (
     "timestamp" {ts} NOT NULL,
     host TEXT,
     ip_address TEXT,
-    details {json} NOT NULL
+    details {json} NOT NULL,
+    seq {bigint} NOT NULL,
+    prev_hash TEXT NOT NULL,
+    entry_hash TEXT NOT NULL,
+    imported BOOLEAN NOT NULL DEFAULT FALSE
 );
+CREATE UNIQUE INDEX pgseal_audit_seq ON pgseal_audit_log (seq);
+CREATE UNIQUE INDEX pgseal_audit_prev ON pgseal_audit_log (prev_hash);
 CREATE INDEX pgseal_audit_action_time ON pgseal_audit_log (action, "timestamp");
 CREATE INDEX pgseal_audit_user_time ON pgseal_audit_log (user_id, "timestamp");
 CREATE INDEX pgseal_audit_success_time ON pgseal_audit_log (success, "timestamp");

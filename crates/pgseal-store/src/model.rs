@@ -212,11 +212,19 @@ pub struct NewAuditEntry {
     pub details: String,
 }
 
-/// A stored audit entry.
+/// A stored audit entry, with its place in the hash chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
     pub id: i64,
     pub entry: NewAuditEntry,
+    /// Position in the chain: 1, 2, 3… with no gaps.
+    pub seq: i64,
+    /// Hex SHA-256 of the previous entry (all zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 over this entry's canonical encoding (crate::chain).
+    pub entry_hash: String,
+    /// Brought over from the legacy system's log by `import-django`.
+    pub imported: bool,
 }
 
 /// A backup pgseal made and knows about.

@@ -182,6 +182,12 @@ impl Db for PostgresDb {
         self.client.batch_execute("ROLLBACK").map_err(err)
     }
 
+    fn lock_audit_chain(&mut self) -> Result<()> {
+        self.client
+            .batch_execute("SELECT pg_advisory_xact_lock(112103115101097109)")
+            .map_err(err)
+    }
+
     fn lock_for_migration(&mut self) -> Result<()> {
         // An arbitrary constant: "pgseal" in ASCII. Released at commit or rollback.
         self.client

@@ -8,7 +8,7 @@ use crate::error::{Result, StoreError};
 use crate::model::*;
 use crate::postgres::PostgresDb;
 use crate::sqlite::SqliteDb;
-use crate::{StoreUrl, migrations};
+use crate::{StoreUrl, chain, migrations};
 
 /// An open, migrated store.
 pub struct Store {
@@ -25,7 +25,8 @@ const BACKUP_COLUMNS: &str = "id, database, path, host, size_bytes, created_at, 
      creator_key_fingerprint, server_key_fingerprints, format_version, ciphertext_blake3, status, \
      pruned_at";
 const AUDIT_COLUMNS: &str = "id, action, user_id, os_user, backup_creator_id, backup_file, \
-     success, signature_valid, \"timestamp\", host, ip_address, details";
+     success, signature_valid, \"timestamp\", host, ip_address, details, seq, prev_hash, \
+     entry_hash, imported";
 
 impl Store {
     /// Opens (creating, for SQLite) and migrates the store at `url`.
@@ -378,27 +379,111 @@ impl Store {
 
     // ---- audit ----
 
-    /// Appends one audit entry; returns its id.
+    /// Appends one audit entry to the chain; returns its `seq`.
     pub fn append_audit(&mut self, e: &NewAuditEntry) -> Result<i64> {
+        self.append_audit_as(e, false)
+    }
+
+    /// Appends an entry imported from the legacy system (marked as such, chained like any other).
+    pub fn append_imported_audit(&mut self, e: &NewAuditEntry) -> Result<i64> {
+        self.append_audit_as(e, true)
+    }
+
+    fn append_audit_as(&mut self, e: &NewAuditEntry, imported: bool) -> Result<i64> {
+        in_transaction(self.db.as_mut(), |db| {
+            db.lock_audit_chain()?;
+            let head = db.query(
+                "SELECT seq, entry_hash FROM pgseal_audit_log ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?;
+            let (seq, prev) = match head.first() {
+                Some(r) => (r.int(0)? + 1, r.text(1)?),
+                None => (1, chain::GENESIS.to_owned()),
+            };
+            let hash = chain::entry_hash(seq, &prev, imported, e);
+            db.execute(
+                "INSERT INTO pgseal_audit_log (action, user_id, os_user, backup_creator_id, \
+                 backup_file, success, signature_valid, \"timestamp\", host, ip_address, details, \
+                 seq, prev_hash, entry_hash, imported) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                &[
+                    e.action.as_str().into(),
+                    e.user_id.into(),
+                    e.os_user.clone().into(),
+                    e.backup_creator_id.into(),
+                    e.backup_file.clone().into(),
+                    e.success.into(),
+                    e.signature_valid.into(),
+                    e.timestamp.into(),
+                    e.host.clone().into(),
+                    e.ip_address.clone().into(),
+                    e.details.as_str().into(),
+                    seq.into(),
+                    prev.into(),
+                    hash.into(),
+                    imported.into(),
+                ],
+            )?;
+            Ok(seq)
+        })
+    }
+
+    /// The chain's head: the last entry's `seq` and hash (what backups anchor).
+    pub fn audit_head(&mut self) -> Result<Option<(i64, String)>> {
         let rows = self.db.query(
-            "INSERT INTO pgseal_audit_log (action, user_id, os_user, backup_creator_id, \
-             backup_file, success, signature_valid, \"timestamp\", host, ip_address, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            &[
-                e.action.as_str().into(),
-                e.user_id.into(),
-                e.os_user.clone().into(),
-                e.backup_creator_id.into(),
-                e.backup_file.clone().into(),
-                e.success.into(),
-                e.signature_valid.into(),
-                e.timestamp.into(),
-                e.host.clone().into(),
-                e.ip_address.clone().into(),
-                e.details.as_str().into(),
-            ],
+            "SELECT seq, entry_hash FROM pgseal_audit_log ORDER BY seq DESC LIMIT 1",
+            &[],
         )?;
-        one(rows, |r| r.int(0))
+        rows.first()
+            .map(|r| Ok((r.int(0)?, r.text(1)?)))
+            .transpose()
+    }
+
+    /// The entry at `seq`, if the log has one.
+    pub fn audit_entry(&mut self, seq: i64) -> Result<Option<AuditEntry>> {
+        let rows = self.db.query(
+            &format!("SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log WHERE seq = $1"),
+            &[seq.into()],
+        )?;
+        rows.first().map(audit_from_row).transpose()
+    }
+
+    /// Walks the whole chain; returns the number of entries, or the first place it breaks:
+    /// an edited entry (hash mismatch), a deleted or inserted one (seq gap, link mismatch), or
+    /// entries out of order.
+    pub fn verify_audit_chain(&mut self) -> Result<std::result::Result<i64, chain::ChainBreak>> {
+        let rows = self.db.query(
+            &format!("SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log ORDER BY seq, id"),
+            &[],
+        )?;
+        let mut expected_seq = 1;
+        let mut prev = chain::GENESIS.to_owned();
+        let mut last_id = i64::MIN;
+        for row in &rows {
+            let e = audit_from_row(row)?;
+            let broken = |reason: String| Ok(Err(chain::ChainBreak { seq: e.seq, reason }));
+            if e.seq != expected_seq {
+                return broken(format!(
+                    "entry {expected_seq} is missing (the next entry is {}): deleted or renumbered",
+                    e.seq
+                ));
+            }
+            if e.prev_hash != prev {
+                return broken(
+                    "does not link to the entry before it: inserted, deleted or reordered".into(),
+                );
+            }
+            if chain::entry_hash(e.seq, &e.prev_hash, e.imported, &e.entry) != e.entry_hash {
+                return broken("its contents do not match its hash: edited".into());
+            }
+            if e.id < last_id {
+                return broken("stored out of order: reordered".into());
+            }
+            last_id = e.id;
+            prev = e.entry_hash;
+            expected_seq += 1;
+        }
+        Ok(Ok(expected_seq - 1))
     }
 
     /// The newest `limit` entries, newest last.
@@ -447,7 +532,7 @@ impl Store {
         let rows = self.db.query(
             &format!(
                 "SELECT {AUDIT_COLUMNS} FROM (SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log \
-                 {filter} ORDER BY id DESC {limit}) recent ORDER BY id"
+                 {filter} ORDER BY seq DESC {limit}) recent ORDER BY seq"
             ),
             &params,
         )?;
@@ -661,5 +746,9 @@ fn audit_from_row(r: &Row) -> Result<AuditEntry> {
             ip_address: r.opt_text(10)?,
             details: r.text(11)?,
         },
+        seq: r.int(12)?,
+        prev_hash: r.text(13)?,
+        entry_hash: r.text(14)?,
+        imported: r.bool(15)?,
     })
 }

@@ -2,7 +2,7 @@
 
 mod suite;
 
-use pgseal_store::StoreUrl;
+use pgseal_store::{Store, StoreUrl};
 use pgseal_testkit::TestCluster;
 
 struct Postgres;
@@ -14,6 +14,14 @@ impl suite::Backend for Postgres {
             .create_database("store")
             .expect("create a test database");
         StoreUrl::Postgres(cluster.url(&db))
+    }
+
+    fn raw(url: &StoreUrl, sql: &str) {
+        let StoreUrl::Postgres(u) = url else {
+            unreachable!()
+        };
+        let db = u.split('?').next().unwrap().rsplit('/').next().unwrap();
+        TestCluster::shared().psql(db, sql).unwrap();
     }
 }
 

@@ -2,7 +2,7 @@
 
 mod suite;
 
-use pgseal_store::StoreUrl;
+use pgseal_store::{Store, StoreUrl};
 
 struct Sqlite;
 
@@ -11,6 +11,16 @@ impl suite::Backend for Sqlite {
         // Leaked on purpose: the directory must outlive every connection the test opens.
         let dir = tempfile::tempdir().unwrap().keep();
         StoreUrl::Sqlite(dir.join("pgseal.db"))
+    }
+
+    fn raw(url: &StoreUrl, sql: &str) {
+        let StoreUrl::Sqlite(path) = url else {
+            unreachable!()
+        };
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
     }
 }
 

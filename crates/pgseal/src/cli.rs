@@ -284,6 +284,35 @@ pub enum AuditCommand {
     List(AuditListArgs),
     /// Counts by action and outcome, signature validity, and the most active users.
     Stats(AuditStatsArgs),
+    /// Check the hash chain, and the chain heads anchored in signed backups (catches edited,
+    /// deleted, inserted, reordered and cut-off entries). Exit 4 names the first bad entry.
+    Verify(AuditVerifyArgs),
+    /// Every entry as one JSON object per line, with its chain hashes, for log shippers.
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// A sealed file whose signed header anchors the log (in addition to every catalogued
+    /// backup on this host). Repeatable.
+    #[arg(long = "anchor", value_name = "FILE")]
+    pub anchors: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// Only entries after this chain position (for incremental shipping).
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    pub after: i64,
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,25 @@ impl Context {
         self.store().map(Some)
     }
 
+    /// The audit log's head, for a new file's header (`None` without a store or entries).
+    pub fn audit_anchor(&mut self) -> CliResult<Option<pgseal_core::v2::AuditAnchor>> {
+        let Some(store) = self.store_if_configured()? else {
+            return Ok(None);
+        };
+        let Some((seq, hash)) = store.audit_head().map_err(store_failure)? else {
+            return Ok(None);
+        };
+        let bytes = decode_hex32(&hash).ok_or_else(|| {
+            Failure::invalid(format!(
+                "the audit log holds a malformed hash at entry {seq}"
+            ))
+        })?;
+        Ok(Some(pgseal_core::v2::AuditAnchor {
+            seq: seq as u64,
+            entry_hash: bytes,
+        }))
+    }
+
     /// Starts the audit entry for this command.
     pub fn audit(&mut self, action: &'static str) -> &mut Audit {
         self.audit.insert(Audit {
@@ -89,19 +108,40 @@ impl Context {
         self.audit.as_mut()
     }
 
-    /// Writes the command's audit entry with its outcome. Errors here are reported on stderr;
-    /// they do not change the command's own result.
-    pub fn finish(mut self, result: &CliResult) {
-        if let Some(audit) = self.audit.take() {
-            self.record(audit, result);
+    /// Writes the command's audit entry with its outcome. Fail closed: an operation whose entry
+    /// cannot be written is reported failed (exit 1), even if it otherwise succeeded.
+    pub fn finish(mut self, result: CliResult) -> CliResult {
+        let Some(audit) = self.audit.take() else {
+            return result;
+        };
+        match (self.record(audit, &result), result) {
+            (_, Err(f)) => Err(f),
+            (Err(audit_failure), Ok(())) => Err(Failure::new(
+                crate::failure::ExitCode::Io,
+                format!(
+                    "the operation completed but its audit entry could not be written ({}); \
+                     treat it as failed",
+                    audit_failure.message
+                ),
+            )),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    /// Writes this command's audit entry now, as a success, before its output is made final:
+    /// if the entry cannot be written, the caller does not commit (decrypted files, restores).
+    pub fn audit_before_commit(&mut self) -> CliResult {
+        match self.audit.take() {
+            Some(audit) => self.record(audit, &Ok(())),
+            None => Ok(()),
         }
     }
 
     /// Writes one audit entry now (commands that are several operations, like `backup --all`,
     /// record each as it ends).
-    pub fn record(&mut self, mut audit: Audit, result: &CliResult) {
+    pub fn record(&mut self, mut audit: Audit, result: &CliResult) -> CliResult {
         if self.config.is_none() {
-            return;
+            return Ok(());
         }
         if let Err(f) = result {
             audit.detail("error", f.message.clone());
@@ -129,9 +169,10 @@ impl Context {
                 .append_audit(&entry)
                 .map_err(|e| Failure::new(crate::failure::ExitCode::Io, e.to_string()))
         });
-        if let Err(f) = written {
-            eprintln!("pgseal: warning: the audit entry could not be written: {f}");
-        }
+        written.map(|_| ()).map_err(|f| {
+            eprintln!("pgseal: error: the audit entry could not be written: {f}");
+            f
+        })
     }
 }
 
@@ -209,4 +250,15 @@ pub fn ip_address() -> String {
 /// JSON for an optional value.
 pub fn opt<T: Into<Value>>(v: Option<T>) -> Value {
     v.map_or(Value::Null, Into::into)
+}
+
+fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }

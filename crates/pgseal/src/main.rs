@@ -29,8 +29,7 @@ fn main() {
     };
     let mut ctx = context::Context::new(config, cli.store.clone());
     let result = cmd::run(cli.command, &mut ctx);
-    ctx.finish(&result);
-    if let Err(failure) = result {
+    if let Err(failure) = ctx.finish(result) {
         eprintln!("pgseal: error: {failure}");
         std::process::exit(failure.code as i32);
     }

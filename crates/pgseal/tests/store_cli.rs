@@ -745,3 +745,98 @@ fn user_key_rotation_needs_the_old_key_and_keeps_old_signatures_valid() {
     ok(&site.run(&["verify", "a.pgseal"]));
     ok(&site.run(&["verify", "b.pgseal"]));
 }
+
+fn sqlite(site: &Site, sql: &str) {
+    rusqlite::Connection::open(site.path("pgseal.db"))
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+#[test]
+fn audit_verify_catches_edits_and_a_log_cut_back_past_an_anchor() {
+    let site = Site::new();
+    site.write("a.dump", &data(1000));
+    // This file's signed header anchors the log's head at the time.
+    ok(&site.run(&[
+        "encrypt",
+        "a.dump",
+        "-o",
+        "a.pgseal",
+        "--user",
+        "system_backup",
+    ]));
+    let anchored = site.audit().last().unwrap().seq - 1;
+    ok(&site.run(&["verify", "a.pgseal"]));
+    let o = site.run(&["audit", "verify", "--anchor", "a.pgseal", "--json"]);
+    ok(&o);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            report["valid"].as_bool(),
+            report["anchors_checked"].as_i64()
+        ),
+        (Some(true), Some(1))
+    );
+
+    // Export: one JSON object per line, chained.
+    let o = site.run(&["audit", "export", "--format", "jsonl"]);
+    ok(&o);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), site.audit().len());
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["entry_hash"]);
+    }
+
+    // Cutting the log back to before the anchored entry keeps the chain valid but is caught.
+    sqlite(
+        &site,
+        &format!("DELETE FROM pgseal_audit_log WHERE seq >= {anchored}"),
+    );
+    let o = site.run(&["audit", "verify", "--anchor", "a.pgseal"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("cut back"), "{}", stderr(&o));
+
+    // An edited entry is named.
+    let site = Site::new();
+    sqlite(
+        &site,
+        "UPDATE pgseal_audit_log SET os_user = 'someone-else' WHERE seq = 2",
+    );
+    let o = site.run(&["audit", "verify"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("entry 2") && stderr(&o).contains("edited"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn operations_fail_closed_when_their_audit_entry_cannot_be_written() {
+    let site = Site::new();
+    site.write("a.dump", &data(1000));
+    ok(&site.run(&[
+        "encrypt",
+        "a.dump",
+        "-o",
+        "a.pgseal",
+        "--user",
+        "system_backup",
+    ]));
+    sqlite(
+        &site,
+        "CREATE TRIGGER audit_off BEFORE INSERT ON pgseal_audit_log BEGIN SELECT RAISE(FAIL, 'audit disabled'); END;",
+    );
+    // No entry, no plaintext.
+    let o = site.run(&["decrypt", "a.pgseal", "-o", "a.out"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(!site.path("a.out").exists());
+    // A key operation whose entry is lost is reported failed.
+    let o = site.run(&["user", "add", "ghost"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("treat it as failed"), "{}", stderr(&o));
+}

@@ -16,6 +16,7 @@ const SOURCE_DATABASE: u16 = 0x0014;
 const SOURCE_HOST: u16 = 0x0015;
 const DUMP_FORMAT: u16 = 0x0016;
 const CONTENT_NAME: u16 = 0x0017;
+const AUDIT_ANCHOR: u16 = 0x0018;
 const SUITE: u16 = 0x8001;
 const CHUNK_SIZE: u16 = 0x8002;
 const SALT: u16 = 0x8003;
@@ -56,6 +57,16 @@ pub struct Metadata {
     pub source_host: Option<String>,
     pub dump_format: Option<String>,
     pub content_name: Option<String>,
+    /// The audit log's head when the file was made: its `seq` and entry hash. Signed with the
+    /// header, it lets `pgseal audit verify` prove the log was not cut back past this point.
+    pub audit_anchor: Option<AuditAnchor>,
+}
+
+/// A position in the audit log's hash chain (docs/AUDIT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditAnchor {
+    pub seq: u64,
+    pub entry_hash: [u8; 32],
 }
 
 impl Metadata {
@@ -103,6 +114,11 @@ impl Header {
         put_opt_str(&mut body, SOURCE_HOST, &m.source_host);
         put_opt_str(&mut body, DUMP_FORMAT, &m.dump_format);
         put_opt_str(&mut body, CONTENT_NAME, &m.content_name);
+        if let Some(a) = &m.audit_anchor {
+            let mut v = a.seq.to_be_bytes().to_vec();
+            v.extend_from_slice(&a.entry_hash);
+            put(&mut body, AUDIT_ANCHOR, &v);
+        }
         put(&mut body, SUITE, &[SUITE_V2]);
         put(&mut body, CHUNK_SIZE, &self.chunk_size.to_be_bytes());
         put(&mut body, SALT, &self.salt);
@@ -161,6 +177,13 @@ impl Header {
                 SOURCE_HOST => metadata.source_host = Some(string(tag, value)?),
                 DUMP_FORMAT => metadata.dump_format = Some(string(tag, value)?),
                 CONTENT_NAME => metadata.content_name = Some(string(tag, value)?),
+                AUDIT_ANCHOR => {
+                    let v: [u8; 40] = fixed(tag, value)?;
+                    metadata.audit_anchor = Some(AuditAnchor {
+                        seq: u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                        entry_hash: v[8..].try_into().expect("32 bytes"),
+                    });
+                }
                 SUITE => suite = Some(fixed::<1>(tag, value)?[0]),
                 CHUNK_SIZE => chunk_size = Some(u32::from_be_bytes(fixed(tag, value)?)),
                 SALT => salt = Some(fixed::<32>(tag, value)?),

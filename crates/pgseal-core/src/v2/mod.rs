@@ -15,7 +15,7 @@ mod seal;
 mod slots;
 mod stream;
 
-pub use header::{Compression, Header, Metadata};
+pub use header::{AuditAnchor, Compression, Header, Metadata};
 pub use open::{DecryptSummary, Prelude, SignerCheck, VerifyReport, read_prelude};
 pub use rewrap::Rewrap;
 pub use seal::{SealParams, SealSummary, seal};

@@ -7,6 +7,8 @@ use pgseal_store::*;
 /// A fresh, empty store on the backend named, and its URL (for second connections).
 pub trait Backend {
     fn fresh() -> StoreUrl;
+    /// Runs SQL on the store's database behind pgseal's back (to tamper with it).
+    fn raw(url: &StoreUrl, sql: &str);
 }
 
 fn fp(n: u8) -> Fingerprint {
@@ -157,7 +159,7 @@ pub fn audit_entries_round_trip(url: StoreUrl) {
     let details: serde_json::Value = serde_json::from_str(&got[0].entry.details).unwrap();
     assert_eq!(details["bytes"], 5);
     assert_eq!(got[1].entry, empty);
-    assert_eq!(s.audit_entries(1).unwrap()[0].id, b);
+    assert_eq!(s.audit_entries(1).unwrap()[0].seq, b);
 }
 
 /// Instantiates every suite test for one backend.
@@ -183,6 +185,59 @@ macro_rules! backend_suite {
         #[test]
         fn rotations_keep_history_and_have_one_winner() {
             $crate::suite::rotations_keep_history_and_have_one_winner(<$backend>::fresh());
+        }
+        #[test]
+        fn tampering_breaks_the_chain() {
+            $crate::suite::tampering_breaks_the_chain::<$backend>(<$backend>::fresh());
+        }
+        #[test]
+        fn deleting_or_inserting_breaks_the_chain() {
+            $crate::suite::deleting_or_inserting_breaks_the_chain::<$backend>(<$backend>::fresh());
+        }
+        #[test]
+        fn reordering_breaks_the_chain() {
+            $crate::suite::reordering_breaks_the_chain::<$backend>(<$backend>::fresh());
+        }
+        #[test]
+        fn concurrent_appends_make_one_chain() {
+            $crate::suite::concurrent_appends_make_one_chain(<$backend>::fresh());
+        }
+        #[test]
+        fn two_processes_appending_500_each_make_one_chain() {
+            let url = <$backend>::fresh();
+            Store::open(&url).unwrap();
+            let spawn = |worker: &str| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "append_500_helper", "--ignored", "--nocapture"])
+                    .env("PGSEAL_TEST_APPEND_URL", url.to_string_unredacted())
+                    .env("PGSEAL_TEST_APPEND_WORKER", worker)
+                    .spawn()
+                    .unwrap()
+            };
+            let (a, b) = (spawn("1"), spawn("2"));
+            assert!(a.wait_with_output().unwrap().status.success());
+            assert!(b.wait_with_output().unwrap().status.success());
+            assert_eq!(
+                Store::open(&url).unwrap().verify_audit_chain().unwrap(),
+                Ok(1000)
+            );
+        }
+        #[test]
+        #[ignore = "run by two_processes_appending_500_each_make_one_chain as a separate process"]
+        fn append_500_helper() {
+            let url: StoreUrl = std::env::var("PGSEAL_TEST_APPEND_URL")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let worker: i64 = std::env::var("PGSEAL_TEST_APPEND_WORKER")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let mut s = Store::open(&url).unwrap();
+            for i in 0..500 {
+                s.append_audit(&$crate::suite::entry_for_helper(worker * 10_000 + i))
+                    .unwrap();
+            }
         }
         #[test]
         fn audit_entries_round_trip() {
@@ -236,4 +291,110 @@ pub fn rotations_keep_history_and_have_one_winner(url: StoreUrl) {
         s.rotate_user_key(u.id, k1.id, &user_key(52)),
         Err(StoreError::Conflict(_))
     ));
+}
+
+pub fn entry_for_helper(n: i64) -> NewAuditEntry {
+    entry(n)
+}
+
+fn entry(n: i64) -> NewAuditEntry {
+    NewAuditEntry {
+        action: actions::VERIFY.into(),
+        user_id: None,
+        os_user: Some(format!("worker{n}")),
+        backup_creator_id: None,
+        backup_file: Some(format!("/b/{n}.pgseal")),
+        success: n % 3 != 0,
+        signature_valid: Some(n % 2 == 0),
+        timestamp: Timestamp(1_765_965_760_000 + n),
+        host: Some("h".into()),
+        ip_address: None,
+        details: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
+fn chain_of(url: &StoreUrl, n: i64) -> Store {
+    let mut s = Store::open(url).unwrap();
+    for i in 1..=n {
+        assert_eq!(s.append_audit(&entry(i)).unwrap(), i);
+    }
+    assert_eq!(s.verify_audit_chain().unwrap(), Ok(n));
+    s
+}
+
+fn broken_at(s: &mut Store) -> (i64, String) {
+    let b = s
+        .verify_audit_chain()
+        .unwrap()
+        .expect_err("the chain should be broken");
+    (b.seq, b.reason)
+}
+
+pub fn tampering_breaks_the_chain<B: Backend>(url: StoreUrl) {
+    // Edited: any field of any entry.
+    let mut s = chain_of(&url, 6);
+    B::raw(
+        &url,
+        "UPDATE pgseal_audit_log SET success = NOT success WHERE seq = 3",
+    );
+    let (seq, why) = broken_at(&mut s);
+    assert_eq!(seq, 3);
+    assert!(why.contains("edited"), "{why}");
+    B::raw(
+        &url,
+        "UPDATE pgseal_audit_log SET success = NOT success WHERE seq = 3",
+    );
+    assert_eq!(s.verify_audit_chain().unwrap(), Ok(6));
+    B::raw(
+        &url,
+        "UPDATE pgseal_audit_log SET details = '{\"n\":99}' WHERE seq = 5",
+    );
+    assert_eq!(broken_at(&mut s).0, 5);
+}
+
+pub fn deleting_or_inserting_breaks_the_chain<B: Backend>(url: StoreUrl) {
+    let mut s = chain_of(&url, 6);
+    B::raw(&url, "DELETE FROM pgseal_audit_log WHERE seq = 4");
+    let (seq, why) = broken_at(&mut s);
+    assert_eq!(seq, 5);
+    assert!(why.contains("missing"), "{why}");
+    // Renumbering to hide the gap breaks the links instead.
+    B::raw(
+        &url,
+        "UPDATE pgseal_audit_log SET seq = seq - 1 WHERE seq > 4",
+    );
+    let (seq, why) = broken_at(&mut s);
+    assert_eq!(seq, 4);
+    assert!(why.contains("link"), "{why}");
+}
+
+pub fn reordering_breaks_the_chain<B: Backend>(url: StoreUrl) {
+    let mut s = chain_of(&url, 5);
+    B::raw(&url, "UPDATE pgseal_audit_log SET seq = 100 WHERE seq = 2");
+    B::raw(&url, "UPDATE pgseal_audit_log SET seq = 2 WHERE seq = 3");
+    B::raw(&url, "UPDATE pgseal_audit_log SET seq = 3 WHERE seq = 100");
+    assert_eq!(broken_at(&mut s).0, 2);
+}
+
+/// Appends from several connections at once still make one valid chain.
+pub fn concurrent_appends_make_one_chain(url: StoreUrl) {
+    Store::open(&url).unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut s = Store::open(&url).unwrap();
+                for i in 0..50 {
+                    s.append_audit(&entry(w * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(
+        Store::open(&url).unwrap().verify_audit_chain().unwrap(),
+        Ok(200)
+    );
 }

@@ -8,7 +8,7 @@ use pgseal_store::{AuditEntry, AuditFilter};
 use serde_json::json;
 
 use super::print_json;
-use crate::cli::{AuditListArgs, AuditStatsArgs};
+use crate::cli::{AuditExportArgs, AuditListArgs, AuditStatsArgs, AuditVerifyArgs};
 use crate::context::{Context, opt, store_failure};
 use crate::failure::{CliResult, Failure};
 
@@ -66,6 +66,10 @@ fn entry_json(e: &AuditEntry, names: &BTreeMap<i64, String>) -> serde_json::Valu
         "host": x.host,
         "ip_address": x.ip_address,
         "details": details,
+        "seq": e.seq,
+        "prev_hash": e.prev_hash,
+        "entry_hash": e.entry_hash,
+        "imported": e.imported,
     })
 }
 
@@ -187,6 +191,145 @@ pub fn stats(args: AuditStatsArgs, ctx: &mut Context) -> CliResult {
     println!("top users:");
     for (user, n) in &top {
         println!("  {user:<24} {n:>8}");
+    }
+    Ok(())
+}
+
+/// An anchor read from a signed header: where the chain stood when a file was made.
+struct Anchor {
+    file: String,
+    seq: i64,
+    hash: String,
+}
+
+pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
+    let here = super::host_name().unwrap_or_default();
+    let store = ctx.store()?;
+    let chain = store.verify_audit_chain().map_err(store_failure)?;
+    let mut files: Vec<String> = store
+        .backups(None)
+        .map_err(store_failure)?
+        .into_iter()
+        .filter(|b| b.entry.host == here && std::path::Path::new(&b.entry.path).exists())
+        .map(|b| b.entry.path)
+        .collect();
+    files.extend(args.anchors.iter().map(|p| p.display().to_string()));
+
+    let mut anchors = Vec::new();
+    let mut skipped = Vec::new();
+    for file in &files {
+        match read_anchor(ctx, file) {
+            Ok(Some(a)) => anchors.push(a),
+            Ok(None) => {}
+            Err(why) => skipped.push(format!("{file}: {why}")),
+        }
+    }
+    let mut problems: Vec<String> = Vec::new();
+    let entries = match &chain {
+        Ok(n) => *n,
+        Err(b) => {
+            problems.push(format!("entry {}: {}", b.seq, b.reason));
+            0
+        }
+    };
+    if chain.is_ok() {
+        for a in &anchors {
+            match ctx.store()?.audit_entry(a.seq).map_err(store_failure)? {
+                None => problems.push(format!(
+                    "entry {} is gone, but {} (signed) anchors the log there: the log was cut back",
+                    a.seq, a.file
+                )),
+                Some(e) if e.entry_hash != a.hash => problems.push(format!(
+                    "entry {} differs from the one {} (signed) anchors: the log was rewritten",
+                    a.seq, a.file
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let newest_anchor = anchors.iter().map(|a| a.seq).max();
+    if args.json {
+        print_json(&json!({
+            "valid": problems.is_empty(),
+            "entries": entries,
+            "anchors_checked": anchors.len(),
+            "newest_anchor": newest_anchor,
+            "problems": problems,
+            "anchors_skipped": skipped,
+        }));
+    } else if problems.is_empty() {
+        println!("audit log intact: {entries} entries, hash chain unbroken");
+        match newest_anchor {
+            Some(seq) => println!(
+                "{} anchors in signed backups agree (the newest at entry {seq}); entries after it are \
+                 protected by the chain only until the next backup anchors them",
+                anchors.len()
+            ),
+            None => println!("no backup anchors the log yet: a cut-off tail cannot be detected"),
+        }
+        for s in &skipped {
+            println!("note: anchor not used: {s}");
+        }
+    }
+    if let Some(first) = problems.first() {
+        if !args.json {
+            for p in &problems {
+                eprintln!("pgseal: audit log damaged: {p}");
+            }
+        }
+        return Err(Failure::new(
+            crate::failure::ExitCode::Authentication,
+            format!("the audit log has been tampered with: {first}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The anchor in a file's header, once its header signature verifies with the creator's key
+/// from the store (an unsigned claim anchors nothing).
+fn read_anchor(ctx: &mut Context, file: &str) -> Result<Option<Anchor>, String> {
+    let mut input = crate::files::Input::open(file).map_err(|f| f.message)?;
+    let prefix = input
+        .peek(pgseal_core::detect::DETECT_LEN)
+        .map_err(|f| f.message)?;
+    if !matches!(
+        pgseal_core::detect(&prefix),
+        pgseal_core::Detected::Pgseal { .. }
+    ) {
+        return Ok(None);
+    }
+    let prelude = pgseal_core::v2::read_prelude(&mut input).map_err(|e| e.to_string())?;
+    let Some(anchor) = prelude.header.metadata.audit_anchor else {
+        return Ok(None);
+    };
+    let (signers, _) =
+        super::keyring::v2_signers(ctx, &[], &prelude.header.signer).map_err(|f| f.message)?;
+    prelude
+        .verify_header_signature(&signers)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Anchor {
+        file: file.to_owned(),
+        seq: anchor.seq as i64,
+        hash: anchor
+            .entry_hash
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    }))
+}
+
+pub fn export(args: AuditExportArgs, ctx: &mut Context) -> CliResult {
+    let entries = ctx
+        .store()?
+        .audit_query(&AuditFilter::default())
+        .map_err(store_failure)?;
+    let names = usernames(ctx)?;
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    let crate::cli::ExportFormat::Jsonl = args.format;
+    for e in entries.iter().filter(|e| e.seq > args.after) {
+        writeln!(out, "{}", entry_json(e, &names))
+            .map_err(|e| Failure::io("writing the export", e))?;
     }
     Ok(())
 }

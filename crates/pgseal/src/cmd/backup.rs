@@ -120,7 +120,11 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
             .as_ref()
             .map(|_| ())
             .map_err(|f| Failure::new(f.code, f.message.clone()));
-        ctx.record(audit, &outcome);
+        // Fail closed: an operation whose audit entry cannot be written counts as failed.
+        let result = match (ctx.record(audit, &outcome), result) {
+            (Err(f), Ok(_)) => Err(f),
+            (_, r) => r,
+        };
         if let Err(f) = &result {
             eprintln!("pgseal: backup of {db} failed: {f}");
         }
@@ -178,6 +182,7 @@ impl Job<'_> {
                 .filter(|h| !h.starts_with('/'))
                 .or_else(host_name),
             dump_format: Some("pg_dump-custom".into()),
+            audit_anchor: ctx.audit_anchor()?,
             ..Metadata::now()
         };
 

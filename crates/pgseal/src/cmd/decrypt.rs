@@ -39,7 +39,7 @@ pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
         } => decrypt_v2(&args, input, ctx),
         Detected::Pgseal { version } => Err(Error::UnsupportedVersion(version).into()),
         Detected::LegacyHybrid => decrypt_legacy_hybrid(&args, input, ctx),
-        Detected::LegacySymmetric => decrypt_legacy_symmetric(&args, input),
+        Detected::LegacySymmetric => decrypt_legacy_symmetric(&args, input, ctx),
         Detected::PlainDump => Err(Error::NotEncrypted("it is a plain pg_dump archive").into()),
         Detected::Unknown => Err(Failure::invalid(format!(
             "{} is neither a pgseal file nor a legacy backup (unrecognised header)",
@@ -94,12 +94,14 @@ fn decrypt_v2(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliRes
     let identities: Vec<&dyn Identity> = identities.iter().map(|k| k as &dyn Identity).collect();
     let mut output = Output::create(&args.output, args.force)?;
     let summary = prelude.decrypt(&mut input, &mut output, &identities, check)?;
-    output.commit()?;
     if let Some(a) = ctx.audit_mut() {
         a.detail("server_key", summary.recipient.to_string());
         a.detail("plaintext_bytes", summary.plaintext_bytes);
+        a.signature_valid = (!args.keys.no_verify).then_some(true);
     }
-    Ok(())
+    // Fail closed: no audit entry, no plaintext file.
+    ctx.audit_before_commit()?;
+    output.commit()
 }
 
 fn decrypt_legacy_hybrid(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliResult {
@@ -132,7 +134,7 @@ fn decrypt_legacy_hybrid(args: &DecryptArgs, mut input: Input, ctx: &mut Context
         }
         Ok(())
     };
-    write_checked(args, input, open)
+    write_checked(args, input, ctx, open)
 }
 
 /// The first of `signers` whose signature over the legacy file holds.
@@ -147,7 +149,7 @@ pub fn legacy_signer<'k>(
         .ok_or_else(|| Error::SignatureInvalid("legacy").into())
 }
 
-fn decrypt_legacy_symmetric(args: &DecryptArgs, input: Input) -> CliResult {
+fn decrypt_legacy_symmetric(args: &DecryptArgs, input: Input, ctx: &mut Context) -> CliResult {
     eprintln!(
         "pgseal: warning: {} is a legacy symmetric file: it carries no signature, so who made it \
          cannot be verified",
@@ -161,7 +163,7 @@ fn decrypt_legacy_symmetric(args: &DecryptArgs, input: Input) -> CliResult {
         file_flag: "--legacy-password-file",
     }
     .get()?;
-    write_checked(args, input, |body, out| {
+    write_checked(args, input, ctx, |body, out| {
         symmetric::decrypt(body, out, &password)?;
         Ok(())
     })
@@ -173,11 +175,16 @@ fn decrypt_legacy_symmetric(args: &DecryptArgs, input: Input) -> CliResult {
 fn write_checked(
     args: &DecryptArgs,
     mut input: Input,
+    ctx: &mut Context,
     open: impl Fn(&mut dyn Read, &mut dyn Write) -> CliResult,
 ) -> CliResult {
     let mut output = Output::create(&args.output, args.force)?;
     if !output.is_stdout() {
         open(&mut input, &mut output)?;
+        if let Some(a) = ctx.audit_mut() {
+            a.signature_valid = (!args.keys.no_verify).then_some(true);
+        }
+        ctx.audit_before_commit()?;
         return output.commit();
     }
     let mut spool = scratch_file()?;
@@ -191,6 +198,11 @@ fn write_checked(
     spool
         .seek(SeekFrom::Start(0))
         .map_err(|e| Failure::io("rewinding the spool file", e))?;
+    // Fail closed: the entry is written before any plaintext leaves through the pipe.
+    if let Some(a) = ctx.audit_mut() {
+        a.signature_valid = (!args.keys.no_verify).then_some(true);
+    }
+    ctx.audit_before_commit()?;
     open(&mut spool, &mut output)?;
     output.commit()
 }

@@ -157,6 +157,7 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
             .or(creator.user.as_ref().map(|u| u.username.clone())),
         source_host: host_name(),
         content_name: input.file_name(),
+        audit_anchor: ctx.audit_anchor()?,
         ..Metadata::now()
     };
 

@@ -54,6 +54,8 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Prune(args) => catalog::prune(args, ctx),
         Command::Audit(AuditCommand::List(args)) => audit::list(args, ctx),
         Command::Audit(AuditCommand::Stats(args)) => audit::stats(args, ctx),
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(args, ctx),
+        Command::Audit(AuditCommand::Export(args)) => audit::export(args, ctx),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
         Command::Encrypt(args) => encrypt::run(args, ctx),

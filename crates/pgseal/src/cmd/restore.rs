@@ -72,7 +72,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
             if let Some(a) = ctx.audit_mut() {
                 a.detail("target_db", target.clone());
             }
-            restore_into(&args, &tools, &opener, &target, args.create)?;
+            restore_into(&args, &tools, &opener, &target, args.create, Some(ctx))?;
             if args.json {
                 print_json(&json!({ "restored": args.file, "target_db": target }));
             } else {
@@ -210,12 +210,14 @@ impl Opener {
 }
 
 /// Restores into `target`; with `create`, creates it first and drops it again on failure.
+/// With `ctx`, the audit entry is written before the restore may commit (fail closed).
 fn restore_into(
     args: &RestoreArgs,
     tools: &PgTools,
     opener: &Opener,
     target: &str,
     create: bool,
+    ctx: Option<&mut Context>,
 ) -> CliResult {
     let maintenance = Target::Name("postgres".into());
     if create {
@@ -236,7 +238,7 @@ fn restore_into(
             &format!("CREATE DATABASE {};", quote_ident(target)),
         )?;
     }
-    let result = restore_archive(args, tools, opener, target);
+    let result = restore_archive(args, tools, opener, target, ctx);
     if result.is_err() && create {
         let _ = tools.psql(
             &maintenance,
@@ -254,7 +256,20 @@ fn restore_archive(
     tools: &PgTools,
     opener: &Opener,
     target: &str,
+    mut ctx: Option<&mut Context>,
 ) -> CliResult {
+    // Fail closed: without its audit entry, the restore does not commit.
+    let audit_first = |ctx: &mut Option<&mut Context>| -> CliResult {
+        match ctx {
+            Some(c) => {
+                if let Some(a) = c.audit_mut() {
+                    a.signature_valid = (!args.keys.no_verify).then_some(true);
+                }
+                c.audit_before_commit()
+            }
+            None => Ok(()),
+        }
+    };
     let db = Target::Name(target.to_owned());
     let options = RestoreOptions {
         clean: args.clean,
@@ -277,6 +292,7 @@ fn restore_archive(
         file.sync_all()
             .map_err(|e| Failure::io("writing the temporary archive", e))?;
         drop(file);
+        audit_first(&mut ctx)?;
         let result = tools.restore(&db, Some(&archive), &options)?.wait();
         drop(dir);
         return result;
@@ -287,7 +303,10 @@ fn restore_archive(
     let mut pg = tools.restore(&db, None, &options)?;
     let stdin = pg.child.stdin.take().expect("pg_restore's stdin is piped");
     let mut held = Holdback::new(stdin, HOLDBACK);
-    match opener.open(&args.file, &mut held) {
+    let opened = opener
+        .open(&args.file, &mut held)
+        .and_then(|()| audit_first(&mut ctx));
+    match opened {
         Ok(()) => {
             let stdin = held
                 .release()
@@ -333,7 +352,7 @@ fn check(args: &RestoreArgs, ctx: &mut Context, tools: &PgTools, opener: &Opener
         a.detail("check", true);
         a.detail("target_db", name.clone());
     }
-    restore_into(args, tools, opener, &name, true)?;
+    restore_into(args, tools, opener, &name, true, None)?;
     let counts = row_counts(tools, &name);
     let _ = tools.psql(
         &Target::Name("postgres".into()),

@@ -112,7 +112,11 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
             .as_ref()
             .map(|_| ())
             .map_err(|f| Failure::new(f.code, f.message.clone()));
-        ctx.record(audit, &outcome);
+        // Fail closed: an operation whose audit entry cannot be written counts as failed.
+        let result = match (ctx.record(audit, &outcome), result) {
+            (Err(f), Ok(_)) => Err(f),
+            (_, r) => r,
+        };
         results.push((path.clone(), result));
     }
 
