@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod db;
+pub mod django;
 mod error;
 pub mod migrations;
 pub mod model;

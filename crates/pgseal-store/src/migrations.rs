@@ -119,6 +119,18 @@ CREATE INDEX pgseal_backups_db_time ON pgseal_backups (database, created_at);
 CREATE UNIQUE INDEX pgseal_backups_live_path ON pgseal_backups (host, path) WHERE status = 'ok';
 "#,
     },
+    Migration {
+        version: 3,
+        name: "rows imported from the legacy system",
+        sql: r#"
+CREATE TABLE pgseal_legacy_imports (
+    kind TEXT NOT NULL,
+    legacy_id {bigint} NOT NULL,
+    imported_at {ts} NOT NULL,
+    PRIMARY KEY (kind, legacy_id)
+);
+"#,
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -189,6 +189,7 @@ pub mod actions {
     pub const PRUNE: &str = "PRUNE";
     pub const REWRAP: &str = "REWRAP";
     pub const KEY_RETIRE: &str = "KEY_RETIRE";
+    pub const IMPORT: &str = "IMPORT";
 }
 
 /// One audit entry to append.

@@ -52,6 +52,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Re-wrap backups' file keys to the active server key (after a rotation); data untouched.
     Rewrap(RewrapArgs),
+    /// Bring the legacy Django system's users, keys and audit log into the store.
+    ImportDjango(ImportDjangoArgs),
     /// Read the audit log: every operation, failures included.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -246,6 +248,19 @@ pub struct PruneArgs {
     /// Actually delete (without it, prune only shows what it would delete).
     #[arg(long)]
     pub yes: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportDjangoArgs {
+    /// The legacy system's PostgreSQL database (postgres://... or a libpq key=value string;
+    /// put the password in PGPASSWORD or ~/.pgpass, not here).
+    #[arg(long, value_name = "URL")]
+    pub database_url: String,
+    /// Show what would be imported, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
 }

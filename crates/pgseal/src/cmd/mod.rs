@@ -5,6 +5,7 @@ mod backup;
 mod catalog;
 mod decrypt;
 mod encrypt;
+mod import;
 mod init;
 mod inspect;
 mod keygen;
@@ -39,6 +40,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::ServerKey(ServerKeyCommand::List(args)) => server_key::list(args, ctx),
         Command::ServerKey(ServerKeyCommand::Retire(args)) => server_key::retire(args, ctx),
         Command::Rewrap(args) => rewrap::run(args, ctx),
+        Command::ImportDjango(args) => import::run(args, ctx),
         Command::ServerKey(ServerKeyCommand::Export(args)) => server_key::export(args, ctx),
         Command::User(cmd) => users::user(cmd, ctx),
         Command::UserKey(UserKeyCommand::Generate(args)) | Command::LegacyGenerateUserKey(args) => {
