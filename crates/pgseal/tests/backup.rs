@@ -611,3 +611,81 @@ fn connection_uris_and_store_less_restore() {
     ok(&o);
     assert_eq!(checksums(site.cluster, &copy), checksums(site.cluster, &db));
 }
+
+#[test]
+fn a_long_backup_all_picks_up_a_rotation_for_its_next_backup() {
+    let site = Site::private();
+    let first = site.cluster.create_database("a_slow").unwrap();
+    let second = site.cluster.create_database("b_next").unwrap();
+    site.cluster
+        .psql(&first, "CREATE TABLE t (x int); INSERT INTO t VALUES (1);")
+        .unwrap();
+    site.cluster
+        .psql(&second, "CREATE TABLE t (x int); INSERT INTO t VALUES (2);")
+        .unwrap();
+    // Hold a lock on the first database's table, so its dump waits while we rotate.
+    let mut locker = Command::new(site.cluster.bin_dir().join("psql"));
+    for (k, v) in site.cluster.env() {
+        locker.env(k, v);
+    }
+    let mut locker = locker
+        .args([
+            "-X",
+            "-q",
+            "-d",
+            &first,
+            "-c",
+            "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let backup = site
+        .cmd()
+        .args(["backup", "--all", "--user", "system_backup", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let o = site
+        .cmd()
+        .env("PGSEAL_NEW_SERVER_KEY_PASSWORD", common::PASSWORD)
+        .args(["server-key", "rotate", "--key-size", "2048"])
+        .output()
+        .unwrap();
+    ok(&o);
+    let new_key = site
+        .store()
+        .active_server_key()
+        .unwrap()
+        .unwrap()
+        .fingerprint;
+    let o = backup.wait_with_output().unwrap();
+    ok(&o);
+    locker.wait().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let keys_of = |db: &str| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["database"] == db)
+            .unwrap()["backup"]["server_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_ne!(
+        keys_of(&first),
+        vec![new_key.to_string()],
+        "the first backup began before the rotation"
+    );
+    assert_eq!(
+        keys_of(&second),
+        vec![new_key.to_string()],
+        "the next backup must use the new key"
+    );
+}
