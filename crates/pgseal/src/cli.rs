@@ -209,8 +209,8 @@ pub struct RestoreArgs {
     /// Drop the archive's objects in the target before recreating them.
     #[arg(long)]
     pub clean: bool,
-    /// Parallel pg_restore jobs; above 1 the archive is decrypted to a private (0600) temporary
-    /// file first, removed afterwards.
+    /// Parallel pg_restore jobs; above 1 the archive is first verified into an unnamed private
+    /// file (gone with pgseal, even after kill -9) that pg_restore reads by /proc path.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
     /// Restore into a throwaway database, report per-table row counts, drop it.

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::failure::{CliResult, ExitCode, Failure};
@@ -418,5 +418,67 @@ impl<W: Write> Write for Holdback<W> {
     fn flush(&mut self) -> io::Result<()> {
         // Held bytes stay held: flushing must not release unverified data.
         self.inner.flush()
+    }
+}
+
+/// A private scratch file that another process (pg_restore) can open by path. Where the
+/// filesystem allows, it has no name at all — the path is `/proc/PID/fd/N` of our descriptor —
+/// so it disappears with us even after `kill -9`; otherwise it is a 0600 file in a 0700
+/// directory, removed when dropped.
+pub struct PrivateScratch {
+    file: File,
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl PrivateScratch {
+    pub fn create() -> CliResult<Self> {
+        let tmp = std::env::temp_dir();
+        if let Ok(fd) = rustix::fs::openat(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        ) {
+            let file = File::from(fd);
+            let path = PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                std::os::fd::AsRawFd::as_raw_fd(&file)
+            ));
+            if path.exists() {
+                return Ok(PrivateScratch {
+                    file,
+                    path,
+                    _dir: None,
+                });
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pgseal-restore-")
+            .tempdir()
+            .map_err(|e| Failure::io("creating a private temporary directory", e))?;
+        let path = dir.path().join("archive.dump");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Failure::io("creating the temporary archive", e))?;
+        Ok(PrivateScratch {
+            file,
+            path,
+            _dir: Some(dir),
+        })
+    }
+
+    /// A handle for writing (shares the descriptor's offset).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }

@@ -6,7 +6,8 @@
 //! the last MiB held back until every chunk and the final signature have verified — pg_restore
 //! cannot commit without the end of its archive, so a bad backup leaves the database as it was.
 //! Legacy files (one GCM message each) are verified in a first pass and streamed in a second.
-//! With `--jobs` > 1 the archive is verified into a private temporary file first.
+//! With `--jobs` > 1 the archive is verified into an unnamed private file first, which
+//! pg_restore opens through `/proc/PID/fd/N`.
 
 use std::io::Write;
 use std::path::Path;
@@ -276,25 +277,17 @@ fn restore_archive(
         jobs: args.jobs,
     };
     if args.jobs > 1 {
-        // pg_restore needs a seekable file for parallel jobs: verify into a private one.
-        let dir = tempfile::Builder::new()
-            .prefix("pgseal-restore-")
-            .tempdir()
-            .map_err(|e| Failure::io("creating a private temporary directory", e))?;
-        let archive = dir.path().join("archive.dump");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode_0600()
-            .open(&archive)
-            .map_err(|e| Failure::io("creating the temporary archive", e))?;
+        // pg_restore needs a seekable file for parallel jobs: verify into a private one. An
+        // unnamed file where the system allows it, handed to pg_restore as /proc/PID/fd/N, so
+        // even a kill -9 leaves no plaintext behind; else a 0600 file in a 0700 directory.
+        let scratch = crate::files::PrivateScratch::create()?;
+        let mut file = scratch.file();
         opener.open(&args.file, &mut file)?;
         file.sync_all()
             .map_err(|e| Failure::io("writing the temporary archive", e))?;
-        drop(file);
         audit_first(&mut ctx)?;
-        let result = tools.restore(&db, Some(&archive), &options)?.wait();
-        drop(dir);
+        let result = tools.restore(&db, Some(scratch.path()), &options)?.wait();
+        drop(scratch);
         return result;
     }
     if opener.needs_first_pass() {
@@ -403,14 +396,4 @@ ORDER BY 1
             Ok((t.to_owned(), n))
         })
         .collect()
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
-    }
 }
