@@ -3,7 +3,7 @@
 # set up beforehand: a throwaway PostgreSQL cluster with a sample database, a pgseal site (SQLite
 # store, server key, a user and their signing key; generated passwords kept in a 0600 file),
 # a backup, its verification, a restore into a new database, a row-count comparison, what a
-# one-byte change does, and the audit log of it all.
+# one-byte change does, and the audit log of it all, with its hash chain verified.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -108,7 +108,8 @@ psql -d postgres -c "CREATE DATABASE shop_tampered"
 if "$pgseal" restore tampered.pgseal --target-db shop_tampered; then echo "NOT DETECTED"; exit 1; fi
 echo "  tables in shop_tampered: $(psql -d shop_tampered -Atc "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")"
 
-step "the audit log"
+step "the audit log, and its hash chain checked against the anchor in the signed backup"
 "$pgseal" audit list
+"$pgseal" audit verify
 
 step "done (everything above lived in $work and is removed now)"
