@@ -261,9 +261,18 @@ pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
         println!("audit log intact: {entries} entries, hash chain unbroken");
         match newest_anchor {
             Some(seq) => println!(
-                "{} anchors in signed backups agree (the newest at entry {seq}); entries after it are \
+                "{} in signed backups {} (the newest at entry {seq}); entries after it are \
                  protected by the chain only until the next backup anchors them",
-                anchors.len()
+                if anchors.len() == 1 {
+                    "1 anchor".to_owned()
+                } else {
+                    format!("{} anchors", anchors.len())
+                },
+                if anchors.len() == 1 {
+                    "agrees"
+                } else {
+                    "agree"
+                }
             ),
             None => println!("no backup anchors the log yet: a cut-off tail cannot be detected"),
         }
