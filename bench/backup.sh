@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # pgseal backup and restore against pg_dump / pg_restore on a pgbench database, in one run.
 #
-#   bash bench/backup.sh          # scale 70 (about 1 GiB of tables), 3 runs each
+#   bash bench/backup.sh          # scale 70 (about 1 GiB of tables), 5 runs each (~5 min)
 #
-# Environment knobs: BENCH_SCALE (pgbench scale, default 70), BENCH_RUNS (default 3),
-# BENCH_TMPDIR (parent of the scratch directory; default bench/out, must not be tmpfs).
+# Environment knobs: BENCH_SCALE (pgbench scale, default 70), BENCH_RUNS (default 5),
+# BENCH_TMPDIR (parent of the scratch directory; default bench/out, must not be tmpfs),
+# PGSEAL_BIN (binary to use; default: build target/release/pgseal first), BENCH_LOAD_MAX (1.5),
+# BENCH_RETRIES (2), BENCH_SETTLE (10): a run that starts while the 1-minute load average is above
+# BENCH_LOAD_MAX is repeated up to BENCH_RETRIES times, each after waiting up to BENCH_SETTLE s
+# for the load to drop, and the attempt that started at the lowest load is kept.
 #
-# Compared, each as a median of BENCH_RUNS wall times with the peak RSS:
+# Compared, each as a median of BENCH_RUNS wall times with the peak RSS (the rows of each group
+# run round-robin: run 1 of every row, then run 2, ...):
 #   backup:  pg_dump -Fc (its default compression) to a file
 #            pg_dump -Fc -Z0 | zstd -3 > file              (what pgseal does, minus the crypto)
+#            the same, then fsync the file                 (pgseal backup fsyncs too)
 #            pgseal backup                                  (pg_dump -Fc -Z0 | zstd-3 | encrypt+sign)
 #   restore: pg_restore -d DB file
 #            zstd -dc file | pg_restore -d DB
@@ -17,20 +23,26 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCALE=${BENCH_SCALE:-70}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 PARENT=${BENCH_TMPDIR:-$REPO/bench/out}
-mkdir -p "$PARENT"
+mkdir -p "$PARENT" "$REPO/bench/out"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 command -v zstd >/dev/null || { apt-get update -qq && apt-get install -y -qq zstd >/dev/null; }
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 PGBIN=${POSTGRESQL_BIN_PATH:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 [ -x "$PGBIN/initdb" ] || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null;
                             PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); }
-cargo build --quiet --release -p pgseal --manifest-path "$REPO/Cargo.toml"
-PGSEAL="$REPO/target/release/pgseal"
+if [ -z "${PGSEAL_BIN:-}" ]; then
+    cargo build --quiet --release -p pgseal --manifest-path "$REPO/Cargo.toml"
+    PGSEAL_BIN="$REPO/target/release/pgseal"
+fi
 
 WORK=$(mktemp -d "$PARENT/backup-bench-XXXXXX")
 chmod 0755 "$WORK"
+# A private copy, so a concurrent `cargo build` cannot swap the binary mid-benchmark.
+cp "$PGSEAL_BIN" "$WORK/pgseal"
+PGSEAL="$WORK/pgseal"
 AS_PG=()
 [ "$(id -u)" = 0 ] && AS_PG=(runuser -u postgres --)
 cleanup() {
@@ -52,6 +64,8 @@ echo "bench: pgbench -i -s $SCALE (this takes a while)" >&2
 psql -d postgres -c "CREATE DATABASE bench"
 "$PGBIN/pgbench" -i -q -s "$SCALE" bench >/dev/null 2>&1
 DBSIZE=$(psql -d bench -Atc "SELECT pg_size_pretty(pg_database_size('bench'))")
+# Untimed: the size of the uncompressed custom-format archive, i.e. what zstd and pgseal get to read.
+RAWSIZE=$("$PGBIN/pg_dump" -Fc -Z0 bench | wc -c | awk '{printf "%.0f MiB", $1 / 1048576}')
 
 SITE="$WORK/site"
 export SERVER_KEY_PASSWORD=bench-server-password-0001 PGSEAL_USER_KEY_PASSWORD=bench-user-password-00001
@@ -59,54 +73,100 @@ export SERVER_KEY_PASSWORD=bench-server-password-0001 PGSEAL_USER_KEY_PASSWORD=b
 ( cd "$SITE" && "$PGSEAL" user add bench_bot >/dev/null && "$PGSEAL" user-key generate bench_bot >/dev/null )
 
 ROWS=()
-# measure LABEL OUTFILE CMD...: runs CMD BENCH_RUNS times, records the median wall time, max RSS
-# and the size of OUTFILE (if any).
-measure() {
-    local label=$1 out=$2; shift 2
-    local walls=() rss=0
-    for ((i = 1; i <= RUNS; i++)); do
-        [ -n "${PREPARE:-}" ] && eval "$PREPARE"
+declare -A MEDIAN
+LOAD_MAX=${BENCH_LOAD_MAX:-1.5}   # 1-min load average above which a run is repeated
+RETRIES=${BENCH_RETRIES:-2}        # extra attempts for such a run; the quietest attempt is kept
+SETTLE=${BENCH_SETTLE:-10}         # seconds to wait (at most) for the load to drop before a retry
+load1() { cut -d' ' -f1 /proc/loadavg; }
+above() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
+log() { echo "bench: $*" | tee -a "$REPO/bench/out/backup-run.log" >&2; }
+: > "$REPO/bench/out/backup-run.log"
+# The rows of one group run round-robin (run 1 of every row, then run 2 of every row, ...), so a
+# burst of load from elsewhere, or a checkpoint, spreads over the rows instead of landing on one.
+# run_once LABEL RUN: runs CMD[LABEL] once (after PREP[LABEL], if any) and records the wall time,
+# peak RSS and the 1-min load average at its start. A run that starts at a load above LOAD_MAX is
+# repeated up to RETRIES times (after waiting up to SETTLE s for the load to drop) and the attempt
+# that started at the lowest load is kept.
+declare -A CMD PREP OUT WALLS LOADS RSS
+run_once() {
+    local label=$1 i=$2 a w e m load bw="" bl="" bm=0
+    for ((a = 0; a <= RETRIES; a++)); do
+        if ((a > 0)); then
+            for ((w = 0; w < SETTLE; w++)); do above "$(load1)" "$LOAD_MAX" || break; sleep 1; done
+        fi
+        if [ -n "${PREP[$label]:-}" ]; then eval "${PREP[$label]}"; fi
         sync
-        local t
-        t=$( { /usr/bin/time -f '%e %M' bash -c "$*" >/dev/null 2>"$WORK/err"; } 2>&1 | tail -n 1 ) \
-            || { echo "bench: $label failed: $(cat "$WORK/err")" >&2; exit 1; }
-        walls+=("${t% *}")
-        local r=${t#* }
-        (( r > rss )) && rss=$r
-        echo "bench: $label run $i: ${t% *}s" >&2
+        load=$(load1)
+        if ! /usr/bin/time -f '%e %M' -o "$WORK/time" bash -c "${CMD[$label]}" >/dev/null 2>"$WORK/err"; then
+            echo "bench: $label failed: $(cat "$WORK/err")" >&2; exit 1
+        fi
+        read -r e m < <(tail -n 1 "$WORK/time")
+        log "$label run $i attempt $((a + 1)): ${e}s wall, $((m / 1024)) MiB RSS (load at start $load)"
+        if [ -z "$bl" ] || above "$bl" "$load"; then bw=$e bl=$load bm=$m; fi
+        above "$load" "$LOAD_MAX" || break
     done
-    local median
-    median=$(printf '%s\n' "${walls[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
-    local size="-"
-    [ -n "$out" ] && size=$(du -m --apparent-size $out 2>/dev/null | awk '{s += $1} END {print s}')
-    ROWS+=("| $label | $median | $((rss / 1024)) | $size |")
+    WALLS[$label]+="$bw " LOADS[$label]+="$bl/"
+    if ((bm > ${RSS[$label]:-0})); then RSS[$label]=$bm; fi
+}
+# group LABEL...: BENCH_RUNS rounds over the rows, then one table row each (median wall time, the
+# kept runs, max RSS, the size of OUT[LABEL] if any (a glob), the start loads of the kept runs).
+group() {
+    local i label median size
+    for ((i = 1; i <= RUNS; i++)); do
+        for label in "$@"; do run_once "$label" "$i"; done
+    done
+    for label in "$@"; do
+        # shellcheck disable=SC2086 # word splitting wanted
+        median=$(printf '%s\n' ${WALLS[$label]} | sort -g | sed -n "$(( (RUNS + 1) / 2 ))p")
+        size="-"
+        # shellcheck disable=SC2086 # OUT may be a glob
+        [ -n "${OUT[$label]:-}" ] && size=$(stat -c %s ${OUT[$label]} | awk '{s += $1} END {printf "%.1f", s / 1048576}')
+        MEDIAN[$label]=$median
+        # shellcheck disable=SC2086
+        ROWS+=("| ${label//|/\\|} | $median | $(printf "%s\n" ${WALLS[$label]} | paste -sd, | sed "s/,/, /g") | $((RSS[$label] / 1024)) | $size | ${LOADS[$label]%/} |")
+    done
 }
 
 cd "$SITE"
-measure "pg_dump -Fc (default compression)" "$WORK/plain.dump" \
-    "'$PGBIN/pg_dump' -Fc -f '$WORK/plain.dump' bench"
-measure "pg_dump -Fc -Z0 | zstd -3" "$WORK/plain.dump.zst" \
-    "set -o pipefail; '$PGBIN/pg_dump' -Fc -Z0 bench | zstd -3 -q -f -o '$WORK/plain.dump.zst'"
-PREPARE="rm -f $SITE/backups/*.pgseal" \
-measure "pgseal backup (zstd-3, encrypt, sign)" "$SITE/backups/*.pgseal" \
-    "'$PGSEAL' backup bench --user bench_bot"
+D1="pg_dump -Fc (default compression)" D2="pg_dump -Fc -Z0 | zstd -3"
+D3="pg_dump -Fc -Z0 | zstd -3, then fsync" D4="pgseal backup (zstd-3, encrypt, sign)"
+CMD[$D1]="'$PGBIN/pg_dump' -Fc -f '$WORK/plain.dump' bench"
+OUT[$D1]="$WORK/plain.dump"
+CMD[$D2]="set -o pipefail; '$PGBIN/pg_dump' -Fc -Z0 bench | zstd -3 -q -f -o '$WORK/plain.dump.zst'"
+OUT[$D2]="$WORK/plain.dump.zst"
+# pgseal backup fsyncs its file before linking it into place; this is the same pipeline paying that.
+CMD[$D3]="${CMD[$D2]} && sync '$WORK/plain.dump.zst'"
+OUT[$D3]="$WORK/plain.dump.zst"
+CMD[$D4]="'$PGSEAL' backup bench --user bench_bot"
+PREP[$D4]="rm -f $SITE/backups/*.pgseal"
+OUT[$D4]="$SITE/backups/*.pgseal"
+group "$D1" "$D2" "$D3" "$D4"
 SEALED=$(ls "$SITE"/backups/*.pgseal)
 
-n=0
-fresh_db() { n=$((n + 1)); psql -d postgres -c "DROP DATABASE IF EXISTS r; CREATE DATABASE r" >/dev/null; }
-PREPARE=fresh_db measure "pg_restore -d DB (from pg_dump -Fc)" "" \
-    "'$PGBIN/pg_restore' -d r '$WORK/plain.dump'"
-PREPARE=fresh_db measure "zstd -dc | pg_restore -d DB" "" \
-    "set -o pipefail; zstd -dc -q '$WORK/plain.dump.zst' | '$PGBIN/pg_restore' -d r"
-PREPARE=fresh_db measure "pgseal restore (verify, decrypt, pg_restore -1)" "" \
-    "'$PGSEAL' restore '$SEALED' --target-db r"
+fresh_db() {
+    psql -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS r" -c "CREATE DATABASE r" >/dev/null
+}
+R1="pg_restore -d DB (from pg_dump -Fc)" R2="zstd -dc | pg_restore -d DB"
+R3="pgseal restore (verify, decrypt, pg_restore -1)"
+CMD[$R1]="'$PGBIN/pg_restore' -d r '$WORK/plain.dump'"
+CMD[$R2]="set -o pipefail; zstd -dc -q '$WORK/plain.dump.zst' | '$PGBIN/pg_restore' -d r"
+CMD[$R3]="'$PGSEAL' restore '$SEALED' --target-db r"
+PREP[$R1]=fresh_db PREP[$R2]=fresh_db PREP[$R3]=fresh_db
+group "$R1" "$R2" "$R3"
 [ "$(psql -d r -Atc 'SELECT count(*) FROM pgbench_accounts')" = "$((SCALE * 100000))" ] \
     || { echo "bench: pgseal restore lost rows" >&2; exit 1; }
 
 {
-    echo "pgbench scale $SCALE ($DBSIZE on disk), $RUNS runs each, median wall time; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    echo "- pgbench scale $SCALE ($DBSIZE on disk, $RAWSIZE as an uncompressed \`pg_dump -Fc -Z0\` archive), $RUNS runs each, median wall time; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $("$PGBIN/pg_dump" --version), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1)"
+    echo "- pgseal: $("$PGSEAL" --version), binary $PGSEAL_BIN (sha256 $(sha256sum "$PGSEAL" | cut -c1-12), built $(date -u -r "$PGSEAL_BIN" '+%Y-%m-%d %H:%M UTC'))"
+    echo "- load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg); rows run round-robin; a run starting above load $LOAD_MAX was repeated up to $RETRIES times, keeping the quietest attempt (all attempts in bench/out/backup-run.log)"
     echo
-    echo "| operation | wall s | peak RSS MiB | output MiB |"
-    echo "|---|---:|---:|---:|"
+    echo "| operation | median wall s | kept runs s (in run order) | peak RSS MiB | output MiB | 1-min load at start of kept runs |"
+    echo "|---|---:|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
+    echo
+    ratio() { awk -v a="${MEDIAN[$1]}" -v b="${MEDIAN[$2]}" 'BEGIN { printf "%.3f×", a / b }'; }
+    echo "- pgseal backup / \`$D2\`: $(ratio "$D4" "$D2") (target ≤ 1.05×); / the same + fsync: $(ratio "$D4" "$D3")"
+    echo "- pgseal backup / \`pg_dump -Fc\`: $(ratio "$D4" "$D1") (target < 1×)"
+    echo "- pgseal restore / \`zstd -dc | pg_restore\`: $(ratio "$R3" "$R2"); / \`pg_restore\`: $(ratio "$R3" "$R1")"
 } | tee "$REPO/bench/out/backup-results.md"

@@ -11,7 +11,11 @@
 #   BENCH_BIG=auto          4 GiB pgseal-only input: auto = when disk allows, 1 = always, 0 = never
 #   BENCH_BIG_MIB=4096      size of that input
 #   BENCH_TMPDIR=bench/out  parent of the scratch directory (must not be tmpfs)
+#   BENCH_LOAD_MAX=1.5      a run starting at a higher 1-min load average is repeated ...
+#   BENCH_RETRIES=2         ... up to this many times, keeping the attempt with the lowest load,
+#   BENCH_SETTLE=10         ... each after waiting up to this many seconds for the load to drop
 #   PGSEAL_BIN=...          pgseal binary to use (default: target/release/pgseal, built first)
+#   BENCH_SOURCE=...        what PGSEAL_BIN was built from, for the report (e.g. a commit)
 #   BENCH_NO_BUILD=1        do not run `cargo build --release -p pgseal`
 #
 # Nothing is dropped from the page cache: inputs are freshly written and hot, so every tool is
@@ -28,6 +32,9 @@ SMALL_MIB=${BENCH_SMALL_MIB:-1}
 BIG=${BENCH_BIG:-auto}
 BIG_MIB=${BENCH_BIG_MIB:-4096}
 TMP_PARENT=${BENCH_TMPDIR:-$OUT_DIR}
+LOAD_MAX=${BENCH_LOAD_MAX:-1.5}
+RETRIES=${BENCH_RETRIES:-2}
+SETTLE=${BENCH_SETTLE:-10}
 TFMT='%e %U %S %P %M'   # wall s, user s, sys s, CPU%, peak RSS KiB
 
 die() { echo "bench: $*" >&2; exit 1; }
@@ -70,12 +77,15 @@ GITREV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$REPO" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null) ]]; then
     GITREV="$GITREV + uncommitted changes in crates/"
 fi
+# With PGSEAL_BIN the binary need not come from this tree: say so (BENCH_SOURCE names its source).
+[[ $PGSEAL_BIN == "$REPO/target/release/pgseal" ]] ||
+    GITREV="${BENCH_SOURCE:-a PGSEAL_BIN binary, not built from this tree by the script; this tree is at $GITREV}"
 
 FSTYPE=$(df --output=fstype "$W" | tail -1 | tr -d ' ')
 [[ $FSTYPE != tmpfs && $FSTYPE != ramfs ]] || die "$W is on $FSTYPE; set BENCH_TMPDIR to a disk"
 avail_mib() { df --output=avail -BM "$W" | tail -1 | tr -dc 0-9; }
 
-RESULTS="$W/results.tsv"   # tool op dataset mib wall user sys cpu rss_kib out_bytes
+RESULTS="$W/results.tsv"   # tool op dataset mib wall user sys cpu rss_kib out_bytes load_range
 : > "$RESULTS"
 
 # --- measurement --------------------------------------------------------------------------------
@@ -93,43 +103,58 @@ record_failure() { # TOOL OP DATASET MIB REASON
 # measure TOOL OP DATASET MIB OUT [VERIFY_AGAINST] -- CMD...
 # Runs CMD $RUNS times (OUT removed and `sync` before each run). CMD's stdout goes to OUT when TOOL
 # is "cat" or STDOUT_TO_OUT=1, else to a log. When VERIFY_AGAINST is given, OUT must equal it after
-# every run.
+# every run. A run that starts while the 1-minute load average is above LOAD_MAX is repeated up to
+# RETRIES times (each after waiting up to SETTLE s for the load to drop); the attempt that started
+# at the lowest load is kept. Every attempt is logged with its load at start.
 STDOUT_TO_OUT=0
 measure() {
     local tool=$1 op=$2 ds=$3 mib=$4 out=$5 verify=""
     shift 5
     if [[ $1 != -- ]]; then verify=$1; shift; fi
     shift # --
-    local i walls=() users=() syss=() cpus=() rss=0 e u s p m
+    local i a w walls=() users=() syss=() cpus=() loads=() rss=0 e u s p m load best
     LAST_OK=1
     for ((i = 1; i <= RUNS; i++)); do
-        rm -f "$out"
-        sync
-        local rc=0
-        if [[ $tool == cat || $STDOUT_TO_OUT == 1 ]]; then
-            /usr/bin/time -f "$TFMT" -o "$W/time" "$@" >"$out" 2>"$W/err" || rc=$?
-        else
-            /usr/bin/time -f "$TFMT" -o "$W/time" "$@" >"$W/log" 2>"$W/err" || rc=$?
-        fi
-        if ((rc != 0)); then
-            cat "$W/err" >&2
-            record_failure "$tool" "$op" "$ds" "$mib" "exit status $rc: $(grep -v '^Command exited' "$W/err" | tail -1)"
-            return 0
-        fi
-        read -r e u s p m < <(tail -1 "$W/time")
-        walls+=("$e"); users+=("$u"); syss+=("$s"); cpus+=("${p%\%}")
-        ((m > rss)) && rss=$m
-        if [[ -n $verify ]] && ! cmp -s "$verify" "$out"; then
-            record_failure "$tool" "$op" "$ds" "$mib" "exit status 0 but the output differs from the input (run $i)"
-            return 0
-        fi
-        log "$(printf '%-7s %-22s %4s MiB %-7s run %d: %6ss wall %6ss user %6ss sys %4s%% CPU %7s KiB  (load %s)' \
-            "$tool" "$op" "$mib" "$ds" "$i" "$e" "$u" "$s" "${p%\%}" "$m" "$(cut -d' ' -f1 /proc/loadavg)")"
+        best=""
+        for ((a = 0; a <= RETRIES; a++)); do
+            if ((a > 0)); then
+                for ((w = 0; w < SETTLE; w++)); do above "$(load1)" "$LOAD_MAX" || break; sleep 1; done
+            fi
+            rm -f "$out"
+            sync
+            load=$(load1)
+            local rc=0
+            if [[ $tool == cat || $STDOUT_TO_OUT == 1 ]]; then
+                /usr/bin/time -f "$TFMT" -o "$W/time" "$@" >"$out" 2>"$W/err" || rc=$?
+            else
+                /usr/bin/time -f "$TFMT" -o "$W/time" "$@" >"$W/log" 2>"$W/err" || rc=$?
+            fi
+            if ((rc != 0)); then
+                cat "$W/err" >&2
+                record_failure "$tool" "$op" "$ds" "$mib" "exit status $rc: $(grep -v '^Command exited' "$W/err" | tail -1)"
+                return 0
+            fi
+            read -r e u s p m < <(tail -1 "$W/time")
+            if [[ -n $verify ]] && ! cmp -s "$verify" "$out"; then
+                record_failure "$tool" "$op" "$ds" "$mib" "exit status 0 but the output differs from the input (run $i)"
+                return 0
+            fi
+            log "$(printf '%-7s %-22s %4s MiB %-7s run %d.%d: %6ss wall %6ss user %6ss sys %4s%% CPU %7s KiB  (load at start %s, at end %s)' \
+                "$tool" "$op" "$mib" "$ds" "$i" "$((a + 1))" "$e" "$u" "$s" "${p%\%}" "$m" "$load" "$(load1)")"
+            if [[ -z $best ]] || above "${best%% *}" "$load"; then best="$load $e $u $s ${p%\%} $m"; fi
+            above "$load" "$LOAD_MAX" || break
+        done
+        read -r load e u s p m <<<"$best"
+        walls+=("$e"); users+=("$u"); syss+=("$s"); cpus+=("$p"); loads+=("$load")
+        if ((m > rss)); then rss=$m; fi
     done
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$op" "$ds" "$mib" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$op" "$ds" "$mib" \
         "$(median "${walls[@]}")" "$(median "${users[@]}")" "$(median "${syss[@]}")" \
-        "$(median "${cpus[@]}")" "$rss" "$(stat -c %s "$out")" >>"$RESULTS"
+        "$(median "${cpus[@]}")" "$rss" "$(stat -c %s "$out")" \
+        "$(printf '%s\n' "${loads[@]}" | sort -g | sed -n '1p;$p' | paste -sd' ' | awk '{print ($1 == $2) ? $1 : $1 "–" $2}')" >>"$RESULTS"
 }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+above() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -258,26 +283,27 @@ mib() { awk -v b="$1" 'BEGIN{printf "%d", b / 1048576}'; }
     echo "## pgseal benchmark results"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "- pgseal: $("$PGSEAL" --version) ($PGSEAL_BIN, $PGSEAL_ID, source tree at start: $GITREV)"
+    echo "- pgseal: $("$PGSEAL" --version) ($PGSEAL_BIN, $PGSEAL_ID, source: $GITREV)"
     echo "- peers: $(age --version | head -1) (age), $(gpg --version | head -1), $(cat --version | head -1)"
     echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, kernel $(uname -r)"
     echo "- load average (1, 5, 15 min) at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (per-run values in bench/out/run.log)"
     echo "- scratch: $FSTYPE on $(df --output=source "$W" | tail -1 | tr -d ' '); page cache hot, sync before each run"
     echo "- each row: median wall time of $RUNS runs (user, sys and CPU% medians too), max peak RSS over the runs"
     echo "- ratio: wall time / wall time of \`cat in > out\` on the same input; throughput: input MiB / wall s"
+    echo "- load: a run that started at a 1-min load average above $LOAD_MAX was repeated up to $RETRIES times (after waiting up to $SETTLE s for the load to drop), keeping the attempt that started at the lowest load; the last column is the range of start loads of the kept runs"
     echo
-    echo "| tool | operation | input | median wall s | user s | sys s | CPU % | peak RSS MiB | ratio to cat | throughput MiB/s | output MiB |"
-    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| tool | operation | input | median wall s | user s | sys s | CPU % | peak RSS MiB | ratio to cat | throughput MiB/s | output MiB | load at start |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' '
         { row[NR] = $0; if ($1 == "cat" && $2 == "copy to file" && $5 != "FAILED") cat[$3 "/" $4] = $5 }
         END { for (i = 1; i <= NR; i++) { split(row[i], f, "\t"); c = cat[f[3] "/" f[4]]
             size = (f[4] >= 1024) ? sprintf("%g GiB %s", f[4] / 1024, f[3]) : sprintf("%g MiB %s", f[4], f[3])
             if (f[5] == "FAILED") {
-                printf "| %s | %s | %s | **FAILED** [%d] | | | | | | | |\n", f[1], f[2], size, ++nf; continue }
-            printf "| %s | %s | %s | %.2f | %.2f | %.2f | %d | %.1f | %s | %s | %.1f |\n",
+                printf "| %s | %s | %s | **FAILED** [%d] | | | | | | | | |\n", f[1], f[2], size, ++nf; continue }
+            printf "| %s | %s | %s | %.2f | %.2f | %.2f | %d | %.1f | %s | %s | %.1f | %s |\n",
                 f[1], f[2], size, f[5], f[6], f[7], f[8], f[9] / 1024,
                 (c > 0) ? sprintf("%.2f×", f[5] / c) : "n/a",
-                (f[5] > 0) ? sprintf("%.0f", f[4] / f[5]) : "n/a", f[10] / 1048576 }
+                (f[5] > 0) ? sprintf("%.0f", f[4] / f[5]) : "n/a", f[10] / 1048576, f[11] }
             if (nf) { print ""; nf = 0
                 for (i = 1; i <= NR; i++) { split(row[i], f, "\t")
                     if (f[5] == "FAILED") printf "[%d] %s %s, %s MiB %s: %s\n", ++nf, f[1], f[2], f[4], f[3], f[6] } } }' "$RESULTS"

@@ -185,7 +185,8 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
     Ok(())
 }
 
-/// zstd worker threads: one per spare core, at most four (the crypto stage needs a core).
+/// zstd worker threads: one per core, at most four. They overlap with the reading thread and
+/// the crypto stage, which wait on I/O as much as they compute.
 pub fn zstd_workers() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get().clamp(1, 4) as u32)
