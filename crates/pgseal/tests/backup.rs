@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::{bin, code, listing, ok, stderr, stdout, with_passwords};
-use pgseal_store::{Store, StoreUrl};
 use pgseal_testkit::TestCluster;
 
 const SAMPLE: &str = r#"
@@ -28,11 +27,17 @@ CREATE TABLE "Ünïcode"."Tëst" (k text PRIMARY KEY, v bytea);
 INSERT INTO "Ünïcode"."Tëst" VALUES ('∑', '\x00ff00'), ('emoji 🐘', '\xdeadbeef'), ('', NULL);
 "#;
 
-/// A pgseal site whose commands reach the shared test cluster through libpq's environment.
+/// A pgseal site whose commands reach a test cluster through libpq's environment.
 struct Site {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
+    site: common::Site,
     cluster: &'static TestCluster,
+}
+
+impl std::ops::Deref for Site {
+    type Target = common::Site;
+    fn deref(&self) -> &common::Site {
+        &self.site
+    }
 }
 
 impl Site {
@@ -48,60 +53,22 @@ impl Site {
     }
 
     fn on(cluster: &'static TestCluster) -> Site {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("site");
-        let site = Site {
-            _tmp: tmp,
-            dir,
+        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+        Site {
+            site: common::Site::with_env(env),
             cluster,
-        };
-        let o = site
-            .cmd()
-            .args([
-                "init",
-                "--dir",
-                site.dir.to_str().unwrap(),
-                "--key-size",
-                "2048",
-            ])
-            .output()
-            .unwrap();
-        ok(&o);
-        ok(&site.run(&["user", "add", "system_backup"]));
-        ok(&site.run(&[
-            "user-key",
-            "generate",
-            "system_backup",
-            "--key-size",
-            "2048",
-        ]));
-        site
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = with_passwords(bin());
-        for (k, v) in self.cluster.env() {
-            c.env(k, v);
         }
-        c.env("POSTGRESQL_BIN_PATH", self.cluster.bin_dir());
-        if self.dir.exists() {
-            c.current_dir(&self.dir);
-        }
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
     }
 
     fn sample_db(&self, prefix: &str) -> String {
         let db = self.cluster.create_database(prefix).unwrap();
         self.cluster.psql(&db, SAMPLE).unwrap();
         db
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&StoreUrl::Sqlite(self.dir.join("pgseal.db"))).unwrap()
     }
 
     fn backups_dir(&self) -> PathBuf {

@@ -7,106 +7,67 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use common::{PASSWORD, bin, code, data, ok, stderr, with_passwords};
+use common::{PASSWORD, Site, code, data, ok, stderr, with_passwords};
 use pgseal_core::time::Timestamp;
 use pgseal_core::v2::{self, SealParams};
 use pgseal_core::{Fingerprint, Password, PrivateKey, PublicKey};
-use pgseal_store::{NewBackup, Store, StoreUrl};
+use pgseal_store::NewBackup;
 
 const NEW_PASSWORD: &str = "the-new-server-password-2026";
 
-struct Site {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
+/// A command in the site with `SERVER_KEY_PASSWORD` set to `password`.
+fn cmd(site: &Site, password: &str) -> std::process::Command {
+    let mut c = site.cmd();
+    c.env("SERVER_KEY_PASSWORD", password);
+    c
 }
 
-impl Site {
-    fn new() -> Site {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("site");
-        ok(&common::run(&[
-            "init",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--key-size",
-            "2048",
-        ]));
-        let site = Site { _tmp: tmp, dir };
-        ok(&site.run(&["user", "add", "system_backup"]));
-        ok(&site.run(&[
-            "user-key",
-            "generate",
-            "system_backup",
-            "--key-size",
-            "2048",
-        ]));
-        site
-    }
+/// Runs in the site after the rotation, under the new server password.
+fn run_new(site: &Site, args: &[&str]) -> Output {
+    cmd(site, NEW_PASSWORD).args(args).output().unwrap()
+}
 
-    fn cmd(&self, password: &str) -> std::process::Command {
-        let mut c = with_passwords(bin());
-        c.current_dir(&self.dir)
-            .env("SERVER_KEY_PASSWORD", password);
-        c
-    }
+fn rotate(site: &Site) {
+    ok(&cmd(site, PASSWORD)
+        .env("PGSEAL_NEW_SERVER_KEY_PASSWORD", NEW_PASSWORD)
+        .args(["server-key", "rotate", "--key-size", "2048"])
+        .output()
+        .unwrap());
+}
 
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(PASSWORD).args(args).output().unwrap()
-    }
+fn server_fps(site: &Site) -> Vec<Fingerprint> {
+    site.store()
+        .server_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.fingerprint)
+        .collect()
+}
 
-    fn run_new(&self, args: &[&str]) -> Output {
-        self.cmd(NEW_PASSWORD).args(args).output().unwrap()
-    }
-
-    fn store(&self) -> Store {
-        Store::open(&StoreUrl::Sqlite(self.dir.join("pgseal.db"))).unwrap()
-    }
-
-    fn rotate(&self) {
-        ok(&self
-            .cmd(PASSWORD)
-            .env("PGSEAL_NEW_SERVER_KEY_PASSWORD", NEW_PASSWORD)
-            .args(["server-key", "rotate", "--key-size", "2048"])
-            .output()
-            .unwrap());
-    }
-
-    fn server_fps(&self) -> Vec<Fingerprint> {
-        self.store()
-            .server_keys()
+/// `n` sealed files made in-process with the user's key, to the active server key.
+fn seal_many(site: &Site, n: usize) -> Vec<(PathBuf, Vec<u8>)> {
+    let pem = std::fs::read_to_string(site.path("keys/users/system_backup.key.pem")).unwrap();
+    let signer = PrivateKey::from_pem(&pem, "user", || Ok(Password::new(PASSWORD.into()))).unwrap();
+    let server = PublicKey::from_pem(
+        &site
+            .store()
+            .active_server_key()
             .unwrap()
-            .into_iter()
-            .map(|k| k.fingerprint)
-            .collect()
-    }
-
-    /// `n` sealed files made in-process with the user's key, to the active server key.
-    fn seal_many(&self, n: usize) -> Vec<(PathBuf, Vec<u8>)> {
-        let pem =
-            std::fs::read_to_string(self.dir.join("keys/users/system_backup.key.pem")).unwrap();
-        let signer =
-            PrivateKey::from_pem(&pem, "user", || Ok(Password::new(PASSWORD.into()))).unwrap();
-        let server = PublicKey::from_pem(
-            &self
-                .store()
-                .active_server_key()
-                .unwrap()
-                .unwrap()
-                .public_key_pem,
-        )
-        .unwrap();
-        let recipients = [server];
-        (0..n)
-            .map(|i| {
-                let plain = data(1000 + i * 37);
-                let path = self.dir.join(format!("backups/f{i:03}.pgseal"));
-                let mut params = SealParams::new(&signer, &recipients);
-                params.chunk_size = 1024;
-                v2::seal(&plain[..], std::fs::File::create(&path).unwrap(), &params).unwrap();
-                (path, plain)
-            })
-            .collect()
-    }
+            .unwrap()
+            .public_key_pem,
+    )
+    .unwrap();
+    let recipients = [server];
+    (0..n)
+        .map(|i| {
+            let plain = data(1000 + i * 37);
+            let path = site.path(&format!("backups/f{i:03}.pgseal"));
+            let mut params = SealParams::new(&signer, &recipients);
+            params.chunk_size = 1024;
+            v2::seal(&plain[..], std::fs::File::create(&path).unwrap(), &params).unwrap();
+            (path, plain)
+        })
+        .collect()
 }
 
 fn hostname() -> String {
@@ -119,12 +80,15 @@ fn hostname() -> String {
 fn opens(site: &Site, path: &Path, plain: &[u8]) -> bool {
     let out = path.with_extension("check");
     let _ = std::fs::remove_file(&out);
-    let o = site.run_new(&[
-        "decrypt",
-        path.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_new(
+        site,
+        &[
+            "decrypt",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
     let good = o.status.success() && std::fs::read(&out).map(|b| b == plain).unwrap_or(false);
     let _ = std::fs::remove_file(&out);
     good
@@ -133,8 +97,8 @@ fn opens(site: &Site, path: &Path, plain: &[u8]) -> bool {
 #[test]
 fn rewrap_100_files_then_retire_the_old_key() {
     let site = Site::new();
-    let files = site.seal_many(100);
-    let old = site.server_fps()[0];
+    let files = seal_many(&site, 100);
+    let old = server_fps(&site)[0];
     // Three of them catalogued, as backups would be.
     let mut store = site.store();
     for (path, plain) in &files[..3] {
@@ -155,10 +119,10 @@ fn rewrap_100_files_then_retire_the_old_key() {
     }
     drop(store);
 
-    site.rotate();
-    let new = site.server_fps()[1];
+    rotate(&site);
+    let new = server_fps(&site)[1];
     // The old key is still needed: retiring it is refused, with the backups listed.
-    let o = site.run_new(&["server-key", "retire", &old.to_string()]);
+    let o = run_new(&site, &["server-key", "retire", &old.to_string()]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("f000.pgseal"), "{}", stderr(&o));
 
@@ -169,25 +133,25 @@ fn rewrap_100_files_then_retire_the_old_key() {
     let mut args: Vec<String> = vec!["rewrap".into()];
     args.extend(files.iter().map(|(p, _)| p.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&site.run_new(&args));
+    ok(&run_new(&site, &args));
     for ((path, plain), old_bytes) in files.iter().zip(&before) {
         let after = std::fs::read(path).unwrap();
         assert_eq!(after.len(), old_bytes.len());
         let prelude = v2::read_prelude(&mut &after[..]).unwrap();
         assert_eq!(prelude.active_slot().unwrap().1.recipients(), vec![new]);
-        ok(&site.run_new(&["verify", path.to_str().unwrap()]));
+        ok(&run_new(&site, &["verify", path.to_str().unwrap()]));
         let _ = plain;
     }
     assert!(opens(&site, &files[0].0, &files[0].1) && opens(&site, &files[99].0, &files[99].1));
     // Rewrapping again is a no-op.
-    let o = site.run_new(&["rewrap", files[0].0.to_str().unwrap()]);
+    let o = run_new(&site, &["rewrap", files[0].0.to_str().unwrap()]);
     ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("already current"));
     // The catalog follows, and the old key can now go.
     for b in site.store().backups(None).unwrap() {
         assert_eq!(b.entry.server_keys, vec![new]);
     }
-    ok(&site.run_new(&["server-key", "retire", &old.to_string()]));
+    ok(&run_new(&site, &["server-key", "retire", &old.to_string()]));
     let keys = site.store().server_keys().unwrap();
     assert_eq!(keys[0].status, pgseal_store::ServerKeyStatus::Retired);
     let actions: Vec<String> = site
@@ -204,9 +168,9 @@ fn rewrap_100_files_then_retire_the_old_key() {
 #[test]
 fn kill_9_during_rewrap_never_leaves_a_file_that_does_not_open() {
     let site = Site::new();
-    let files = site.seal_many(300);
-    site.rotate();
-    let new = site.server_fps()[1];
+    let files = seal_many(&site, 300);
+    rotate(&site);
+    let new = server_fps(&site)[1];
     let moved = || {
         files
             .iter()
@@ -259,7 +223,7 @@ fn kill_9_during_rewrap_never_leaves_a_file_that_does_not_open() {
     );
     // A final uninterrupted run finishes the job.
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&site.run_new(&args));
+    ok(&run_new(&site, &args));
     for (path, plain) in files.iter().step_by(7) {
         assert!(opens(&site, path, plain), "{}", path.display());
     }
@@ -269,8 +233,8 @@ fn kill_9_during_rewrap_never_leaves_a_file_that_does_not_open() {
 fn legacy_hybrid_files_are_rewrapped_too() {
     let site = Site::new();
     let plain = data(20_000);
-    std::fs::write(site.dir.join("in"), &plain).unwrap();
-    let server_pub = site.dir.join("server.pub.pem");
+    std::fs::write(site.path("in"), &plain).unwrap();
+    let server_pub = site.path("server.pub.pem");
     ok(&site.run(&["server-key", "export", "-o", server_pub.to_str().unwrap()]));
     ok(&site.run(&[
         "encrypt",
@@ -284,11 +248,11 @@ fn legacy_hybrid_files_are_rewrapped_too() {
         "--user",
         "system_backup",
     ]));
-    site.rotate();
-    ok(&site.run_new(&["rewrap", "old.backup"]));
+    rotate(&site);
+    ok(&run_new(&site, &["rewrap", "old.backup"]));
     // Now the new key alone opens it (tried first by the store), and the signature holds.
-    ok(&site.run_new(&["verify", "old.backup"]));
-    assert!(opens(&site, &site.dir.join("old.backup"), &plain));
-    let o = site.run_new(&["rewrap", "old.backup"]);
+    ok(&run_new(&site, &["verify", "old.backup"]));
+    assert!(opens(&site, &site.path("old.backup"), &plain));
+    let o = run_new(&site, &["rewrap", "old.backup"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("already current"));
 }

@@ -3,59 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use common::{PASSWORD, bin, code, data, ok, run_in, stderr, stdout, with_passwords};
+use common::{PASSWORD, Site, bin, code, data, ok, run_in, stderr, stdout, with_passwords};
 use pgseal_store::{AuditEntry, Store, StoreUrl};
-
-/// A pgseal site made by `pgseal init` in a temp dir, with one user and their key.
-struct Site {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Site {
-    fn new() -> Site {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("site");
-        let o = common::run(&["init", "--dir", dir.to_str().unwrap(), "--key-size", "2048"]);
-        ok(&o);
-        let site = Site { _tmp: tmp, dir };
-        ok(&site.run(&["user", "add", "system_backup"]));
-        ok(&site.run(&[
-            "user-key",
-            "generate",
-            "system_backup",
-            "--key-size",
-            "2048",
-        ]));
-        site
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run_in(&self.dir, args)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn audit(&self) -> Vec<AuditEntry> {
-        let mut store = Store::open(&StoreUrl::Sqlite(self.path("pgseal.db"))).unwrap();
-        store.audit_entries(1000).unwrap()
-    }
-
-    fn last_audit(&self) -> AuditEntry {
-        self.audit().pop().expect("an audit entry")
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
 
 fn details(e: &AuditEntry) -> serde_json::Value {
     serde_json::from_str(&e.entry.details).unwrap()

@@ -83,3 +83,74 @@ pub fn listing(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A pgseal site made by `pgseal init` in a temp dir, with one user (`system_backup`) and their
+/// key. Every command runs inside it, with the passwords and any extra environment it was made
+/// with (a test cluster's libpq variables, say).
+pub struct Site {
+    _tmp: tempfile::TempDir,
+    pub dir: std::path::PathBuf,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        Site::with_env(Vec::new())
+    }
+
+    pub fn with_env(env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = Site {
+            dir: tmp.path().join("site"),
+            _tmp: tmp,
+            env,
+        };
+        let dir = site.dir.to_str().unwrap().to_owned();
+        ok(&site.run(&["init", "--dir", &dir, "--key-size", "2048"]));
+        ok(&site.run(&["user", "add", "system_backup"]));
+        ok(&site.run(&[
+            "user-key",
+            "generate",
+            "system_backup",
+            "--key-size",
+            "2048",
+        ]));
+        site
+    }
+
+    /// The binary, with the passwords and this site's environment, run inside the site.
+    pub fn cmd(&self) -> Command {
+        let mut c = with_passwords(bin());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self.dir.exists() {
+            c.current_dir(&self.dir);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn pgseal")
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    pub fn store(&self) -> pgseal_store::Store {
+        pgseal_store::Store::open(&pgseal_store::StoreUrl::Sqlite(self.path("pgseal.db"))).unwrap()
+    }
+
+    pub fn audit(&self) -> Vec<pgseal_store::AuditEntry> {
+        self.store().audit_entries(10_000).unwrap()
+    }
+
+    pub fn last_audit(&self) -> pgseal_store::AuditEntry {
+        self.audit().pop().expect("an audit entry")
+    }
+}
