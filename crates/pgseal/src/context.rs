@@ -137,6 +137,19 @@ impl Context {
         }
     }
 
+    /// Records one operation of a multi-operation command (`backup --all`, `rewrap`) as it ends,
+    /// failing it closed: an operation whose entry cannot be written counts as failed.
+    pub fn record_outcome<T>(&mut self, audit: Audit, result: CliResult<T>) -> CliResult<T> {
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(f) => Err(Failure::new(f.code, f.message.clone())),
+        };
+        match (self.record(audit, &outcome), result) {
+            (Err(f), Ok(_)) => Err(f),
+            (_, r) => r,
+        }
+    }
+
     /// Writes one audit entry now (commands that are several operations, like `backup --all`,
     /// record each as it ends).
     pub fn record(&mut self, mut audit: Audit, result: &CliResult) -> CliResult {

@@ -116,15 +116,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         if let Ok(r) = &result {
             audit.backup_file = Some(r.entry.path.clone());
         }
-        let outcome = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|f| Failure::new(f.code, f.message.clone()));
-        // Fail closed: an operation whose audit entry cannot be written counts as failed.
-        let result = match (ctx.record(audit, &outcome), result) {
-            (Err(f), Ok(_)) => Err(f),
-            (_, r) => r,
-        };
+        let result = ctx.record_outcome(audit, result);
         if let Err(f) = &result {
             eprintln!("pgseal: backup of {db} failed: {f}");
         }

@@ -108,15 +108,7 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
                 r.iter().map(ToString::to_string).collect::<Vec<_>>(),
             );
         }
-        let outcome = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|f| Failure::new(f.code, f.message.clone()));
-        // Fail closed: an operation whose audit entry cannot be written counts as failed.
-        let result = match (ctx.record(audit, &outcome), result) {
-            (Err(f), Ok(_)) => Err(f),
-            (_, r) => r,
-        };
+        let result = ctx.record_outcome(audit, result);
         results.push((path.clone(), result));
     }
 
