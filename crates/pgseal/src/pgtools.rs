@@ -64,7 +64,8 @@ impl PgTools {
     /// writing to a pipe.
     pub fn dump(&self, target: &Target, schemas: &[String]) -> CliResult<Running> {
         let mut c = self.command("pg_dump");
-        c.args(["--format=custom", "--compress=0", "--no-password"]);
+        // `-w`: never prompt for a password (libpq finds it in PGPASSWORD or ~/.pgpass).
+        c.args(["--format=custom", "--compress=0", "-w"]);
         for s in schemas {
             c.arg(format!("--schema={s}"));
         }
@@ -82,7 +83,7 @@ impl PgTools {
             "-t",
             "-v",
             "ON_ERROR_STOP=1",
-            "--no-password",
+            "-w",
             "-F",
             "\t",
         ])
@@ -131,7 +132,7 @@ impl PgTools {
         options: &RestoreOptions,
     ) -> CliResult<Running> {
         let mut c = self.command("pg_restore");
-        c.arg("--no-password").arg("--exit-on-error");
+        c.arg("-w").arg("--exit-on-error");
         c.arg(format!("--dbname={}", database.arg()));
         if options.clean {
             c.args(["--clean", "--if-exists"]);
