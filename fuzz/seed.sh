@@ -10,7 +10,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 pgseal="${PGSEAL:-$root/target/debug/pgseal}"
-wild="${LEGACY_WILD:-$root/../shared/fixtures/legacy-wild}"
+wild="${LEGACY_WILD:-$root/tests/fixtures/legacy-wild}"
 corpus="$here/corpus"
 # The password the targets use (fuzz_targets/keys.rs, legacy_symmetric.rs).
 password="fuzz-password-0123456789"

@@ -150,7 +150,7 @@ fn lying_length_fields_are_rejected_before_allocation() {
 #[test]
 fn the_two_real_legacy_files_parse() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/legacy-wild");
+        .join("../../tests/fixtures/legacy-wild");
     let cases = [
         (
             "db_management_20251217_170240_encrypted.backup",
@@ -162,7 +162,7 @@ fn the_two_real_legacy_files_parse() {
         ),
     ];
     for (name, created) in cases {
-        let bytes = std::fs::read(dir.join(name)).expect("fixture present in ../shared");
+        let bytes = std::fs::read(dir.join(name)).expect("fixture present in tests/fixtures");
         let mut r = &bytes[..];
         let h = hybrid::read_header(&mut r, Some(bytes.len() as u64)).unwrap();
         assert_eq!(

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// from a --*-password-file, a --*-password-command, an environment variable, or a prompt.
 ///
 /// Exit codes: 0 success, 1 I/O failure, 2 usage, 3 invalid or corrupt input,
-/// 4 authentication failure (signature, tag, tampering), 5 key or password problem.
+/// 4 authentication failure (signature, tag, tampering), 5 key or password problem,
+/// 6 a PostgreSQL tool failed or a database is unreachable.
 #[derive(Debug, Parser)]
 #[command(name = "pgseal", version, max_term_width = 100)]
 pub struct Cli {

@@ -522,7 +522,7 @@ fn legacy_symmetric_and_v1_hybrid_files_open() {
 
 #[test]
 fn the_real_legacy_files_inspect_correctly() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/legacy-wild");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/legacy-wild");
     for (name, unix, iso) in [
         (
             "db_management_20251217_170240_encrypted.backup",
