@@ -149,8 +149,8 @@ fn lying_length_fields_are_rejected_before_allocation() {
 
 #[test]
 fn the_two_real_legacy_files_parse() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/legacy-wild");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/legacy-wild");
     let cases = [
         (
             "db_management_20251217_170240_encrypted.backup",

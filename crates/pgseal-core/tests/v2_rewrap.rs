@@ -1,11 +1,12 @@
-//! Rewrapping: signatures stay valid, the new key opens the file, and a write torn at any byte
-//! (what a kill during a rewrap can leave) still leaves a file that opens.
+//! Rewrapping: signatures stay valid, the new key opens the file, the superseded slot is wiped so
+//! the old key opens nothing, and a write torn at any byte (what a crash during a rewrap can
+//! leave) still leaves a file that opens.
 
 mod common;
 
 use common::{data, keys, seal};
 use pgseal_core::keys::{Identity, KeyBits};
-use pgseal_core::v2::{self, SignerCheck};
+use pgseal_core::v2::{self, SignerCheck, SlotState, Step};
 use pgseal_core::{Fingerprint, PrivateKey};
 
 fn open_with(file: &[u8], identity: &PrivateKey) -> pgseal_core::Result<Vec<u8>> {
@@ -36,9 +37,18 @@ fn rewrapped(
             keep,
         )
         .unwrap();
+    (applied(file, &plan), plan)
+}
+
+/// `file` with every write of `plan` made (a cursor needs no fsync).
+fn applied(file: &[u8], plan: &v2::Rewrap) -> Vec<u8> {
     let mut cursor = std::io::Cursor::new(file.to_vec());
-    plan.apply(&mut cursor).unwrap();
-    (cursor.into_inner(), plan)
+    plan.apply(&mut cursor, |_, _| Ok(())).unwrap();
+    cursor.into_inner()
+}
+
+fn slots(file: &[u8]) -> [SlotState; 2] {
+    v2::read_prelude(&mut &file[..]).unwrap().slots
 }
 
 #[test]
@@ -51,16 +61,23 @@ fn rewrap_moves_the_key_and_keeps_both_signatures() {
     assert_eq!(after.len(), file.len());
     assert_eq!(plan.generation, 2);
     assert_eq!(plan.recipients, vec![new_server.fingerprint()]);
-    // Only the inactive slot changed.
+    // Only the two slots changed: B holds the new wrapping, A was wiped.
     let prelude = v2::read_prelude(&mut &after[..]).unwrap();
-    let changed: Vec<usize> = (0..file.len()).filter(|i| file[*i] != after[*i]).collect();
-    assert!(
-        changed
+    let (a, b) = (
+        prelude.slots_offset as usize,
+        prelude.slots_offset as usize + 2 * 4096,
+    );
+    assert!((0..file.len()).all(|i| file[i] == after[i] || (a..b).contains(&i)));
+    assert_eq!(
+        plan.writes
             .iter()
-            .all(|i| (*i as u64) >= plan.offset
-                && (*i as u64) < plan.offset + plan.slot.len() as u64)
+            .map(|w| (w.step, w.slot))
+            .collect::<Vec<_>>(),
+        [(Step::Install, 1), (Step::Wipe, 0)]
     );
     assert_eq!(prelude.active_slot().unwrap().0, 1);
+    assert_eq!(prelude.slots[0], SlotState::Empty);
+    assert!(prelude.superseded_slot().is_none());
     assert_eq!(open_with(&after, &new_server).unwrap(), plain);
     // Keyless verification still holds: nothing signed changed.
     common::verify(&after).unwrap();
@@ -105,8 +122,87 @@ fn recovery_keys_are_kept_when_asked() {
     assert_eq!(open_with(&after, &k.recovery).unwrap(), plain);
 }
 
+/// Damages the active slot of `file` (64 bytes in its middle), as the reproduction did.
+fn damage_active_slot(file: &mut [u8]) {
+    let prelude = v2::read_prelude(&mut &file[..]).unwrap();
+    let (active, _) = prelude.active_slot().unwrap();
+    let at = prelude.slots_offset as usize + active * 4096 + 1000;
+    file[at..at + 64].fill(0xA5);
+}
+
 #[test]
-fn a_write_torn_at_any_byte_leaves_a_file_that_opens() {
+fn after_a_rewrap_the_old_key_opens_nothing_even_with_the_active_slot_damaged() {
+    let k = keys();
+    let new_server = PrivateKey::generate(KeyBits::Rsa2048).unwrap();
+    let plain = data(20_000);
+    let file = seal(&plain, 1024);
+    let (mut after, _) = rewrapped(&file, &k.server, &new_server, &[]);
+    for state in slots(&after) {
+        assert!(!state.mentions(&k.server.fingerprint()));
+    }
+    damage_active_slot(&mut after);
+    // Neither slot is valid now: the file is damaged, and the old key gets nothing out of it.
+    let err = open_with(&after, &k.server).unwrap_err();
+    assert!(matches!(err, pgseal_core::Error::Malformed(_)), "{err}");
+}
+
+#[test]
+fn the_wipe_owed_by_an_older_rewrap_is_found_and_needs_no_key() {
+    // What pgseal wrote before rewraps wiped: the install alone, both slots valid.
+    let k = keys();
+    let new_server = PrivateKey::generate(KeyBits::Rsa2048).unwrap();
+    let plain = data(5_000);
+    let file = seal(&plain, 1024);
+    let plan = v2::read_prelude(&mut &file[..])
+        .unwrap()
+        .plan_rewrap(
+            &[&k.server as &dyn Identity],
+            std::slice::from_ref(new_server.public()),
+            &[],
+        )
+        .unwrap();
+    let mut old_style = plan.clone();
+    old_style.writes.truncate(1);
+    let mut two_valid = applied(&file, &old_style);
+    let prelude = v2::read_prelude(&mut &two_valid[..]).unwrap();
+    let (index, state) = prelude.superseded_slot().expect("a stale wrapping");
+    assert_eq!(index, 0);
+    assert!(matches!(state, SlotState::Valid(s) if s.generation == 1));
+    assert!(state.mentions(&k.server.fingerprint()));
+    // The old key still opens it when the active slot is damaged: the fault being fixed.
+    let mut broken = two_valid.clone();
+    damage_active_slot(&mut broken);
+    assert_eq!(open_with(&broken, &k.server).unwrap(), plain);
+
+    let wipe = prelude.plan_wipe().unwrap().expect("a wipe is owed");
+    assert!(wipe.wipe_only());
+    assert_eq!(
+        (wipe.generation, wipe.recipients.clone()),
+        (2, vec![new_server.fingerprint()])
+    );
+    two_valid = applied(&two_valid, &wipe);
+    let prelude = v2::read_prelude(&mut &two_valid[..]).unwrap();
+    assert_eq!(prelude.slots[0], SlotState::Empty);
+    assert!(prelude.plan_wipe().unwrap().is_none());
+    assert_eq!(open_with(&two_valid, &new_server).unwrap(), plain);
+    damage_active_slot(&mut two_valid);
+    assert!(open_with(&two_valid, &k.server).is_err());
+}
+
+#[test]
+fn a_damaged_slot_still_counts_as_naming_the_keys_it_holds() {
+    let k = keys();
+    let mut file = seal(&data(100), 1024);
+    damage_active_slot(&mut file);
+    let [a, b] = slots(&file);
+    assert!(matches!(a, SlotState::Damaged(_)));
+    assert!(a.mentions(&k.server.fingerprint()));
+    assert!(!a.mentions(&k.stranger.fingerprint()));
+    assert!(!b.mentions(&k.server.fingerprint()));
+}
+
+#[test]
+fn a_crash_at_any_byte_of_either_write_leaves_a_file_that_opens_and_a_rerun_finishes() {
     let k = keys();
     let new_server = PrivateKey::generate(KeyBits::Rsa2048).unwrap();
     let plain = data(10_000);
@@ -119,24 +215,59 @@ fn a_write_torn_at_any_byte_leaves_a_file_that_opens() {
             &[],
         )
         .unwrap();
-    // A kill during the single slot write leaves some prefix of it on disk (over zeros).
-    for torn in (0..=plan.slot.len())
-        .step_by(61)
-        .chain([1, plan.slot.len() - 1, plan.slot.len()])
-    {
+    let [install, wipe] = &plan.writes[..] else {
+        panic!("a rewrap is an install and a wipe")
+    };
+    let slot_len = install.bytes.len();
+    let torn_points = || {
+        (0..=slot_len)
+            .step_by(61)
+            .chain([1, slot_len - 1, slot_len])
+    };
+    // A crash during the install leaves a prefix of it on disk (over the empty slot B).
+    for torn in torn_points() {
         let mut f = file.clone();
-        let at = plan.offset as usize;
-        f[at..at + torn].copy_from_slice(&plan.slot[..torn]);
-        let old = open_with(&f, &k.server);
-        let new = open_with(&f, &new_server);
-        if torn == plan.slot.len() {
-            assert_eq!(new.unwrap(), plain, "complete write");
+        let at = install.offset as usize;
+        f[at..at + torn].copy_from_slice(&install.bytes[..torn]);
+        if torn == slot_len {
+            assert_eq!(
+                open_with(&f, &new_server).unwrap(),
+                plain,
+                "complete install"
+            );
         } else {
             assert_eq!(
-                old.unwrap(),
+                open_with(&f, &k.server).unwrap(),
                 plain,
-                "torn at {torn}: the old key must still open the file"
+                "install torn at {torn}"
             );
+        }
+    }
+    // A crash during the wipe: the install is durable, the old slot partly zeroed.
+    let installed = {
+        let mut f = file.clone();
+        let at = install.offset as usize;
+        f[at..at + slot_len].copy_from_slice(&install.bytes);
+        f
+    };
+    for torn in torn_points() {
+        let mut f = installed.clone();
+        let at = wipe.offset as usize;
+        f[at..at + torn].copy_from_slice(&wipe.bytes[..torn]);
+        assert_eq!(
+            open_with(&f, &new_server).unwrap(),
+            plain,
+            "wipe torn at {torn}"
+        );
+        // Running the rewrap again (to the same key) owes only the wipe, and finishes it.
+        let prelude = v2::read_prelude(&mut &f[..]).unwrap();
+        match prelude.plan_wipe().unwrap() {
+            None => assert_eq!(torn, slot_len, "only a complete wipe owes nothing"),
+            Some(rest) => {
+                let done = applied(&f, &rest);
+                assert_eq!(slots(&done)[0], SlotState::Empty);
+                assert_eq!(open_with(&done, &new_server).unwrap(), plain);
+            }
         }
     }
 }

@@ -673,15 +673,6 @@ impl Store {
         Ok(())
     }
 
-    /// Live backups that only `fingerprint` can open (among the keys they are wrapped to).
-    pub fn backups_needing(&mut self, fingerprint: &Fingerprint) -> Result<Vec<BackupRecord>> {
-        Ok(self
-            .backups(None)?
-            .into_iter()
-            .filter(|b| b.entry.server_keys.contains(fingerprint))
-            .collect())
-    }
-
     /// Marks a non-active server key retired: no catalogued backup needs it any more.
     pub fn retire_server_key(&mut self, fingerprint: &Fingerprint) -> Result<ServerKeyRecord> {
         let rows = self.db.query(

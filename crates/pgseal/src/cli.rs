@@ -51,7 +51,12 @@ pub enum Command {
     List(ListArgs),
     /// Delete old backups by retention (shows what it would delete; deletes only with --yes).
     Prune(PruneArgs),
-    /// Re-wrap backups' file keys to the active server key (after a rotation); data untouched.
+    /// Re-wrap backups' file keys to the active server key (after a rotation) and wipe the old
+    /// wrapping, so the rotated-out key opens nothing; data and signatures untouched.
+    ///
+    /// Also finishes a wipe still owed by an interrupted rewrap, or by an older pgseal that did
+    /// not wipe, even when the file is already on the active key; `inspect` and `verify` report
+    /// such files.
     Rewrap(RewrapArgs),
     /// Bring the legacy Django system's users, keys and audit log into the store.
     ImportDjango(ImportDjangoArgs),
@@ -390,7 +395,8 @@ pub enum ServerKeyCommand {
     Rotate(ServerKeyRotateArgs),
     /// List every server key: fingerprint, size, created, status.
     List(JsonArg),
-    /// Retire a rotated key once no catalogued backup needs it (`rewrap --all` first).
+    /// Retire a rotated key once no catalogued backup holds it in any recipient slot (`rewrap
+    /// --all` first).
     Retire(ServerKeyRetireArgs),
     /// Print a server key's public half (PEM); with --private, its encrypted private half.
     Export(ServerKeyExportArgs),

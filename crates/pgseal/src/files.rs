@@ -313,14 +313,54 @@ impl AtomicFile {
             });
         }
         // Replacing: link under a hidden name, then rename over the target atomically.
-        let mut hidden = self.target.clone().into_os_string();
-        hidden.push(format!(".pgseal-{}", std::process::id()));
-        let hidden = PathBuf::from(hidden);
+        let hidden = hidden_name(&self.target, std::process::id());
         link(&hidden)?;
+        crate::crashpoint::reached("replace:linked");
         std::fs::rename(&hidden, &self.target).inspect_err(|_| {
             let _ = std::fs::remove_file(&hidden);
         })
     }
+}
+
+/// The name a replacing commit links its new file under for an instant, before renaming it over
+/// `target`: a process killed in that instant leaves it behind.
+fn hidden_name(target: &Path, pid: u32) -> PathBuf {
+    let mut hidden = target.as_os_str().to_owned();
+    hidden.push(format!(".pgseal-{pid}"));
+    PathBuf::from(hidden)
+}
+
+/// Removes what replacing `target` left behind when a pgseal process was killed between linking
+/// its new file under [`hidden_name`] and renaming it into place: such names of processes that
+/// no longer run. Returns the names removed.
+pub fn sweep_replace_leftovers(target: &Path) -> io::Result<Vec<PathBuf>> {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.pgseal-", name.to_string_lossy());
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let running = Path::new(&format!("/proc/{pid}")).exists();
+        if !running && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
 }
 
 impl Write for AtomicFile {

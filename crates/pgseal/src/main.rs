@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod config;
 mod context;
+mod crashpoint;
 mod failure;
 mod files;
 mod pgtools;

@@ -595,3 +595,24 @@ fn a_write_error_fails_with_exit_1_and_leaves_nothing() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert_eq!(listing(dir.path()), vec!["w.pgseal", "w.pgseal.in"]);
 }
+
+#[test]
+fn help_lists_every_exit_code() {
+    let o = run(&["--help"]);
+    ok(&o);
+    let text = stdout(&o);
+    for code in [
+        "0 success",
+        "1 I/O",
+        "2 usage",
+        "3 invalid",
+        "4 authentication",
+        "5 key",
+        "6 a PostgreSQL tool",
+    ] {
+        assert!(
+            text.contains(code),
+            "--help omits exit code {code:?}:\n{text}"
+        );
+    }
+}

@@ -42,6 +42,12 @@ impl LegacyHeader {
     pub fn encoded_len(&self) -> u64 {
         (FIXED_LEN + self.wrapped_key.len() + 4 + self.signature.len() + NONCE_LEN) as u64
     }
+
+    /// Where the wrapped session key lies in the file: what a rewrap must wipe from a copy it
+    /// replaces.
+    pub fn wrapped_key_range(&self) -> std::ops::Range<u64> {
+        FIXED_LEN as u64..(FIXED_LEN + self.wrapped_key.len()) as u64
+    }
 }
 
 /// Reads the header. `file_len`, when the input is a file of known size, lets every length field

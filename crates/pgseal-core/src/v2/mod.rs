@@ -17,9 +17,9 @@ mod stream;
 
 pub use header::{AuditAnchor, Compression, Header, Metadata};
 pub use open::{DecryptSummary, Prelude, SignerCheck, VerifyReport, read_prelude};
-pub use rewrap::Rewrap;
+pub use rewrap::{Rewrap, SlotWrite, Step};
 pub use seal::{SealParams, SealSummary, seal};
-pub use slots::{DEFAULT_SLOT_SIZE, MAX_RECIPIENTS, Slot, SlotState, Stanza};
+pub use slots::{DEFAULT_SLOT_SIZE, Damage, MAX_RECIPIENTS, Slot, SlotState, Stanza};
 pub use stream::TAG_LEN;
 
 /// The first seven bytes of every pgseal file.

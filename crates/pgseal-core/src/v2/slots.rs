@@ -73,10 +73,49 @@ pub struct Slot {
 /// What a slot holds on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotState {
+    /// All zero: never written, or wiped after a rewrap superseded it.
     Empty,
     Valid(Slot),
-    /// Not empty and not valid: a torn write or damage. The reason is for diagnostics.
-    Damaged(String),
+    /// Not empty and not valid: a torn write or damage.
+    Damaged(Damage),
+}
+
+impl SlotState {
+    /// Whether the slot may still hold a wrapping of the file key to `key`: a valid slot that
+    /// names it, or a damaged one whose bytes still contain its fingerprint (a torn or damaged
+    /// slot can keep an intact stanza). Empty slots hold nothing.
+    pub fn mentions(&self, key: &Fingerprint) -> bool {
+        match self {
+            SlotState::Empty => false,
+            SlotState::Valid(slot) => slot.recipients().contains(key),
+            SlotState::Damaged(damage) => damage
+                .raw
+                .windows(key.as_bytes().len())
+                .any(|w| w == key.as_bytes()),
+        }
+    }
+}
+
+/// A slot that is neither empty nor valid, with its bytes: only a wipe makes it hold nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Why the slot is not valid, for people.
+    pub reason: String,
+    raw: Vec<u8>,
+}
+
+impl std::fmt::Debug for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Damage")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 impl Slot {
@@ -184,7 +223,10 @@ pub fn parse_slot(raw: &[u8]) -> SlotState {
     }
     match parse_nonempty(raw) {
         Ok(slot) => SlotState::Valid(slot),
-        Err(reason) => SlotState::Damaged(reason),
+        Err(reason) => SlotState::Damaged(Damage {
+            reason,
+            raw: raw.to_vec(),
+        }),
     }
 }
 
@@ -259,7 +301,8 @@ pub fn active_slot(a: &SlotState, b: &SlotState) -> Result<(usize, Slot)> {
         (SlotState::Valid(x), _) => Ok((0, x.clone())),
         (_, SlotState::Valid(y)) => Ok((1, y.clone())),
         (a, b) => Err(Error::malformed(format!(
-            "no valid recipient slot (A: {}, B: {})",
+            "no valid recipient slot (A: {}, B: {}): no key can open this file; its data may be \
+             intact (the slots are outside the signatures), so a copy made before the damage opens",
             describe(a),
             describe(b)
         ))),
@@ -270,7 +313,7 @@ fn describe(s: &SlotState) -> String {
     match s {
         SlotState::Empty => "empty".into(),
         SlotState::Valid(_) => "valid".into(),
-        SlotState::Damaged(why) => why.clone(),
+        SlotState::Damaged(damage) => damage.reason.clone(),
     }
 }
 

@@ -85,9 +85,14 @@ fn inspect_v2(input: &mut Input) -> CliResult<Value> {
             "generation": slot.generation,
             "recipients": slot.recipients().iter().map(ToString::to_string).collect::<Vec<_>>(),
         }),
-        SlotState::Damaged(why) => json!({ "state": "damaged", "reason": why }),
+        SlotState::Damaged(damage) => json!({ "state": "damaged", "reason": damage.reason }),
     };
     let active = prelude.active_slot().ok();
+    let mut slots = [slot_json(&prelude.slots[0]), slot_json(&prelude.slots[1])];
+    for (i, slot) in slots.iter_mut().enumerate() {
+        slot["active"] = json!(active.as_ref().is_some_and(|(a, _)| *a == i));
+    }
+    let superseded = super::superseded_slot_note(&prelude, &input.name);
     let header_bytes = prelude.slots_offset + 2 * h.slot_size as u64;
     Ok(json!({
         "format": "v2",
@@ -110,7 +115,8 @@ fn inspect_v2(input: &mut Input) -> CliResult<Value> {
         "compression": h.compression.name(),
         "chunk_size": h.chunk_size,
         "recipients": active.as_ref().map(|(_, s)| s.recipients().iter().map(ToString::to_string).collect::<Vec<_>>()),
-        "slots": [slot_json(&prelude.slots[0]), slot_json(&prelude.slots[1])],
+        "slots": slots,
+        "superseded_slot": superseded.map(|(_, j)| j),
         "header_bytes": header_bytes,
         "signature_bytes": h.signature_len,
         "ciphertext_bytes": input.len.map(|n| n.saturating_sub(header_bytes + h.signature_len as u64)),
@@ -172,6 +178,26 @@ fn print_human(name: &str, facts: &Value) {
             println!("recipients:  not recorded (legacy files name no key)")
         }
         None => {}
+    }
+    if let Some(slots) = facts["slots"].as_array() {
+        let describe = |(letter, slot): (&str, &Value)| {
+            let state = s(&slot["state"]);
+            match (slot["active"].as_bool(), slot["generation"].as_u64()) {
+                (Some(true), Some(g)) => format!("{letter} active (generation {g})"),
+                (_, Some(g)) => format!("{letter} {state} (generation {g})"),
+                _ => format!("{letter} {state}"),
+            }
+        };
+        let parts: Vec<String> = ["A", "B"].into_iter().zip(slots).map(describe).collect();
+        println!("slots:       {}", parts.join(", "));
+    }
+    if let Some(note) = facts["superseded_slot"]["message"].as_str() {
+        let kind = if facts["superseded_slot"]["state"] == json!("valid") {
+            "warning"
+        } else {
+            "note"
+        };
+        println!("{kind}:{:width$}{note}", "", width = 12 - kind.len() - 1);
     }
     println!(
         "sizes:       header {} bytes, ciphertext {} bytes, file {} bytes",

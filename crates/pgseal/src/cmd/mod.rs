@@ -131,6 +131,51 @@ pub fn server_password(args: &ServerPasswordArgs) -> PasswordSource {
     }
 }
 
+/// What `inspect` and `verify` say of a v2 file's inactive slot when it is not empty: a wrapping
+/// a rewrap superseded and has not wiped (the keys it names can still open the file), or damage.
+/// A line for people, and an object for JSON that carries it as `message`; `None` when there is
+/// nothing to say.
+pub fn superseded_slot_note(
+    prelude: &pgseal_core::v2::Prelude,
+    file: &str,
+) -> Option<(String, serde_json::Value)> {
+    use pgseal_core::v2::SlotState;
+    let (index, state) = prelude.superseded_slot()?;
+    let slot = ["A", "B"][index];
+    let fix = format!("pgseal rewrap {file}");
+    let (message, mut json) = match state {
+        SlotState::Valid(s) => {
+            let keys: Vec<String> = s.recipients().iter().map(ToString::to_string).collect();
+            (
+                format!(
+                    "slot {slot} (inactive, generation {}) still wraps the file key to {}: that \
+                     key can still open this file. Run `{fix}` to wipe it",
+                    s.generation,
+                    keys.join(", ")
+                ),
+                serde_json::json!({
+                    "slot": slot, "state": "valid", "generation": s.generation,
+                    "recipients": keys, "still_wraps_file_key": true, "fix": fix,
+                }),
+            )
+        }
+        SlotState::Damaged(damage) => (
+            format!(
+                "slot {slot} (inactive) is damaged ({damage}): a rewrap was interrupted, or the \
+                 file was damaged there. Decryption ignores it, but it may still hold a wrapped \
+                 key; run `{fix}` to wipe it"
+            ),
+            serde_json::json!({
+                "slot": slot, "state": "damaged", "reason": damage.reason,
+                "may_hold_wrapped_key": true, "fix": fix,
+            }),
+        ),
+        SlotState::Empty => return None,
+    };
+    json["message"] = serde_json::json!(message);
+    Some((message, json))
+}
+
 /// Prints a JSON value on one line.
 pub fn print_json(value: &serde_json::Value) {
     println!("{value}");

@@ -1,14 +1,18 @@
-//! `pgseal rewrap`: re-wraps backups' file keys to the active server key after a rotation, so
-//! the old key can be retired. Data and signatures are untouched.
+//! `pgseal rewrap`: re-wraps backups' file keys to the active server key after a rotation, and
+//! wipes the wrappings it supersedes, so the old key opens nothing and can be retired. Data and
+//! signatures are untouched.
 //!
-//! v2 files take one slot-sized write into their inactive recipient slot, fsynced: a crash at
-//! any instant leaves a file that opens with the old key or the new one, and the cost does not
-//! depend on the file's size. Legacy hybrid files have one wrapped key in an unauthenticated
-//! header; overwriting it in place could tear, so they are rewritten whole into an unnamed file
-//! and swapped in atomically — crash-safe too, but at the cost of a copy.
+//! v2 files take two slot-sized writes, each fsynced before the next: the new wrapping into the
+//! inactive recipient slot, then zeros over the slot it superseded. A crash at any instant leaves
+//! a file that opens with the old key or the new one; a file whose wipe is still owed (a crash
+//! between the two, or a rewrap by an older pgseal) gets only the wipe on the next run. The cost
+//! does not depend on the file's size. Legacy hybrid files have one wrapped key in an
+//! unauthenticated header; overwriting it in place could tear, so they are rewritten whole into
+//! an unnamed file and swapped in atomically, and the replaced copy's wrapped key is then zeroed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use pgseal_core::detect::{DETECT_LEN, detect};
@@ -23,14 +27,27 @@ use super::server_key::no_active_key;
 use super::{host_name, print_json, server_password};
 use crate::cli::RewrapArgs;
 use crate::context::{Audit, Context, store_failure};
+use crate::crashpoint;
 use crate::failure::{CliResult, ExitCode, Failure};
-use crate::files::AtomicFile;
+use crate::files::{AtomicFile, sweep_replace_leftovers};
 use crate::secrets::CachedPassword;
 
 /// What happened to one file.
 enum Outcome {
     Rewrapped(Vec<Fingerprint>),
+    /// The active slot already named the active key; a superseded slot was wiped.
+    Wiped,
     AlreadyCurrent,
+}
+
+impl Outcome {
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Rewrapped(_) => "rewrapped",
+            Outcome::Wiped => "wiped superseded slot",
+            Outcome::AlreadyCurrent => "already current",
+        }
+    }
 }
 
 /// The stored server keys, unlocked on first use (each unlock costs a PBKDF2 run).
@@ -102,11 +119,13 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
         };
         audit.detail("to", active.fingerprint.to_string());
         let result = rewrap_one(ctx, path, &active_key, &mut ring, &here);
-        if let Ok(Outcome::Rewrapped(r)) = &result {
-            audit.detail(
+        match &result {
+            Ok(Outcome::Rewrapped(r)) => audit.detail(
                 "recipients",
                 r.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            );
+            ),
+            Ok(Outcome::Wiped) => audit.detail("wiped_superseded_slot", true),
+            _ => {}
         }
         let result = ctx.record_outcome(audit, result);
         results.push((path.clone(), result));
@@ -118,9 +137,7 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
             results
                 .iter()
                 .map(|(p, r)| match r {
-                    Ok(Outcome::Rewrapped(_)) => json!({ "file": p, "outcome": "rewrapped" }),
-                    Ok(Outcome::AlreadyCurrent) =>
-                        json!({ "file": p, "outcome": "already current" }),
+                    Ok(outcome) => json!({ "file": p, "outcome": outcome.name() }),
                     Err(f) => json!({ "file": p, "outcome": "failed", "error": f.message }),
                 })
                 .collect::<Vec<_>>()
@@ -128,9 +145,8 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     } else {
         for (p, r) in &results {
             match r {
-                Ok(Outcome::Rewrapped(_)) => println!("rewrapped        {}", p.display()),
-                Ok(Outcome::AlreadyCurrent) => println!("already current  {}", p.display()),
-                Err(f) => println!("FAILED           {}: {}", p.display(), f.message),
+                Ok(outcome) => println!("{:<22} {}", outcome.name(), p.display()),
+                Err(f) => println!("{:<22} {}: {}", "FAILED", p.display(), f.message),
             }
         }
     }
@@ -174,27 +190,40 @@ fn rewrap_one(
                 .filter(|f| server_fps.contains(f))
                 .copied()
                 .collect();
-            if old_servers == [active.fingerprint()] {
-                return Ok(Outcome::AlreadyCurrent);
-            }
-            let Some(opener) = old_servers.first() else {
-                return Err(Error::NoMatchingIdentity(recipients).into());
+            let plan = if old_servers == [active.fingerprint()] {
+                match prelude.plan_wipe()? {
+                    Some(wipe) => wipe,
+                    None => return Ok(Outcome::AlreadyCurrent),
+                }
+            } else {
+                let Some(opener) = old_servers.first() else {
+                    return Err(Error::NoMatchingIdentity(recipients).into());
+                };
+                let identity = ring.key(opener)?;
+                let keep: Vec<Fingerprint> = recipients
+                    .iter()
+                    .filter(|f| !server_fps.contains(f))
+                    .copied()
+                    .collect();
+                prelude.plan_rewrap(
+                    &[identity as &dyn Identity],
+                    std::slice::from_ref(active),
+                    &keep,
+                )?
             };
-            let identity = ring.key(opener)?;
-            let keep: Vec<Fingerprint> = recipients
-                .iter()
-                .filter(|f| !server_fps.contains(f))
-                .copied()
-                .collect();
-            let plan = prelude.plan_rewrap(
-                &[identity as &dyn Identity],
-                std::slice::from_ref(active),
-                &keep,
-            )?;
-            plan.apply(&mut file)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
-            Outcome::Rewrapped(plan.recipients)
+            crashpoint::reached("rewrap:start");
+            plan.apply(&mut file, |file, write| {
+                crashpoint::reached(&format!("rewrap:{}:written", write.step.name()));
+                file.sync_data()?;
+                crashpoint::reached(&format!("rewrap:{}:durable", write.step.name()));
+                Ok(())
+            })
+            .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
+            if plan.wipe_only() {
+                Outcome::Wiped
+            } else {
+                Outcome::Rewrapped(plan.recipients)
+            }
         }
         Detected::LegacyHybrid => {
             let len = file.metadata().map(|m| m.len()).ok();
@@ -211,15 +240,33 @@ fn rewrap_one(
             if opener == active.fingerprint() {
                 return Ok(Outcome::AlreadyCurrent);
             }
+            let links = file
+                .metadata()
+                .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?
+                .nlink();
+            if links > 1 {
+                return Err(Failure::usage(format!(
+                    "{} has {links} hard links: rewriting it would leave the other names holding \
+                     the old wrapping; remove the other links (or copy the file) and run again",
+                    path.display()
+                )));
+            }
+            sweep_replace_leftovers(path)
+                .map_err(|e| Failure::io(format!("cleaning up beside {}", path.display()), e))?;
             let new_header = hybrid::LegacyHeader {
                 wrapped_key: active.wrap_file_key(&session)?,
-                ..header
+                ..header.clone()
             };
             let mut out = AtomicFile::create(path, true)?;
             out.write_all(&new_header.encode())
                 .and_then(|()| std::io::copy(&mut reader, &mut out).map(|_| ()))
                 .map_err(|e| Failure::io(format!("rewriting {}", path.display()), e))?;
+            crashpoint::reached("rewrap:legacy:copied");
             out.commit()?;
+            crashpoint::reached("rewrap:legacy:replaced");
+            // The replaced copy has no name now but may still sit on disk: zero its wrapped key.
+            wipe_range(&mut file, header.wrapped_key_range())
+                .map_err(|e| Failure::io(format!("wiping the replaced {}", path.display()), e))?;
             Outcome::Rewrapped(vec![active.fingerprint()])
         }
         other => {
@@ -243,4 +290,12 @@ fn rewrap_one(
         }
     }
     Ok(outcome)
+}
+
+/// Overwrites `range` of `file` with zeros and makes it durable.
+fn wipe_range(file: &mut std::fs::File, range: std::ops::Range<u64>) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(range.start))?;
+    let zeros = vec![0u8; (range.end - range.start) as usize];
+    file.write_all(&zeros)?;
+    file.sync_data()
 }

@@ -162,17 +162,37 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
             "that is the active server key: rotate first (`pgseal server-key rotate`), then rewrap and retire",
         ));
     }
-    let needing = store.backups_needing(&fp).map_err(store_failure)?;
+    // The catalog says which keys each backup's active slot names; the files themselves also
+    // show superseded slots a rewrap has not wiped yet, and only they are the truth.
+    let here = super::host_name().unwrap_or_default();
+    let needing: Vec<(String, String)> = store
+        .backups(None)
+        .map_err(store_failure)?
+        .into_iter()
+        .filter_map(|b| {
+            let on_file = (b.entry.host == here)
+                .then(|| slots_naming(std::path::Path::new(&b.entry.path), &fp))
+                .flatten();
+            let why = match on_file {
+                Some(slots) if !slots.is_empty() => slots.join(" and "),
+                Some(_) => return None,
+                None if b.entry.server_keys.contains(&fp) => "per the catalog".to_owned(),
+                None => return None,
+            };
+            Some((b.entry.path, why))
+        })
+        .collect();
     if !needing.is_empty() {
         let list: Vec<String> = needing
             .iter()
             .take(20)
-            .map(|b| format!("  {}", b.entry.path))
+            .map(|(path, why)| format!("  {path} ({why})"))
             .collect();
         let more = needing.len().saturating_sub(20);
         if !args.force {
             return Err(Failure::usage(format!(
-                "{} catalogued backups still need {fp}; rewrap them first (`pgseal rewrap --all`):\n{}{}",
+                "{} catalogued backups still hold {fp} in a recipient slot; rewrap them first \
+                 (`pgseal rewrap --all`, which also wipes superseded slots):\n{}{}",
                 needing.len(),
                 list.join("\n"),
                 if more > 0 {
@@ -202,6 +222,31 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
     }
     println!("server key {} retired", retired.fingerprint);
     Ok(())
+}
+
+/// Which recipient slots of the v2 file at `path` name `key` ("active slot B", "superseded slot
+/// A"), an empty list if none; `None` when the file cannot be read or is not v2 (legacy files
+/// name no key: the catalog is all there is).
+fn slots_naming(path: &std::path::Path, key: &Fingerprint) -> Option<Vec<String>> {
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let prelude = pgseal_core::v2::read_prelude(&mut file).ok()?;
+    let active = prelude.active_slot().ok().map(|(i, _)| i);
+    Some(
+        prelude
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.mentions(key))
+            .map(|(i, _)| {
+                let role = if Some(i) == active {
+                    "active"
+                } else {
+                    "superseded"
+                };
+                format!("{role} slot {}", ["A", "B"][i])
+            })
+            .collect(),
+    )
 }
 
 fn key_json(k: &ServerKeyRecord) -> serde_json::Value {

@@ -18,11 +18,13 @@ use crate::context::Context;
 use crate::failure::{CliResult, Failure};
 use crate::files::Input;
 
-/// What was proven, as lines for people and fields for JSON.
+/// What was proven, as lines for people and fields for JSON, and what the operator should know
+/// beyond it (the file is good either way).
 struct Proof {
     format: &'static str,
     lines: Vec<String>,
     json: Value,
+    warnings: Vec<String>,
 }
 
 pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
@@ -63,6 +65,9 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
                 println!("OK: {} ({})", input.name, proof.format);
                 for line in proof.lines {
                     println!("  {line}");
+                }
+                for warning in proof.warnings {
+                    println!("  warning: {warning}");
                 }
             }
             Ok(())
@@ -109,6 +114,7 @@ fn verify_v2(args: &VerifyArgs, input: &mut Input, ctx: &mut Context) -> CliResu
         }
         (None, false) => None,
     };
+    let superseded = super::superseded_slot_note(&prelude, &input.name);
     let report = prelude.verify(
         input,
         &signers,
@@ -143,7 +149,9 @@ fn verify_v2(args: &VerifyArgs, input: &mut Input, ctx: &mut Context) -> CliResu
             "decrypted_with": report.decrypted_with.map(|f| f.to_string()),
             "chunks": report.chunks,
             "ciphertext_blake3": hex(&report.ciphertext_digest),
+            "superseded_slot": superseded.as_ref().map(|(_, j)| j),
         }),
+        warnings: superseded.into_iter().map(|(message, _)| message).collect(),
     })
 }
 
@@ -202,5 +210,6 @@ fn verify_legacy_hybrid(
             },
             "ciphertext_sha256": hex(&digest),
         }),
+        warnings: Vec::new(),
     })
 }
