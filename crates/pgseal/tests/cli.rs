@@ -599,8 +599,8 @@ fn a_write_error_fails_with_exit_1_and_leaves_nothing() {
 #[test]
 fn help_lists_every_exit_code() {
     let o = run(&["--help"]);
-    ok(&o);
-    let text = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = common::stdout(&o);
     for code in [
         "0 success",
         "1 I/O",
