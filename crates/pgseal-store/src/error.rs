@@ -28,4 +28,55 @@ pub enum StoreError {
     /// A row holds a value pgseal never writes.
     #[error("store holds an invalid value: {0}")]
     Corrupt(String),
+    /// There is no pgseal store where one was expected (only creating opens make one).
+    #[error(transparent)]
+    NoStore(#[from] NoStore),
+}
+
+/// No pgseal store where one was expected: [`Store::open_existing`](crate::Store::open_existing)
+/// refuses to make one, so a store that was deleted, truncated or emptied is noticed instead of
+/// silently replaced by a new, empty one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} at {store}: {}", reason.advice())]
+pub struct NoStore {
+    /// The store as shown to users (no password).
+    pub store: String,
+    pub reason: NoStoreReason,
+}
+
+/// Why there is no store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoStoreReason {
+    /// The SQLite file does not exist.
+    Missing,
+    /// The SQLite file is empty (0 bytes).
+    Empty,
+    /// The database holds no pgseal schema.
+    NoSchema,
+}
+
+impl NoStoreReason {
+    fn advice(self) -> &'static str {
+        match self {
+            NoStoreReason::Missing => {
+                "pgseal never creates a store by accident; `pgseal init` makes a new site, or point \
+                 --store (or the config) at the existing store"
+            }
+            NoStoreReason::Empty | NoStoreReason::NoSchema => {
+                "a pgseal store always holds its schema and audit log, so this one was truncated, \
+                 emptied or never initialised; restore it from a copy (`pgseal init` makes a new \
+                 site)"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for NoStoreReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoStoreReason::Missing => "no store file",
+            NoStoreReason::Empty => "an empty (0-byte) store file",
+            NoStoreReason::NoSchema => "no pgseal schema",
+        })
+    }
 }

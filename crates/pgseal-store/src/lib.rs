@@ -23,7 +23,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use error::{Result, StoreError};
+pub use error::{NoStore, NoStoreReason, Result, StoreError};
 pub use model::*;
 pub use store::Store;
 

@@ -12,7 +12,7 @@
 //! OS user and host are recorded too; `seq`, `prev_hash` and `entry_hash` chain every entry to
 //! the one before, see docs/AUDIT.md).
 
-use crate::db::{Db, in_transaction};
+use crate::db::{Db, Dialect, in_transaction};
 use crate::error::{Result, StoreError};
 use pgseal_core::time::Timestamp;
 
@@ -136,6 +136,37 @@ CREATE TABLE pgseal_legacy_imports (
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The version of the schema a database holds: `None` when it holds no pgseal schema at all
+/// (no `pgseal_schema` table, or one with no migration recorded).
+pub fn schema_version(db: &mut dyn Db) -> Result<Option<i64>> {
+    let exists_sql = match db.dialect() {
+        Dialect::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'pgseal_schema'"
+        }
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM pg_catalog.pg_class \
+             WHERE oid = to_regclass('pgseal_schema')"
+        }
+    };
+    let exists = db
+        .query(exists_sql, &[])?
+        .first()
+        .map(|r| r.int(0))
+        .transpose()?
+        .unwrap_or(0)
+        > 0;
+    if !exists {
+        return Ok(None);
+    }
+    let version = db
+        .query("SELECT COALESCE(MAX(version), 0) FROM pgseal_schema", &[])?
+        .first()
+        .map(|r| r.int(0))
+        .transpose()?
+        .unwrap_or(0);
+    Ok((version > 0).then_some(version))
 }
 
 /// Brings the store's schema up to date.

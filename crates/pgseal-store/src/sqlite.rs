@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, ToSql};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
 
 use crate::db::{Db, Dialect, Row, Value};
 use crate::error::{Result, StoreError};
@@ -27,7 +27,9 @@ fn err(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteDb {
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens the database file at `path`; creates it only if `create` (else a missing file is an
+    /// error, and SQLite is told not to create one either).
+    pub fn open(path: &Path, create: bool) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
         {
@@ -36,7 +38,13 @@ impl SqliteDb {
                 message: format!("directory {} does not exist", dir.display()),
             });
         }
-        let conn = Connection::open(path).map_err(err)?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;

@@ -8,7 +8,7 @@ use crate::error::{Result, StoreError};
 use crate::model::*;
 use crate::postgres::PostgresDb;
 use crate::sqlite::SqliteDb;
-use crate::{StoreUrl, chain, migrations};
+use crate::{NoStoreReason, StoreUrl, chain, migrations};
 
 /// An open, migrated store.
 pub struct Store {
@@ -29,12 +29,55 @@ const AUDIT_COLUMNS: &str = "id, action, user_id, os_user, backup_creator_id, ba
      entry_hash, imported";
 
 impl Store {
-    /// Opens (creating, for SQLite) and migrates the store at `url`.
+    /// Opens and migrates the store at `url`, **creating** it if there is none (a new SQLite
+    /// file, or the schema in an empty PostgreSQL database). For what makes a store: `pgseal
+    /// init`, `import-django`, tests. Everything else uses [`open_existing`](Self::open_existing).
     pub fn open(url: &StoreUrl) -> Result<Self> {
         let mut db: Box<dyn Db> = match url {
-            StoreUrl::Sqlite(path) => Box::new(SqliteDb::open(path)?),
+            StoreUrl::Sqlite(path) => Box::new(SqliteDb::open(path, true)?),
             StoreUrl::Postgres(conn) => Box::new(PostgresDb::connect(conn)?),
         };
+        migrations::migrate(db.as_mut())?;
+        Ok(Store {
+            db,
+            url: url.clone(),
+        })
+    }
+
+    /// Opens (and migrates) a store that exists, refusing with [`StoreError::NoStore`] a
+    /// missing or 0-byte SQLite file and a database that holds no pgseal schema: a store that
+    /// was deleted, truncated or emptied must be noticed, never silently replaced by a new one.
+    pub fn open_existing(url: &StoreUrl) -> Result<Self> {
+        let absent = |reason| {
+            StoreError::NoStore(crate::NoStore {
+                store: url.to_string(),
+                reason,
+            })
+        };
+        let mut db: Box<dyn Db> = match url {
+            StoreUrl::Sqlite(path) => {
+                match std::fs::metadata(path) {
+                    Ok(m) if m.is_file() && m.len() == 0 => {
+                        return Err(absent(NoStoreReason::Empty));
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(absent(NoStoreReason::Missing));
+                    }
+                    Err(e) => {
+                        return Err(StoreError::Backend {
+                            backend: "sqlite",
+                            message: format!("{}: {e}", path.display()),
+                        });
+                    }
+                }
+                Box::new(SqliteDb::open(path, false)?)
+            }
+            StoreUrl::Postgres(conn) => Box::new(PostgresDb::connect(conn)?),
+        };
+        if migrations::schema_version(db.as_mut())?.is_none() {
+            return Err(absent(NoStoreReason::NoSchema));
+        }
         migrations::migrate(db.as_mut())?;
         Ok(Store {
             db,
@@ -648,6 +691,15 @@ impl Store {
                 &[],
             )?,
         };
+        rows.iter().map(backup_from_row).collect()
+    }
+
+    /// Every catalog entry, pruned ones included, oldest first.
+    pub fn backup_history(&mut self) -> Result<Vec<BackupRecord>> {
+        let rows = self.db.query(
+            &format!("SELECT {BACKUP_COLUMNS} FROM pgseal_backups ORDER BY created_at, id"),
+            &[],
+        )?;
         rows.iter().map(backup_from_row).collect()
     }
 

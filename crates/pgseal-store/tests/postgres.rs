@@ -2,7 +2,7 @@
 
 mod suite;
 
-use pgseal_store::{Store, StoreUrl};
+use pgseal_store::{NoStoreReason, Store, StoreUrl};
 use pgseal_testkit::TestCluster;
 
 struct Postgres;
@@ -15,6 +15,8 @@ impl suite::Backend for Postgres {
             .expect("create a test database");
         StoreUrl::Postgres(cluster.url(&db))
     }
+
+    const ABSENT: NoStoreReason = NoStoreReason::NoSchema;
 
     fn raw(url: &StoreUrl, sql: &str) {
         let StoreUrl::Postgres(u) = url else {

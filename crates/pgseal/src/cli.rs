@@ -20,7 +20,8 @@ pub struct Cli {
     /// The configuration file (else $PGSEAL_CONFIG, ./pgseal.toml, ~/.config/pgseal/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The store: sqlite:PATH or postgres://... (overrides the config and $PGSEAL_STORE).
+    /// The store: sqlite:PATH or postgres://... (overrides the config and $PGSEAL_STORE). It
+    /// must exist: only `init` and `import-django` create a store.
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
     #[command(subcommand)]
@@ -50,6 +51,13 @@ pub enum Command {
     /// List catalogued backups.
     List(ListArgs),
     /// Delete old backups by retention (shows what it would delete; deletes only with --yes).
+    ///
+    /// The catalog only nominates: a file is deleted only if it is a regular file directly in
+    /// the backup directory (no `..`, no symbolic link) whose signed header — verified with the
+    /// creator's key — matches the catalog entry (signer, creator, time, database). Any other
+    /// entry is refused with the reason, audited, and the rest goes on; refusals end in exit 4.
+    /// --keep-last counts only backups whose signed files are there. Backups written elsewhere
+    /// with `backup --output-dir` are never deleted by prune.
     Prune(PruneArgs),
     /// Re-wrap backups' file keys to the active server key (after a rotation) and wipe the old
     /// wrapping, so the rotated-out key opens nothing; data and signatures untouched.
@@ -58,7 +66,8 @@ pub enum Command {
     /// not wipe, even when the file is already on the active key; `inspect` and `verify` report
     /// such files.
     Rewrap(RewrapArgs),
-    /// Bring the legacy Django system's users, keys and audit log into the store.
+    /// Bring the legacy Django system's users, keys and audit log into the store (creating the
+    /// store if there is none: with `init`, the only commands that make one).
     ImportDjango(ImportDjangoArgs),
     /// Read the audit log: every operation, failures included.
     #[command(subcommand)]
@@ -307,6 +316,14 @@ pub enum AuditCommand {
     Stats(AuditStatsArgs),
     /// Check the hash chain, and the chain heads anchored in signed backups (catches edited,
     /// deleted, inserted, reordered and cut-off entries). Exit 4 names the first bad entry.
+    ///
+    /// Anchors come from every pgseal file in the backup directory, catalogued or not (reading
+    /// each file's signed header only), from this host's catalogued backups, and from --anchor
+    /// files. A file there whose header signature does not verify, or whose signer the store
+    /// does not know, is a finding. A missing, empty (0-byte) or schema-less store, or an empty
+    /// audit log, is never reported intact: exit 4. Where the catalog and the backup directory
+    /// disagree (files missing, present but marked pruned, or not catalogued) it is reported as
+    /// a warning (in --json: `catalog`).
     Verify(AuditVerifyArgs),
     /// Every entry as one JSON object per line, with its chain hashes, for log shippers.
     Export(AuditExportArgs),
@@ -314,8 +331,8 @@ pub enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
-    /// A sealed file whose signed header anchors the log (in addition to every catalogued
-    /// backup on this host). Repeatable.
+    /// A sealed file whose signed header anchors the log (in addition to every file in the
+    /// backup directory and every catalogued backup on this host). Repeatable.
     #[arg(long = "anchor", value_name = "FILE")]
     pub anchors: Vec<PathBuf>,
     #[arg(long)]

@@ -6,7 +6,7 @@
 //! (store-less use with key files only) there is nowhere to write, and nothing is recorded.
 
 use pgseal_core::time::Timestamp;
-use pgseal_store::{NewAuditEntry, Store, User};
+use pgseal_store::{NewAuditEntry, NoStore, Store, StoreError, User};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -53,16 +53,36 @@ impl Context {
         self.config.as_ref().ok_or_else(no_store)
     }
 
-    /// The store, opened and migrated on first use.
+    /// The store, opened and migrated on first use. It must exist: a missing, empty (0-byte)
+    /// or schema-less store is refused (exit 2), never silently re-created — only `init` and
+    /// `import-django` make one ([`create_store`](Self::create_store)).
     pub fn store(&mut self) -> CliResult<&mut Store> {
+        match self.existing_store()? {
+            Ok(store) => Ok(store),
+            Err(absent) => Err(no_store_there(&absent)),
+        }
+    }
+
+    /// The store if it exists; `Ok(Err(..))` says why there is none (for `audit verify`, which
+    /// reports a missing or emptied store as a finding). Other failures to open it are errors.
+    pub fn existing_store(&mut self) -> CliResult<Result<&mut Store, NoStore>> {
         if self.store.is_none() {
             let url = self.config()?.store.clone();
-            let store = Store::open(&url).map_err(|e| {
-                Failure::new(
-                    crate::failure::ExitCode::Io,
-                    format!("opening the store {url}: {e}"),
-                )
-            })?;
+            match Store::open_existing(&url) {
+                Ok(store) => self.store = Some(store),
+                Err(StoreError::NoStore(absent)) => return Ok(Err(absent)),
+                Err(e) => return Err(open_failure(&url, e)),
+            }
+        }
+        Ok(Ok(self.store.as_mut().expect("opened just above")))
+    }
+
+    /// Opens the configured store, creating it if there is none: for the commands that make a
+    /// store (`init`, `import-django`).
+    pub fn create_store(&mut self) -> CliResult<&mut Store> {
+        if self.store.is_none() {
+            let url = self.config()?.store.clone();
+            let store = Store::open(&url).map_err(|e| open_failure(&url, e))?;
             self.store = Some(store);
         }
         Ok(self.store.as_mut().expect("opened just above"))
@@ -160,6 +180,13 @@ impl Context {
             audit.detail("error", f.message.clone());
             audit.detail("exit_code", f.code as i32);
         }
+        if result.is_err()
+            && let Ok(Err(absent)) = self.existing_store()
+        {
+            // The command failed for want of its store (that is its error): there is nowhere to
+            // record it, and saying so twice helps no one.
+            return Err(no_store_there(&absent));
+        }
         let written = self.store().and_then(|store| {
             let user_id = match audit.user_id {
                 Some(id) => Some(id),
@@ -197,6 +224,18 @@ pub fn acting_user(store: &mut Store) -> CliResult<Option<User>> {
     }
 }
 
+fn open_failure(url: &pgseal_store::StoreUrl, e: StoreError) -> Failure {
+    Failure::new(
+        crate::failure::ExitCode::Io,
+        format!("opening the store {url}: {e}"),
+    )
+}
+
+/// A configured store that is not there (missing, empty, no schema): the user's to fix.
+pub fn no_store_there(absent: &NoStore) -> Failure {
+    Failure::usage(absent.to_string())
+}
+
 pub fn no_store() -> Failure {
     Failure::usage(
         "no pgseal store is configured: run `pgseal init --dir DIR`, or point at one with \
@@ -208,7 +247,9 @@ pub fn no_store() -> Failure {
 pub fn store_failure(e: pgseal_store::StoreError) -> Failure {
     use pgseal_store::StoreError as E;
     let code = match &e {
-        E::Conflict(_) | E::NotFound(_) | E::BadUrl(_) => crate::failure::ExitCode::Usage,
+        E::Conflict(_) | E::NotFound(_) | E::BadUrl(_) | E::NoStore(_) => {
+            crate::failure::ExitCode::Usage
+        }
         _ => crate::failure::ExitCode::Io,
     };
     Failure::new(code, e.to_string())

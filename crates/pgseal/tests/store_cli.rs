@@ -186,6 +186,8 @@ fn failures_are_audited_too() {
 fn no_active_server_key_is_explained() {
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", tmp.path().join("empty.db").display());
+    // A bare store with no server key (commands other than `init` never create one).
+    drop(Store::open(&StoreUrl::Sqlite(tmp.path().join("empty.db"))).unwrap());
     ok(&run_in(
         tmp.path(),
         &["--store", &store, "user", "add", "alice"],
@@ -285,7 +287,9 @@ fn users_are_listed_shown_and_disabled() {
 fn two_processes_racing_server_key_generate_have_one_winner() {
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", tmp.path().join("race.db").display());
-    // Create the schema first so both racers meet at the key, not at migration.
+    // Create the schema first so both racers meet at the key, not at migration (commands
+    // other than `init` never create a store).
+    drop(Store::open(&StoreUrl::Sqlite(tmp.path().join("race.db"))).unwrap());
     ok(&run_in(
         tmp.path(),
         &["--store", &store, "server-key", "list"],
@@ -380,6 +384,8 @@ fn postgres_store_end_to_end_and_racing_generate() {
     let db = cluster.create_database("cli").unwrap();
     let url = cluster.url(&db);
     let tmp = tempfile::tempdir().unwrap();
+    // A bare store with no server key (commands other than `init` never create one).
+    drop(Store::open(&StoreUrl::Postgres(url.clone())).unwrap());
     let run = |args: &[&str]| {
         let mut all = vec!["--store", url.as_str()];
         all.extend_from_slice(args);

@@ -9,6 +9,8 @@ pub trait Backend {
     fn fresh() -> StoreUrl;
     /// Runs SQL on the store's database behind pgseal's back (to tamper with it).
     fn raw(url: &StoreUrl, sql: &str);
+    /// What `open_existing` finds at a fresh URL.
+    const ABSENT: NoStoreReason;
 }
 
 fn fp(n: u8) -> Fingerprint {
@@ -162,6 +164,29 @@ pub fn audit_entries_round_trip(url: StoreUrl) {
     assert_eq!(s.audit_entries(1).unwrap()[0].seq, b);
 }
 
+/// `open_existing` never makes a store: it names what is missing until `open` has made one,
+/// then opens it like `open` does.
+pub fn only_open_creates_a_store(url: StoreUrl, absent: NoStoreReason) {
+    match Store::open_existing(&url) {
+        Err(StoreError::NoStore(e)) => {
+            assert_eq!(e.reason, absent);
+            assert!(e.to_string().contains("pgseal init"), "{e}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("open_existing made a store"),
+    }
+    // Still nothing there: the refusal created nothing.
+    assert!(matches!(
+        Store::open_existing(&url),
+        Err(StoreError::NoStore(e)) if e.reason == absent
+    ));
+    let mut s = Store::open(&url).unwrap();
+    s.add_user("alice", Role::Admin).unwrap();
+    drop(s);
+    let mut s = Store::open_existing(&url).unwrap();
+    assert_eq!(s.users().unwrap().len(), 1);
+}
+
 /// Instantiates every suite test for one backend.
 #[macro_export]
 macro_rules! backend_suite {
@@ -238,6 +263,10 @@ macro_rules! backend_suite {
                 s.append_audit(&$crate::suite::entry_for_helper(worker * 10_000 + i))
                     .unwrap();
             }
+        }
+        #[test]
+        fn only_open_creates_a_store() {
+            $crate::suite::only_open_creates_a_store(<$backend>::fresh(), <$backend>::ABSENT);
         }
         #[test]
         fn audit_entries_round_trip() {

@@ -2,12 +2,15 @@
 //! `SELECT * FROM tenancy_encryption_audit_log` and its monitoring advice were for).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use pgseal_core::time::Timestamp;
-use pgseal_store::{AuditEntry, AuditFilter};
+use pgseal_core::{Fingerprint, PublicKey};
+use pgseal_store::{AuditEntry, AuditFilter, BackupStatus};
 use serde_json::json;
 
 use super::print_json;
+use super::repository::{Examined, Listing, Repository, examine, store_signer};
 use crate::cli::{AuditExportArgs, AuditListArgs, AuditStatsArgs, AuditVerifyArgs};
 use crate::context::{Context, opt, store_failure};
 use crate::failure::{CliResult, Failure};
@@ -202,28 +205,224 @@ struct Anchor {
     hash: String,
 }
 
-pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
-    let here = super::host_name().unwrap_or_default();
-    let store = ctx.store()?;
-    let chain = store.verify_audit_chain().map_err(store_failure)?;
-    let mut files: Vec<String> = store
-        .backups(None)
-        .map_err(store_failure)?
-        .into_iter()
-        .filter(|b| b.entry.host == here && std::path::Path::new(&b.entry.path).exists())
-        .map(|b| b.entry.path)
-        .collect();
-    files.extend(args.anchors.iter().map(|p| p.display().to_string()));
+/// Where a file `audit verify` reads came from.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sources {
+    /// In the backup directory.
+    repository: bool,
+    /// Named by a live catalog entry of this host.
+    catalog: bool,
+    /// Given with `--anchor`.
+    given: bool,
+}
 
-    let mut anchors = Vec::new();
-    let mut skipped = Vec::new();
-    for file in &files {
-        match read_anchor(ctx, file) {
-            Ok(Some(a)) => anchors.push(a),
-            Ok(None) => {}
-            Err(why) => skipped.push(format!("{file}: {why}")),
+/// What the backup directory and the other files read hold.
+#[derive(Default)]
+struct Findings {
+    anchors: Vec<Anchor>,
+    /// Signed (verified) pgseal files in the backup directory, anchored or not.
+    signed: usize,
+    /// pgseal (v2) files in the backup directory, vouched for or not.
+    pgseal_files: Vec<String>,
+    /// Legacy-format files in the backup directory (never catalogued, no anchors).
+    legacy: usize,
+    /// Files in the backup directory that are not pgseal files, and entries never read.
+    ignored: Vec<String>,
+    /// Files pgseal cannot vouch for: tampering findings.
+    problems: Vec<String>,
+    /// The newest anchor a file claims without proof (no store, or an unknown signer).
+    claimed: Option<u64>,
+    /// Notes on `--anchor` and catalogued files that anchor nothing.
+    skipped: Vec<String>,
+}
+
+impl Findings {
+    /// Counts what the backup directory holds besides regular files (never read): directories,
+    /// links, devices, and unfinished writes.
+    fn ignore_unread(&mut self, listing: &Listing) {
+        self.ignored.extend(
+            listing
+                .other
+                .iter()
+                .chain(&listing.partial)
+                .map(|p| p.display().to_string()),
+        );
+    }
+}
+
+/// Reads every file in the backup directory, every catalogued file of this host and every
+/// `--anchor` file — the prelude of each, never more — and sorts them into anchors and findings.
+fn read_files(
+    files: &BTreeMap<PathBuf, Sources>,
+    signer_key: &mut dyn FnMut(&Fingerprint) -> CliResult<Option<PublicKey>>,
+) -> CliResult<Findings> {
+    let mut found = Findings::default();
+    for (path, from) in files {
+        let shown = path.display().to_string();
+        let file = match open_regular(path) {
+            Ok(f) => f,
+            Err(why) => {
+                if from.repository || from.catalog {
+                    found.problems.push(format!("{shown}: {why}"));
+                } else {
+                    found.skipped.push(format!("{shown}: {why}"));
+                }
+                continue;
+            }
+        };
+        match examine(file, signer_key)? {
+            Examined::Signed(prelude) => {
+                if from.repository {
+                    found.signed += 1;
+                    found.pgseal_files.push(shown.clone());
+                }
+                match prelude.header.metadata.audit_anchor {
+                    Some(a) => found.anchors.push(Anchor {
+                        file: shown,
+                        seq: a.seq as i64,
+                        hash: a.entry_hash.iter().map(|b| format!("{b:02x}")).collect(),
+                    }),
+                    None if from.given => {
+                        found
+                            .skipped
+                            .push(format!("{shown}: its header holds no anchor"));
+                    }
+                    None => {}
+                }
+            }
+            Examined::Legacy(kind) => {
+                if from.repository {
+                    found.legacy += 1;
+                }
+                if from.given {
+                    found
+                        .skipped
+                        .push(format!("{shown}: {kind}, which holds no anchor"));
+                }
+            }
+            Examined::Foreign(kind) => {
+                if from.repository {
+                    found.ignored.push(shown.clone());
+                }
+                if from.catalog {
+                    found.skipped.push(format!(
+                        "{shown}: catalogued, but not a pgseal file ({kind})"
+                    ));
+                } else if from.given {
+                    found
+                        .skipped
+                        .push(format!("{shown}: not a pgseal file ({kind})"));
+                }
+            }
+            Examined::Unvouched {
+                reason,
+                claimed_anchor,
+            } => {
+                if from.repository {
+                    found.pgseal_files.push(shown.clone());
+                }
+                found.claimed = found.claimed.max(claimed_anchor);
+                let claim = claimed_anchor
+                    .map(|seq| format!("; it claims to anchor entry {seq}"))
+                    .unwrap_or_default();
+                found.problems.push(format!("{shown}: {reason}{claim}"));
+            }
         }
     }
+    Ok(found)
+}
+
+/// Opens a file only if it is a regular file (a FIFO would block, a device never ends).
+fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        Ok(_) => Err("not a regular file".into()),
+        Err(e) => Err(format!("cannot be read: {e}")),
+    }
+}
+
+/// The files to read: the backup directory's, this host's catalogued ones, and `--anchor`s —
+/// each once, by its canonical path.
+fn files_to_read(
+    listing: &Listing,
+    catalogued: &[PathBuf],
+    given: &[PathBuf],
+    skipped: &mut Vec<String>,
+) -> BTreeMap<PathBuf, Sources> {
+    let mut files: BTreeMap<PathBuf, Sources> = Default::default();
+    for p in &listing.files {
+        files.entry(p.clone()).or_default().repository = true;
+    }
+    for p in catalogued {
+        files.entry(p.clone()).or_default().catalog = true;
+    }
+    for p in given {
+        match std::fs::canonicalize(p) {
+            Ok(c) => files.entry(c).or_default().given = true,
+            Err(e) => skipped.push(format!("{}: {e}", p.display())),
+        }
+    }
+    files
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
+    let here = super::host_name().unwrap_or_default();
+    let backup_dir = ctx.config()?.backup_dir.clone();
+    let repo = Repository::open(&backup_dir)?;
+    let listing = repo.list()?;
+    let store_url = ctx.config()?.store.to_string();
+
+    if let Some(absent) = ctx.existing_store()?.err() {
+        // No store to verify against: say so, and what the backup directory claims.
+        let mut skipped = Vec::new();
+        let files = files_to_read(&listing, &[], &args.anchors, &mut skipped);
+        let mut found = read_files(&files, &mut |_| Ok(None))?;
+        found.ignore_unread(&listing);
+        let mut problems = vec![format!("{absent}; its audit log cannot be shown intact")];
+        if !found.pgseal_files.is_empty() {
+            problems.push(format!(
+                "the backup directory {} holds {}{} (unverified: the keys that would verify \
+                 them were in the store)",
+                backup_dir.display(),
+                plural(found.pgseal_files.len(), "pgseal file", "pgseal files"),
+                found
+                    .claimed
+                    .map(|seq| format!(" anchoring the log up to entry {seq}"))
+                    .unwrap_or_default()
+            ));
+        }
+        return report(
+            &args,
+            Report {
+                store: &store_url,
+                store_read: false,
+                entries: 0,
+                anchors: &[],
+                found: &found,
+                repo: &repo,
+                problems,
+                catalog: Discrepancies::default(),
+            },
+        );
+    }
+
+    let store = ctx.store()?;
+    let chain = store.verify_audit_chain().map_err(store_failure)?;
+    let history = store.backup_history().map_err(store_failure)?;
     let mut problems: Vec<String> = Vec::new();
     let entries = match &chain {
         Ok(n) => *n,
@@ -232,99 +431,206 @@ pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
             0
         }
     };
+    if chain.is_ok() && entries == 0 {
+        problems.push(format!(
+            "the audit log of {store_url} is empty: a pgseal store records at least the command \
+             that made it, so this log was emptied or the store re-created"
+        ));
+    }
+
+    // This host's catalog entries, by the canonical path of the file they name.
+    let mut live = BTreeMap::new();
+    let mut pruned = BTreeMap::new();
+    let mut missing = Vec::new();
+    for b in history.iter().filter(|b| b.entry.host == here) {
+        let path = Path::new(&b.entry.path);
+        match (b.status, std::fs::canonicalize(path)) {
+            (BackupStatus::Ok, Ok(c)) => {
+                live.insert(c, b.id);
+            }
+            (BackupStatus::Ok, Err(_)) => missing.push(b.entry.path.clone()),
+            (BackupStatus::Pruned, Ok(c)) => {
+                pruned.insert(c, b.id);
+            }
+            (BackupStatus::Pruned, Err(_)) => {}
+        }
+    }
+    let catalogued: Vec<PathBuf> = live.keys().cloned().collect();
+    let mut skipped = Vec::new();
+    let files = files_to_read(&listing, &catalogued, &args.anchors, &mut skipped);
+    let mut found = read_files(&files, &mut |fp| store_signer(ctx, fp))?;
+    found.skipped.splice(0..0, skipped);
+    found.ignore_unread(&listing);
+    problems.append(&mut found.problems);
+
+    let mut catalog = Discrepancies {
+        missing,
+        ..Discrepancies::default()
+    };
+    for file in &found.pgseal_files {
+        let key = PathBuf::from(file);
+        if live.contains_key(&key) {
+            continue;
+        }
+        if pruned.contains_key(&key) {
+            catalog.pruned_but_present.push(file.clone());
+        } else {
+            catalog.uncatalogued.push(file.clone());
+        }
+    }
+
     if chain.is_ok() {
-        for a in &anchors {
+        for a in &found.anchors {
             match ctx.store()?.audit_entry(a.seq).map_err(store_failure)? {
                 None => problems.push(format!(
-                    "entry {} is gone, but {} (signed) anchors the log there: the log was cut back",
+                    "entry {} is gone, but {} (signed) anchors the log there: the log was cut \
+                     back (or the store re-created)",
                     a.seq, a.file
                 )),
                 Some(e) if e.entry_hash != a.hash => problems.push(format!(
-                    "entry {} differs from the one {} (signed) anchors: the log was rewritten",
+                    "entry {} differs from the one {} (signed) anchors: the log was rewritten \
+                     (or the store re-created)",
                     a.seq, a.file
                 )),
                 Some(_) => {}
             }
         }
     }
-    let newest_anchor = anchors.iter().map(|a| a.seq).max();
+    let anchors = std::mem::take(&mut found.anchors);
+    report(
+        &args,
+        Report {
+            store: &store_url,
+            store_read: true,
+            entries,
+            anchors: &anchors,
+            found: &found,
+            repo: &repo,
+            problems,
+            catalog,
+        },
+    )
+}
+
+/// Where the catalog and the backup directory disagree: reported, for a person to look at.
+#[derive(Default)]
+struct Discrepancies {
+    /// Live entries of this host whose file is gone.
+    missing: Vec<String>,
+    /// pgseal files in the backup directory that the catalog says were pruned.
+    pruned_but_present: Vec<String>,
+    /// pgseal files in the backup directory that no catalog entry names.
+    uncatalogued: Vec<String>,
+}
+
+struct Report<'a> {
+    store: &'a str,
+    /// Whether there was a store to read (else only the backup directory was looked at).
+    store_read: bool,
+    entries: i64,
+    anchors: &'a [Anchor],
+    found: &'a Findings,
+    repo: &'a Repository,
+    problems: Vec<String>,
+    catalog: Discrepancies,
+}
+
+fn report(args: &AuditVerifyArgs, r: Report<'_>) -> CliResult {
+    let newest_anchor = r.anchors.iter().map(|a| a.seq).max();
+    let dir = r.repo.dir.display().to_string();
     if args.json {
         print_json(&json!({
-            "valid": problems.is_empty(),
-            "entries": entries,
-            "anchors_checked": anchors.len(),
+            "valid": r.problems.is_empty(),
+            "store": r.store,
+            "entries": r.entries,
+            "anchors_checked": r.anchors.len(),
             "newest_anchor": newest_anchor,
-            "problems": problems,
-            "anchors_skipped": skipped,
+            "problems": r.problems,
+            "anchors_skipped": r.found.skipped,
+            "backup_dir": {
+                "path": dir,
+                "exists": r.repo.canonical().is_some(),
+                "pgseal_files": r.found.pgseal_files.len(),
+                "signed": r.found.signed,
+                "legacy": r.found.legacy,
+                "other_files": r.found.ignored,
+            },
+            "catalog": {
+                "missing_files": r.catalog.missing,
+                "pruned_but_present": r.catalog.pruned_but_present,
+                "uncatalogued": r.catalog.uncatalogued,
+            },
         }));
-    } else if problems.is_empty() {
-        println!("audit log intact: {entries} entries, hash chain unbroken");
+    } else {
+        if r.problems.is_empty() {
+            println!(
+                "audit log intact: {} entries, hash chain unbroken",
+                r.entries
+            );
+        }
+        match r.repo.canonical() {
+            Some(_) => println!(
+                "backup directory {dir}: {} ({} with a verified signed header), {}, {} ignored",
+                plural(r.found.pgseal_files.len(), "pgseal file", "pgseal files"),
+                r.found.signed,
+                plural(r.found.legacy, "legacy file", "legacy files"),
+                plural(r.found.ignored.len(), "other entry", "other entries"),
+            ),
+            None => println!("backup directory {dir}: does not exist"),
+        }
         match newest_anchor {
-            Some(seq) => println!(
+            Some(seq) if r.problems.is_empty() => println!(
                 "{} in signed backups {} (the newest at entry {seq}); entries after it are \
                  protected by the chain only until the next backup anchors them",
-                if anchors.len() == 1 {
-                    "1 anchor".to_owned()
-                } else {
-                    format!("{} anchors", anchors.len())
-                },
-                if anchors.len() == 1 {
+                plural(r.anchors.len(), "anchor", "anchors"),
+                if r.anchors.len() == 1 {
                     "agrees"
                 } else {
                     "agree"
                 }
             ),
-            None => println!("no backup anchors the log yet: a cut-off tail cannot be detected"),
+            Some(_) => println!(
+                "{} read from signed backups",
+                plural(r.anchors.len(), "anchor", "anchors")
+            ),
+            None if r.store_read => println!(
+                "no anchors found: no signed backup in {dir} (nor any catalogued or --anchor \
+                 file) anchors the log, so a cut-off tail cannot be detected"
+            ),
+            None => {}
         }
-        for s in &skipped {
+        for s in &r.found.skipped {
             println!("note: anchor not used: {s}");
         }
+        let c = &r.catalog;
+        if !(c.missing.is_empty() && c.pruned_but_present.is_empty() && c.uncatalogued.is_empty()) {
+            eprintln!("pgseal: warning: the catalog disagrees with the backup directory:");
+            for f in &c.missing {
+                eprintln!("  catalogued, but the file is missing: {f}");
+            }
+            for f in &c.pruned_but_present {
+                eprintln!("  marked pruned in the catalog, but present: {f}");
+            }
+            for f in &c.uncatalogued {
+                eprintln!("  not in the catalog: {f}");
+            }
+        }
     }
-    if let Some(first) = problems.first() {
+    if let Some(first) = r.problems.first() {
         if !args.json {
-            for p in &problems {
-                eprintln!("pgseal: audit log damaged: {p}");
+            for p in &r.problems {
+                eprintln!("pgseal: not intact: {p}");
             }
         }
         return Err(Failure::new(
             crate::failure::ExitCode::Authentication,
-            format!("the audit log has been tampered with: {first}"),
+            format!(
+                "the audit log cannot be shown intact ({}): {first}",
+                plural(r.problems.len(), "finding", "findings")
+            ),
         ));
     }
     Ok(())
-}
-
-/// The anchor in a file's header, once its header signature verifies with the creator's key
-/// from the store (an unsigned claim anchors nothing).
-fn read_anchor(ctx: &mut Context, file: &str) -> Result<Option<Anchor>, String> {
-    let mut input = crate::files::Input::open(file).map_err(|f| f.message)?;
-    let prefix = input
-        .peek(pgseal_core::detect::DETECT_LEN)
-        .map_err(|f| f.message)?;
-    if !matches!(
-        pgseal_core::detect(&prefix),
-        pgseal_core::Detected::Pgseal { .. }
-    ) {
-        return Ok(None);
-    }
-    let prelude = pgseal_core::v2::read_prelude(&mut input).map_err(|e| e.to_string())?;
-    let Some(anchor) = prelude.header.metadata.audit_anchor else {
-        return Ok(None);
-    };
-    let (signers, _) =
-        super::keyring::v2_signers(ctx, &[], &prelude.header.signer).map_err(|f| f.message)?;
-    prelude
-        .verify_header_signature(&signers)
-        .map_err(|e| e.to_string())?;
-    Ok(Some(Anchor {
-        file: file.to_owned(),
-        seq: anchor.seq as i64,
-        hash: anchor
-            .entry_hash
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    }))
 }
 
 pub fn export(args: AuditExportArgs, ctx: &mut Context) -> CliResult {

@@ -25,6 +25,9 @@ struct Counts {
 
 pub fn run(args: ImportDjangoArgs, ctx: &mut Context) -> CliResult {
     ctx.audit(actions::IMPORT).detail("dry_run", args.dry_run);
+    // Importing is the other way to start a store (the old system's keys under their old
+    // password): it creates the store if there is none, and records itself there.
+    ctx.create_store()?;
     let data = django::read(&args.database_url).map_err(|e| {
         Failure::new(
             ExitCode::Database,

@@ -55,6 +55,8 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
     ctx.config = Some(config);
     ctx.audit(actions::INIT)
         .detail("dir", dir.display().to_string());
+    // `init` is what makes a store; every other command refuses one that is not there.
+    ctx.create_store()?;
 
     let key = super::server_key::generate_active(ctx, args.key_size, &password_value, None)?;
 

@@ -10,6 +10,7 @@ mod init;
 mod inspect;
 mod keygen;
 mod keyring;
+mod repository;
 mod restore;
 mod rewrap;
 mod server_key;
