@@ -414,7 +414,7 @@ fn after_rotation_and_rewrap_the_leaked_old_key_opens_nothing() {
 #[test]
 fn a_file_rewrapped_before_wiping_existed_is_reported_blocks_retire_and_is_repaired() {
     let site = Site::new();
-    let files = seal_many(&site, 2);
+    let files = seal_many(&site, 1);
     rotate(&site);
     let keys = server_keys(&site);
     let (old, new) = (keys[0].fingerprint(), keys[1].fingerprint());
@@ -705,4 +705,23 @@ fn a_legacy_file_with_other_hard_links_is_not_rewritten() {
         common::stdout(&o)
     );
     assert_eq!(std::fs::read(site.path("old.backup")).unwrap(), before);
+}
+
+#[test]
+fn retire_reads_the_backup_directory_not_only_the_catalog() {
+    // Whoever can write the store can drop catalog rows; the files in the backup directory
+    // still hold the key, and retire must see them.
+    let site = Site::new();
+    let files = seal_many(&site, 1);
+    rotate(&site);
+    let old = server_fps(&site)[0];
+    let o = run_new(&site, &["server-key", "retire", &old.to_string()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("f000.pgseal (active slot A)"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&run_new(&site, &["rewrap", files[0].0.to_str().unwrap()]));
+    ok(&run_new(&site, &["server-key", "retire", &old.to_string()]));
 }

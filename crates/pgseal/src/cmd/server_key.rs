@@ -1,5 +1,8 @@
 //! `pgseal server-key generate | list | export`: the server key pairs in the store.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use pgseal_core::keys::KeyBits;
 use pgseal_core::{Fingerprint, Password, PrivateKey};
 use pgseal_store::{NewServerKey, ServerKeyRecord, actions};
@@ -165,23 +168,33 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
     // The catalog says which keys each backup's active slot names; the files themselves also
     // show superseded slots a rewrap has not wiped yet, and only they are the truth.
     let here = super::host_name().unwrap_or_default();
-    let needing: Vec<(String, String)> = store
-        .backups(None)
-        .map_err(store_failure)?
-        .into_iter()
-        .filter_map(|b| {
-            let on_file = (b.entry.host == here)
-                .then(|| slots_naming(std::path::Path::new(&b.entry.path), &fp))
-                .flatten();
-            let why = match on_file {
-                Some(slots) if !slots.is_empty() => slots.join(" and "),
-                Some(_) => return None,
-                None if b.entry.server_keys.contains(&fp) => "per the catalog".to_owned(),
-                None => return None,
-            };
-            Some((b.entry.path, why))
-        })
-        .collect();
+    let backup_dir = ctx.config()?.backup_dir.clone();
+    let store = ctx.store()?;
+    let mut needing: BTreeMap<String, String> = BTreeMap::new();
+    for b in store.backups(None).map_err(store_failure)? {
+        let on_file = (b.entry.host == here)
+            .then(|| slots_naming(Path::new(&b.entry.path), &fp))
+            .flatten();
+        match on_file {
+            Some(slots) if !slots.is_empty() => needing.insert(b.entry.path, slots.join(" and ")),
+            None if b.entry.server_keys.contains(&fp) => {
+                needing.insert(b.entry.path, "per the catalog".to_owned())
+            }
+            _ => None,
+        };
+    }
+    // The catalog can be edited by whoever can write the store: every file in the backup
+    // directory counts too, catalogued or not.
+    for path in super::repository::Repository::open(&backup_dir)?
+        .list()?
+        .files
+    {
+        if let Some(slots) = slots_naming(&path, &fp).filter(|s| !s.is_empty()) {
+            needing
+                .entry(path.display().to_string())
+                .or_insert(slots.join(" and "));
+        }
+    }
     if !needing.is_empty() {
         let list: Vec<String> = needing
             .iter()
@@ -191,8 +204,9 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
         let more = needing.len().saturating_sub(20);
         if !args.force {
             return Err(Failure::usage(format!(
-                "{} catalogued backups still hold {fp} in a recipient slot; rewrap them first \
-                 (`pgseal rewrap --all`, which also wipes superseded slots):\n{}{}",
+                "{} backups still hold {fp} in a recipient slot; rewrap them first (`pgseal \
+                 rewrap --all`, or `pgseal rewrap FILE` for those the catalog does not list; it \
+                 also wipes superseded slots):\n{}{}",
                 needing.len(),
                 list.join("\n"),
                 if more > 0 {
@@ -227,7 +241,7 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
 /// Which recipient slots of the v2 file at `path` name `key` ("active slot B", "superseded slot
 /// A"), an empty list if none; `None` when the file cannot be read or is not v2 (legacy files
 /// name no key: the catalog is all there is).
-fn slots_naming(path: &std::path::Path, key: &Fingerprint) -> Option<Vec<String>> {
+fn slots_naming(path: &Path, key: &Fingerprint) -> Option<Vec<String>> {
     let mut file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
     let prelude = pgseal_core::v2::read_prelude(&mut file).ok()?;
     let active = prelude.active_slot().ok().map(|(i, _)| i);
