@@ -12,7 +12,7 @@
 //! OS user and host are recorded too; `seq`, `prev_hash` and `entry_hash` chain every entry to
 //! the one before, see docs/AUDIT.md).
 
-use crate::db::{Db, in_transaction};
+use crate::db::{Db, Dialect, in_transaction};
 use crate::error::{Result, StoreError};
 use pgseal_core::time::Timestamp;
 
@@ -138,8 +138,61 @@ pub fn latest() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Brings the store's schema up to date.
+/// The store's schema version, read without writing; `None` when there is no schema table.
+pub fn current_version(db: &mut dyn Db) -> Result<Option<i64>> {
+    let exists = match db.dialect() {
+        Dialect::Sqlite => db.query(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'pgseal_schema'",
+            &[],
+        )?,
+        Dialect::Postgres => db.query(
+            "SELECT COUNT(*) FROM pg_catalog.pg_tables \
+             WHERE tablename = 'pgseal_schema' AND schemaname = ANY (current_schemas(false))",
+            &[],
+        )?,
+    };
+    if exists.first().map(|r| r.int(0)).transpose()?.unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let version = db
+        .query("SELECT COALESCE(MAX(version), 0) FROM pgseal_schema", &[])?
+        .first()
+        .map(|r| r.int(0))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(Some(version))
+}
+
+/// For a store opened read-only: succeeds only if its schema is exactly this build's, since
+/// anything else would need a write to fix.
+pub fn check_current(db: &mut dyn Db) -> Result<()> {
+    match current_version(db)? {
+        None => Err(StoreError::NotAStore),
+        Some(v) if v > latest() => Err(StoreError::SchemaTooNew {
+            found: v,
+            known: latest(),
+        }),
+        Some(v) if v < latest() => Err(StoreError::SchemaTooOld {
+            found: v,
+            known: latest(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Brings the store's schema up to date. A store already current is only read: no
+/// transaction, no lock, no write.
 pub fn migrate(db: &mut dyn Db) -> Result<()> {
+    match current_version(db)? {
+        Some(v) if v == latest() => return Ok(()),
+        Some(v) if v > latest() => {
+            return Err(StoreError::SchemaTooNew {
+                found: v,
+                known: latest(),
+            });
+        }
+        _ => {}
+    }
     let dialect = db.dialect();
     in_transaction(db, |db| {
         db.lock_for_migration()?;

@@ -7,6 +7,7 @@ use pgseal_core::Fingerprint;
 use pgseal_core::time::Timestamp;
 
 use crate::error::StoreError;
+use crate::username::Username;
 
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
-    pub username: String,
+    pub username: Username,
     pub role: Role,
     pub is_active: bool,
     pub created_at: Timestamp,

@@ -6,7 +6,7 @@
 //! (store-less use with key files only) there is nowhere to write, and nothing is recorded.
 
 use pgseal_core::time::Timestamp;
-use pgseal_store::{NewAuditEntry, Store, User};
+use pgseal_store::{NewAuditEntry, Store, User, Username};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -17,6 +17,8 @@ pub struct Context {
     /// The global `--store` flag as given (for `init`, which makes a new configuration).
     pub store_flag: Option<String>,
     store: Option<Store>,
+    /// Whether `store` was opened read-only ([`Context::read_store`]).
+    store_read_only: bool,
     audit: Option<Audit>,
 }
 
@@ -44,6 +46,7 @@ impl Context {
             config,
             store_flag,
             store: None,
+            store_read_only: false,
             audit: None,
         }
     }
@@ -53,17 +56,26 @@ impl Context {
         self.config.as_ref().ok_or_else(no_store)
     }
 
-    /// The store, opened and migrated on first use.
+    /// The store, opened and migrated on first use (reopened for writing if a read-only
+    /// command opened it first).
     pub fn store(&mut self) -> CliResult<&mut Store> {
+        if self.store.is_none() || self.store_read_only {
+            let url = self.config()?.store.clone();
+            let store = Store::open(&url).map_err(|e| open_failure(&url, e))?;
+            self.store = Some(store);
+            self.store_read_only = false;
+        }
+        Ok(self.store.as_mut().expect("opened just above"))
+    }
+
+    /// The store for a command that only reads: opened read-only (nothing created, migrated
+    /// or written), so it works on a store the caller may read but not write.
+    pub fn read_store(&mut self) -> CliResult<&mut Store> {
         if self.store.is_none() {
             let url = self.config()?.store.clone();
-            let store = Store::open(&url).map_err(|e| {
-                Failure::new(
-                    crate::failure::ExitCode::Io,
-                    format!("opening the store {url}: {e}"),
-                )
-            })?;
+            let store = Store::open_read_only(&url).map_err(|e| open_failure(&url, e))?;
             self.store = Some(store);
+            self.store_read_only = true;
         }
         Ok(self.store.as_mut().expect("opened just above"))
     }
@@ -192,9 +204,28 @@ impl Context {
 /// The pgseal user named by `$PGSEAL_USER`, if set.
 pub fn acting_user(store: &mut Store) -> CliResult<Option<User>> {
     match std::env::var("PGSEAL_USER").ok().filter(|v| !v.is_empty()) {
-        Some(name) => Ok(Some(store.user(&name).map_err(store_failure)?)),
+        Some(name) => {
+            let name = username(&name).map_err(|f| Failure::usage(format!("PGSEAL_USER: {f}")))?;
+            Ok(Some(store.user(&name).map_err(store_failure)?))
+        }
         None => Ok(None),
     }
+}
+
+/// A user name from outside (the command line, the environment), checked before it is used:
+/// an invalid one is a usage error that says what names may hold.
+pub fn username(text: &str) -> CliResult<Username> {
+    Username::parse(text)
+        .map_err(|e| Failure::usage(format!("{e}; {}", pgseal_store::username::RULE)))
+}
+
+fn open_failure(url: &pgseal_store::StoreUrl, e: pgseal_store::StoreError) -> Failure {
+    let code = match e {
+        pgseal_store::StoreError::BadUrl(_) => crate::failure::ExitCode::Usage,
+        _ => crate::failure::ExitCode::Io,
+    };
+    // `url` displays without its password.
+    Failure::new(code, format!("opening the store {url}: {e}"))
 }
 
 pub fn no_store() -> Failure {

@@ -285,10 +285,11 @@ fn users_are_listed_shown_and_disabled() {
 fn two_processes_racing_server_key_generate_have_one_winner() {
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", tmp.path().join("race.db").display());
-    // Create the schema first so both racers meet at the key, not at migration.
+    // Create the schema first so both racers meet at the key, not at migration (a command
+    // that writes: listing never creates a store).
     ok(&run_in(
         tmp.path(),
-        &["--store", &store, "server-key", "list"],
+        &["--store", &store, "user", "add", "setup"],
     ));
     let spawn = || {
         with_passwords(bin())

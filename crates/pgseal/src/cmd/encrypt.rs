@@ -59,9 +59,10 @@ pub fn signing_key_for_user(
     sign_key: Option<&Path>,
     password: &PasswordSource,
 ) -> CliResult<(PrivateKey, User)> {
+    let name = crate::context::username(name)?;
     let user_keys_dir = ctx.config()?.user_keys_dir.clone();
     let store = ctx.store()?;
-    let user = store.user(name).map_err(store_failure)?;
+    let user = store.user(&name).map_err(store_failure)?;
     if !user.is_active {
         return Err(Failure::usage(format!(
             "user {name} is disabled and cannot sign backups"
@@ -70,10 +71,11 @@ pub fn signing_key_for_user(
     let active = store
         .active_user_key(user.id)
         .map_err(store_failure)?
-        .ok_or_else(|| no_user_key(name))?;
-    let path = sign_key
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| user_keys_dir.join(format!("{name}.key.pem")));
+        .ok_or_else(|| no_user_key(name.as_str()))?;
+    let path = match sign_key {
+        Some(p) => p.to_path_buf(),
+        None => super::users::user_key_path(&user_keys_dir, &name)?,
+    };
     if !path.exists() {
         return Err(Failure::key(format!(
             "no signing key for {name} at {}: pass --sign-key with their private key",
@@ -120,6 +122,9 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
             "v2"
         },
     );
+    if let Some(name) = &args.username {
+        crate::context::username(name)?;
+    }
     let creator = resolve_creator(&args, ctx)?;
     let recipients = resolve_recipients(&args, ctx)?;
     if let Some(a) = ctx.audit_mut() {
@@ -154,7 +159,7 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
         creator_username: args
             .username
             .clone()
-            .or(creator.user.as_ref().map(|u| u.username.clone())),
+            .or(creator.user.as_ref().map(|u| u.username.to_string())),
         source_host: host_name(),
         content_name: input.file_name(),
         audit_anchor: ctx.audit_anchor()?,
