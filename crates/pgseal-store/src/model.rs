@@ -178,6 +178,9 @@ pub struct NewUserKey {
 pub mod actions {
     pub const ENCRYPT: &str = "ENCRYPT";
     pub const DECRYPT: &str = "DECRYPT";
+    /// A decryption began releasing plaintext to a stream (standard output, a FIFO, a device),
+    /// written before its first byte; its outcome follows as a `DECRYPT` entry.
+    pub const DECRYPT_START: &str = "DECRYPT_START";
     pub const VERIFY: &str = "VERIFY";
     pub const KEY_GEN: &str = "KEY_GEN";
     pub const KEY_ROTATE: &str = "KEY_ROTATE";

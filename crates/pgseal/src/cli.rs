@@ -82,6 +82,65 @@ pub enum Command {
     LegacyRotateUserKey(UserKeyRotateArgs),
 }
 
+/// Where a command's `--json` output goes, and so its JSON error object when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonTo {
+    Stdout,
+    /// `encrypt -o - --json`: standard output carries the sealed data.
+    Stderr,
+}
+
+impl Command {
+    /// Where this command's JSON goes, if it was given `--json`.
+    pub fn json_to(&self) -> Option<JsonTo> {
+        let on = |json: bool| json.then_some(JsonTo::Stdout);
+        match self {
+            Command::Init(a) => on(a.json),
+            Command::Config(a) => on(a.json),
+            Command::ServerKey(c) => match c {
+                ServerKeyCommand::Generate(a) => on(a.json),
+                ServerKeyCommand::Rotate(a) => on(a.json),
+                ServerKeyCommand::List(a) => on(a.json),
+                ServerKeyCommand::Retire(_) | ServerKeyCommand::Export(_) => None,
+            },
+            Command::User(c) => match c {
+                UserCommand::Add { json, .. } | UserCommand::Show { json, .. } => on(*json),
+                UserCommand::List(a) => on(a.json),
+                UserCommand::Disable { .. } => None,
+            },
+            Command::UserKey(c) => match c {
+                UserKeyCommand::Generate(a) => on(a.json),
+                UserKeyCommand::Rotate(a) => on(a.json),
+                UserKeyCommand::List { json, .. } => on(*json),
+                UserKeyCommand::Export { .. } => None,
+            },
+            Command::Backup(a) => on(a.json),
+            Command::Restore(a) => on(a.json),
+            Command::List(a) => on(a.json),
+            Command::Prune(a) => on(a.json),
+            Command::Rewrap(a) => on(a.json),
+            Command::ImportDjango(a) => on(a.json),
+            Command::Audit(c) => match c {
+                AuditCommand::List(a) => on(a.json),
+                AuditCommand::Stats(a) => on(a.json),
+                AuditCommand::Verify(a) => on(a.json),
+                AuditCommand::Export(_) => None,
+            },
+            Command::Keygen(a) => on(a.json),
+            Command::Key(KeyCommand::Info(a)) => on(a.json),
+            Command::Encrypt(a) if a.json && a.output == "-" => Some(JsonTo::Stderr),
+            Command::Encrypt(a) => on(a.json),
+            Command::Decrypt(_) => None,
+            Command::Verify(a) => on(a.json),
+            Command::Inspect(a) => on(a.json),
+            Command::LegacyGenerateServerKeys(a) => on(a.json),
+            Command::LegacyGenerateUserKey(a) => on(a.json),
+            Command::LegacyRotateServerKeys(a) => on(a.json),
+            Command::LegacyRotateUserKey(a) => on(a.json),
+        }
+    }
+}
+
 /// How a *new* password is found (rotation).
 #[derive(Debug, Args, Clone)]
 pub struct NewPasswordArgs {

@@ -149,6 +149,25 @@ impl Context {
         }
     }
 
+    /// Writes, now, a separate entry `action` saying the running command has begun something
+    /// that cannot be taken back (plaintext streaming out as it verifies), with the command's
+    /// who and what so far. Fail closed: if it cannot be written the caller must not begin.
+    /// The command's own entry, with the outcome, is still written when it ends.
+    pub fn audit_start(&mut self, action: &'static str) -> CliResult {
+        let Some(current) = self.audit.as_ref() else {
+            return Ok(());
+        };
+        let start = Audit {
+            action,
+            user_id: current.user_id,
+            backup_creator_id: current.backup_creator_id,
+            backup_file: current.backup_file.clone(),
+            signature_valid: None,
+            details: current.details.clone(),
+        };
+        self.record(start, &Ok(()))
+    }
+
     /// Records one operation of a multi-operation command (`backup --all`, `rewrap`) as it ends,
     /// failing it closed: an operation whose entry cannot be written counts as failed.
     pub fn record_outcome<T>(&mut self, audit: Audit, result: CliResult<T>) -> CliResult<T> {
