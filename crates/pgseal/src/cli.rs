@@ -12,7 +12,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// from a --*-password-file, a --*-password-command, an environment variable, or a prompt.
 ///
 /// Exit codes: 0 success, 1 I/O failure, 2 usage, 3 invalid or corrupt input,
-/// 4 authentication failure (signature, tag, tampering), 5 key or password problem.
+/// 4 authentication failure (signature, tag, tampering), 5 key or password problem,
+/// 6 a PostgreSQL tool or database failed. With --json, a failure also prints
+/// {"error": {"message", "exit_code", "kind"}} where the JSON would have gone.
+///
+/// Outputs: only regular files are replaced (with --force); a FIFO or character device is
+/// written to as it is; a directory, socket, block device or the input file is refused.
+/// A pgseal.toml or .env that group or others can write, or another user owns, is refused.
 #[derive(Debug, Parser)]
 #[command(name = "pgseal", version, max_term_width = 100)]
 pub struct Cli {
@@ -499,6 +505,8 @@ pub enum RoleArg {
 pub enum UserCommand {
     /// Register a user. Ids are assigned once and never reused.
     Add {
+        /// 1-150 letters, digits (any script), `_`, `.`, `@`, `+` or `-`; not `.` or `..`,
+        /// not starting with `-`.
         name: String,
         #[arg(long, value_enum, default_value_t = RoleArg::Operator)]
         role: RoleArg,
@@ -568,7 +576,7 @@ pub struct KeygenArgs {
     /// RSA modulus size in bits.
     #[arg(long, default_value_t = 4096, value_parser = parse_key_size)]
     pub key_size: u32,
-    /// Replace existing key files. The old private key is lost.
+    /// Replace existing key files (regular files only). The old private key is lost.
     #[arg(long)]
     pub force: bool,
     /// Read the new key's password from this file (else PGSEAL_KEY_PASSWORD, else a prompt).
@@ -642,7 +650,8 @@ pub struct EncryptArgs {
     /// File to seal, or - for standard input.
     #[arg(default_value = "-")]
     pub input: String,
-    /// Where to write the sealed file, or - for standard output.
+    /// Where to write the sealed file, or - for standard output. A FIFO or character device is
+    /// written to as it is; a directory, socket or the input is refused.
     #[arg(short, long, value_name = "OUT")]
     pub output: String,
     /// A recipient's public key (default with a store: the active server key). Repeatable, for
@@ -676,7 +685,7 @@ pub struct EncryptArgs {
     /// Payload chunk size in bytes (v2; a power of two from 1024 to 16 MiB).
     #[arg(long, default_value_t = pgseal_core::v2::DEFAULT_CHUNK_SIZE, hide = true)]
     pub chunk_size: u32,
-    /// Replace OUT if it exists.
+    /// Replace OUT if it is an existing regular file (nothing else is ever replaced).
     #[arg(long)]
     pub force: bool,
     /// Print a summary as JSON (on standard error when OUT is -, else on standard output).
@@ -688,12 +697,13 @@ pub struct EncryptArgs {
 pub struct DecryptArgs {
     /// Sealed file, or - for standard input.
     pub input: String,
-    /// Where to write the plaintext, or - for standard output.
+    /// Where to write the plaintext, or - for standard output. A FIFO or character device is
+    /// written to as it is (a stream, like -); a directory, socket or the input is refused.
     #[arg(short, long, value_name = "OUT")]
     pub output: String,
     #[command(flatten)]
     pub keys: OpenKeyArgs,
-    /// Replace OUT if it exists.
+    /// Replace OUT if it is an existing regular file (nothing else is ever replaced).
     #[arg(long)]
     pub force: bool,
 }

@@ -27,6 +27,10 @@ pub const TEMPLATE: &str = r#"# pgseal configuration.
 # Passwords never go here: SERVER_KEY_PASSWORD, PGSEAL_USER_KEY_PASSWORD and
 # BACKUP_ENCRYPTION_PASSWORD come from the environment (or the .env file beside this one),
 # a --*-password-file, a --*-password-command, or a prompt.
+#
+# pgseal refuses this file and .env if group or others can write them (or a directory above
+# them, sticky ones excepted), or if another user than the one running pgseal (or root) owns
+# them: keep them 0600 or 0644.
 
 [store]
 # sqlite:PATH (embedded, the default), or postgres://USER@HOST/DB for one store shared by
