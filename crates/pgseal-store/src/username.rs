@@ -80,8 +80,9 @@ impl FromStr for Username {
 }
 
 impl fmt::Display for Username {
+    /// The name as it is (padding and width honoured, for tables).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -131,6 +132,10 @@ mod tests {
         ] {
             assert_eq!(Username::parse(ok).unwrap().as_str(), ok);
         }
+        assert_eq!(
+            format!("[{:<6}]", Username::parse("bob").unwrap()),
+            "[bob   ]"
+        );
     }
 
     #[test]

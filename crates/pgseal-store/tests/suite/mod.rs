@@ -168,9 +168,41 @@ pub fn audit_entries_round_trip(url: StoreUrl) {
 }
 
 /// Instantiates every suite test for one backend.
+/// Opening read-only creates nothing, reads everything, writes nothing — the backend refuses
+/// a write on that connection — and never upgrades a schema.
+pub fn read_only_opening_writes_nothing<B: Backend>(url: StoreUrl) {
+    assert!(
+        matches!(
+            Store::open_read_only(&url),
+            Err(StoreError::NotAStore | StoreError::Backend { .. })
+        ),
+        "a reader found a store where there is none"
+    );
+    let mut s = Store::open(&url).unwrap();
+    let alice = s.add_user(&name("alice"), Role::Admin).unwrap();
+    drop(s);
+    let mut r = Store::open_read_only(&url).unwrap();
+    assert_eq!(r.user(&name("alice")).unwrap(), alice);
+    assert!(r.add_user(&name("bob"), Role::Operator).is_err());
+    drop(r);
+    assert!(Store::open(&url).unwrap().user(&name("bob")).is_err());
+    B::raw(
+        &url,
+        "DELETE FROM pgseal_schema WHERE version = (SELECT MAX(version) FROM pgseal_schema)",
+    );
+    assert!(matches!(
+        Store::open_read_only(&url),
+        Err(StoreError::SchemaTooOld { .. })
+    ));
+}
+
 #[macro_export]
 macro_rules! backend_suite {
     ($backend:ty) => {
+        #[test]
+        fn read_only_opening_writes_nothing() {
+            $crate::suite::read_only_opening_writes_nothing::<$backend>(<$backend>::fresh());
+        }
         #[test]
         fn users_have_stable_unique_ids() {
             $crate::suite::users_have_stable_unique_ids(<$backend>::fresh());

@@ -329,6 +329,11 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
         a.backup_creator_id = None;
     }
     let default_path = user_key_path(&cfg.user_keys_dir, &name)?;
+    let key_path = args.out.clone().unwrap_or_else(|| default_path.clone());
+    let pub_path = public_path_for(&key_path);
+    // An old key file there is set aside, not replaced — but a key file is a regular file: a
+    // FIFO, device or directory at either path is refused before any work.
+    refuse_existing(&[&key_path, &pub_path], true)?;
     if args.force {
         // Without the old key, only an admin may replace it — and says who they are.
         let admin = match crate::context::acting_user(ctx.store()?)? {
@@ -369,8 +374,6 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
         }
     }
 
-    let key_path = args.out.clone().unwrap_or(default_path);
-    let pub_path = public_path_for(&key_path);
     let password = new_password(
         &args.new_password,
         "PGSEAL_NEW_USER_KEY_PASSWORD",

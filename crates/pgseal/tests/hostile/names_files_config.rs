@@ -344,6 +344,41 @@ fn keygen_force_onto_a_fifo_is_refused_and_keeps_the_fifo() {
     assert!(!tmp.path().join("k.pub.pem").exists());
 }
 
+#[test]
+fn user_key_rotate_out_onto_a_device_is_refused_and_the_device_stays() {
+    let site = Site::new();
+    let node = site.path("fakenull");
+    let made = Command::new("mknod")
+        .args([node.to_str().unwrap(), "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = site
+        .cmd()
+        .env("PGSEAL_NEW_USER_KEY_PASSWORD", common::PASSWORD)
+        .args([
+            "user-key",
+            "rotate",
+            "system_backup",
+            "--out",
+            "fakenull",
+            "--key-size",
+            "2048",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let meta = std::fs::symlink_metadata(&node).unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "the device was moved or replaced"
+    );
+    // Nothing was rotated.
+    let o = site.run(&["user-key", "list", "system_backup", "--json"]);
+    let keys: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+}
+
 // ---- configuration others can write ----
 
 /// A `pg_dump` that leaves a mark if anyone runs it.
