@@ -25,6 +25,13 @@ pub enum StoreError {
         "the store's schema is version {found}, newer than this pgseal knows ({known}); upgrade pgseal"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    /// A command that only reads found a store whose schema needs upgrading (which writes).
+    #[error(
+        "the store's schema is version {found}, older than this pgseal's ({known}); reading \
+         does not upgrade it: run a command that writes (`pgseal user add`, a backup) with \
+         write access to the store first"
+    )]
+    SchemaTooOld { found: i64, known: i64 },
     /// A row holds a value pgseal never writes.
     #[error("store holds an invalid value: {0}")]
     Corrupt(String),

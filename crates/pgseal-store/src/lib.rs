@@ -18,6 +18,7 @@ pub mod model;
 mod postgres;
 mod sqlite;
 mod store;
+pub mod username;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use std::str::FromStr;
 pub use error::{NoStore, NoStoreReason, Result, StoreError};
 pub use model::*;
 pub use store::Store;
+pub use username::{InvalidUsername, Username};
 
 /// Where the store lives: `sqlite:PATH` or a `postgres://` URL (with `?host=/socket/dir` for a
 /// Unix socket).
@@ -44,13 +46,13 @@ impl FromStr for StoreUrl {
             .or_else(|| s.strip_prefix("sqlite:"))
         {
             if path.is_empty() {
-                return Err(StoreError::BadUrl(s.to_owned()));
+                return Err(StoreError::BadUrl(redact_password(s)));
             }
             Ok(StoreUrl::Sqlite(PathBuf::from(path)))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             Ok(StoreUrl::Postgres(s.to_owned()))
         } else {
-            Err(StoreError::BadUrl(s.to_owned()))
+            Err(StoreError::BadUrl(redact_password(s)))
         }
     }
 }
@@ -60,7 +62,7 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
-            StoreUrl::Postgres(url) => f.write_str(&redact_url_password(url)),
+            StoreUrl::Postgres(url) => f.write_str(&redact_password(url)),
         }
     }
 }
@@ -76,21 +78,147 @@ impl StoreUrl {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// A store URL or connection string fit to show: every password in it replaced by `***` —
+/// the `user:secret@` of a URL, any query parameter naming a password (`?password=secret`,
+/// `sslpassword`, percent-encoded or not), and any `password=` of a libpq `key=value` string
+/// (quoted or not).
+pub fn redact_password(text: &str) -> String {
+    if text.contains("://") {
+        redact_url(text)
+    } else {
+        redact_conninfo(text)
+    }
+}
+
+/// The old name of [`redact_password`].
 pub fn redact_url_password(url: &str) -> String {
+    redact_password(url)
+}
+
+fn names_a_password(key: &str) -> bool {
+    percent_decode(key)
+        .to_ascii_lowercase()
+        .contains("password")
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
     };
-    match authority.rsplit_once('@') {
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
         },
-        None => url.to_owned(),
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if names_a_password(k) => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// `host=db password='se cret' user=x` → `host=db password=*** user=x`. Text that does not
+/// parse as `key=value` pairs is hidden from the first thing that does not parse on.
+fn redact_conninfo(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start();
+        out.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            return out;
+        }
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let after_key = rest[key_end..].trim_start();
+        let Some(value_text) = after_key.strip_prefix('=') else {
+            // Not key=value: show nothing more (it may be a password).
+            out.push_str("***");
+            return out;
+        };
+        let value_text = value_text.trim_start();
+        let value_len = if let Some(quoted) = value_text.strip_prefix('\'') {
+            let mut escaped = false;
+            let mut end = None;
+            for (i, c) in quoted.char_indices() {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '\'') => {
+                        end = Some(i + 2);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            match end {
+                Some(n) => n,
+                None => {
+                    out.push_str(key);
+                    out.push_str("=***");
+                    return out;
+                }
+            }
+        } else {
+            let mut escaped = false;
+            value_text
+                .char_indices()
+                .find(|&(_, c)| {
+                    let stop = !escaped && c.is_whitespace();
+                    escaped = !escaped && c == '\\';
+                    stop
+                })
+                .map_or(value_text.len(), |(i, _)| i)
+        };
+        out.push_str(key);
+        out.push('=');
+        if names_a_password(key) {
+            out.push_str("***");
+        } else {
+            out.push_str(&value_text[..value_len]);
+        }
+        rest = &value_text[value_len..];
     }
 }
 
@@ -113,5 +241,67 @@ mod tests {
             "postgres://app:***@db.example/pgseal?sslmode=disable"
         );
         assert!(!url.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn passwords_in_query_strings_are_hidden() {
+        for (given, shown) in [
+            (
+                "postgres:///db?host=/run/pg&password=SECRET",
+                "postgres:///db?host=/run/pg&password=***",
+            ),
+            (
+                "postgresql://u@h/db?password=SECRET&sslmode=require",
+                "postgresql://u@h/db?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u:SECRET@h/db?pass%77ord=SECRET",
+                "postgres://u:***@h/db?pass%77ord=***",
+            ),
+            (
+                "postgres://h/db?sslpassword=SECRET",
+                "postgres://h/db?sslpassword=***",
+            ),
+            ("postgres://u:SECRET@h", "postgres://u:***@h"),
+            (
+                "postgres://h/db?sslmode=disable",
+                "postgres://h/db?sslmode=disable",
+            ),
+        ] {
+            assert_eq!(redact_password(given), shown);
+            if given.starts_with("postgres") {
+                let url: StoreUrl = given.parse().unwrap();
+                assert_eq!(url.to_string(), shown);
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_in_key_value_strings_are_hidden() {
+        for (given, shown) in [
+            (
+                "host=/x password=SECRET dbname=y",
+                "host=/x password=*** dbname=y",
+            ),
+            (
+                "host=/x password = 'SE CRET \\' q' dbname=y",
+                "host=/x password=*** dbname=y",
+            ),
+            ("password='SECRET", "password=***"),
+            ("host=db user=app", "host=db user=app"),
+            ("host=db SECRET", "host=db ***"),
+            ("PASSWORD=SECRET", "PASSWORD=***"),
+            ("password=SE\\ CRET x=1", "password=*** x=1"),
+        ] {
+            assert_eq!(redact_password(given), shown, "{given}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_error_hides_the_password() {
+        for bad in ["mysql://u:SECRET@h/db", "host=h password=SECRET", "sqlite:"] {
+            let e = bad.parse::<StoreUrl>().unwrap_err().to_string();
+            assert!(!e.contains("SECRET"), "{e}");
+        }
     }
 }

@@ -169,8 +169,19 @@ pub fn schema_version(db: &mut dyn Db) -> Result<Option<i64>> {
     Ok((version > 0).then_some(version))
 }
 
-/// Brings the store's schema up to date.
+/// Brings the store's schema up to date. A store already current is only read: no
+/// transaction, no lock, no write.
 pub fn migrate(db: &mut dyn Db) -> Result<()> {
+    match schema_version(db)? {
+        Some(v) if v == latest() => return Ok(()),
+        Some(v) if v > latest() => {
+            return Err(StoreError::SchemaTooNew {
+                found: v,
+                known: latest(),
+            });
+        }
+        _ => {}
+    }
     let dialect = db.dialect();
     in_transaction(db, |db| {
         db.lock_for_migration()?;

@@ -7,6 +7,7 @@ use pgseal_core::Fingerprint;
 use pgseal_core::time::Timestamp;
 
 use crate::error::StoreError;
+use crate::username::Username;
 
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl fmt::Display for Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
-    pub username: String,
+    pub username: Username,
     pub role: Role,
     pub is_active: bool,
     pub created_at: Timestamp,
@@ -177,6 +178,9 @@ pub struct NewUserKey {
 pub mod actions {
     pub const ENCRYPT: &str = "ENCRYPT";
     pub const DECRYPT: &str = "DECRYPT";
+    /// A decryption began releasing plaintext to a stream (standard output, a FIFO, a device),
+    /// written before its first byte; its outcome follows as a `DECRYPT` entry.
+    pub const DECRYPT_START: &str = "DECRYPT_START";
     pub const VERIFY: &str = "VERIFY";
     pub const KEY_GEN: &str = "KEY_GEN";
     pub const KEY_ROTATE: &str = "KEY_ROTATE";

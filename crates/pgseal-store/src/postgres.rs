@@ -40,9 +40,26 @@ fn err(e: postgres::Error) -> StoreError {
 impl PostgresDb {
     /// Connects with a `postgres://` URL or a libpq-style `key=value` string.
     pub fn connect(url: &str) -> Result<Self> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e: postgres::Error| StoreError::BadUrl(format!("{url}: {e}")))?;
+        Self::connect_with(url, false)
+    }
+
+    /// Connects in a session where every transaction is read-only: the server refuses any
+    /// write, whatever the code above asks.
+    pub fn connect_read_only(url: &str) -> Result<Self> {
+        Self::connect_with(url, true)
+    }
+
+    fn connect_with(url: &str, read_only: bool) -> Result<Self> {
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            StoreError::BadUrl(format!("{}: {e}", crate::redact_password(url)))
+        })?;
+        if read_only {
+            let options = match config.get_options() {
+                Some(o) => format!("{o} -c default_transaction_read_only=on"),
+                None => "-c default_transaction_read_only=on".to_owned(),
+            };
+            config.options(&options);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }

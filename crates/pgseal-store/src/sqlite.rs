@@ -58,6 +58,68 @@ impl SqliteDb {
     }
 }
 
+impl SqliteDb {
+    /// Opens an existing store for reading only: nothing is created, changed or locked for
+    /// writing (no journal-mode change, no permission change, no migration), so a store the
+    /// caller may read but not write — its file or its directory read-only — can be listed.
+    ///
+    /// A WAL database normally needs its `-shm` file, which a reader who cannot write the
+    /// directory cannot create. Then, if no `-wal` file exists (every committed change is in
+    /// the main file), the file is read as immutable; a writer that starts meanwhile may make
+    /// such a read fail, never change what it reads into something else.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(StoreError::Backend {
+                backend: "sqlite",
+                message: format!("no store at {}", path.display()),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        let probe = |c: &Connection| {
+            c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        };
+        let first = match probe(&conn) {
+            Ok(_) => return Ok(SqliteDb { conn }),
+            Err(e) => e,
+        };
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if Path::new(&wal).exists() {
+            return Err(StoreError::Backend {
+                backend: "sqlite",
+                message: format!(
+                    "{first} (reading {} needs write access to its directory while {} exists)",
+                    path.display(),
+                    Path::new(&wal).display()
+                ),
+            });
+        }
+        let uri = format!("file:{}?immutable=1", uri_path(path));
+        let conn =
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(err)?;
+        probe(&conn).map_err(err)?;
+        Ok(SqliteDb { conn })
+    }
+}
+
+/// A path percent-encoded for an SQLite `file:` URI.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     for suffix in ["", "-wal", "-shm"] {

@@ -8,6 +8,7 @@ use crate::error::{Result, StoreError};
 use crate::model::*;
 use crate::postgres::PostgresDb;
 use crate::sqlite::SqliteDb;
+use crate::username::Username;
 use crate::{NoStoreReason, StoreUrl, chain, migrations};
 
 /// An open, migrated store.
@@ -48,37 +49,49 @@ impl Store {
     /// missing or 0-byte SQLite file and a database that holds no pgseal schema: a store that
     /// was deleted, truncated or emptied must be noticed, never silently replaced by a new one.
     pub fn open_existing(url: &StoreUrl) -> Result<Self> {
-        let absent = |reason| {
-            StoreError::NoStore(crate::NoStore {
-                store: url.to_string(),
-                reason,
-            })
-        };
         let mut db: Box<dyn Db> = match url {
             StoreUrl::Sqlite(path) => {
-                match std::fs::metadata(path) {
-                    Ok(m) if m.is_file() && m.len() == 0 => {
-                        return Err(absent(NoStoreReason::Empty));
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(absent(NoStoreReason::Missing));
-                    }
-                    Err(e) => {
-                        return Err(StoreError::Backend {
-                            backend: "sqlite",
-                            message: format!("{}: {e}", path.display()),
-                        });
-                    }
-                }
+                sqlite_file_present(url, path)?;
                 Box::new(SqliteDb::open(path, false)?)
             }
             StoreUrl::Postgres(conn) => Box::new(PostgresDb::connect(conn)?),
         };
         if migrations::schema_version(db.as_mut())?.is_none() {
-            return Err(absent(NoStoreReason::NoSchema));
+            return Err(absent(url, NoStoreReason::NoSchema));
         }
         migrations::migrate(db.as_mut())?;
+        Ok(Store {
+            db,
+            url: url.clone(),
+        })
+    }
+
+    /// Opens an existing, current store for reading only: nothing is created, migrated or
+    /// written (a SQLite file is opened read-only, a PostgreSQL session is read-only), so it
+    /// works where the caller may read the store but not write it. Refuses like
+    /// [`open_existing`](Self::open_existing), and a schema that would need an upgrade.
+    pub fn open_read_only(url: &StoreUrl) -> Result<Self> {
+        let mut db: Box<dyn Db> = match url {
+            StoreUrl::Sqlite(path) => {
+                sqlite_file_present(url, path)?;
+                Box::new(SqliteDb::open_read_only(path)?)
+            }
+            StoreUrl::Postgres(conn) => Box::new(PostgresDb::connect_read_only(conn)?),
+        };
+        let (found, known) = (
+            migrations::schema_version(db.as_mut())?,
+            migrations::latest(),
+        );
+        match found {
+            None => return Err(absent(url, NoStoreReason::NoSchema)),
+            Some(found) if found > known => {
+                return Err(StoreError::SchemaTooNew { found, known });
+            }
+            Some(found) if found < known => {
+                return Err(StoreError::SchemaTooOld { found, known });
+            }
+            Some(_) => {}
+        }
         Ok(Store {
             db,
             url: url.clone(),
@@ -91,17 +104,9 @@ impl Store {
 
     // ---- users ----
 
-    /// Adds a user. Names are unique; ids are assigned once and never reused.
-    pub fn add_user(&mut self, username: &str, role: Role) -> Result<User> {
-        if username.is_empty()
-            || username
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(StoreError::Conflict(format!(
-                "invalid user name {username:?}: no spaces or control characters"
-            )));
-        }
+    /// Adds a user. Names are unique (and valid: [`Username`]); ids are assigned once and never
+    /// reused.
+    pub fn add_user(&mut self, username: &Username, role: Role) -> Result<User> {
         let rows = self
             .db
             .query(
@@ -110,7 +115,7 @@ impl Store {
                      VALUES ($1, $2, $3, $4) RETURNING {USER_COLUMNS}"
                 ),
                 &[
-                    username.into(),
+                    username.as_str().into(),
                     role.as_str().into(),
                     true.into(),
                     Timestamp::now().into(),
@@ -125,10 +130,10 @@ impl Store {
         one(rows, user_from_row)
     }
 
-    pub fn user(&mut self, username: &str) -> Result<User> {
+    pub fn user(&mut self, username: &Username) -> Result<User> {
         let rows = self.db.query(
             &format!("SELECT {USER_COLUMNS} FROM pgseal_users WHERE username = $1"),
-            &[username.into()],
+            &[username.as_str().into()],
         )?;
         rows.first().map(user_from_row).transpose()?.ok_or_else(|| {
             StoreError::NotFound(format!(
@@ -154,13 +159,17 @@ impl Store {
     }
 
     /// Disables a user: they can no longer sign new backups; their keys stay for verification.
-    pub fn disable_user(&mut self, username: &str) -> Result<User> {
+    pub fn disable_user(&mut self, username: &Username) -> Result<User> {
         let rows = self.db.query(
             &format!(
                 "UPDATE pgseal_users SET is_active = $1, disabled_at = $2 \
                  WHERE username = $3 RETURNING {USER_COLUMNS}"
             ),
-            &[false.into(), Timestamp::now().into(), username.into()],
+            &[
+                false.into(),
+                Timestamp::now().into(),
+                username.as_str().into(),
+            ],
         )?;
         rows.first()
             .map(user_from_row)
@@ -465,12 +474,12 @@ impl Store {
     pub fn import_user(
         &mut self,
         id: i64,
-        username: &str,
+        username: &Username,
         role: Role,
         is_active: bool,
     ) -> Result<bool> {
         if let Some(existing) = self.user_by_id(id)? {
-            if existing.username == username {
+            if existing.username == *username {
                 return Ok(false);
             }
             return Err(StoreError::Conflict(format!(
@@ -483,7 +492,7 @@ impl Store {
             db.execute(
                 "INSERT INTO pgseal_users (id, username, role, is_active, created_at) \
                  VALUES ($1, $2, $3, $4, $5)",
-                &[id.into(), username.into(), role.as_str().into(), is_active.into(), Timestamp::now().into()],
+                &[id.into(), username.as_str().into(), role.as_str().into(), is_active.into(), Timestamp::now().into()],
             )
             .map_err(|e| match e {
                 StoreError::Conflict(_) => StoreError::Conflict(format!(
@@ -847,9 +856,13 @@ fn fingerprint(s: String) -> Result<Fingerprint> {
 }
 
 fn user_from_row(r: &Row) -> Result<User> {
+    let id = r.int(0)?;
+    // pgseal writes only valid names; anything else was put there behind its back.
+    let username = Username::parse(&r.text(1)?)
+        .map_err(|e| StoreError::Corrupt(format!("user {id}: {e} ({})", crate::username::RULE)))?;
     Ok(User {
-        id: r.int(0)?,
-        username: r.text(1)?,
+        id,
+        username,
         role: r.text(2)?.parse()?,
         is_active: r.bool(3)?,
         created_at: r.time(4)?,
@@ -909,4 +922,26 @@ fn audit_from_row(r: &Row) -> Result<AuditEntry> {
         entry_hash: r.text(14)?,
         imported: r.bool(15)?,
     })
+}
+
+fn absent(url: &StoreUrl, reason: NoStoreReason) -> StoreError {
+    StoreError::NoStore(crate::NoStore {
+        store: url.to_string(),
+        reason,
+    })
+}
+
+/// A SQLite store file must exist and hold something before it is opened without creating.
+fn sqlite_file_present(url: &StoreUrl, path: &std::path::Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() == 0 => Err(absent(url, NoStoreReason::Empty)),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(absent(url, NoStoreReason::Missing))
+        }
+        Err(e) => Err(StoreError::Backend {
+            backend: "sqlite",
+            message: format!("{}: {e}", path.display()),
+        }),
+    }
 }

@@ -13,7 +13,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit codes: 0 success, 1 I/O failure, 2 usage, 3 invalid or corrupt input,
 /// 4 authentication failure (signature, tag, tampering), 5 key or password problem,
-/// 6 a PostgreSQL tool failed or a database is unreachable.
+/// 6 a PostgreSQL tool or database failed. With --json, a failure also prints
+/// {"error": {"message", "exit_code", "kind"}} where the JSON would have gone.
+///
+/// Outputs: only regular files are replaced (with --force); a FIFO or character device is
+/// written to as it is; a directory, socket, block device or the input file is refused.
+/// A pgseal.toml or .env that group or others can write, or another user owns, is refused.
 #[derive(Debug, Parser)]
 #[command(name = "pgseal", version, max_term_width = 100)]
 pub struct Cli {
@@ -95,6 +100,65 @@ pub enum Command {
     LegacyRotateServerKeys(ServerKeyRotateArgs),
     #[command(name = "rotate_user_key", hide = true)]
     LegacyRotateUserKey(UserKeyRotateArgs),
+}
+
+/// Where a command's `--json` output goes, and so its JSON error object when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonTo {
+    Stdout,
+    /// `encrypt -o - --json`: standard output carries the sealed data.
+    Stderr,
+}
+
+impl Command {
+    /// Where this command's JSON goes, if it was given `--json`.
+    pub fn json_to(&self) -> Option<JsonTo> {
+        let on = |json: bool| json.then_some(JsonTo::Stdout);
+        match self {
+            Command::Init(a) => on(a.json),
+            Command::Config(a) => on(a.json),
+            Command::ServerKey(c) => match c {
+                ServerKeyCommand::Generate(a) => on(a.json),
+                ServerKeyCommand::Rotate(a) => on(a.json),
+                ServerKeyCommand::List(a) => on(a.json),
+                ServerKeyCommand::Retire(_) | ServerKeyCommand::Export(_) => None,
+            },
+            Command::User(c) => match c {
+                UserCommand::Add { json, .. } | UserCommand::Show { json, .. } => on(*json),
+                UserCommand::List(a) => on(a.json),
+                UserCommand::Disable { .. } => None,
+            },
+            Command::UserKey(c) => match c {
+                UserKeyCommand::Generate(a) => on(a.json),
+                UserKeyCommand::Rotate(a) => on(a.json),
+                UserKeyCommand::List { json, .. } => on(*json),
+                UserKeyCommand::Export { .. } => None,
+            },
+            Command::Backup(a) => on(a.json),
+            Command::Restore(a) => on(a.json),
+            Command::List(a) => on(a.json),
+            Command::Prune(a) => on(a.json),
+            Command::Rewrap(a) => on(a.json),
+            Command::ImportDjango(a) => on(a.json),
+            Command::Audit(c) => match c {
+                AuditCommand::List(a) => on(a.json),
+                AuditCommand::Stats(a) => on(a.json),
+                AuditCommand::Verify(a) => on(a.json),
+                AuditCommand::Export(_) => None,
+            },
+            Command::Keygen(a) => on(a.json),
+            Command::Key(KeyCommand::Info(a)) => on(a.json),
+            Command::Encrypt(a) if a.json && a.output == "-" => Some(JsonTo::Stderr),
+            Command::Encrypt(a) => on(a.json),
+            Command::Decrypt(_) => None,
+            Command::Verify(a) => on(a.json),
+            Command::Inspect(a) => on(a.json),
+            Command::LegacyGenerateServerKeys(a) => on(a.json),
+            Command::LegacyGenerateUserKey(a) => on(a.json),
+            Command::LegacyRotateServerKeys(a) => on(a.json),
+            Command::LegacyRotateUserKey(a) => on(a.json),
+        }
+    }
 }
 
 /// How a *new* password is found (rotation).
@@ -464,6 +528,8 @@ pub enum RoleArg {
 pub enum UserCommand {
     /// Register a user. Ids are assigned once and never reused.
     Add {
+        /// 1-150 letters, digits (any script), `_`, `.`, `@`, `+` or `-`; not `.` or `..`,
+        /// not starting with `-`.
         name: String,
         #[arg(long, value_enum, default_value_t = RoleArg::Operator)]
         role: RoleArg,
@@ -533,7 +599,7 @@ pub struct KeygenArgs {
     /// RSA modulus size in bits.
     #[arg(long, default_value_t = 4096, value_parser = parse_key_size)]
     pub key_size: u32,
-    /// Replace existing key files. The old private key is lost.
+    /// Replace existing key files (regular files only). The old private key is lost.
     #[arg(long)]
     pub force: bool,
     /// Read the new key's password from this file (else PGSEAL_KEY_PASSWORD, else a prompt).
@@ -607,7 +673,8 @@ pub struct EncryptArgs {
     /// File to seal, or - for standard input.
     #[arg(default_value = "-")]
     pub input: String,
-    /// Where to write the sealed file, or - for standard output.
+    /// Where to write the sealed file, or - for standard output. A FIFO or character device is
+    /// written to as it is; a directory, socket or the input is refused.
     #[arg(short, long, value_name = "OUT")]
     pub output: String,
     /// A recipient's public key (default with a store: the active server key). Repeatable, for
@@ -641,7 +708,7 @@ pub struct EncryptArgs {
     /// Payload chunk size in bytes (v2; a power of two from 1024 to 16 MiB).
     #[arg(long, default_value_t = pgseal_core::v2::DEFAULT_CHUNK_SIZE, hide = true)]
     pub chunk_size: u32,
-    /// Replace OUT if it exists.
+    /// Replace OUT if it is an existing regular file (nothing else is ever replaced).
     #[arg(long)]
     pub force: bool,
     /// Print a summary as JSON (on standard error when OUT is -, else on standard output).
@@ -653,12 +720,13 @@ pub struct EncryptArgs {
 pub struct DecryptArgs {
     /// Sealed file, or - for standard input.
     pub input: String,
-    /// Where to write the plaintext, or - for standard output.
+    /// Where to write the plaintext, or - for standard output. A FIFO or character device is
+    /// written to as it is (a stream, like -); a directory, socket or the input is refused.
     #[arg(short, long, value_name = "OUT")]
     pub output: String,
     #[command(flatten)]
     pub keys: OpenKeyArgs,
-    /// Replace OUT if it exists.
+    /// Replace OUT if it is an existing regular file (nothing else is ever replaced).
     #[arg(long)]
     pub force: bool,
 }

@@ -5,6 +5,12 @@
 //! config is loaded first (it never overrides variables already set), then environment variables
 //! override the file — under the legacy system's setting names where it had one. Relative paths
 //! are relative to the config file's directory. Passwords are never read from the file.
+//!
+//! Both files decide which programs pgseal runs (`POSTGRESQL_BIN_PATH`) and where keys go, so,
+//! as OpenSSH does with its files, pgseal refuses one that someone else could have written: a
+//! file group or others can write, or owned by another user than the one running pgseal (root
+//! excepted), or in a directory — any directory up to `/` — that is such, unless the directory
+//! has the sticky bit (like `/tmp`, where others cannot replace what is yours).
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +27,10 @@ pub const TEMPLATE: &str = r#"# pgseal configuration.
 # Passwords never go here: SERVER_KEY_PASSWORD, PGSEAL_USER_KEY_PASSWORD and
 # BACKUP_ENCRYPTION_PASSWORD come from the environment (or the .env file beside this one),
 # a --*-password-file, a --*-password-command, or a prompt.
+#
+# pgseal refuses this file and .env if group or others can write them (or a directory above
+# them, sticky ones excepted), or if another user than the one running pgseal (or root) owns
+# them: keep them 0600 or 0644.
 
 [store]
 # sqlite:PATH (embedded, the default), or postgres://USER@HOST/DB for one store shared by
@@ -148,10 +158,12 @@ impl Config {
                     .map_err(|e| Failure::io(format!("resolving {}", p.display()), e))
             })
             .transpose()?;
+        let text = file.as_deref().map(read_trusted).transpose()?;
         if let Some(path) = &file {
             let env_file = path.with_file_name(".env");
-            if env_file.is_file() {
-                dotenvy::from_path(&env_file)
+            if env_file.symlink_metadata().is_ok() {
+                let env_text = read_trusted(&env_file)?;
+                dotenvy::from_read(env_text.as_bytes())
                     .map_err(|e| Failure::usage(format!("reading {}: {e}", env_file.display())))?;
             }
         }
@@ -159,14 +171,10 @@ impl Config {
         if file.is_none() && store_flag.is_none() && store_env.is_none() {
             return Ok(None);
         }
-        let parsed: File = match &file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?;
-                toml::from_str(&text)
-                    .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
-            }
-            None => File::default(),
+        let parsed: File = match (&file, &text) {
+            (Some(path), Some(text)) => toml::from_str(text)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?,
+            _ => File::default(),
         };
         let base = match &file {
             Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -257,6 +265,102 @@ impl Config {
             postgresql_bin_path: bin.map(rel),
         })
     }
+}
+
+/// Reads a configuration file (`pgseal.toml` or `.env`) that only its reader — or root —
+/// can have written: refused (exit 2, with the command that fixes it) if group or others can
+/// write it or a directory above it (sticky directories excepted), or if another user owns
+/// either. The file is checked through the descriptor it is read from, so it cannot be
+/// swapped between the check and the read.
+fn read_trusted(path: &Path) -> CliResult<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut add_ancestors = |p: &Path| {
+        for dir in p.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()) {
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+        }
+    };
+    add_ancestors(path);
+    if let Ok(real) = std::fs::canonicalize(path) {
+        add_ancestors(&real);
+    }
+    for dir in &dirs {
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| Failure::io(format!("checking {}", dir.display()), e))?;
+        check_owner(dir, meta.uid(), me, path)?;
+        let mode = meta.mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(Failure::usage(format!(
+                "refusing to read {}: its directory {} can be written by {} (mode {:o}), who \
+                 could replace it; run `chmod go-w {}`",
+                path.display(),
+                dir.display(),
+                who_can_write(mode),
+                mode & 0o7777,
+                dir.display()
+            )));
+        }
+    }
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(Failure::usage(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    check_owner(path, meta.uid(), me, path)?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(Failure::usage(format!(
+            "refusing to read {}: {} can write it (mode {:o}); run `chmod go-w {}`",
+            path.display(),
+            who_can_write(meta.mode()),
+            meta.mode() & 0o7777,
+            path.display()
+        )));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?;
+    Ok(text)
+}
+
+fn who_can_write(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "its group and others",
+        (true, false) => "its group",
+        _ => "others",
+    }
+}
+
+/// `owned` must be the user running pgseal or root.
+fn check_owner(owned: &Path, uid: u32, me: u32, config: &Path) -> CliResult {
+    if uid == me || uid == 0 {
+        return Ok(());
+    }
+    let name = |uid: u32| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {uid}"), |u| u.name)
+    };
+    Err(Failure::usage(format!(
+        "refusing to read {}: {} is owned by {}, not by you ({}) or root; if that is right, \
+         run `chown {} {}`",
+        config.display(),
+        owned.display(),
+        name(uid),
+        name(me),
+        name(me),
+        owned.display()
+    )))
 }
 
 fn candidates() -> Vec<PathBuf> {

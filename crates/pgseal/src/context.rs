@@ -6,7 +6,7 @@
 //! (store-less use with key files only) there is nowhere to write, and nothing is recorded.
 
 use pgseal_core::time::Timestamp;
-use pgseal_store::{NewAuditEntry, NoStore, Store, StoreError, User};
+use pgseal_store::{NewAuditEntry, NoStore, Store, StoreError, User, Username};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -17,6 +17,8 @@ pub struct Context {
     /// The global `--store` flag as given (for `init`, which makes a new configuration).
     pub store_flag: Option<String>,
     store: Option<Store>,
+    /// Whether `store` was opened read-only ([`Context::read_store`]).
+    store_read_only: bool,
     audit: Option<Audit>,
 }
 
@@ -44,6 +46,7 @@ impl Context {
             config,
             store_flag,
             store: None,
+            store_read_only: false,
             audit: None,
         }
     }
@@ -53,9 +56,10 @@ impl Context {
         self.config.as_ref().ok_or_else(no_store)
     }
 
-    /// The store, opened and migrated on first use. It must exist: a missing, empty (0-byte)
-    /// or schema-less store is refused (exit 2), never silently re-created — only `init` and
-    /// `import-django` make one ([`create_store`](Self::create_store)).
+    /// The store, opened and migrated on first use (reopened for writing if a read-only
+    /// command opened it first). It must exist: a missing, empty (0-byte) or schema-less store
+    /// is refused (exit 2), never silently re-created — only `init` and `import-django` make
+    /// one ([`create_store`](Self::create_store)).
     pub fn store(&mut self) -> CliResult<&mut Store> {
         match self.existing_store()? {
             Ok(store) => Ok(store),
@@ -66,10 +70,13 @@ impl Context {
     /// The store if it exists; `Ok(Err(..))` says why there is none (for `audit verify`, which
     /// reports a missing or emptied store as a finding). Other failures to open it are errors.
     pub fn existing_store(&mut self) -> CliResult<Result<&mut Store, NoStore>> {
-        if self.store.is_none() {
+        if self.store.is_none() || self.store_read_only {
             let url = self.config()?.store.clone();
             match Store::open_existing(&url) {
-                Ok(store) => self.store = Some(store),
+                Ok(store) => {
+                    self.store = Some(store);
+                    self.store_read_only = false;
+                }
                 Err(StoreError::NoStore(absent)) => return Ok(Err(absent)),
                 Err(e) => return Err(open_failure(&url, e)),
             }
@@ -77,13 +84,29 @@ impl Context {
         Ok(Ok(self.store.as_mut().expect("opened just above")))
     }
 
+    /// The store for a command that only reads: opened read-only (nothing created, migrated
+    /// or written), so it works on a store the caller may read but not write.
+    pub fn read_store(&mut self) -> CliResult<&mut Store> {
+        if self.store.is_none() {
+            let url = self.config()?.store.clone();
+            let store = Store::open_read_only(&url).map_err(|e| match e {
+                StoreError::NoStore(absent) => no_store_there(&absent),
+                e => open_failure(&url, e),
+            })?;
+            self.store = Some(store);
+            self.store_read_only = true;
+        }
+        Ok(self.store.as_mut().expect("opened just above"))
+    }
+
     /// Opens the configured store, creating it if there is none: for the commands that make a
     /// store (`init`, `import-django`).
     pub fn create_store(&mut self) -> CliResult<&mut Store> {
-        if self.store.is_none() {
+        if self.store.is_none() || self.store_read_only {
             let url = self.config()?.store.clone();
             let store = Store::open(&url).map_err(|e| open_failure(&url, e))?;
             self.store = Some(store);
+            self.store_read_only = false;
         }
         Ok(self.store.as_mut().expect("opened just above"))
     }
@@ -157,6 +180,25 @@ impl Context {
         }
     }
 
+    /// Writes, now, a separate entry `action` saying the running command has begun something
+    /// that cannot be taken back (plaintext streaming out as it verifies), with the command's
+    /// who and what so far. Fail closed: if it cannot be written the caller must not begin.
+    /// The command's own entry, with the outcome, is still written when it ends.
+    pub fn audit_start(&mut self, action: &'static str) -> CliResult {
+        let Some(current) = self.audit.as_ref() else {
+            return Ok(());
+        };
+        let start = Audit {
+            action,
+            user_id: current.user_id,
+            backup_creator_id: current.backup_creator_id,
+            backup_file: current.backup_file.clone(),
+            signature_valid: None,
+            details: current.details.clone(),
+        };
+        self.record(start, &Ok(()))
+    }
+
     /// Records one operation of a multi-operation command (`backup --all`, `rewrap`) as it ends,
     /// failing it closed: an operation whose entry cannot be written counts as failed.
     pub fn record_outcome<T>(&mut self, audit: Audit, result: CliResult<T>) -> CliResult<T> {
@@ -219,16 +261,28 @@ impl Context {
 /// The pgseal user named by `$PGSEAL_USER`, if set.
 pub fn acting_user(store: &mut Store) -> CliResult<Option<User>> {
     match std::env::var("PGSEAL_USER").ok().filter(|v| !v.is_empty()) {
-        Some(name) => Ok(Some(store.user(&name).map_err(store_failure)?)),
+        Some(name) => {
+            let name = username(&name).map_err(|f| Failure::usage(format!("PGSEAL_USER: {f}")))?;
+            Ok(Some(store.user(&name).map_err(store_failure)?))
+        }
         None => Ok(None),
     }
 }
 
+/// A user name from outside (the command line, the environment), checked before it is used:
+/// an invalid one is a usage error that says what names may hold.
+pub fn username(text: &str) -> CliResult<Username> {
+    Username::parse(text)
+        .map_err(|e| Failure::usage(format!("{e}; {}", pgseal_store::username::RULE)))
+}
+
 fn open_failure(url: &pgseal_store::StoreUrl, e: StoreError) -> Failure {
-    Failure::new(
-        crate::failure::ExitCode::Io,
-        format!("opening the store {url}: {e}"),
-    )
+    let code = match e {
+        StoreError::BadUrl(_) => crate::failure::ExitCode::Usage,
+        _ => crate::failure::ExitCode::Io,
+    };
+    // `url` displays without its password.
+    Failure::new(code, format!("opening the store {url}: {e}"))
 }
 
 /// A configured store that is not there (missing, empty, no schema): the user's to fix.

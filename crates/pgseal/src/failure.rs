@@ -25,6 +25,21 @@ pub enum ExitCode {
     Database = 6,
 }
 
+impl ExitCode {
+    /// The code's name in the JSON error object (`--json`): io, usage, invalid,
+    /// authentication, key, database.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ExitCode::Io => "io",
+            ExitCode::Usage => "usage",
+            ExitCode::Invalid => "invalid",
+            ExitCode::Authentication => "authentication",
+            ExitCode::Key => "key",
+            ExitCode::Database => "database",
+        }
+    }
+}
+
 /// A failure of a command: a message for the user and its exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -66,6 +81,20 @@ impl From<pgseal_core::Error> for Failure {
             ErrorKind::Key => ExitCode::Key,
         };
         Failure::new(code, e.to_string())
+    }
+}
+
+impl Failure {
+    /// The JSON error object a `--json` command prints when it fails:
+    /// `{"error": {"message": ..., "exit_code": N, "kind": ...}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "exit_code": self.code as i32,
+                "kind": self.code.kind(),
+            }
+        })
     }
 }
 

@@ -5,11 +5,16 @@
 //! `kill -9` leaves nothing at the target and no stray file: the kernel frees an unnamed file with
 //! its last descriptor. Where `O_TMPFILE` is unavailable a hidden named temporary file is used,
 //! removed on any failure the process survives.
+//!
+//! Only regular files are ever replaced (`--force`). A FIFO or a character device named as the
+//! output is written to as it is, like `cat > /dev/null` — a stream, as `-o -` is; a directory,
+//! a socket or a block device is refused, and so is the input file itself (by any path or hard
+//! link), all before any work is done.
 
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::failure::{CliResult, ExitCode, Failure};
@@ -22,17 +27,32 @@ pub struct Input {
     pub len: Option<u64>,
     /// The path, when it is a file.
     pub path: Option<PathBuf>,
+    /// Device and inode, when the input is a regular file (standard input redirected from one
+    /// included): an output naming the same file is refused.
+    pub id: Option<(u64, u64)>,
     reader: Box<dyn Read + Send>,
+}
+
+/// Device and inode of a regular file.
+fn regular_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    meta.is_file().then(|| (meta.dev(), meta.ino()))
 }
 
 impl Input {
     /// Opens `spec`: a path, or `-` for standard input.
     pub fn open(spec: &str) -> CliResult<Self> {
         if spec == "-" {
+            let id = io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .and_then(|fd| File::from(fd).metadata().ok())
+                .and_then(|m| regular_id(&m));
             return Ok(Input {
                 name: "standard input".into(),
                 len: None,
                 path: None,
+                id,
                 reader: Box::new(io::stdin()),
             });
         }
@@ -47,6 +67,7 @@ impl Input {
             name: spec.to_owned(),
             len: meta.is_file().then_some(meta.len()),
             path: Some(PathBuf::from(spec)),
+            id: regular_id(&meta),
             reader: Box::new(BufReader::with_capacity(256 * 1024, file)),
         })
     }
@@ -79,17 +100,94 @@ impl Read for Input {
     }
 }
 
+/// What an output path names now, once [`check_output`] has accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing: a new file will appear.
+    New,
+    /// A regular file (or a symbolic link), replaced atomically (`--force` was given).
+    Replace,
+    /// A FIFO or a character device: written to as it is, never replaced.
+    Stream,
+}
+
+/// Checks an output path before any work: a directory, a socket, a block device or the input
+/// file itself (`input`, by device and inode: any path, any hard link) is refused; an existing
+/// regular file is refused unless `force`; a FIFO or character device is accepted as a stream.
+pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> CliResult<Target> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // A dangling symbolic link is replaced like a file; nothing at all is new.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return match path.symlink_metadata() {
+                Ok(_) if !force => Err(exists(path)),
+                Ok(_) => Ok(Target::Replace),
+                Err(_) => Ok(Target::New),
+            };
+        }
+        Err(e) => return Err(Failure::io(format!("checking {shown}"), e)),
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(Failure::usage(format!(
+            "{shown} is a directory: name a file (in it, or elsewhere) as the output"
+        )));
+    }
+    if ft.is_fifo() || ft.is_char_device() {
+        return Ok(Target::Stream);
+    }
+    if ft.is_socket() || ft.is_block_device() {
+        let what = if ft.is_socket() {
+            "a socket"
+        } else {
+            "a block device"
+        };
+        return Err(Failure::usage(format!(
+            "{shown} is {what}: pgseal writes only to regular files, FIFOs and character \
+             devices, and replaces only regular files"
+        )));
+    }
+    if !ft.is_file() {
+        return Err(Failure::usage(format!(
+            "{shown} is not a regular file: pgseal replaces only regular files"
+        )));
+    }
+    if let Some(input) = input
+        && input.id.is_some()
+        && input.id == regular_id(&meta)
+    {
+        return Err(Failure::usage(format!(
+            "{shown} is the input file ({}) itself: write the output elsewhere",
+            input.name
+        )));
+    }
+    if !force {
+        return Err(exists(path));
+    }
+    Ok(Target::Replace)
+}
+
+fn exists(path: &Path) -> Failure {
+    Failure::usage(format!(
+        "{} already exists; pass --force to replace it",
+        path.display()
+    ))
+}
+
 /// Where a command's main output goes.
 pub enum Output {
     /// Standard output, unbuffered: a duplicate of descriptor 1, so large writes go out whole
     /// (Rust's `Stdout` is line-buffered and would split binary data at newline bytes).
     Stdout(File),
+    /// A FIFO or character device named as the output, written to as it is.
+    Stream(File),
     File(AtomicFile),
 }
 
 impl Output {
-    /// `-` is standard output; anything else an atomic file (refused if it exists, unless `force`).
-    pub fn create(spec: &str, force: bool) -> CliResult<Self> {
+    /// `-` is standard output; anything else a path (see [`Output::create_path`]).
+    pub fn create(spec: &str, force: bool, input: Option<&Input>) -> CliResult<Self> {
         if spec == "-" {
             let fd = io::stdout()
                 .as_fd()
@@ -97,16 +195,44 @@ impl Output {
                 .map_err(|e| Failure::io("opening standard output", e))?;
             Ok(Output::Stdout(File::from(fd)))
         } else {
-            Ok(Output::File(AtomicFile::create(Path::new(spec), force)?))
+            Self::create_path(Path::new(spec), force, input)
         }
     }
 
-    /// Makes the output final: links the file into place, or flushes standard output.
+    /// An atomic file at `path` (an existing regular file only replaced with `force`), or, when
+    /// `path` is a FIFO or character device, that stream; everything [`check_output`] refuses
+    /// is refused. Opening a FIFO waits for its reader, as `cat > FIFO` does.
+    pub fn create_path(path: &Path, force: bool, input: Option<&Input>) -> CliResult<Self> {
+        match check_output(path, force, input)? {
+            Target::Stream => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+                    .open(path)
+                    .map_err(|e| Failure::io(format!("opening {}", path.display()), e))?;
+                let ft = file
+                    .metadata()
+                    .map_err(|e| Failure::io(format!("opening {}", path.display()), e))?
+                    .file_type();
+                if !(ft.is_fifo() || ft.is_char_device()) {
+                    return Err(Failure::usage(format!(
+                        "{} changed while being opened; nothing was written",
+                        path.display()
+                    )));
+                }
+                Ok(Output::Stream(file))
+            }
+            Target::New | Target::Replace => Ok(Output::File(AtomicFile::create(path, force)?)),
+        }
+    }
+
+    /// Makes the output final: links the file into place, or flushes the stream.
     pub fn commit(self) -> CliResult<()> {
         match self {
             Output::Stdout(mut s) => s
                 .flush()
                 .map_err(|e| Failure::io("writing standard output", e)),
+            Output::Stream(mut s) => s.flush().map_err(|e| Failure::io("writing the output", e)),
             Output::File(f) => f.commit(),
         }
     }
@@ -114,26 +240,39 @@ impl Output {
     pub fn is_stdout(&self) -> bool {
         matches!(self, Output::Stdout(_))
     }
+
+    /// Whether the output appears only when committed (a file). Streams (standard output, a
+    /// FIFO, a device) release every byte as it is written.
+    pub fn is_atomic(&self) -> bool {
+        matches!(self, Output::File(_))
+    }
+
+    /// The permission bits a file output gets when committed (streams keep theirs).
+    pub fn set_mode(&mut self, mode: u32) {
+        if let Output::File(f) = self {
+            f.set_mode(mode);
+        }
+    }
 }
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Output::Stdout(s) => s.write(buf),
+            Output::Stdout(s) | Output::Stream(s) => s.write(buf),
             Output::File(f) => f.write(buf),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
-            Output::Stdout(s) => s.write_all(buf),
+            Output::Stdout(s) | Output::Stream(s) => s.write_all(buf),
             Output::File(f) => f.file.write_all(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Output::Stdout(s) => s.flush(),
+            Output::Stdout(s) | Output::Stream(s) => s.flush(),
             Output::File(f) => f.flush(),
         }
     }
@@ -150,12 +289,14 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
+    /// A new file for `target`: refused if something exists there, unless it is a regular file
+    /// (or a symbolic link) and `force` — never a directory, FIFO, device or socket.
     pub fn create(target: &Path, force: bool) -> CliResult<Self> {
-        if !force && target.symlink_metadata().is_ok() {
+        if check_output(target, force, None)? == Target::Stream {
             return Err(Failure::new(
                 ExitCode::Usage,
                 format!(
-                    "{} already exists; pass --force to replace it",
+                    "{} is a FIFO or device, not a regular file; it is not replaced",
                     target.display()
                 ),
             ));
@@ -246,6 +387,15 @@ impl AtomicFile {
     }
 
     fn commit_to(&mut self, target: &Path) -> io::Result<()> {
+        // Whatever appeared there meanwhile is replaced only if it is a regular file or link.
+        if let Ok(meta) = target.symlink_metadata()
+            && !(meta.is_file() || meta.file_type().is_symlink())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "something other than a regular file appeared there while writing; not replaced",
+            ));
+        }
         self.file.flush()?;
         if self.mode != 0o600 {
             self.file

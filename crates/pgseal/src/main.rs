@@ -20,18 +20,61 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let shown = !matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if shown && std::env::args_os().any(|a| a == "--json") {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let message = first.strip_prefix("error: ").unwrap_or(first);
+                print_json_error(
+                    cli::JsonTo::Stdout,
+                    &failure::Failure::new(failure::ExitCode::Usage, message),
+                );
+            }
+            e.exit();
+        }
+    };
+    let json = cli.command.json_to();
     let config = match config::Config::discover(cli.config.as_deref(), cli.store.as_deref()) {
         Ok(c) => c,
-        Err(failure) => {
-            eprintln!("pgseal: error: {failure}");
-            std::process::exit(failure.code as i32);
-        }
+        Err(failure) => fail(&failure, json),
     };
     let mut ctx = context::Context::new(config, cli.store.clone());
     let result = cmd::run(cli.command, &mut ctx);
+    let command_failed = result.is_err();
     if let Err(failure) = ctx.finish(result) {
-        eprintln!("pgseal: error: {failure}");
-        std::process::exit(failure.code as i32);
+        // A command that reported its own failure in JSON has answered; a success whose audit
+        // entry could not be written has not (its report said it worked), so the error follows.
+        let answered = command_failed && cmd::json_printed();
+        fail(&failure, if answered { None } else { json });
     }
+}
+
+/// Reports a failure and exits with its code: the message on standard error, and with
+/// `--json` also a JSON error object where the command's JSON would have gone:
+/// `{"error": {"message": "...", "exit_code": N, "kind": "usage"}}`.
+fn fail(failure: &failure::Failure, json: Option<cli::JsonTo>) -> ! {
+    eprintln!("pgseal: error: {failure}");
+    if let Some(to) = json {
+        print_json_error(to, failure);
+    }
+    std::process::exit(failure.code as i32);
+}
+
+fn print_json_error(to: cli::JsonTo, failure: &failure::Failure) {
+    use std::io::Write as _;
+    let line = format!("{}\n", failure.to_json());
+    // A closed stream cannot be told anything more; the exit code still says it.
+    let _ = match to {
+        cli::JsonTo::Stdout => std::io::stdout().write_all(line.as_bytes()),
+        cli::JsonTo::Stderr => std::io::stderr().write_all(line.as_bytes()),
+    };
 }

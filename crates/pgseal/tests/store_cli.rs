@@ -292,7 +292,7 @@ fn two_processes_racing_server_key_generate_have_one_winner() {
     drop(Store::open(&StoreUrl::Sqlite(tmp.path().join("race.db"))).unwrap());
     ok(&run_in(
         tmp.path(),
-        &["--store", &store, "server-key", "list"],
+        &["--store", &store, "user", "add", "setup"],
     ));
     let spawn = || {
         with_passwords(bin())

@@ -4,6 +4,11 @@ use pgseal_core::Fingerprint;
 use pgseal_core::time::Timestamp;
 use pgseal_store::*;
 
+/// A user name known to be valid.
+fn name(s: &str) -> Username {
+    Username::parse(s).unwrap()
+}
+
 /// A fresh, empty store on the backend named, and its URL (for second connections).
 pub trait Backend {
     fn fresh() -> StoreUrl;
@@ -39,25 +44,25 @@ fn user_key(n: u8) -> NewUserKey {
 
 pub fn users_have_stable_unique_ids(url: StoreUrl) {
     let mut s = Store::open(&url).unwrap();
-    let a = s.add_user("alice", Role::Admin).unwrap();
-    let b = s.add_user("bob", Role::Operator).unwrap();
+    let a = s.add_user(&name("alice"), Role::Admin).unwrap();
+    let b = s.add_user(&name("bob"), Role::Operator).unwrap();
     assert!(b.id > a.id);
     assert!(
-        matches!(s.add_user("alice", Role::Auditor), Err(StoreError::Conflict(m)) if m.contains("already exists"))
+        matches!(s.add_user(&name("alice"), Role::Auditor), Err(StoreError::Conflict(m)) if m.contains("already exists"))
     );
-    assert!(s.add_user("bad name", Role::Operator).is_err());
-    assert_eq!(s.user("bob").unwrap(), b);
+    assert!(Username::parse("bad name").is_err());
+    assert_eq!(s.user(&name("bob")).unwrap(), b);
     assert_eq!(s.user_by_id(a.id).unwrap().unwrap().username, "alice");
     assert!(
-        matches!(s.user("carol"), Err(StoreError::NotFound(m)) if m.contains("pgseal user add carol"))
+        matches!(s.user(&name("carol")), Err(StoreError::NotFound(m)) if m.contains("pgseal user add carol"))
     );
-    let disabled = s.disable_user("bob").unwrap();
+    let disabled = s.disable_user(&name("bob")).unwrap();
     assert!(!disabled.is_active && disabled.disabled_at.is_some());
     assert_eq!(s.users().unwrap().len(), 2);
     // Reopening (and re-running migrations) keeps everything.
     drop(s);
     let mut s = Store::open(&url).unwrap();
-    assert_eq!(s.user("alice").unwrap().id, a.id);
+    assert_eq!(s.user(&name("alice")).unwrap().id, a.id);
 }
 
 pub fn one_active_server_key(url: StoreUrl) {
@@ -102,7 +107,7 @@ pub fn racing_server_key_inserts_have_one_winner(url: StoreUrl) {
 
 pub fn user_keys_keep_history(url: StoreUrl) {
     let mut s = Store::open(&url).unwrap();
-    let u = s.add_user("system_backup", Role::Operator).unwrap();
+    let u = s.add_user(&name("system_backup"), Role::Operator).unwrap();
     let k = s.add_user_key(u.id, &user_key(3)).unwrap();
     assert_eq!(k.status, UserKeyStatus::Active);
     let err = s.add_user_key(u.id, &user_key(4)).unwrap_err();
@@ -114,7 +119,7 @@ pub fn user_keys_keep_history(url: StoreUrl) {
     assert_eq!(s.user_key(&fp(3)).unwrap().unwrap().user_id, u.id);
     assert_eq!(s.user_keys(u.id).unwrap().len(), 1);
     // A fingerprint is unique across users.
-    let other = s.add_user("other", Role::Operator).unwrap();
+    let other = s.add_user(&name("other"), Role::Operator).unwrap();
     assert!(matches!(
         s.add_user_key(other.id, &user_key(3)),
         Err(StoreError::Conflict(_))
@@ -123,7 +128,7 @@ pub fn user_keys_keep_history(url: StoreUrl) {
 
 pub fn audit_entries_round_trip(url: StoreUrl) {
     let mut s = Store::open(&url).unwrap();
-    let u = s.add_user("auditor1", Role::Auditor).unwrap();
+    let u = s.add_user(&name("auditor1"), Role::Auditor).unwrap();
     let full = NewAuditEntry {
         action: actions::DECRYPT.into(),
         user_id: Some(u.id),
@@ -181,16 +186,48 @@ pub fn only_open_creates_a_store(url: StoreUrl, absent: NoStoreReason) {
         Err(StoreError::NoStore(e)) if e.reason == absent
     ));
     let mut s = Store::open(&url).unwrap();
-    s.add_user("alice", Role::Admin).unwrap();
+    s.add_user(&name("alice"), Role::Admin).unwrap();
     drop(s);
     let mut s = Store::open_existing(&url).unwrap();
     assert_eq!(s.users().unwrap().len(), 1);
+}
+
+/// Opening read-only creates nothing, reads everything, writes nothing — the backend refuses
+/// a write on that connection — and never upgrades a schema.
+pub fn read_only_opening_writes_nothing<B: Backend>(url: StoreUrl) {
+    assert!(
+        matches!(
+            Store::open_read_only(&url),
+            Err(StoreError::NoStore(_) | StoreError::Backend { .. })
+        ),
+        "a reader found a store where there is none"
+    );
+    let mut s = Store::open(&url).unwrap();
+    let alice = s.add_user(&name("alice"), Role::Admin).unwrap();
+    drop(s);
+    let mut r = Store::open_read_only(&url).unwrap();
+    assert_eq!(r.user(&name("alice")).unwrap(), alice);
+    assert!(r.add_user(&name("bob"), Role::Operator).is_err());
+    drop(r);
+    assert!(Store::open(&url).unwrap().user(&name("bob")).is_err());
+    B::raw(
+        &url,
+        "DELETE FROM pgseal_schema WHERE version = (SELECT MAX(version) FROM pgseal_schema)",
+    );
+    assert!(matches!(
+        Store::open_read_only(&url),
+        Err(StoreError::SchemaTooOld { .. })
+    ));
 }
 
 /// Instantiates every suite test for one backend.
 #[macro_export]
 macro_rules! backend_suite {
     ($backend:ty) => {
+        #[test]
+        fn read_only_opening_writes_nothing() {
+            $crate::suite::read_only_opening_writes_nothing::<$backend>(<$backend>::fresh());
+        }
         #[test]
         fn users_have_stable_unique_ids() {
             $crate::suite::users_have_stable_unique_ids(<$backend>::fresh());
@@ -304,7 +341,7 @@ pub fn rotations_keep_history_and_have_one_winner(url: StoreUrl) {
     assert!(matches!(partial, Err(StoreError::Conflict(_))));
     assert_eq!(s.active_server_key().unwrap().unwrap().id, new.id);
 
-    let u = s.add_user("rotating", Role::Operator).unwrap();
+    let u = s.add_user(&name("rotating"), Role::Operator).unwrap();
     let k1 = s.add_user_key(u.id, &user_key(50)).unwrap();
     let k2 = s.rotate_user_key(u.id, k1.id, &user_key(51)).unwrap();
     assert_eq!(k2.rotated_from_id, Some(k1.id));

@@ -17,7 +17,10 @@ use crate::failure::{CliResult, Failure};
 
 fn filter(args: &AuditListArgs, ctx: &mut Context) -> CliResult<AuditFilter> {
     let user_id = match &args.user {
-        Some(name) => Some(ctx.store()?.user(name).map_err(store_failure)?.id),
+        Some(name) => {
+            let name = crate::context::username(name)?;
+            Some(ctx.read_store()?.user(&name).map_err(store_failure)?.id)
+        }
         None => None,
     };
     let since = match (&args.since, args.hours) {
@@ -43,11 +46,11 @@ fn filter(args: &AuditListArgs, ctx: &mut Context) -> CliResult<AuditFilter> {
 
 fn usernames(ctx: &mut Context) -> CliResult<BTreeMap<i64, String>> {
     Ok(ctx
-        .store()?
+        .read_store()?
         .users()
         .map_err(store_failure)?
         .into_iter()
-        .map(|u| (u.id, u.username))
+        .map(|u| (u.id, u.username.into()))
         .collect())
 }
 
@@ -78,7 +81,7 @@ fn entry_json(e: &AuditEntry, names: &BTreeMap<i64, String>) -> serde_json::Valu
 
 pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
     let f = filter(&args, ctx)?;
-    let entries = ctx.store()?.audit_query(&f).map_err(store_failure)?;
+    let entries = ctx.read_store()?.audit_query(&f).map_err(store_failure)?;
     let names = usernames(ctx)?;
     if args.json {
         print_json(&json!(
@@ -141,7 +144,7 @@ pub fn stats(args: AuditStatsArgs, ctx: &mut Context) -> CliResult {
         .hours
         .map(|h| Timestamp(Timestamp::now().millis() - i64::from(h) * 3_600_000));
     let entries = ctx
-        .store()?
+        .read_store()?
         .audit_query(&AuditFilter {
             since,
             ..AuditFilter::default()
@@ -635,7 +638,7 @@ fn report(args: &AuditVerifyArgs, r: Report<'_>) -> CliResult {
 
 pub fn export(args: AuditExportArgs, ctx: &mut Context) -> CliResult {
     let entries = ctx
-        .store()?
+        .read_store()?
         .audit_query(&AuditFilter::default())
         .map_err(store_failure)?;
     let names = usernames(ctx)?;

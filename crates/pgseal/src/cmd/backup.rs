@@ -167,7 +167,7 @@ impl Job<'_> {
         params.metadata = Metadata {
             created_at_ms: created.millis() as u64,
             creator_user_id: Some(self.user.id as u64),
-            creator_username: Some(self.user.username.clone()),
+            creator_username: Some(self.user.username.to_string()),
             source_database: Some(database.to_owned()),
             source_host: std::env::var("PGHOST")
                 .ok()

@@ -20,7 +20,7 @@ use crate::progress::human;
 
 pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
     let backups = ctx
-        .store()?
+        .read_store()?
         .backups(args.db.as_deref())
         .map_err(store_failure)?;
     if args.json {

@@ -1,10 +1,13 @@
 //! `pgseal decrypt`: open v2, legacy hybrid and legacy symmetric files.
 //!
-//! Plaintext reaches a named output file only when everything verified. On standard output, v2
-//! plaintext streams chunk by chunk once the header signature has verified; the legacy formats
-//! (one GCM message each) are checked in full over a spooled copy of the *ciphertext* first.
+//! Plaintext reaches a named output file only when everything verified. On a stream (standard
+//! output, a FIFO, a character device), v2 plaintext streams chunk by chunk once the header
+//! signature has verified — after a `DECRYPT_START` audit entry is written, and not at all if it
+//! cannot be; the legacy formats (one GCM message each) are checked in full over a spooled copy
+//! of the *ciphertext* first.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use pgseal_core::detect::DETECT_LEN;
 use pgseal_core::keys::Identity;
@@ -18,7 +21,7 @@ use super::server_password;
 use crate::cli::DecryptArgs;
 use crate::context::Context;
 use crate::failure::{CliResult, ExitCode, Failure};
-use crate::files::{Input, Output, Tee, scratch_file};
+use crate::files::{Input, Output, Tee, check_output, scratch_file};
 use crate::secrets::PasswordSource;
 
 pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
@@ -32,6 +35,10 @@ pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
         ));
     }
     let mut input = Input::open(&args.input)?;
+    // The output is checked before any work: not a directory, socket or the input itself.
+    if args.output != "-" {
+        check_output(Path::new(&args.output), args.force, Some(&input))?;
+    }
     let prefix = input.peek(DETECT_LEN)?;
     let result = match detect(&prefix) {
         Detected::Pgseal {
@@ -92,7 +99,14 @@ fn decrypt_v2(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliRes
     let identities =
         keyring::v2_identities(ctx, &args.keys.identities, &password, &slot.recipients())?;
     let identities: Vec<&dyn Identity> = identities.iter().map(|k| k as &dyn Identity).collect();
-    let mut output = Output::create(&args.output, args.force)?;
+    let mut output = Output::create(&args.output, args.force, Some(&input))?;
+    if !output.is_atomic() {
+        // v2 plaintext streams out as it verifies: the log says so before the first byte.
+        if let Some(a) = ctx.audit_mut() {
+            a.detail("streamed", true);
+        }
+        ctx.audit_start(actions::DECRYPT_START)?;
+    }
     let summary = prelude.decrypt(&mut input, &mut output, &identities, check)?;
     if let Some(a) = ctx.audit_mut() {
         a.detail("server_key", summary.recipient.to_string());
@@ -178,8 +192,8 @@ fn write_checked(
     ctx: &mut Context,
     open: impl Fn(&mut dyn Read, &mut dyn Write) -> CliResult,
 ) -> CliResult {
-    let mut output = Output::create(&args.output, args.force)?;
-    if !output.is_stdout() {
+    let mut output = Output::create(&args.output, args.force, Some(&input))?;
+    if output.is_atomic() {
         open(&mut input, &mut output)?;
         if let Some(a) = ctx.audit_mut() {
             a.signature_valid = (!args.keys.no_verify).then_some(true);

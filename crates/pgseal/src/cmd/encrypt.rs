@@ -15,7 +15,7 @@ use super::{host_name, load_private, load_publics, user_password};
 use crate::cli::{CompressArg, EncryptArgs, FormatArg};
 use crate::context::{Context, store_failure};
 use crate::failure::{CliResult, Failure};
-use crate::files::{Input, Output, scratch_file};
+use crate::files::{Input, Output, check_output, scratch_file};
 use crate::secrets::PasswordSource;
 
 /// The creator: the key that signs, and the pgseal user it belongs to when known.
@@ -59,9 +59,10 @@ pub fn signing_key_for_user(
     sign_key: Option<&Path>,
     password: &PasswordSource,
 ) -> CliResult<(PrivateKey, User)> {
+    let name = crate::context::username(name)?;
     let user_keys_dir = ctx.config()?.user_keys_dir.clone();
     let store = ctx.store()?;
-    let user = store.user(name).map_err(store_failure)?;
+    let user = store.user(&name).map_err(store_failure)?;
     if !user.is_active {
         return Err(Failure::usage(format!(
             "user {name} is disabled and cannot sign backups"
@@ -70,10 +71,11 @@ pub fn signing_key_for_user(
     let active = store
         .active_user_key(user.id)
         .map_err(store_failure)?
-        .ok_or_else(|| no_user_key(name))?;
-    let path = sign_key
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| user_keys_dir.join(format!("{name}.key.pem")));
+        .ok_or_else(|| no_user_key(name.as_str()))?;
+    let path = match sign_key {
+        Some(p) => p.to_path_buf(),
+        None => super::users::user_key_path(&user_keys_dir, &name)?,
+    };
     if !path.exists() {
         return Err(Failure::key(format!(
             "no signing key for {name} at {}: pass --sign-key with their private key",
@@ -120,6 +122,14 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
             "v2"
         },
     );
+    for name in [&args.user, &args.username].into_iter().flatten() {
+        crate::context::username(name)?;
+    }
+    // The input and the output are checked before any key is unlocked.
+    let mut input = Input::open(&args.input)?;
+    if args.output != "-" {
+        check_output(Path::new(&args.output), args.force, Some(&input))?;
+    }
     let creator = resolve_creator(&args, ctx)?;
     let recipients = resolve_recipients(&args, ctx)?;
     if let Some(a) = ctx.audit_mut() {
@@ -135,11 +145,10 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
         );
     }
     if args.format == FormatArg::V1 {
-        return run_v1(args, creator, recipients);
+        return run_v1(args, creator, recipients, input);
     }
     let signer = creator.key;
-    let mut input = Input::open(&args.input)?;
-    let mut output = Output::create(&args.output, args.force)?;
+    let mut output = Output::create(&args.output, args.force, Some(&input))?;
 
     let mut params = SealParams::new(&signer, &recipients);
     params.compression = match args.compress.unwrap_or(CompressArg::Zstd) {
@@ -154,7 +163,7 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
         creator_username: args
             .username
             .clone()
-            .or(creator.user.as_ref().map(|u| u.username.clone())),
+            .or(creator.user.as_ref().map(|u| u.username.to_string())),
         source_host: host_name(),
         content_name: input.file_name(),
         audit_anchor: ctx.audit_anchor()?,
@@ -193,7 +202,12 @@ pub fn zstd_workers() -> u32 {
         .unwrap_or(1)
 }
 
-fn run_v1(args: EncryptArgs, creator: Creator, recipients: Vec<PublicKey>) -> CliResult {
+fn run_v1(
+    args: EncryptArgs,
+    creator: Creator,
+    recipients: Vec<PublicKey>,
+    mut input: Input,
+) -> CliResult {
     if recipients.len() != 1 {
         return Err(Failure::usage(
             "--format v1 files have exactly one recipient",
@@ -211,8 +225,7 @@ fn run_v1(args: EncryptArgs, creator: Creator, recipients: Vec<PublicKey>) -> Cl
             Failure::usage("--format v1 needs --user-id (the old system looks the signer up by it)")
         })?;
     let signer = creator.key;
-    let mut input = Input::open(&args.input)?;
-    let mut output = Output::create(&args.output, args.force)?;
+    let mut output = Output::create(&args.output, args.force, Some(&input))?;
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -222,7 +235,7 @@ fn run_v1(args: EncryptArgs, creator: Creator, recipients: Vec<PublicKey>) -> Cl
         Output::File(file) => {
             hybrid::encrypt(&mut input, file, &recipients[0], &signer, user_id, created)?
         }
-        Output::Stdout(stdout) => {
+        stream => {
             // The signature sits before the data it covers: seal into a scratch file (ciphertext
             // only), then stream that out.
             let mut scratch = scratch_file()?;
@@ -236,8 +249,8 @@ fn run_v1(args: EncryptArgs, creator: Creator, recipients: Vec<PublicKey>) -> Cl
             )?;
             scratch
                 .seek(SeekFrom::Start(0))
-                .and_then(|_| io::copy(&mut scratch, stdout))
-                .map_err(|e| Failure::io("writing standard output", e))?;
+                .and_then(|_| io::copy(&mut scratch, stream))
+                .map_err(|e| Failure::io("writing the output", e))?;
             sealed
         }
     };

@@ -7,7 +7,9 @@
 
 use pgseal_core::{LegacyFingerprint, PublicKey};
 use pgseal_store::django::{self, DjangoExport};
-use pgseal_store::{NewAuditEntry, NewServerKey, NewUserKey, Role, ServerKeyStatus, actions};
+use pgseal_store::{
+    NewAuditEntry, NewServerKey, NewUserKey, Role, ServerKeyStatus, Username, actions,
+};
 use serde_json::json;
 
 use super::print_json;
@@ -34,10 +36,11 @@ pub fn run(args: ImportDjangoArgs, ctx: &mut Context) -> CliResult {
             format!("reading the legacy database: {e}"),
         )
     })?;
+    let names = usernames(&data)?;
     let counts = if args.dry_run {
         plan(ctx, &data)?
     } else {
-        apply(ctx, &data)?
+        apply(ctx, &data, &names)?
     };
     if let Some(a) = ctx.audit_mut() {
         a.detail("new_users", counts.users.0);
@@ -75,6 +78,32 @@ pub fn run(args: ImportDjangoArgs, ctx: &mut Context) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Every legacy user's name as a pgseal [`Username`], or — if any is not one — a refusal that
+/// names them all, before anything is written: a partial import would leave the legacy files
+/// of the users left out unverifiable through the store, so nothing is imported until the
+/// names are fixed in the legacy system.
+fn usernames(data: &DjangoExport) -> CliResult<Vec<Username>> {
+    let mut names = Vec::new();
+    let mut bad = Vec::new();
+    for u in &data.users {
+        match Username::parse(&u.username) {
+            Ok(n) => names.push(n),
+            Err(e) => bad.push(format!("auth_user id {}: {e}", u.id)),
+        }
+    }
+    if bad.is_empty() {
+        return Ok(names);
+    }
+    Err(Failure::invalid(format!(
+        "nothing was imported: {} legacy user name(s) cannot be pgseal user names ({}): {}. \
+         Rename them in the legacy system (UPDATE auth_user SET username = '...' WHERE id = N) \
+         and run the import again",
+        bad.len(),
+        pgseal_store::username::RULE,
+        bad.join("; ")
+    )))
 }
 
 fn role(superuser: bool) -> Role {
@@ -157,12 +186,12 @@ fn bump(pair: &mut (usize, usize), new: bool) {
     if new { pair.0 += 1 } else { pair.1 += 1 }
 }
 
-fn apply(ctx: &mut Context, data: &DjangoExport) -> CliResult<Counts> {
+fn apply(ctx: &mut Context, data: &DjangoExport, names: &[Username]) -> CliResult<Counts> {
     let store = ctx.store()?;
     let mut c = Counts::default();
-    for u in &data.users {
+    for (u, name) in data.users.iter().zip(names) {
         let new = store
-            .import_user(u.id, &u.username, role(u.is_superuser), u.is_active)
+            .import_user(u.id, name, role(u.is_superuser), u.is_active)
             .map_err(store_failure)?;
         bump(&mut c.users, new);
         if let Some(pem) = &u.public_key_pem {

@@ -2,7 +2,7 @@
 //! directories, and the first server key.
 
 use std::io::Write as _;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use pgseal_store::{StoreUrl, actions};
@@ -47,7 +47,14 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
     // The configuration is resolved from the text about to be written, so the store and key
     // land where the file says; the file itself is written last, so a failed init can be re-run.
     let scratch = dir.join(".pgseal.toml.init");
-    std::fs::write(&scratch, &template).map_err(|e| Failure::io("writing the configuration", e))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&scratch)
+        .and_then(|mut f| f.write_all(template.as_bytes()))
+        .map_err(|e| Failure::io("writing the configuration", e))?;
     let config = Config::discover(Some(&scratch), ctx.store_flag.as_deref());
     let _ = std::fs::remove_file(&scratch);
     let mut config = config?.expect("an explicit config file always yields a configuration");

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{load_private, print_json};
 use crate::cli::{KeyInfoArgs, KeygenArgs};
 use crate::failure::{CliResult, ExitCode, Failure};
-use crate::files::AtomicFile;
+use crate::files::{AtomicFile, Target, check_output};
 use crate::secrets::{PasswordSource, read_text};
 
 fn keygen_password(file: Option<PathBuf>, command: Option<String>) -> PasswordSource {
@@ -45,18 +45,21 @@ pub fn write_key_files(
     write(pub_path, key.public().to_pem().as_bytes(), 0o644)
 }
 
-/// Fails if any of `paths` exists, unless `force`: checked before slow key generation too.
+/// Fails if any of `paths` exists, unless `force` and it is a regular file: checked before
+/// slow key generation too. Key files are only ever regular files, never a FIFO or device.
 pub fn refuse_existing(paths: &[&Path], force: bool) -> CliResult {
-    if force {
-        return Ok(());
+    for p in paths {
+        if check_output(p, force, None)? == Target::Stream {
+            return Err(Failure::new(
+                ExitCode::Usage,
+                format!(
+                    "{} is a FIFO or device, not a regular file; a key file is not written there",
+                    p.display()
+                ),
+            ));
+        }
     }
-    match paths.iter().find(|p| p.symlink_metadata().is_ok()) {
-        Some(p) => Err(Failure::new(
-            ExitCode::Usage,
-            format!("{} already exists; pass --force to replace it", p.display()),
-        )),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 pub fn with_suffix(base: &Path, suffix: &str) -> PathBuf {

@@ -177,14 +177,24 @@ pub fn superseded_slot_note(
     Some((message, json))
 }
 
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Prints a JSON value on one line.
 pub fn print_json(value: &serde_json::Value) {
+    JSON_PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("{value}");
+}
+
+/// Whether the command printed its JSON report (`verify --json` reports a bad signature in it
+/// before failing): then that report is its answer, and no JSON error object follows.
+pub fn json_printed() -> bool {
+    JSON_PRINTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 pub use crate::context::host_name;
 
-/// Writes text to `output` (atomically, 0644 — public keys and encrypted exports) or prints it.
+/// Writes text to `output` (atomically, 0644 — public keys and encrypted exports; or into a FIFO
+/// or device as it is) or prints it.
 pub fn emit(text: &str, output: Option<&Path>, force: bool) -> CliResult {
     match output {
         None => {
@@ -193,11 +203,12 @@ pub fn emit(text: &str, output: Option<&Path>, force: bool) -> CliResult {
         }
         Some(path) => {
             use std::io::Write as _;
-            let mut file = crate::files::AtomicFile::create(path, force)?;
-            file.set_mode(0o644);
-            file.write_all(text.as_bytes())
+            // A FIFO or device is written to as it is; a file appears whole or not at all.
+            let mut out = crate::files::Output::create_path(path, force, None)?;
+            out.set_mode(0o644);
+            out.write_all(text.as_bytes())
                 .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
-            file.commit()
+            out.commit()
         }
     }
 }

@@ -278,7 +278,7 @@ fn key_json(k: &ServerKeyRecord) -> serde_json::Value {
 }
 
 pub fn list(args: JsonArg, ctx: &mut Context) -> CliResult {
-    let keys = ctx.store()?.server_keys().map_err(store_failure)?;
+    let keys = ctx.read_store()?.server_keys().map_err(store_failure)?;
     if args.json {
         print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
         return Ok(());

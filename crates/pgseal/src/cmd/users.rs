@@ -6,20 +6,20 @@ use std::path::{Path, PathBuf};
 
 use pgseal_core::keys::{KeyBits, PssSalt};
 use pgseal_core::{Fingerprint, PrivateKey};
-use pgseal_store::{NewUserKey, Role, User, UserKeyRecord, actions};
+use pgseal_store::{NewUserKey, Role, User, UserKeyRecord, Username, actions};
 use serde_json::json;
 
 use super::keygen::refuse_existing;
 use super::{emit, new_password, print_json, user_password};
 use crate::cli::{RoleArg, UserCommand, UserKeyCommand, UserKeyGenerateArgs, UserKeyRotateArgs};
-use crate::context::{Context, opt, store_failure};
+use crate::context::{Context, opt, store_failure, username};
 use crate::failure::{CliResult, Failure};
 use crate::files::AtomicFile;
 
 fn user_json(u: &User) -> serde_json::Value {
     json!({
         "id": u.id,
-        "username": u.username,
+        "username": u.username.as_str(),
         "role": u.role.as_str(),
         "is_active": u.is_active,
         "created_at": u.created_at.rfc3339(),
@@ -45,6 +45,7 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
         UserCommand::Add { name, role, json } => {
             ctx.audit(actions::USER_ADD)
                 .detail("username", name.clone());
+            let name = username(&name)?;
             let role = match role {
                 RoleArg::Admin => Role::Admin,
                 RoleArg::Operator => Role::Operator,
@@ -67,7 +68,7 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
             Ok(())
         }
         UserCommand::List(args) => {
-            let users = ctx.store()?.users().map_err(store_failure)?;
+            let users = ctx.read_store()?.users().map_err(store_failure)?;
             if args.json {
                 print_json(&json!(users.iter().map(user_json).collect::<Vec<_>>()));
             } else {
@@ -89,7 +90,8 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
             Ok(())
         }
         UserCommand::Show { name, json } => {
-            let store = ctx.store()?;
+            let name = username(&name)?;
+            let store = ctx.read_store()?;
             let user = store.user(&name).map_err(store_failure)?;
             let keys = store.user_keys(user.id).map_err(store_failure)?;
             if json {
@@ -123,6 +125,7 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
         UserCommand::Disable { name } => {
             ctx.audit(actions::USER_DISABLE)
                 .detail("username", name.clone());
+            let name = username(&name)?;
             let user = ctx.store()?.disable_user(&name).map_err(store_failure)?;
             println!(
                 "user {} (id {}) disabled; their keys stay for verification",
@@ -142,14 +145,28 @@ fn public_path_for(key_path: &Path) -> PathBuf {
     }
 }
 
+/// `USER_KEYS_DIR/NAME.key.pem`, checked to be a file directly inside the keys directory.
+pub fn user_key_path(dir: &Path, name: &Username) -> CliResult<PathBuf> {
+    let file = format!("{name}.key.pem");
+    let mut parts = Path::new(&file).components();
+    match (parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(_)), None) => Ok(dir.join(file)),
+        _ => Err(Failure::usage(format!(
+            "the key file of user {name:?} would not be inside {}",
+            dir.display()
+        ))),
+    }
+}
+
 pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
     ctx.audit(actions::KEY_GEN).detail("kind", "user");
+    let name = username(&args.name)?;
     let cfg = ctx.config()?.clone();
     let store = ctx.store()?;
-    let user = store.user(&args.name).map_err(store_failure)?;
+    let user = store.user(&name).map_err(store_failure)?;
     if let Some(a) = ctx.audit_mut() {
         a.user_id = Some(user.id);
-        a.detail("username", user.username.clone());
+        a.detail("username", user.username.as_str());
     }
     if !user.is_active {
         return Err(Failure::usage(format!(
@@ -167,10 +184,10 @@ pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
             user.username, active.fingerprint, user.username
         )));
     }
-    let key_path = args
-        .out
-        .clone()
-        .unwrap_or_else(|| cfg.user_keys_dir.join(format!("{}.key.pem", user.username)));
+    let key_path = match &args.out {
+        Some(p) => p.clone(),
+        None => user_key_path(&cfg.user_keys_dir, &name)?,
+    };
     let pub_path = public_path_for(&key_path);
     refuse_existing(&[&key_path, &pub_path], args.force)?;
     if let Some(parent) = key_path
@@ -243,7 +260,8 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
         UserKeyCommand::Generate(args) => generate_key(args, ctx),
         UserKeyCommand::Rotate(args) => rotate_key(args, ctx),
         UserKeyCommand::List { name, json } => {
-            let store = ctx.store()?;
+            let name = username(&name)?;
+            let store = ctx.read_store()?;
             let user = store.user(&name).map_err(store_failure)?;
             let keys = store.user_keys(user.id).map_err(store_failure)?;
             if json {
@@ -272,7 +290,8 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
             fingerprint,
             output,
         } => {
-            let store = ctx.store()?;
+            let name = username(&name)?;
+            let store = ctx.read_store()?;
             let user = store.user(&name).map_err(store_failure)?;
             let key = match fingerprint {
                 Some(text) => {
@@ -286,7 +305,7 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
                 None => store
                     .active_user_key(user.id)
                     .map_err(store_failure)?
-                    .ok_or_else(|| no_user_key(&name))?,
+                    .ok_or_else(|| no_user_key(name.as_str()))?,
             };
             emit(&key.public_key_pem, output.as_deref(), false)
         }
@@ -295,20 +314,26 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
 
 pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
     ctx.audit(actions::KEY_ROTATE).detail("kind", "user");
+    let name = username(&args.name)?;
     let cfg = ctx.config()?.clone();
     let store = ctx.store()?;
-    let user = store.user(&args.name).map_err(store_failure)?;
+    let user = store.user(&name).map_err(store_failure)?;
     let active = store
         .active_user_key(user.id)
         .map_err(store_failure)?
         .ok_or_else(|| no_user_key(&args.name))?;
     if let Some(a) = ctx.audit_mut() {
-        a.detail("username", user.username.clone());
+        a.detail("username", user.username.as_str());
         a.detail("old_fingerprint", active.fingerprint.to_string());
         a.detail("forced", args.force);
         a.backup_creator_id = None;
     }
-    let default_path = cfg.user_keys_dir.join(format!("{}.key.pem", user.username));
+    let default_path = user_key_path(&cfg.user_keys_dir, &name)?;
+    let key_path = args.out.clone().unwrap_or_else(|| default_path.clone());
+    let pub_path = public_path_for(&key_path);
+    // An old key file there is set aside, not replaced — but a key file is a regular file: a
+    // FIFO, device or directory at either path is refused before any work.
+    refuse_existing(&[&key_path, &pub_path], true)?;
     if args.force {
         // Without the old key, only an admin may replace it — and says who they are.
         let admin = match crate::context::acting_user(ctx.store()?)? {
@@ -349,8 +374,6 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
         }
     }
 
-    let key_path = args.out.clone().unwrap_or(default_path);
-    let pub_path = public_path_for(&key_path);
     let password = new_password(
         &args.new_password,
         "PGSEAL_NEW_USER_KEY_PASSWORD",

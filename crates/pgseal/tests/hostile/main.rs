@@ -7,3 +7,4 @@
 mod common;
 
 mod catalog_trust;
+mod names_files_config;
