@@ -9,6 +9,7 @@
 //! | 4 | authentication failed: bad signature, bad tag, tampering |
 //! | 5 | key or password problem: missing, wrong or unusable |
 //! | 6 | a PostgreSQL tool failed (pg_dump, pg_restore, psql) or the database is unreachable |
+//! | 129, 130, 143 | interrupted by SIGHUP, SIGINT or SIGTERM (128 + the signal's number) |
 
 use std::fmt;
 
@@ -23,6 +24,12 @@ pub enum ExitCode {
     Authentication = 4,
     Key = 5,
     Database = 6,
+    /// Stopped by SIGHUP (see `interrupt`).
+    Hangup = 129,
+    /// Stopped by SIGINT.
+    Interrupted = 130,
+    /// Stopped by SIGTERM.
+    Terminated = 143,
 }
 
 /// A failure of a command: a message for the user and its exit code.

@@ -6,9 +6,11 @@ mod config;
 mod context;
 mod failure;
 mod files;
+mod interrupt;
 mod pgtools;
 mod progress;
 mod secrets;
+mod show;
 
 use clap::Parser;
 
