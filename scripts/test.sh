@@ -9,6 +9,8 @@ need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v setsid >/dev/null || need_apt+=(util-linux)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# pgseal runs PostgreSQL's tools under setpriv --pdeathsig, so they die with it.
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 # The store and backup tests start their own throwaway PostgreSQL clusters.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then

@@ -13,8 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit codes: 0 success, 1 I/O failure, 2 usage, 3 invalid or corrupt input,
 /// 4 authentication failure (signature, tag, tampering), 5 key or password problem,
-/// 6 a PostgreSQL tool or database failed. With --json, a failure also prints
-/// {"error": {"message", "exit_code", "kind"}} where the JSON would have gone.
+/// 6 a PostgreSQL tool or database failed, 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM.
+/// With --json, a failure also prints {"error": {"message", "exit_code", "kind"}} where the JSON
+/// would have gone.
 ///
 /// Outputs: only regular files are replaced (with --force); a FIFO or character device is
 /// written to as it is; a directory, socket, block device or the input file is refused.
@@ -52,6 +53,10 @@ pub enum Command {
     #[command(alias = "create_asymmetric_backup", alias = "create_backup")]
     Backup(BackupArgs),
     /// Restore a backup into a database; signature and key are checked before pg_restore starts.
+    ///
+    /// Into a new database (--create), an existing empty one, or with --into-existing one that
+    /// holds objects already. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops pg_restore, drops what
+    /// the restore created, is audited, and exits 130, 143 or 129.
     Restore(RestoreArgs),
     /// List catalogued backups.
     List(ListArgs),
@@ -222,7 +227,13 @@ pub struct UserKeyRotateArgs {
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     /// The database to back up (host, port and user come from PGHOST, PGPORT, PGUSER, ~/.pgpass).
-    #[arg(required_unless_present_any = ["all", "dbname"], conflicts_with = "all")]
+    /// Always a name, never a connection string (use --dbname for one); a name starting with
+    /// `-` is a name too.
+    #[arg(
+        required_unless_present_any = ["all", "dbname"],
+        conflicts_with = "all",
+        allow_hyphen_values = true
+    )]
     pub database: Option<String>,
     /// Back up every database (templates and --exclude'd ones skipped), continuing past failures.
     #[arg(long)]
@@ -279,21 +290,36 @@ pub struct OpenKeyArgs {
 pub struct RestoreArgs {
     /// The backup to restore (v2, legacy hybrid or legacy symmetric).
     pub file: PathBuf,
-    /// The database to restore into.
-    #[arg(long, value_name = "NAME", required_unless_present = "check")]
+    /// The database to restore into (a name, never a connection string). Without --create it
+    /// must exist and be empty, unless --into-existing.
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "check",
+        allow_hyphen_values = true
+    )]
     pub target_db: Option<String>,
-    /// Create the target database first (refused if it exists; dropped again if the restore fails).
+    /// Create the target database first (refused if it exists; dropped again if the restore
+    /// fails or is interrupted).
     #[arg(long)]
     pub create: bool,
+    /// Restore into an existing database that already holds objects, merging the backup into
+    /// them (objects the backup has too make the restore fail, unless --clean). Without it such
+    /// a restore is refused.
+    #[arg(long, conflicts_with = "create")]
+    pub into_existing: bool,
     /// Drop the archive's objects in the target before recreating them.
     #[arg(long)]
     pub clean: bool,
     /// Parallel pg_restore jobs; above 1 the archive is first verified into an unnamed private
-    /// file (gone with pgseal, even after kill -9) that pg_restore reads by /proc path.
+    /// file (gone with pgseal, even after kill -9) that pg_restore reads by /proc path, and the
+    /// restore is not one transaction (a failed or interrupted one into an existing database
+    /// keeps what it restored).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
-    /// Restore into a throwaway database, report per-table row counts, drop it.
-    #[arg(long, conflicts_with_all = ["target_db", "create", "clean"])]
+    /// Restore into a throwaway database, report per-table row counts, drop it. Scratch
+    /// databases left by a killed check are dropped by the next one.
+    #[arg(long, conflicts_with_all = ["target_db", "create", "clean", "into_existing"])]
     pub check: bool,
     #[command(flatten)]
     pub keys: OpenKeyArgs,

@@ -20,10 +20,12 @@ pub struct Context {
     /// Whether `store` was opened read-only ([`Context::read_store`]).
     store_read_only: bool,
     audit: Option<Audit>,
+    /// The entry [`Context::audit_before_commit`] wrote, kept in case the operation then fails.
+    written_early: Option<Audit>,
 }
 
 /// The audit entry of the running command.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Audit {
     pub action: &'static str,
     /// The pgseal user acting; else `$PGSEAL_USER` is looked up when the entry is written.
@@ -48,6 +50,7 @@ impl Context {
             store: None,
             store_read_only: false,
             audit: None,
+            written_early: None,
         }
     }
 
@@ -151,10 +154,22 @@ impl Context {
         self.audit.as_mut()
     }
 
+    /// The entry that will record how the command ended: the one being filled, or, once that
+    /// was written before committing, the copy a later failure is recorded from.
+    pub fn outcome_audit_mut(&mut self) -> Option<&mut Audit> {
+        self.audit.as_mut().or(self.written_early.as_mut())
+    }
+
     /// Writes the command's audit entry with its outcome. Fail closed: an operation whose entry
     /// cannot be written is reported failed (exit 1), even if it otherwise succeeded.
     pub fn finish(mut self, result: CliResult) -> CliResult {
         let Some(audit) = self.audit.take() else {
+            // Its entry was written before it committed, as a success; it failed after all
+            // (pg_restore refused the data, a signal stopped it): say so in a second entry.
+            if let (Some(mut early), Err(_)) = (self.written_early.take(), &result) {
+                early.detail("after_entry_written_before_commit", true);
+                let _ = self.record(early, &result);
+            }
             return result;
         };
         match (self.record(audit, &result), result) {
@@ -175,7 +190,12 @@ impl Context {
     /// if the entry cannot be written, the caller does not commit (decrypted files, restores).
     pub fn audit_before_commit(&mut self) -> CliResult {
         match self.audit.take() {
-            Some(audit) => self.record(audit, &Ok(())),
+            Some(audit) => {
+                let copy = audit.clone();
+                self.record(audit, &Ok(()))?;
+                self.written_early = Some(copy);
+                Ok(())
+            }
             None => Ok(()),
         }
     }

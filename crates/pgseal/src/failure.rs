@@ -9,6 +9,7 @@
 //! | 4 | authentication failed: bad signature, bad tag, tampering |
 //! | 5 | key or password problem: missing, wrong or unusable |
 //! | 6 | a PostgreSQL tool failed (pg_dump, pg_restore, psql) or the database is unreachable |
+//! | 129, 130, 143 | interrupted by SIGHUP, SIGINT or SIGTERM (128 + the signal's number) |
 
 use std::fmt;
 
@@ -23,11 +24,17 @@ pub enum ExitCode {
     Authentication = 4,
     Key = 5,
     Database = 6,
+    /// Stopped by SIGHUP (see `interrupt`).
+    Hangup = 129,
+    /// Stopped by SIGINT.
+    Interrupted = 130,
+    /// Stopped by SIGTERM.
+    Terminated = 143,
 }
 
 impl ExitCode {
     /// The code's name in the JSON error object (`--json`): io, usage, invalid,
-    /// authentication, key, database.
+    /// authentication, key, database, interrupted.
     pub fn kind(self) -> &'static str {
         match self {
             ExitCode::Io => "io",
@@ -36,6 +43,7 @@ impl ExitCode {
             ExitCode::Authentication => "authentication",
             ExitCode::Key => "key",
             ExitCode::Database => "database",
+            ExitCode::Hangup | ExitCode::Interrupted | ExitCode::Terminated => "interrupted",
         }
     }
 }

@@ -7,9 +7,11 @@ mod context;
 mod crashpoint;
 mod failure;
 mod files;
+mod interrupt;
 mod pgtools;
 mod progress;
 mod secrets;
+mod show;
 
 use clap::Parser;
 

@@ -4,7 +4,11 @@
 //! (how Vault, `pass` or a cloud secret manager plug in: its standard output is the password),
 //! an environment variable, and finally a prompt on the terminal. New passwords are asked for
 //! twice and must be at least 16 characters.
+//!
+//! Nothing pgseal runs (PostgreSQL's tools, password commands) inherits a secret: see
+//! [`scrub_env`].
 
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -12,6 +16,40 @@ use std::process::{Command, Stdio};
 use pgseal_core::Password;
 
 use crate::failure::{CliResult, Failure};
+
+/// The variables pgseal reads secrets from, and `PGSEAL_STORE` (a store URL may carry a
+/// password). Every [`PasswordSource`] reads one of these.
+pub const SECRET_VARS: [&str; 7] = [
+    "SERVER_KEY_PASSWORD",
+    "PGSEAL_USER_KEY_PASSWORD",
+    "PGSEAL_KEY_PASSWORD",
+    "PGSEAL_NEW_SERVER_KEY_PASSWORD",
+    "PGSEAL_NEW_USER_KEY_PASSWORD",
+    "BACKUP_ENCRYPTION_PASSWORD",
+    "PGSEAL_STORE",
+];
+
+/// Removes from a child's environment everything that may hold one of pgseal's secrets —
+/// [`SECRET_VARS`], and any other variable whose name contains `PASSWORD` — wherever it came
+/// from (the environment, or the `.env` file pgseal loaded into it). libpq's own `PGPASSWORD`
+/// stays: it is the user's way of giving pg_dump, pg_restore and psql their password.
+pub fn scrub_env(cmd: &mut Command) {
+    for var in SECRET_VARS {
+        cmd.env_remove(var);
+    }
+    let inherited = std::env::vars_os().map(|(k, _)| k);
+    let explicit: Vec<_> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for name in inherited.chain(explicit) {
+        if holds_password(&name) {
+            cmd.env_remove(&name);
+        }
+    }
+}
+
+fn holds_password(name: &OsStr) -> bool {
+    let bytes = name.as_encoded_bytes();
+    bytes != b"PGPASSWORD" && bytes.windows(8).any(|w| w == b"PASSWORD")
+}
 
 /// One password's possible sources.
 #[derive(Debug, Clone)]
@@ -59,6 +97,11 @@ impl PasswordSource {
     }
 
     fn read_file_or_command(&self) -> CliResult<Option<Password>> {
+        debug_assert!(
+            SECRET_VARS.contains(&self.env),
+            "{} must be listed in SECRET_VARS, so children never inherit it",
+            self.env
+        );
         if let Some(path) = &self.file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Failure::key(format!(
@@ -70,7 +113,9 @@ impl PasswordSource {
             return Ok(Some(Password::new(strip_newline(text))));
         }
         if let Some(cmd) = &self.command {
-            let out = Command::new("sh")
+            let mut sh = Command::new("sh");
+            scrub_env(&mut sh);
+            let out = sh
                 .arg("-c")
                 .arg(cmd)
                 .stdin(Stdio::null())
@@ -215,4 +260,33 @@ pub fn ask_line(question: &str) -> CliResult<String> {
         .read_line(&mut line)
         .map_err(|e| Failure::io("reading the terminal", e))?;
     Ok(line.trim_end().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_get_no_password_but_libpqs_own() {
+        let mut cmd = Command::new("true");
+        cmd.env("SERVER_KEY_PASSWORD", "s")
+            .env("PGSEAL_STORE", "postgres://u:secret@h/db")
+            .env("SOME_TOOL_PASSWORD_FILE_CONTENT", "x")
+            .env("PGPASSWORD", "libpq's")
+            .env("PGHOST", "/run/postgresql");
+        scrub_env(&mut cmd);
+        let envs: std::collections::HashMap<_, _> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_str().unwrap().to_owned(), v.map(ToOwned::to_owned)))
+            .collect();
+        for var in SECRET_VARS {
+            assert_eq!(envs.get(var), Some(&None), "{var} is not removed");
+        }
+        assert_eq!(envs["SOME_TOOL_PASSWORD_FILE_CONTENT"], None);
+        assert_eq!(envs["PGPASSWORD"].as_deref(), Some(OsStr::new("libpq's")));
+        assert_eq!(
+            envs["PGHOST"].as_deref(),
+            Some(OsStr::new("/run/postgresql"))
+        );
+    }
 }

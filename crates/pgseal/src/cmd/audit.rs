@@ -133,7 +133,7 @@ pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
             user,
             who,
             sig,
-            tail
+            crate::show::text(&tail)
         );
     }
     Ok(())

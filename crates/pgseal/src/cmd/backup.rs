@@ -20,6 +20,7 @@ use crate::failure::{CliResult, ExitCode, Failure};
 use crate::files::AtomicFile;
 use crate::pgtools::{PgTools, Target};
 use crate::progress::{CountingReader, CountingWriter, Progress, human};
+use crate::show;
 
 /// Databases `backup --all` skips unless `--exclude` says otherwise.
 const DEFAULT_EXCLUDES: [&str; 3] = ["template0", "template1", "postgres"];
@@ -41,6 +42,12 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
     if !args.all {
         let audit = ctx.audit(actions::BACKUP);
         audit.detail("user", args.user.clone());
+    }
+    // Whatever fails from here on is audited under the user who ran the backup.
+    let name = crate::context::username(&args.user)?;
+    let acting = ctx.store()?.user(&name).ok().map(|u| u.id);
+    if let Some(a) = ctx.audit_mut() {
+        a.user_id = acting;
     }
     let (key, user) = signing_key_for_user(
         ctx,
@@ -100,25 +107,19 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         // Each database is its own operation, with its own audit entry.
         let mut audit = Audit {
             action: actions::BACKUP,
+            user_id: acting,
             ..Audit::default()
         };
         audit.detail("user", args.user.clone());
         audit.detail("database", db.clone());
-        let target = match &args.dbname {
-            Some(_) => Target::Conninfo(format!(
-                "{} dbname={}",
-                conninfo_base(&maintenance),
-                conn_quote(db)
-            )),
-            None => Target::Name(db.clone()),
-        };
+        let target = maintenance.with_database(db);
         let result = job.backup(ctx, &target, db);
         if let Ok(r) = &result {
             audit.backup_file = Some(r.entry.path.clone());
         }
         let result = ctx.record_outcome(audit, result);
         if let Err(f) = &result {
-            eprintln!("pgseal: backup of {db} failed: {f}");
+            eprintln!("pgseal: backup of {} failed: {f}", show::name(db));
         }
         results.push((db.clone(), result));
     }
@@ -178,7 +179,7 @@ impl Job<'_> {
             ..Metadata::now()
         };
 
-        let progress = Progress::start(database);
+        let progress = Progress::start(&show::name(database));
         let mut dump = self.tools.dump(target, self.schemas)?;
         let stdout = dump.stdout.take().expect("pg_dump's stdout is piped");
         let sealed = v2::seal(
@@ -261,21 +262,12 @@ fn file_name(database: &str, at: Timestamp) -> String {
 }
 
 fn current_database(tools: &PgTools, target: &Target) -> CliResult<String> {
-    Ok(tools
-        .psql(target, "SELECT current_database();")?
-        .trim()
-        .to_owned())
-}
-
-fn conninfo_base(t: &Target) -> String {
-    match t {
-        Target::Conninfo(c) => c.clone(),
-        Target::Name(n) => format!("dbname={}", conn_quote(n)),
-    }
-}
-
-fn conn_quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    tools
+        .rows(target, "SELECT current_database();", 1)?
+        .into_iter()
+        .flatten()
+        .next()
+        .ok_or_else(|| Failure::invalid("psql did not say which database it connected to"))
 }
 
 fn report(r: &BackupRecord, json: bool) {
@@ -284,7 +276,7 @@ fn report(r: &BackupRecord, json: bool) {
     } else {
         println!(
             "backup of {} written: {} ({})",
-            r.entry.database,
+            show::name(&r.entry.database),
             r.entry.path,
             human(r.entry.size_bytes as u64)
         );
@@ -328,14 +320,14 @@ fn summarize(results: &[(String, CliResult<BackupRecord>)], json: bool) {
         match r {
             Ok(rec) => println!(
                 "{:<24} {:<7} {:>10}  {}",
-                db,
+                show::name(db),
                 "ok",
                 human(rec.entry.size_bytes as u64),
                 rec.entry.path
             ),
             Err(f) => println!(
                 "{:<24} {:<7} {:>10}  {}",
-                db,
+                show::name(db),
                 "FAILED",
                 "-",
                 f.message.lines().next().unwrap_or_default()

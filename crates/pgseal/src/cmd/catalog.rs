@@ -39,10 +39,10 @@ pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
         println!(
             "{:<5} {:<20} {:<25} {:>10}  {}",
             b.id,
-            b.entry.database,
+            crate::show::name(&b.entry.database),
             b.entry.created_at.rfc3339(),
             human(b.entry.size_bytes as u64),
-            b.entry.path
+            crate::show::text(&b.entry.path)
         );
     }
     Ok(())

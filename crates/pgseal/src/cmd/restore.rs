@@ -8,6 +8,13 @@
 //! Legacy files (one GCM message each) are verified in a first pass and streamed in a second.
 //! With `--jobs` > 1 the archive is verified into an unnamed private file first, which
 //! pg_restore opens through `/proc/PID/fd/N`.
+//!
+//! Without `--create`, the target must be empty unless `--into-existing` says to merge into
+//! what it holds. A SIGINT, SIGTERM or SIGHUP stops pg_restore, drops the database pgseal
+//! created (`--create`, `--check`), is audited, and exits 128 + the signal's number
+//! ([`crate::interrupt`]). `--check` marks its scratch database and holds an advisory lock
+//! while it exists; the next `--check` drops scratch databases whose lock nobody holds, which
+//! only a killed pgseal leaves.
 
 use std::io::Write;
 use std::path::Path;
@@ -26,11 +33,31 @@ use crate::cli::{OpenKeyArgs, RestoreArgs};
 use crate::context::Context;
 use crate::failure::{CliResult, ExitCode, Failure};
 use crate::files::{Holdback, Input};
-use crate::pgtools::{PgTools, RestoreOptions, Target, quote_ident};
+use crate::interrupt::{self, Checked};
+use crate::pgtools::{PgTools, RestoreOptions, Target, quote_ident, quote_literal};
 use crate::secrets::PasswordSource;
+use crate::show;
 
 /// Plaintext held back from pg_restore until the whole backup has verified.
 const HOLDBACK: usize = 1024 * 1024;
+
+/// The start of the comment `restore --check` puts on its scratch database: with the name
+/// pattern and the owner, what marks a database as pgseal's to remove.
+const SCRATCH_MARKER: &str = "pgseal restore --check scratch database";
+
+/// The first key of the advisory lock a `restore --check` holds while its scratch database
+/// exists (the second is the database's random tag): "pgse".
+const SCRATCH_LOCK_CLASS: i32 = 0x7067_7365;
+
+/// How the target database is reached.
+#[derive(Clone, Copy)]
+enum Destination<'a> {
+    /// Created first (refused if it exists), with an optional comment; dropped again if the
+    /// restore fails or is interrupted.
+    New { comment: Option<&'a str> },
+    /// An existing database: refused unless empty, or `merge`.
+    Existing { merge: bool },
+}
 
 /// How to open the backup, decided once before anything runs.
 enum Opener {
@@ -63,6 +90,9 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
     let tools = PgTools::locate(args.pg_bin.as_deref(), configured_bin.as_deref())?;
     let opener = prepare(&args.file, &args.keys, ctx);
     let result = opener.and_then(|opener| {
+        // The keys are in hand: from here on a signal stops the restore cleanly (and a Ctrl-C
+        // at a password prompt above still simply ended pgseal).
+        let _signals = interrupt::Guard::install()?;
         if args.check {
             check(&args, ctx, &tools, &opener)
         } else {
@@ -73,15 +103,31 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
             if let Some(a) = ctx.audit_mut() {
                 a.detail("target_db", target.clone());
             }
-            restore_into(&args, &tools, &opener, &target, args.create, Some(ctx))?;
+            let how = if args.create {
+                Destination::New { comment: None }
+            } else {
+                Destination::Existing {
+                    merge: args.into_existing,
+                }
+            };
+            restore_into(&args, &tools, &opener, &target, how, Some(ctx))?;
             if args.json {
                 print_json(&json!({ "restored": args.file, "target_db": target }));
             } else {
-                println!("restored {} into {target}", args.file.display());
+                println!(
+                    "restored {} into {}",
+                    args.file.display(),
+                    show::name(&target)
+                );
             }
             Ok(())
         }
     });
+    if let (Err(_), Some(signal)) = (&result, interrupt::received())
+        && let Some(a) = ctx.outcome_audit_mut()
+    {
+        a.detail("interrupted", interrupt::signal_name(signal));
+    }
     record_signature_outcome(ctx, &result, !args.keys.no_verify);
     result
 }
@@ -210,46 +256,135 @@ impl Opener {
     }
 }
 
-/// Restores into `target`; with `create`, creates it first and drops it again on failure.
-/// With `ctx`, the audit entry is written before the restore may commit (fail closed).
+/// Restores into `target`, created first or existing (see [`Destination`]). With `ctx`, the audit
+/// entry is written before the restore may commit (fail closed).
 fn restore_into(
     args: &RestoreArgs,
     tools: &PgTools,
     opener: &Opener,
     target: &str,
-    create: bool,
+    how: Destination,
     ctx: Option<&mut Context>,
 ) -> CliResult {
     let maintenance = Target::Name("postgres".into());
-    if create {
-        let exists = tools.psql(
-            &maintenance,
-            &format!(
-                "SELECT 1 FROM pg_database WHERE datname = '{}';",
-                target.replace('\'', "''")
-            ),
-        )?;
-        if !exists.trim().is_empty() {
-            return Err(Failure::usage(format!(
-                "database {target} already exists; drop it, or restore into it without --create"
-            )));
+    let shown = show::name(target);
+    let created = match how {
+        Destination::New { comment } => {
+            interrupt::check("nothing was created")?;
+            if database_exists(tools, target)? {
+                return Err(Failure::usage(format!(
+                    "database {shown} already exists; drop it, or restore into it without --create"
+                )));
+            }
+            tools.execute(
+                &maintenance,
+                &format!("CREATE DATABASE {};", quote_ident(target)),
+            )?;
+            if let Some(comment) = comment {
+                let commented = tools.execute(
+                    &maintenance,
+                    &format!(
+                        "COMMENT ON DATABASE {} IS {};",
+                        quote_ident(target),
+                        quote_literal(comment)
+                    ),
+                );
+                if let Err(f) = commented {
+                    drop_created(tools, target);
+                    return Err(f);
+                }
+            }
+            true
         }
-        tools.psql(
-            &maintenance,
-            &format!("CREATE DATABASE {};", quote_ident(target)),
-        )?;
-    }
+        Destination::Existing { merge } => {
+            if !merge && !database_is_empty(tools, target)? {
+                return Err(Failure::usage(format!(
+                    "database {shown} already holds objects (tables, schemas, functions, types \
+                     or extensions): the backup would be merged into them. Pass \
+                     --into-existing to do that, or restore into a new database with --create"
+                )));
+            }
+            false
+        }
+    };
     let result = restore_archive(args, tools, opener, target, ctx);
-    if result.is_err() && create {
-        let _ = tools.psql(
-            &maintenance,
-            &format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE);",
-                quote_ident(target)
-            ),
-        );
+    let dropped = result.is_err() && created && drop_created(tools, target);
+    interrupt::overrule(result, || {
+        if dropped {
+            format!("the restore was stopped, and {shown}, which it had created, was dropped")
+        } else if created {
+            format!("the restore was stopped; {shown}, which it had created, is still there")
+        } else if args.jobs > 1 {
+            format!(
+                "the restore was stopped; with --jobs it is not one transaction, so {shown} \
+                 holds what had been restored"
+            )
+        } else {
+            format!("the restore was stopped, and nothing was committed to {shown}")
+        }
+    })
+}
+
+/// Drops a database this run created; warns (and returns false) if it cannot.
+fn drop_created(tools: &PgTools, name: &str) -> bool {
+    match drop_database(tools, name) {
+        Ok(()) => true,
+        Err(f) => {
+            eprintln!(
+                "pgseal: warning: could not drop {}, which this restore created: {f}; drop it \
+                 by hand",
+                show::name(name)
+            );
+            false
+        }
     }
-    result
+}
+
+fn drop_database(tools: &PgTools, name: &str) -> CliResult {
+    tools.execute(
+        &Target::Name("postgres".into()),
+        &format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE);",
+            quote_ident(name)
+        ),
+    )
+}
+
+fn database_exists(tools: &PgTools, name: &str) -> CliResult<bool> {
+    let rows = tools.rows(
+        &Target::Name("postgres".into()),
+        &format!(
+            "SELECT 1 FROM pg_database WHERE datname = {};",
+            quote_literal(name)
+        ),
+        1,
+    )?;
+    Ok(!rows.is_empty())
+}
+
+/// Whether `name` holds nothing of its own: no schema but `public`, no table, view, sequence,
+/// index, function, type, extension (but plpgsql) or large object.
+fn database_is_empty(tools: &PgTools, name: &str) -> CliResult<bool> {
+    const OBJECTS: &str = r"SELECT
+  (SELECT count(*) FROM pg_namespace
+    WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\_%')
++ (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%')
++ (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
++ (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+      AND t.typrelid = 0 AND t.typelem = 0)
++ (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
++ (SELECT count(*) FROM pg_largeobject_metadata);";
+    let rows = tools.rows(&Target::Name(name.to_owned()), OBJECTS, 1)?;
+    match rows.as_slice() {
+        [row] if row.len() == 1 => Ok(row[0] == "0"),
+        _ => Err(Failure::invalid(format!(
+            "unexpected answer counting the objects in {}",
+            show::name(name)
+        ))),
+    }
 }
 
 fn restore_archive(
@@ -281,8 +416,8 @@ fn restore_archive(
         // unnamed file where the system allows it, handed to pg_restore as /proc/PID/fd/N, so
         // even a kill -9 leaves no plaintext behind; else a 0600 file in a 0700 directory.
         let scratch = crate::files::PrivateScratch::create()?;
-        let mut file = scratch.file();
-        opener.open(&args.file, &mut file)?;
+        opener.open(&args.file, &mut Checked(scratch.file()))?;
+        let file = scratch.file();
         file.sync_all()
             .map_err(|e| Failure::io("writing the temporary archive", e))?;
         audit_first(&mut ctx)?;
@@ -291,17 +426,18 @@ fn restore_archive(
         return result;
     }
     if opener.needs_first_pass() {
-        opener.open(&args.file, &mut std::io::sink())?;
+        opener.open(&args.file, &mut Checked(std::io::sink()))?;
     }
     let mut pg = tools.restore(&db, None, &options)?;
     let stdin = pg.child.stdin.take().expect("pg_restore's stdin is piped");
-    let mut held = Holdback::new(stdin, HOLDBACK);
+    let mut held = Checked(Holdback::new(stdin, HOLDBACK));
     let opened = opener
         .open(&args.file, &mut held)
         .and_then(|()| audit_first(&mut ctx));
     match opened {
         Ok(()) => {
             let stdin = held
+                .0
                 .release()
                 .map_err(|e| Failure::io("writing to pg_restore", e));
             match stdin {
@@ -335,26 +471,48 @@ fn restore_archive(
 
 /// `restore --check`: into a throwaway database, count rows, drop it.
 fn check(args: &RestoreArgs, ctx: &mut Context, tools: &PgTools, opener: &Opener) -> CliResult {
+    let maintenance = Target::Name("postgres".into());
+    let removed = remove_abandoned_scratch(tools, &maintenance);
     let mut tag = [0u8; 4];
     pgseal_core::secret::fill_random(&mut tag)?;
-    let name = format!(
-        "pgseal_check_{}",
-        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    );
+    let tag = u32::from_be_bytes(tag);
+    let name = format!("pgseal_check_{tag:08x}");
     if let Some(a) = ctx.audit_mut() {
         a.detail("check", true);
         a.detail("target_db", name.clone());
+        if !removed.is_empty() {
+            a.detail("removed_abandoned", removed);
+        }
     }
-    restore_into(args, tools, opener, &name, true, None)?;
-    let counts = row_counts(tools, &name);
-    let _ = tools.psql(
-        &Target::Name("postgres".into()),
+    // Held for as long as the scratch database may exist (the session ends with pgseal, even
+    // a killed one): another run's cleanup sees the lock and leaves the database alone.
+    let _lock = tools.session(
+        &maintenance,
         &format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE);",
-            quote_ident(&name)
+            "SELECT pg_advisory_lock({SCRATCH_LOCK_CLASS}, {});",
+            tag as i32
         ),
+    )?;
+    let comment = format!(
+        "{SCRATCH_MARKER} (host {}, pid {}, {}); dropped by the next restore --check if left \
+         behind",
+        super::host_name().unwrap_or_default(),
+        std::process::id(),
+        pgseal_core::time::Timestamp::now().rfc3339()
     );
-    let counts = counts?;
+    let how = Destination::New {
+        comment: Some(&comment),
+    };
+    restore_into(args, tools, opener, &name, how, None)?;
+    let counts = interrupt::check("the check was stopped").and_then(|()| row_counts(tools, &name));
+    let dropped = drop_created(tools, &name);
+    let counts = interrupt::overrule(counts, || {
+        if dropped {
+            format!("the check was stopped, and its scratch database {name} was dropped")
+        } else {
+            format!("the check was stopped; its scratch database {name} is still there")
+        }
+    })?;
     if args.json {
         print_json(&json!({
             "file": args.file,
@@ -368,10 +526,77 @@ fn check(args: &RestoreArgs, ctx: &mut Context, tools: &PgTools, opener: &Opener
             counts.len()
         );
         for (table, rows) in &counts {
-            println!("  {table:<50} {rows:>12}");
+            println!("  {:<50} {rows:>12}", show::name(table));
         }
     }
     Ok(())
+}
+
+/// Drops the scratch databases that killed `restore --check` runs left behind, and returns
+/// their names. Only provably abandoned ones: named `pgseal_check_` and 8 hex digits, owned by
+/// the role pgseal connects as, carrying [`SCRATCH_MARKER`] — and whose advisory lock nobody
+/// holds, which means the run that made it is gone (a live one holds it from before it creates
+/// the database until after it drops it). The lock is taken for the drop, so no run can start
+/// using that name meanwhile. Failing to clean up only warns: it does not stop this check.
+fn remove_abandoned_scratch(tools: &PgTools, maintenance: &Target) -> Vec<String> {
+    let candidates = tools.rows(
+        maintenance,
+        &format!(
+            "SELECT d.datname FROM pg_database d \
+             WHERE d.datname ~ '^pgseal_check_[0-9a-f]{{8}}$' \
+               AND d.datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+               AND starts_with(coalesce(shobj_description(d.oid, 'pg_database'), ''), {}) \
+             ORDER BY 1;",
+            quote_literal(SCRATCH_MARKER)
+        ),
+        1,
+    );
+    let candidates: Vec<(String, u32)> = match candidates {
+        Ok(rows) => rows
+            .into_iter()
+            .flatten()
+            .filter_map(|n| {
+                let tag = u32::from_str_radix(n.strip_prefix("pgseal_check_")?, 16).ok()?;
+                Some((n, tag))
+            })
+            .collect(),
+        Err(f) => {
+            eprintln!("pgseal: warning: could not look for abandoned scratch databases: {f}");
+            return Vec::new();
+        }
+    };
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let mut script = String::new();
+    for (name, tag) in &candidates {
+        let key = format!("{SCRATCH_LOCK_CLASS}, {}", *tag as i32);
+        script.push_str(&format!(
+            "SELECT pg_try_advisory_lock({key}) AS pgseal_free \\gset\n\
+             \\if :pgseal_free\n\
+             DROP DATABASE IF EXISTS {} WITH (FORCE);\n\
+             SELECT pg_advisory_unlock({key}) AS pgseal_unlocked \\gset\n\
+             \\echo dropped {name}\n\
+             \\endif\n",
+            quote_ident(name)
+        ));
+    }
+    let out = tools.script_output(maintenance, &script);
+    let dropped: Vec<String> = match out {
+        Ok(text) => text
+            .lines()
+            .filter_map(|l| l.strip_prefix("dropped "))
+            .map(str::to_owned)
+            .collect(),
+        Err(f) => {
+            eprintln!("pgseal: warning: could not drop abandoned scratch databases: {f}");
+            Vec::new()
+        }
+    };
+    for name in &dropped {
+        eprintln!("pgseal: dropped {name}, left behind by a restore --check that was killed");
+    }
+    dropped
 }
 
 /// Exact row counts of every user table in `db`.
@@ -383,17 +608,18 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_s
 ORDER BY 1
 \gexec
 ";
-    let out = tools.psql(&Target::Name(db.to_owned()), sql)?;
-    out.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (t, n) = l
-                .split_once('\t')
-                .ok_or_else(|| Failure::invalid(format!("unexpected psql output: {l}")))?;
-            let n = n
-                .parse()
-                .map_err(|_| Failure::invalid(format!("unexpected row count: {l}")))?;
-            Ok((t.to_owned(), n))
+    tools
+        .rows(&Target::Name(db.to_owned()), sql, 2)?
+        .into_iter()
+        .map(|row| {
+            let n = row[1].parse().map_err(|_| {
+                Failure::invalid(format!(
+                    "unexpected row count for {}: {}",
+                    show::name(&row[0]),
+                    show::name(&row[1])
+                ))
+            })?;
+            Ok((row[0].clone(), n))
         })
         .collect()
 }
