@@ -19,6 +19,8 @@ pub const SALT_LEN: usize = 32;
 pub const PBKDF2_ROUNDS: u32 = 100_000;
 /// Bytes before the ciphertext.
 pub const HEADER_LEN: usize = MAGIC.len() + SALT_LEN + NONCE_LEN;
+/// The shortest complete file: the header, then the GCM tag of an empty message.
+pub const MIN_FILE_LEN: usize = HEADER_LEN + TAG_LEN;
 
 fn derive_key(password: &Password, salt: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut key = Zeroizing::new([0u8; 32]);

@@ -42,16 +42,33 @@ pub fn run(args: InspectArgs) -> CliResult {
                 "header_covered_by_signature": false,
             })
         }
-        Detected::LegacySymmetric => json!({
-            "format": "legacy-symmetric",
-            "version": 1,
-            "encrypted": true,
-            "creator": Value::Null,
-            "header_bytes": symmetric::HEADER_LEN,
-            "ciphertext_bytes": input.len.map(|n| n.saturating_sub(symmetric::HEADER_LEN as u64 + 16)),
-            "file_bytes": input.len,
-            "header_covered_by_signature": false,
-        }),
+        Detected::LegacySymmetric => {
+            // The header, then at least the GCM tag: anything shorter was cut off.
+            let len = match input.len {
+                Some(n) => n,
+                None => std::io::copy(&mut input, &mut std::io::sink())
+                    .map_err(|e| Failure::io(format!("reading {}", input.name), e))?,
+            };
+            let minimum = symmetric::MIN_FILE_LEN as u64;
+            if len < minimum {
+                return Err(Error::Truncated(if len < symmetric::HEADER_LEN as u64 {
+                    "the legacy header"
+                } else {
+                    "the authentication tag"
+                })
+                .into());
+            }
+            json!({
+                "format": "legacy-symmetric",
+                "version": 1,
+                "encrypted": true,
+                "creator": Value::Null,
+                "header_bytes": symmetric::HEADER_LEN,
+                "ciphertext_bytes": len - minimum,
+                "file_bytes": len,
+                "header_covered_by_signature": false,
+            })
+        }
         Detected::PlainDump => json!({
             "format": "plain-pg_dump",
             "encrypted": false,

@@ -8,5 +8,6 @@
 mod common;
 
 mod catalog_trust;
+mod formats;
 mod names_files_config;
 mod pg_tools;
