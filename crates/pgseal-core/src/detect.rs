@@ -10,7 +10,10 @@ pub const DETECT_LEN: usize = 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {
     /// A pgseal file of the given format version (2 is the one this crate reads).
-    Pgseal { version: u8 },
+    Pgseal {
+        /// The format version byte after the magic.
+        version: u8,
+    },
     /// `PGBACKUP_HYBRID_V1`: the legacy RSA + AES-GCM format.
     LegacyHybrid,
     /// `PGBACKUP_AES256_V1`: the legacy password format.
@@ -22,6 +25,7 @@ pub enum Detected {
 }
 
 impl Detected {
+    /// A short name for messages: "pgseal v2", "legacy hybrid (PGBACKUP_HYBRID_V1)", ...
     pub fn name(self) -> &'static str {
         match self {
             Detected::Pgseal { .. } => "pgseal v2",
