@@ -26,6 +26,8 @@ pub enum ErrorKind {
 
 /// Everything that can go wrong in pgseal-core.
 ///
+/// Messages say what is wrong in the library's own terms; they name no command-line flag or
+/// environment variable (a front end adds its own hint, e.g. which flag passes a key).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -73,23 +75,21 @@ pub enum Error {
 
     /// The v2 header names a signer whose public key the caller did not supply.
     #[error(
-        "Signature verification failed: the signer's public key (fingerprint {0}) was not given; pass it with --signer PUB.pem (or, knowingly, --no-verify)"
+        "Signature verification failed: the signer's public key (fingerprint {0}) was not given"
     )]
     UnknownSigner(Fingerprint),
 
     /// A legacy hybrid file's creator (by user id) has no public key among those supplied.
-    #[error(
-        "Signature verification failed: no public key given for the creator (user id {0}); pass it with --signer PUB.pem (or, knowingly, --no-verify)"
-    )]
+    #[error("Signature verification failed: no public key given for the creator (user id {0})")]
     MissingLegacySigner(u64),
 
     /// None of the supplied private keys is a recipient of the file; lists the recipients.
-    #[error("no key given can open this file; it is encrypted to: {}. Pass the matching private key with --identity (a retired server key counts)", list_fingerprints(.0))]
+    #[error("no key given can open this file; it is encrypted to: {}", list_fingerprints(.0))]
     NoMatchingIdentity(Vec<Fingerprint>),
 
     /// RSA-OAEP unwrapping of the file (or session) key failed with the key given.
     #[error(
-        "Failed to decrypt session key: the server key does not match this file, or the file is corrupt. Check that --identity is the server key the backup was made for (old backups need the old key)"
+        "Failed to decrypt session key: the server key does not match this file, or the file is corrupt"
     )]
     SessionKeyUnwrap,
 
@@ -149,9 +149,7 @@ pub enum LegacyTagCause {
     #[error("the encrypted data was damaged or tampered with")]
     Damaged,
     /// Symmetric files: a wrong password and a damaged file look the same.
-    #[error(
-        "wrong password (BACKUP_ENCRYPTION_PASSWORD), or the file is damaged or was tampered with"
-    )]
+    #[error("wrong password, or the file is damaged or was tampered with")]
     WrongPasswordOrDamaged,
 }
 
@@ -470,6 +468,51 @@ mod tests {
                 "a legacy file cannot hold more than 64 GiB",
             ),
         ]
+    }
+
+    /// Core errors say what is wrong; which flag or environment variable fixes it is for the
+    /// front end to say (the CLI appends it), since a library caller has neither.
+    #[test]
+    fn no_message_names_a_command_line_flag_or_environment_variable() {
+        let fp = Fingerprint::from_bytes([1; 32]);
+        let mut errors = vec![
+            Error::io("reading input", std::io::Error::other("boom")),
+            Error::Truncated("the header"),
+            Error::UnsupportedVersion(3),
+            Error::UnknownCriticalField(0x8009),
+            Error::NotEncrypted("it is a plain pg_dump archive"),
+            Error::SignatureInvalid("header"),
+            Error::UnknownSigner(fp),
+            Error::MissingLegacySigner(7),
+            Error::NoMatchingIdentity(vec![]),
+            Error::NoMatchingIdentity(vec![fp, fp]),
+            Error::SessionKeyUnwrap,
+            Error::KeyCommitmentMismatch,
+            Error::RecipientMacMismatch,
+            Error::ChunkAuthentication { index: 3 },
+            Error::LegacyTagMismatch(LegacyTagCause::Damaged),
+            Error::LegacyTagMismatch(LegacyTagCause::WrongPasswordOrDamaged),
+            Error::WrongPassword("server key".into()),
+            Error::KeyRejected {
+                what: "public key".into(),
+                reason: "too small".into(),
+            },
+            Error::Decompress("bad frame".into()),
+            Error::InvalidParameter("chunk size".into()),
+            Error::Crypto("RSA-PSS signing"),
+        ];
+        errors.extend(every_format_error().into_iter().map(|(e, _)| e.into()));
+        for e in errors {
+            let message = e.to_string();
+            assert!(!message.contains("--"), "names a flag: {message}");
+            for variable in [
+                "BACKUP_ENCRYPTION_PASSWORD",
+                "SERVER_KEY_PASSWORD",
+                "PGSEAL_",
+            ] {
+                assert!(!message.contains(variable), "names {variable}: {message}");
+            }
+        }
     }
 
     /// The wording users, scripts and the CLI tests know is kept, behind "malformed file: ".
