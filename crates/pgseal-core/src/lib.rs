@@ -8,6 +8,8 @@
 //! The data path is one straight line in each direction:
 //! input → compress → chunk → AES-256-GCM → hash → output, and back.
 
+#![warn(missing_docs)]
+
 pub mod detect;
 pub mod error;
 pub mod hash;
