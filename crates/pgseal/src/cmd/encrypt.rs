@@ -263,5 +263,5 @@ fn run_v1(args: EncryptArgs, creator: Creator, recipients: Vec<PublicKey>) -> Cl
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
