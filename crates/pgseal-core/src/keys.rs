@@ -24,6 +24,7 @@ use pkcs8::pkcs5::pbes2;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::hash::sha256;
 use crate::secret::{FileKey, Password, SecretBytes, fill_random};
 
 /// PBKDF2 rounds for keys pgseal writes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
@@ -55,19 +56,20 @@ pub enum PssSalt {
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
+    /// What the text form starts with (then unpadded standard base64 of the 32 bytes).
     pub const PREFIX: &'static str = "SHA256:";
 
+    /// The fingerprint of a key given as SubjectPublicKeyInfo DER.
     pub fn of_spki_der(spki_der: &[u8]) -> Self {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki_der);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        Fingerprint(out)
+        Fingerprint(sha256(spki_der))
     }
 
+    /// A fingerprint from its 32 bytes (as a v2 header or slot stores it).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Fingerprint(bytes)
     }
 
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -108,12 +110,13 @@ impl FromStr for Fingerprint {
 pub struct LegacyFingerprint(String);
 
 impl LegacyFingerprint {
+    /// The legacy fingerprint of this exact PEM text.
     pub fn of_pem_text(pem: &str) -> Self {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem.as_bytes());
-        let hex = hex::encode(digest.as_ref());
+        let hex = hex::encode(sha256(pem.as_bytes()));
         LegacyFingerprint(format!("SHA256:{}...", &hex[..32]))
     }
 
+    /// The text form, `SHA256:<32 hex digits>...`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -134,12 +137,16 @@ impl fmt::Debug for LegacyFingerprint {
 /// Sizes `keygen` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyBits {
+    /// RSA with a 2,048-bit modulus.
     Rsa2048,
+    /// RSA with a 3,072-bit modulus.
     Rsa3072,
+    /// RSA with a 4,096-bit modulus.
     Rsa4096,
 }
 
 impl KeyBits {
+    /// The size for a bit count, if it is one of the three offered.
     pub fn from_bits(bits: u32) -> Result<Self> {
         match bits {
             2048 => Ok(KeyBits::Rsa2048),
@@ -227,10 +234,12 @@ impl PublicKey {
             .expect("PEM encoding of DER bytes cannot fail")
     }
 
+    /// The key as SubjectPublicKeyInfo DER.
     pub fn spki_der(&self) -> &[u8] {
         &self.spki
     }
 
+    /// The key's fingerprint (SHA-256 of its SubjectPublicKeyInfo DER).
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
@@ -241,6 +250,7 @@ impl PublicKey {
         LegacyFingerprint::of_pem_text(&self.to_pem())
     }
 
+    /// The modulus size in bits.
     pub fn bits(&self) -> usize {
         self.bits
     }
@@ -402,10 +412,12 @@ impl PrivateKey {
             .map_err(|_| Error::Crypto("PEM-encoding a private key"))
     }
 
+    /// The public half.
     pub fn public(&self) -> &PublicKey {
         &self.public
     }
 
+    /// The fingerprint of the public half.
     pub fn fingerprint(&self) -> Fingerprint {
         self.public.fingerprint
     }
@@ -452,7 +464,9 @@ impl fmt::Debug for PrivateKey {
 /// The ability to recover a file key from a wrapped copy. A private key in memory is one; a
 /// remote key-custody service can be another, without the rest of the code changing.
 pub trait Identity {
+    /// The fingerprint of the public key whose wrappings this identity opens.
     fn fingerprint(&self) -> Fingerprint;
+    /// Recovers a file key from its RSA-OAEP wrapping to this identity.
     fn unwrap_file_key(&self, wrapped: &[u8]) -> Result<FileKey>;
 }
 

@@ -8,18 +8,22 @@
 //! The data path is one straight line in each direction:
 //! input → compress → chunk → AES-256-GCM → hash → output, and back.
 
+#![warn(missing_docs)]
+
 pub mod detect;
 pub mod error;
+pub mod hash;
 pub mod keys;
 pub mod legacy;
 pub mod secret;
 pub mod time;
 pub mod v2;
 
+mod byte_reader;
 mod io_util;
 
 pub use detect::{Detected, detect};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, FormatError, Result};
 pub use keys::{Fingerprint, LegacyFingerprint, PrivateKey, PublicKey};
 pub use secret::Password;
 

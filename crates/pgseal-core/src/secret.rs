@@ -7,7 +7,7 @@ use std::fmt;
 
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FormatError, Result};
 
 /// A password for a private key or a legacy symmetric file. Zeroed on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -17,14 +17,17 @@ impl Password {
     /// The minimum length pgseal accepts for a *new* password (the legacy system's rule).
     pub const MIN_NEW_LEN: usize = 16;
 
+    /// Takes ownership of the secret text (it is zeroed when the `Password` is dropped).
     pub fn new(secret: String) -> Self {
         Password(secret)
     }
 
+    /// The password's UTF-8 bytes, as PBKDF2 takes them.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
 
+    /// The password as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -52,6 +55,7 @@ impl fmt::Debug for Password {
 pub struct FileKey([u8; 32]);
 
 impl FileKey {
+    /// Bytes in a file key.
     pub const LEN: usize = 32;
 
     /// A fresh key from the operating system's CSPRNG.
@@ -63,15 +67,13 @@ impl FileKey {
 
     /// Takes ownership of unwrapped key bytes; wrong length means a malformed wrap.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let key: [u8; 32] = bytes.try_into().map_err(|_| {
-            Error::malformed(format!(
-                "a file key must be 32 bytes, found {}",
-                bytes.len()
-            ))
-        })?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| FormatError::FileKeyLength(bytes.len()))?;
         Ok(FileKey(key))
     }
 
+    /// The key bytes, for the cipher and the wrap; never for output.
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
     }

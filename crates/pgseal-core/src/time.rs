@@ -5,6 +5,7 @@
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The current time from the system clock (the epoch if the clock is before it).
     pub fn now() -> Self {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -13,14 +14,17 @@ impl Timestamp {
         Timestamp(ms)
     }
 
+    /// The instant `secs` seconds after the Unix epoch.
     pub fn from_unix_secs(secs: i64) -> Self {
         Timestamp(secs.saturating_mul(1000))
     }
 
+    /// Milliseconds since the Unix epoch.
     pub fn millis(self) -> i64 {
         self.0
     }
 
+    /// Whole seconds since the Unix epoch, rounded down.
     pub fn unix_secs(self) -> i64 {
         self.0.div_euclid(1000)
     }

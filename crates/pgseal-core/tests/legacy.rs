@@ -6,8 +6,9 @@ mod common;
 use std::io::Cursor;
 
 use common::{data, keys};
+use pgseal_core::error::LegacyField;
 use pgseal_core::legacy::{hybrid, symmetric};
-use pgseal_core::{Error, Password};
+use pgseal_core::{Error, FormatError, Password};
 
 fn password() -> Password {
     Password::new("legacy-password-0123".into())
@@ -133,7 +134,7 @@ fn lying_length_fields_are_rejected_before_allocation() {
         f[at..at + 4].copy_from_slice(&value.to_le_bytes());
         let err = hybrid::read_header(&mut &f[..], Some(f.len() as u64)).unwrap_err();
         assert!(
-            matches!(err, Error::Malformed(_) | Error::Truncated(_)),
+            matches!(err, Error::Format(_) | Error::Truncated(_)),
             "{at}={value}: {err}"
         );
     }
@@ -142,7 +143,14 @@ fn lying_length_fields_are_rejected_before_allocation() {
     f[40..44].copy_from_slice(&512u32.to_le_bytes());
     let err = hybrid::read_header(&mut &f[..], Some(400)).unwrap_err();
     assert!(
-        matches!(err, Error::Malformed(ref m) if m.contains("past the end")),
+        matches!(
+            err,
+            Error::Format(FormatError::LegacyLengthPastEnd {
+                field: LegacyField::WrappedKey,
+                len: 512,
+                file_len: 400
+            })
+        ),
         "{err}"
     );
 }

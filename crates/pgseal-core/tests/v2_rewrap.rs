@@ -143,7 +143,7 @@ fn after_a_rewrap_the_old_key_opens_nothing_even_with_the_active_slot_damaged() 
     damage_active_slot(&mut after);
     // Neither slot is valid now: the file is damaged, and the old key gets nothing out of it.
     let err = open_with(&after, &k.server).unwrap_err();
-    assert!(matches!(err, pgseal_core::Error::Malformed(_)), "{err}");
+    assert!(matches!(err, pgseal_core::Error::Format(_)), "{err}");
 }
 
 #[test]

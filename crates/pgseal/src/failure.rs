@@ -88,7 +88,35 @@ impl From<pgseal_core::Error> for Failure {
             ErrorKind::Authentication => ExitCode::Authentication,
             ErrorKind::Key => ExitCode::Key,
         };
-        Failure::new(code, e.to_string())
+        Failure::new(code, with_cli_hint(&e))
+    }
+}
+
+/// The core error's message plus, where the CLI has one, the flag or variable that fixes it:
+/// core names no flags, since a library caller has none.
+fn with_cli_hint(e: &pgseal_core::Error) -> String {
+    use pgseal_core::Error as E;
+    use pgseal_core::error::LegacyTagCause;
+    match e {
+        E::UnknownSigner(_) | E::MissingLegacySigner(_) => {
+            format!("{e}; pass it with --signer PUB.pem (or, knowingly, --no-verify)")
+        }
+        E::NoMatchingIdentity(_) => {
+            format!(
+                "{e}. Pass the matching private key with --identity (a retired server key counts)"
+            )
+        }
+        E::SessionKeyUnwrap => format!(
+            "{e}. Check that --identity is the server key the backup was made for (old backups \
+             need the old key)"
+        ),
+        // The hint belongs inside the sentence, next to the cause it explains.
+        E::LegacyTagMismatch(LegacyTagCause::WrongPasswordOrDamaged) => {
+            "the authentication tag does not match: wrong password (BACKUP_ENCRYPTION_PASSWORD), \
+             or the file is damaged or was tampered with"
+                .to_owned()
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -113,3 +141,79 @@ impl fmt::Display for Failure {
 }
 
 pub type CliResult<T = ()> = Result<T, Failure>;
+
+#[cfg(test)]
+mod tests {
+    use pgseal_core::error::LegacyTagCause;
+    use pgseal_core::{Error, Fingerprint};
+
+    use super::*;
+
+    fn message(e: Error) -> String {
+        Failure::from(e).message
+    }
+
+    /// The CLI's messages for key problems still say which flag or variable to use.
+    #[test]
+    fn key_errors_carry_the_cli_hint() {
+        let fp = Fingerprint::from_bytes([1; 32]);
+        assert_eq!(
+            message(Error::UnknownSigner(fp)),
+            format!(
+                "Signature verification failed: the signer's public key (fingerprint {fp}) was \
+                 not given; pass it with --signer PUB.pem (or, knowingly, --no-verify)"
+            )
+        );
+        assert_eq!(
+            message(Error::MissingLegacySigner(7)),
+            "Signature verification failed: no public key given for the creator (user id 7); \
+             pass it with --signer PUB.pem (or, knowingly, --no-verify)"
+        );
+        assert_eq!(
+            message(Error::NoMatchingIdentity(vec![fp])),
+            format!(
+                "no key given can open this file; it is encrypted to: {fp}. Pass the matching \
+                 private key with --identity (a retired server key counts)"
+            )
+        );
+        assert_eq!(
+            message(Error::SessionKeyUnwrap),
+            "Failed to decrypt session key: the server key does not match this file, or the \
+             file is corrupt. Check that --identity is the server key the backup was made for \
+             (old backups need the old key)"
+        );
+        assert_eq!(
+            message(Error::LegacyTagMismatch(
+                LegacyTagCause::WrongPasswordOrDamaged
+            )),
+            "the authentication tag does not match: wrong password (BACKUP_ENCRYPTION_PASSWORD), \
+             or the file is damaged or was tampered with"
+        );
+        assert_eq!(
+            message(Error::LegacyTagMismatch(LegacyTagCause::Damaged)),
+            "the authentication tag does not match: the encrypted data was damaged or tampered \
+             with"
+        );
+    }
+
+    /// Exit codes still come from the error's kind alone.
+    #[test]
+    fn exit_codes_follow_the_kind() {
+        let fp = Fingerprint::from_bytes([1; 32]);
+        for (e, code) in [
+            (Error::UnknownSigner(fp), ExitCode::Key),
+            (Error::SessionKeyUnwrap, ExitCode::Key),
+            (
+                Error::LegacyTagMismatch(LegacyTagCause::WrongPasswordOrDamaged),
+                ExitCode::Authentication,
+            ),
+            (
+                Error::Format(pgseal_core::FormatError::NotPgseal),
+                ExitCode::Invalid,
+            ),
+            (Error::Truncated("the header"), ExitCode::Invalid),
+        ] {
+            assert_eq!(Failure::from(e).code, code);
+        }
+    }
+}

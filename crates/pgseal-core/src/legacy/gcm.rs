@@ -12,7 +12,7 @@ use aws_lc_rs::iv::FixedLength;
 use ghash::GHash;
 use ghash::universal_hash::{KeyInit, UniversalHash};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FormatError, Result};
 
 pub(crate) const TAG_LEN: usize = 16;
 pub(crate) const NONCE_LEN: usize = 12;
@@ -106,9 +106,7 @@ impl GcmStream {
     fn absorb(&mut self, mut data: &[u8]) -> Result<()> {
         self.ciphertext_len += data.len() as u64;
         if self.ciphertext_len > MAX_MESSAGE_LEN {
-            return Err(Error::malformed(
-                "a legacy file cannot hold more than 64 GiB",
-            ));
+            return Err(FormatError::LegacyTooLarge.into());
         }
         if self.partial_len > 0 {
             let n = (16 - self.partial_len).min(data.len());

@@ -8,32 +8,37 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use aws_lc_rs::digest;
-
 use super::gcm::{GcmStream, NONCE_LEN, TAG_LEN};
 use super::stream_holding_back;
-use crate::error::{Error, Result};
+use crate::byte_reader::ByteReader;
+use crate::error::{Error, FormatError, LegacyField, LegacyTagCause, Result};
+use crate::hash::Sha256;
 use crate::io_util::{read_exact_or_truncated, read_vec};
 use crate::keys::{Identity, PrivateKey, PssSalt, PublicKey};
 use crate::secret::{FileKey, fill_random};
 
+/// The first twenty bytes of every legacy hybrid file.
 pub const MAGIC: [u8; 20] = *b"PGBACKUP_HYBRID_V1\0\0";
 /// The only version the old system wrote.
 pub const VERSION: u32 = 1;
 /// The most a length field may claim: an RSA-8192 modulus.
-const MAX_RSA_BYTES: u32 = 1024;
+pub(crate) const MAX_RSA_BYTES: u32 = 1024;
 const FIXED_LEN: usize = 44;
 
 /// The unauthenticated header of a legacy hybrid file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegacyHeader {
+    /// Always [`VERSION`].
     pub version: u32,
     /// The database id of the user who made the file.
     pub user_id: u64,
     /// Unix seconds.
     pub created_unix: u64,
+    /// The session key, RSA-OAEP-wrapped to the server key (which the file does not name).
     pub wrapped_key: Vec<u8>,
+    /// The creator's RSA-PSS signature over `SHA-256(ciphertext || tag)`.
     pub signature: Vec<u8>,
+    /// The AES-GCM nonce.
     pub nonce: [u8; NONCE_LEN],
 }
 
@@ -53,21 +58,33 @@ impl LegacyHeader {
 /// Reads the header. `file_len`, when the input is a file of known size, lets every length field
 /// be checked against the bytes actually present before anything is read or allocated.
 pub fn read_header(r: &mut impl Read, file_len: Option<u64>) -> Result<LegacyHeader> {
+    const FIXED: &str = "the legacy header";
     let mut fixed = [0u8; FIXED_LEN];
-    read_exact_or_truncated(r, &mut fixed, "the legacy header")?;
-    if fixed[..20] != MAGIC {
-        return Err(Error::malformed("not a PGBACKUP_HYBRID_V1 file"));
+    read_exact_or_truncated(r, &mut fixed, FIXED)?;
+    // `magic(20) || version u32 || user_id u64 || created u64 || key_len u32`, all little-endian:
+    // the array holds exactly these, so the reads cannot come up short.
+    let mut f = ByteReader::new(&fixed);
+    let (Some(magic), Some(version), Some(user_id), Some(created_unix), Some(key_len)) = (
+        f.array::<20>(),
+        f.u32_le(),
+        f.u64_le(),
+        f.u64_le(),
+        f.u32_le(),
+    ) else {
+        return Err(Error::Truncated(FIXED));
+    };
+    if magic != MAGIC {
+        return Err(FormatError::NotLegacyHybrid.into());
     }
-    let le32 = |at: usize| u32::from_le_bytes(fixed[at..at + 4].try_into().expect("4 bytes"));
-    let le64 = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
-    let version = le32(20);
     if version != VERSION {
-        return Err(Error::malformed(format!(
-            "legacy hybrid version {version} is unknown (only 1 exists)"
-        )));
+        return Err(FormatError::LegacyVersion(version).into());
     }
-    let key_len = le32(40);
-    check_len("wrapped key", key_len, FIXED_LEN as u64 + 4, file_len)?;
+    check_len(
+        LegacyField::WrappedKey,
+        key_len,
+        FIXED_LEN as u64 + 4,
+        file_len,
+    )?;
     let wrapped_key = read_vec(r, key_len as usize, "the wrapped session key")?;
 
     let mut sig_len = [0u8; 4];
@@ -75,7 +92,7 @@ pub fn read_header(r: &mut impl Read, file_len: Option<u64>) -> Result<LegacyHea
     let sig_len = u32::from_le_bytes(sig_len);
     let before_sig = FIXED_LEN as u64 + key_len as u64 + 4;
     check_len(
-        "signature",
+        LegacyField::Signature,
         sig_len,
         before_sig + (NONCE_LEN + TAG_LEN) as u64,
         file_len,
@@ -86,8 +103,8 @@ pub fn read_header(r: &mut impl Read, file_len: Option<u64>) -> Result<LegacyHea
     read_exact_or_truncated(r, &mut nonce, "the nonce")?;
     Ok(LegacyHeader {
         version,
-        user_id: le64(24),
-        created_unix: le64(32),
+        user_id,
+        created_unix,
         wrapped_key,
         signature,
         nonce,
@@ -96,18 +113,23 @@ pub fn read_header(r: &mut impl Read, file_len: Option<u64>) -> Result<LegacyHea
 
 /// A length field is plausible (an RSA block of at most 8,192 bits) and fits in the file next to
 /// the `other` bytes the file must also hold.
-fn check_len(what: &str, len: u32, other: u64, file_len: Option<u64>) -> Result<()> {
+fn check_len(
+    field: LegacyField,
+    len: u32,
+    other: u64,
+    file_len: Option<u64>,
+) -> Result<(), FormatError> {
     if len == 0 || len > MAX_RSA_BYTES {
-        return Err(Error::malformed(format!(
-            "legacy {what} length {len} is impossible (1 to {MAX_RSA_BYTES} bytes)"
-        )));
+        return Err(FormatError::LegacyLengthImpossible { field, len });
     }
     if let Some(total) = file_len
         && other + len as u64 > total
     {
-        return Err(Error::malformed(format!(
-            "legacy {what} length {len} runs past the end of the {total}-byte file"
-        )));
+        return Err(FormatError::LegacyLengthPastEnd {
+            field,
+            len,
+            file_len: total,
+        });
     }
     Ok(())
 }
@@ -115,6 +137,7 @@ fn check_len(what: &str, len: u32, other: u64, file_len: Option<u64>) -> Result<
 /// What opening (or sealing) a legacy hybrid file established.
 #[derive(Debug, Clone)]
 pub struct LegacyOpened {
+    /// Plaintext bytes written (or read, when sealing).
     pub plaintext_bytes: u64,
     /// `SHA-256(ciphertext || tag)`: the value the creator signed. Check the signature with
     /// [`check_signature`] before trusting the plaintext's origin.
@@ -133,7 +156,7 @@ pub fn decrypt<R: Read, W: Write>(
 ) -> Result<LegacyOpened> {
     let session_key = identity.unwrap_file_key(&header.wrapped_key)?;
     let mut gcm = GcmStream::new(session_key.expose(), &header.nonce)?;
-    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut hash = Sha256::new();
     let mut written = 0u64;
     let tag = stream_holding_back(body, TAG_LEN, |data| {
         hash.update(data);
@@ -145,11 +168,9 @@ pub fn decrypt<R: Read, W: Write>(
         Ok(())
     })?;
     hash.update(&tag);
-    let ciphertext_digest = finish(hash);
+    let ciphertext_digest = hash.finish();
     if !gcm.verify(&tag) {
-        return Err(Error::LegacyTagMismatch(
-            "the encrypted data was damaged or tampered with",
-        ));
+        return Err(Error::LegacyTagMismatch(LegacyTagCause::Damaged));
     }
     output.flush().map_err(|e| Error::io("writing output", e))?;
     Ok(LegacyOpened {
@@ -161,13 +182,13 @@ pub fn decrypt<R: Read, W: Write>(
 /// `SHA-256(ciphertext || tag)` of the body: what the creator signed. With [`check_signature`],
 /// this verifies a file with the public key alone.
 pub fn body_digest<R: Read>(body: R) -> Result<[u8; 32]> {
-    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut hash = Sha256::new();
     let tag = stream_holding_back(body, TAG_LEN, |data| {
         hash.update(data);
         Ok(())
     })?;
     hash.update(&tag);
-    Ok(finish(hash))
+    Ok(hash.finish())
 }
 
 /// Checks the creator's signature against the digest of the body.
@@ -207,7 +228,7 @@ pub fn encrypt<R: Read, W: Write + Seek>(
     output.write_all(&header.encode()).map_err(werr)?;
 
     let mut gcm = GcmStream::new(session_key.expose(), &nonce)?;
-    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut hash = Sha256::new();
     let mut n = 0u64;
     stream_holding_back(input, 0, |data| {
         gcm.encrypt(data)?;
@@ -218,7 +239,7 @@ pub fn encrypt<R: Read, W: Write + Seek>(
     let tag = gcm.tag();
     hash.update(&tag);
     output.write_all(&tag).map_err(werr)?;
-    let ciphertext_digest = finish(hash);
+    let ciphertext_digest = hash.finish();
 
     let signature = signer.sign_pss(PssSalt::Max, &ciphertext_digest)?;
     let sig_at = start + (FIXED_LEN + header.wrapped_key.len() + 4) as u64;
@@ -251,11 +272,4 @@ fn encode_header(h: &LegacyHeader) -> Vec<u8> {
     out.extend_from_slice(&h.signature);
     out.extend_from_slice(&h.nonce);
     out
-}
-
-fn finish(ctx: digest::Context) -> [u8; 32] {
-    ctx.finish()
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 output is 32 bytes")
 }

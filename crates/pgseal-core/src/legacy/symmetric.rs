@@ -10,12 +10,16 @@ use zeroize::Zeroizing;
 
 use super::gcm::{GcmStream, NONCE_LEN, TAG_LEN};
 use super::stream_holding_back;
-use crate::error::{Error, Result};
+use crate::byte_reader::ByteReader;
+use crate::error::{Error, FormatError, LegacyTagCause, Result};
 use crate::io_util::read_exact_or_truncated;
 use crate::secret::{Password, fill_random};
 
+/// The first eighteen bytes of every legacy symmetric file.
 pub const MAGIC: [u8; 18] = *b"PGBACKUP_AES256_V1";
+/// Bytes of PBKDF2 salt after the magic.
 pub const SALT_LEN: usize = 32;
+/// PBKDF2-HMAC-SHA256 rounds the old system used.
 pub const PBKDF2_ROUNDS: u32 = 100_000;
 /// Bytes before the ciphertext.
 pub const HEADER_LEN: usize = MAGIC.len() + SALT_LEN + NONCE_LEN;
@@ -37,16 +41,22 @@ fn derive_key(password: &Password, salt: &[u8]) -> Zeroizing<[u8; 32]> {
 /// Decrypts a whole legacy symmetric file (magic included) into `output`; returns plaintext bytes.
 /// `output` holds unauthenticated data until this returns `Ok`.
 pub fn decrypt<R: Read, W: Write>(mut input: R, mut output: W, password: &Password) -> Result<u64> {
+    const HEADER: &str = "the legacy header";
     let mut header = [0u8; HEADER_LEN];
-    read_exact_or_truncated(&mut input, &mut header, "the legacy header")?;
-    if header[..MAGIC.len()] != MAGIC {
-        return Err(Error::malformed("not a PGBACKUP_AES256_V1 file"));
+    read_exact_or_truncated(&mut input, &mut header, HEADER)?;
+    // The array holds exactly these three fields, so the reads cannot come up short.
+    let mut h = ByteReader::new(&header);
+    let (Some(magic), Some(salt), Some(nonce)) = (
+        h.array::<{ MAGIC.len() }>(),
+        h.array::<SALT_LEN>(),
+        h.array::<NONCE_LEN>(),
+    ) else {
+        return Err(Error::Truncated(HEADER));
+    };
+    if magic != MAGIC {
+        return Err(FormatError::NotLegacySymmetric.into());
     }
-    let salt = &header[MAGIC.len()..MAGIC.len() + SALT_LEN];
-    let nonce: [u8; NONCE_LEN] = header[MAGIC.len() + SALT_LEN..]
-        .try_into()
-        .expect("12 bytes");
-    let key = derive_key(password, salt);
+    let key = derive_key(password, &salt);
     let mut gcm = GcmStream::new(&key, &nonce)?;
     let mut written = 0u64;
     let tag = stream_holding_back(&mut input, TAG_LEN, |data| {
@@ -59,7 +69,7 @@ pub fn decrypt<R: Read, W: Write>(mut input: R, mut output: W, password: &Passwo
     })?;
     if !gcm.verify(&tag) {
         return Err(Error::LegacyTagMismatch(
-            "wrong password (BACKUP_ENCRYPTION_PASSWORD), or the file is damaged or was tampered with",
+            LegacyTagCause::WrongPasswordOrDamaged,
         ));
     }
     output.flush().map_err(|e| Error::io("writing output", e))?;

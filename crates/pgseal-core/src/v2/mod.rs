@@ -43,8 +43,3 @@ fn header_signed_message(header_hash: &[u8; 32]) -> Vec<u8> {
 fn final_signed_message(header_hash: &[u8; 32], ciphertext_digest: &[u8; 32]) -> Vec<u8> {
     [FINAL_SIG_LABEL, header_hash, ciphertext_digest].concat()
 }
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    d.as_ref().try_into().expect("SHA-256 output is 32 bytes")
-}

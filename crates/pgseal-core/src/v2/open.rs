@@ -3,7 +3,9 @@
 
 use std::io::{Read, Write};
 
-use crate::error::{Error, Result};
+use crate::byte_reader::ByteReader;
+use crate::error::{Error, FormatError, Result};
+use crate::hash::Sha256;
 use crate::io_util::{read_exact_or_truncated, read_full, read_vec};
 use crate::keys::{Fingerprint, Identity, PssSalt, PublicKey};
 
@@ -13,7 +15,6 @@ use super::slots::{Slot, SlotState, active_slot, parse_slot};
 use super::stream::TAG_LEN;
 use super::{
     MAGIC, MAX_HEADER_LEN, PREAMBLE_LEN, VERSION, final_signed_message, header_signed_message,
-    sha256,
 };
 
 /// The largest zstd window accepted when decompressing (FORMAT.md §7): bounds decoder memory.
@@ -22,10 +23,13 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// Everything before the chunks, parsed but not yet trusted.
 #[derive(Debug, Clone)]
 pub struct Prelude {
+    /// The parsed header (not trusted until its signature verifies).
     pub header: Header,
     /// SHA-256 of the signed header (FORMAT.md §1).
     pub header_hash: [u8; 32],
+    /// The creator's signature over the header hash.
     pub header_signature: Vec<u8>,
+    /// Recipient slots A and B, as found.
     pub slots: [SlotState; 2],
     /// Byte offset of slot A from the start of the file.
     pub slots_offset: u64,
@@ -48,7 +52,9 @@ pub struct DecryptSummary {
     pub verified_signer: Option<Fingerprint>,
     /// The identity that unwrapped the file key.
     pub recipient: Fingerprint,
+    /// Plaintext bytes written to the output.
     pub plaintext_bytes: u64,
+    /// Sealed chunks opened.
     pub chunks: u64,
     /// Bytes of sealed chunks read.
     pub payload_bytes: u64,
@@ -59,10 +65,13 @@ pub struct DecryptSummary {
 /// What a successful verification established.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
+    /// The creator whose header and final signatures verified.
     pub signer: Fingerprint,
     /// BLAKE3 over the sealed chunks, covered by the final signature.
     pub ciphertext_digest: [u8; 32],
+    /// Sealed chunks read.
     pub chunks: u64,
+    /// Bytes of sealed chunks read.
     pub payload_bytes: u64,
     /// `Some` when a private key was at hand and the whole file was also decrypted (into
     /// nothing): unwrap, commitment, slot MAC, every chunk tag and the decompression all held.
@@ -71,32 +80,43 @@ pub struct VerifyReport {
 
 /// Reads the preamble, header, header signature and both recipient slots.
 pub fn read_prelude(r: &mut impl Read) -> Result<Prelude> {
+    const PREAMBLE: &str = "the file preamble";
     let mut preamble = [0u8; PREAMBLE_LEN];
-    read_exact_or_truncated(r, &mut preamble, "the file preamble")?;
-    if preamble[..7] != MAGIC {
-        return Err(Error::malformed("not a pgseal file (bad magic)"));
+    read_exact_or_truncated(r, &mut preamble, PREAMBLE)?;
+    // The array holds exactly these three fields, so the reads cannot come up short.
+    let mut p = ByteReader::new(&preamble);
+    let (Some(magic), Some(version), Some(body_len)) = (p.array::<7>(), p.u8(), p.u32_be()) else {
+        return Err(Error::Truncated(PREAMBLE));
+    };
+    if magic != MAGIC {
+        return Err(FormatError::NotPgseal.into());
     }
-    if preamble[7] != VERSION {
-        return Err(Error::UnsupportedVersion(preamble[7]));
+    if version != VERSION {
+        return Err(Error::UnsupportedVersion(version));
     }
-    let body_len = u32::from_be_bytes(preamble[8..12].try_into().expect("4 bytes")) as usize;
+    let body_len = body_len as usize;
     if body_len > MAX_HEADER_LEN {
-        return Err(Error::malformed(format!(
-            "header length {body_len} exceeds the 65,536-byte limit"
-        )));
+        return Err(FormatError::HeaderTooLong {
+            len: body_len as u64,
+        }
+        .into());
     }
     let body = read_vec(r, body_len, "the header")?;
     let header = Header::parse_body(&body)?;
-    let header_hash = sha256(&[&preamble[..], &body].concat());
+    let mut hasher = Sha256::new();
+    hasher.update(&preamble);
+    hasher.update(&body);
+    let header_hash = hasher.finish();
 
     let mut sig_len = [0u8; 2];
     read_exact_or_truncated(r, &mut sig_len, "the header signature")?;
     let sig_len = u16::from_be_bytes(sig_len);
     if sig_len != header.signature_len {
-        return Err(Error::malformed(format!(
-            "header signature is {sig_len} bytes but the header says {}",
-            header.signature_len
-        )));
+        return Err(FormatError::SignatureLengthMismatch {
+            found: sig_len,
+            declared: header.signature_len,
+        }
+        .into());
     }
     let header_signature = read_vec(r, sig_len as usize, "the header signature")?;
 
@@ -125,11 +145,11 @@ impl Prelude {
             .find(|k| k.fingerprint() == self.header.signer)
             .ok_or(Error::UnknownSigner(self.header.signer))?;
         if signer.modulus_len() != self.header.signature_len as usize {
-            return Err(Error::malformed(format!(
-                "the header declares {}-byte signatures but the signer's key makes {}-byte ones",
-                self.header.signature_len,
-                signer.modulus_len()
-            )));
+            return Err(FormatError::SignerKeyLength {
+                declared: self.header.signature_len,
+                key_makes: signer.modulus_len(),
+            }
+            .into());
         }
         if !signer.verify_pss(
             PssSalt::Digest,

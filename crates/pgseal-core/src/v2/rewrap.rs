@@ -15,7 +15,7 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
-use crate::error::{Error, Result};
+use crate::error::{FormatError, Result};
 use crate::keys::{Fingerprint, Identity, PublicKey};
 
 use super::open::Prelude;
@@ -43,6 +43,7 @@ impl Step {
 /// One write of a rewrap: a whole slot's bytes at its offset.
 #[derive(Debug, Clone)]
 pub struct SlotWrite {
+    /// Whether this write installs the new slot or wipes an old one.
     pub step: Step,
     /// Which slot: 0 = A, 1 = B.
     pub slot: usize,
@@ -101,7 +102,7 @@ impl Prelude {
         let generation = slot
             .generation
             .checked_add(1)
-            .ok_or_else(|| Error::malformed("slot generation exhausted"))?;
+            .ok_or(FormatError::GenerationExhausted)?;
         let bytes = encode_slot(generation, &stanzas, h.slot_size, &keys, &self.header_hash)?;
         let inactive = 1 - active_index;
         Ok(Rewrap {

@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 
 use crate::error::{Error, Result};
+use crate::hash::sha256;
 use crate::keys::{Fingerprint, PrivateKey, PssSalt, PublicKey};
 use crate::secret::{FileKey, fill_random};
 
@@ -10,7 +11,7 @@ use super::header::{Compression, Header, Metadata};
 use super::pipeline::{self, Sender, StageError, StageResult};
 use super::slots::{Stanza, encode_slot, slot_size_for};
 use super::stream::{FileKeys, TAG_LEN};
-use super::{DEFAULT_CHUNK_SIZE, final_signed_message, header_signed_message, sha256};
+use super::{DEFAULT_CHUNK_SIZE, final_signed_message, header_signed_message};
 
 /// What to seal and how.
 #[derive(Debug, Clone)]
@@ -19,6 +20,7 @@ pub struct SealParams<'a> {
     pub signer: &'a PrivateKey,
     /// Who can decrypt: the server key, plus any recovery keys. 1 to 16.
     pub recipients: &'a [PublicKey],
+    /// How to compress the payload before encryption.
     pub compression: Compression,
     /// zstd level (1–19); pgseal's default is 3.
     pub zstd_level: i32,
@@ -26,6 +28,7 @@ pub struct SealParams<'a> {
     pub zstd_workers: u32,
     /// A power of two from 1 KiB to 16 MiB.
     pub chunk_size: u32,
+    /// What the header records about the file's origin.
     pub metadata: Metadata,
 }
 
@@ -47,7 +50,9 @@ impl<'a> SealParams<'a> {
 /// What was written.
 #[derive(Debug, Clone)]
 pub struct SealSummary {
+    /// The header written.
     pub header: Header,
+    /// Who can decrypt the file.
     pub recipients: Vec<Fingerprint>,
     /// Bytes read from the input.
     pub input_bytes: u64,
@@ -55,6 +60,7 @@ pub struct SealSummary {
     pub output_bytes: u64,
     /// BLAKE3 over all sealed chunks (what the final signature covers, with the header hash).
     pub ciphertext_digest: [u8; 32],
+    /// Sealed chunks written.
     pub chunks: u64,
 }
 

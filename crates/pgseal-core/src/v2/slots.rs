@@ -2,7 +2,9 @@
 //! fingerprint, outside the signatures so that rewrapping needs no creator, and doubled so that
 //! rewrapping in place survives a crash at any instant.
 
-use crate::error::{Error, Result};
+use crate::byte_reader::ByteReader;
+use crate::error::{Error, FormatError, Result};
+use crate::hash::{Sha256, sha256};
 use crate::keys::{Fingerprint, Identity, PublicKey};
 use crate::secret::FileKey;
 
@@ -22,11 +24,18 @@ const TRAILER: usize = 64; // MAC + checksum
 pub enum Stanza {
     /// RSA-OAEP-SHA256 to the key with this fingerprint.
     RsaOaep {
+        /// The fingerprint of the key the file key is wrapped to.
         recipient: Fingerprint,
+        /// The RSA-OAEP ciphertext, as long as the recipient's modulus.
         wrapped: Vec<u8>,
     },
-    /// A kind this version does not know; skipped.
-    Unknown { kind: u16, body: Vec<u8> },
+    /// A kind this version does not know; skipped, and kept by a rewrap.
+    Unknown {
+        /// The stanza kind.
+        kind: u16,
+        /// The stanza's bytes after its kind and length.
+        body: Vec<u8>,
+    },
 }
 
 impl Stanza {
@@ -63,7 +72,9 @@ impl Stanza {
 /// A parsed, structurally valid slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
+    /// Counts rewraps from 1; the valid slot with the higher generation is the active one.
     pub generation: u64,
+    /// The wrapped copies of the file key, 1 to [`MAX_RECIPIENTS`].
     pub stanzas: Vec<Stanza>,
     mac: [u8; 32],
     /// The bytes the MAC covers: `slot[0 .. S-64]`.
@@ -75,6 +86,7 @@ pub struct Slot {
 pub enum SlotState {
     /// All zero: never written, or wiped after a rewrap superseded it.
     Empty,
+    /// A complete slot whose checksum holds (its MAC is checked when a key unlocks it).
     Valid(Slot),
     /// Not empty and not valid: a torn write or damage.
     Damaged(Damage),
@@ -223,50 +235,79 @@ pub fn parse_slot(raw: &[u8]) -> SlotState {
     }
     match parse_nonempty(raw) {
         Ok(slot) => SlotState::Valid(slot),
-        Err(reason) => SlotState::Damaged(Damage {
-            reason,
+        Err(damage) => SlotState::Damaged(Damage {
+            reason: damage.to_string(),
             raw: raw.to_vec(),
         }),
     }
 }
 
-fn parse_nonempty(raw: &[u8]) -> std::result::Result<Slot, String> {
-    let size = raw.len();
-    if size < FIXED_PART + TRAILER {
-        return Err("slot too small".into());
+/// Why a slot that is not all zeros is not valid either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum SlotDamage {
+    #[error("slot too small")]
+    TooSmall,
+    #[error("checksum mismatch (torn write or damage)")]
+    Checksum,
+    #[error("generation 0 in a non-empty slot")]
+    GenerationZero,
+    #[error("{0} stanzas (allowed: 1 to {MAX_RECIPIENTS})")]
+    StanzaCount(u16),
+    #[error("stanza header runs past the slot")]
+    StanzaHeaderPastEnd,
+    #[error("stanza runs past the slot")]
+    StanzaPastEnd,
+    #[error("RSA-OAEP stanza too short")]
+    RsaOaepTooShort,
+    #[error("non-zero bytes after the stanzas")]
+    TrailingBytes,
+}
+
+/// `body (S − 64) || mac (32) || checksum (32)`, the body being `generation (u64 BE) ||
+/// count (u16 BE) || count × stanza || zero padding`.
+fn parse_nonempty(raw: &[u8]) -> std::result::Result<Slot, SlotDamage> {
+    let mut r = ByteReader::new(raw);
+    let body_len = raw
+        .len()
+        .checked_sub(TRAILER)
+        .filter(|len| *len >= FIXED_PART)
+        .ok_or(SlotDamage::TooSmall)?;
+    let (Some(body), Some(mac), Some(checksum)) = (r.take(body_len), r.array(), r.array()) else {
+        return Err(SlotDamage::TooSmall);
+    };
+    let mut covered = Sha256::new();
+    covered.update(body);
+    covered.update(&mac);
+    if covered.finish() != checksum {
+        return Err(SlotDamage::Checksum);
     }
-    let (covered, checksum) = raw.split_at(size - 32);
-    if sha256(covered) != checksum {
-        return Err("checksum mismatch (torn write or damage)".into());
-    }
-    let (body, mac) = covered.split_at(size - TRAILER);
-    let generation = u64::from_be_bytes(body[..8].try_into().expect("slice of 8 bytes"));
+
+    let mut b = ByteReader::new(body);
+    let (Some(generation), Some(count)) = (b.u64_be(), b.u16_be()) else {
+        return Err(SlotDamage::TooSmall);
+    };
     if generation == 0 {
-        return Err("generation 0 in a non-empty slot".into());
+        return Err(SlotDamage::GenerationZero);
     }
-    let count = u16::from_be_bytes([body[8], body[9]]) as usize;
-    if count == 0 || count > MAX_RECIPIENTS {
-        return Err(format!("{count} stanzas (allowed: 1 to {MAX_RECIPIENTS})"));
+    if count == 0 || usize::from(count) > MAX_RECIPIENTS {
+        return Err(SlotDamage::StanzaCount(count));
     }
-    let mut rest = &body[FIXED_PART..];
-    let mut stanzas = Vec::with_capacity(count);
+    let mut stanzas = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
-        if rest.len() < 4 {
-            return Err("stanza header runs past the slot".into());
-        }
-        let kind = u16::from_be_bytes([rest[0], rest[1]]);
-        let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
-        let stanza_body = rest.get(4..4 + len).ok_or("stanza runs past the slot")?;
+        let (Some(kind), Some(len)) = (b.u16_be(), b.u16_be()) else {
+            return Err(SlotDamage::StanzaHeaderPastEnd);
+        };
+        let stanza_body = b.take(usize::from(len)).ok_or(SlotDamage::StanzaPastEnd)?;
         stanzas.push(match kind {
             KIND_RSA_OAEP => {
-                if len <= 32 {
-                    return Err("RSA-OAEP stanza too short".into());
+                let mut s = ByteReader::new(stanza_body);
+                let recipient = s.array().ok_or(SlotDamage::RsaOaepTooShort)?;
+                if s.is_empty() {
+                    return Err(SlotDamage::RsaOaepTooShort);
                 }
                 Stanza::RsaOaep {
-                    recipient: Fingerprint::from_bytes(
-                        stanza_body[..32].try_into().expect("slice of 32 bytes"),
-                    ),
-                    wrapped: stanza_body[32..].to_vec(),
+                    recipient: Fingerprint::from_bytes(recipient),
+                    wrapped: s.rest().to_vec(),
                 }
             }
             kind => Stanza::Unknown {
@@ -274,15 +315,14 @@ fn parse_nonempty(raw: &[u8]) -> std::result::Result<Slot, String> {
                 body: stanza_body.to_vec(),
             },
         });
-        rest = &rest[4 + len..];
     }
-    if rest.iter().any(|b| *b != 0) {
-        return Err("non-zero bytes after the stanzas".into());
+    if b.rest().iter().any(|byte| *byte != 0) {
+        return Err(SlotDamage::TrailingBytes);
     }
     Ok(Slot {
         generation,
         stanzas,
-        mac: mac.try_into().expect("slice of 32 bytes"),
+        mac,
         body: body.to_vec(),
     })
 }
@@ -290,9 +330,9 @@ fn parse_nonempty(raw: &[u8]) -> std::result::Result<Slot, String> {
 /// Which of the two slots is active (FORMAT.md §6).
 pub fn active_slot(a: &SlotState, b: &SlotState) -> Result<(usize, Slot)> {
     match (a, b) {
-        (SlotState::Valid(x), SlotState::Valid(y)) if x.generation == y.generation => Err(
-            Error::malformed("both recipient slots claim the same generation"),
-        ),
+        (SlotState::Valid(x), SlotState::Valid(y)) if x.generation == y.generation => {
+            Err(FormatError::SameGeneration.into())
+        }
         (SlotState::Valid(x), SlotState::Valid(y)) => Ok(if x.generation > y.generation {
             (0, x.clone())
         } else {
@@ -300,12 +340,11 @@ pub fn active_slot(a: &SlotState, b: &SlotState) -> Result<(usize, Slot)> {
         }),
         (SlotState::Valid(x), _) => Ok((0, x.clone())),
         (_, SlotState::Valid(y)) => Ok((1, y.clone())),
-        (a, b) => Err(Error::malformed(format!(
-            "no valid recipient slot (A: {}, B: {}): no key can open this file; its data may be \
-             intact (the slots are outside the signatures), so a copy made before the damage opens",
-            describe(a),
-            describe(b)
-        ))),
+        (a, b) => Err(FormatError::NoValidSlot {
+            a: describe(a),
+            b: describe(b),
+        }
+        .into()),
     }
 }
 
@@ -317,7 +356,103 @@ fn describe(s: &SlotState) -> String {
     }
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    d.as_ref().try_into().expect("SHA-256 output is 32 bytes")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZE: usize = 512;
+
+    /// A slot of `SIZE` bytes around `body` (padded with zeros), any MAC, a correct checksum.
+    fn slot(body: &[u8]) -> Vec<u8> {
+        let mut out = body.to_vec();
+        out.resize(SIZE - TRAILER, 0);
+        out.extend_from_slice(&[0x5A; 32]);
+        let checksum = sha256(&out);
+        out.extend_from_slice(&checksum);
+        out
+    }
+
+    fn body(generation: u64, stanzas: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut out = generation.to_be_bytes().to_vec();
+        out.extend_from_slice(&(stanzas.len() as u16).to_be_bytes());
+        for (kind, bytes) in stanzas {
+            out.extend_from_slice(&kind.to_be_bytes());
+            out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    fn damage(raw: &[u8]) -> String {
+        match parse_slot(raw) {
+            SlotState::Damaged(d) => d.reason,
+            other => panic!("expected damage, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_slot_parses_field_by_field() {
+        let wrapped = [7u8; 256];
+        let rsa: Vec<u8> = [[1u8; 32].as_slice(), &wrapped].concat();
+        let raw = slot(&body(3, &[(KIND_RSA_OAEP, &rsa), (0x7777, b"future")]));
+        let SlotState::Valid(s) = parse_slot(&raw) else {
+            panic!("not valid")
+        };
+        assert_eq!(s.generation, 3);
+        assert_eq!(
+            s.stanzas,
+            vec![
+                Stanza::RsaOaep {
+                    recipient: Fingerprint::from_bytes([1; 32]),
+                    wrapped: wrapped.to_vec(),
+                },
+                Stanza::Unknown {
+                    kind: 0x7777,
+                    body: b"future".to_vec(),
+                },
+            ]
+        );
+        assert_eq!(s.mac, [0x5A; 32]);
+        assert_eq!(s.body, raw[..SIZE - TRAILER]);
+        assert_eq!(parse_slot(&[0; SIZE]), SlotState::Empty);
+    }
+
+    #[test]
+    fn each_kind_of_damage_is_named() {
+        let rsa: Vec<u8> = [[1u8; 32].as_slice(), &[7; 256]].concat();
+        let good = body(1, &[(KIND_RSA_OAEP, &rsa)]);
+
+        assert_eq!(damage(&[1; FIXED_PART + TRAILER - 1]), "slot too small");
+        let mut torn = slot(&good);
+        torn[100] ^= 1;
+        assert_eq!(damage(&torn), "checksum mismatch (torn write or damage)");
+        assert_eq!(
+            damage(&slot(&body(0, &[(KIND_RSA_OAEP, &rsa)]))),
+            "generation 0 in a non-empty slot"
+        );
+        assert_eq!(damage(&slot(&body(1, &[]))), "0 stanzas (allowed: 1 to 16)");
+        let mut many = body(1, &[(KIND_RSA_OAEP, &rsa)]);
+        many[8..10].copy_from_slice(&17u16.to_be_bytes());
+        assert_eq!(damage(&slot(&many)), "17 stanzas (allowed: 1 to 16)");
+        assert_eq!(
+            damage(&slot(&body(1, &[(KIND_RSA_OAEP, &[1; 32])]))),
+            "RSA-OAEP stanza too short"
+        );
+        assert_eq!(
+            damage(&slot(&body(1, &[(KIND_RSA_OAEP, &[1; 31])]))),
+            "RSA-OAEP stanza too short"
+        );
+        // A stanza length that reaches past the body, into the MAC.
+        let mut long = good.clone();
+        long[12..14].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(damage(&slot(&long)), "stanza runs past the slot");
+        // A count that promises a second stanza whose header would start in the MAC.
+        let filler = vec![9u8; SIZE - TRAILER - FIXED_PART - 4 - 2];
+        let mut cut = body(1, &[(0x7777, &filler)]);
+        cut[8..10].copy_from_slice(&2u16.to_be_bytes());
+        assert_eq!(damage(&slot(&cut)), "stanza header runs past the slot");
+        let mut trailing = good.clone();
+        trailing.push(1);
+        assert_eq!(damage(&slot(&trailing)), "non-zero bytes after the stanzas");
+    }
 }

@@ -7,7 +7,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
 use aws_lc_rs::hmac;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FormatError, Result};
 use crate::secret::FileKey;
 
 /// Bytes an AES-GCM tag adds to each chunk.
@@ -112,7 +112,7 @@ impl StreamState {
     /// The nonce for the next chunk; advances the counter so it is never handed out twice.
     fn take_nonce(&mut self, last: bool) -> Result<(u64, Nonce)> {
         if self.finished {
-            return Err(Error::malformed("data after the last chunk"));
+            return Err(FormatError::DataAfterLastChunk.into());
         }
         if self.next >= MAX_CHUNKS {
             return Err(Error::InvalidParameter(
@@ -168,9 +168,7 @@ impl ChunkOpener {
             .map_err(|_| Error::ChunkAuthentication { index })?
             .len();
         if last && plain_len == 0 && index > 0 {
-            return Err(Error::malformed(
-                "an empty last chunk after data (not canonical)",
-            ));
+            return Err(FormatError::EmptyLastChunk.into());
         }
         sealed.truncate(plain_len);
         Ok(())
