@@ -168,20 +168,13 @@ impl Context {
             // (pg_restore refused the data, a signal stopped it): say so in a second entry.
             if let (Some(mut early), Err(_)) = (self.written_early.take(), &result) {
                 early.detail("after_entry_written_before_commit", true);
-                let _ = self.record(early, &result);
+                let _ = self.record(early, result.as_ref().err());
             }
             return result;
         };
-        match (self.record(audit, &result), result) {
+        match (self.record(audit, result.as_ref().err()), result) {
             (_, Err(f)) => Err(f),
-            (Err(audit_failure), Ok(())) => Err(Failure::new(
-                crate::failure::ExitCode::Io,
-                format!(
-                    "the operation completed but its audit entry could not be written ({}); \
-                     treat it as failed",
-                    audit_failure.message
-                ),
-            )),
+            (Err(audit_failure), Ok(())) => Err(Failure::Unaudited(Box::new(audit_failure))),
             (Ok(()), Ok(())) => Ok(()),
         }
     }
@@ -192,7 +185,7 @@ impl Context {
         match self.audit.take() {
             Some(audit) => {
                 let copy = audit.clone();
-                self.record(audit, &Ok(()))?;
+                self.record(audit, None)?;
                 self.written_early = Some(copy);
                 Ok(())
             }
@@ -216,33 +209,29 @@ impl Context {
             signature_valid: None,
             details: current.details.clone(),
         };
-        self.record(start, &Ok(()))
+        self.record(start, None)
     }
 
     /// Records one operation of a multi-operation command (`backup --all`, `rewrap`) as it ends,
     /// failing it closed: an operation whose entry cannot be written counts as failed.
     pub fn record_outcome<T>(&mut self, audit: Audit, result: CliResult<T>) -> CliResult<T> {
-        let outcome = match &result {
-            Ok(_) => Ok(()),
-            Err(f) => Err(Failure::new(f.code, f.message.clone())),
-        };
-        match (self.record(audit, &outcome), result) {
+        match (self.record(audit, result.as_ref().err()), result) {
             (Err(f), Ok(_)) => Err(f),
             (_, r) => r,
         }
     }
 
     /// Writes one audit entry now (commands that are several operations, like `backup --all`,
-    /// record each as it ends).
-    pub fn record(&mut self, mut audit: Audit, result: &CliResult) -> CliResult {
+    /// record each as it ends), for an operation that failed with `failure` or succeeded.
+    pub fn record(&mut self, mut audit: Audit, failure: Option<&Failure>) -> CliResult {
         if self.config.is_none() {
             return Ok(());
         }
-        if let Err(f) = result {
-            audit.detail("error", f.message.clone());
-            audit.detail("exit_code", f.code as i32);
+        if let Some(f) = failure {
+            audit.detail("error", crate::failure::message(f));
+            audit.detail("exit_code", crate::failure::ExitCode::of(f) as i32);
         }
-        if result.is_err()
+        if failure.is_some()
             && let Ok(Err(absent)) = self.existing_store()
         {
             // The command failed for want of its store (that is its error): there is nowhere to
@@ -260,16 +249,14 @@ impl Context {
                 os_user: os_user(),
                 backup_creator_id: audit.backup_creator_id,
                 backup_file: audit.backup_file.clone(),
-                success: result.is_ok(),
+                success: failure.is_none(),
                 signature_valid: audit.signature_valid,
                 timestamp: Timestamp::now(),
                 host: host_name(),
                 ip_address: Some(ip_address()),
                 details: Value::Object(audit.details.clone()).to_string(),
             };
-            store
-                .append_audit(&entry)
-                .map_err(|e| Failure::new(crate::failure::ExitCode::Io, e.to_string()))
+            store.append_audit(&entry).map_err(Failure::AuditUnwritable)
         });
         written.map(|_| ()).map_err(|f| {
             eprintln!("pgseal: error: the audit entry could not be written: {f}");
@@ -297,12 +284,9 @@ pub fn username(text: &str) -> CliResult<Username> {
 }
 
 fn open_failure(url: &pgseal_store::StoreUrl, e: StoreError) -> Failure {
-    let code = match e {
-        StoreError::BadUrl(_) => crate::failure::ExitCode::Usage,
-        _ => crate::failure::ExitCode::Io,
-    };
     // `url` displays without its password.
-    Failure::new(code, format!("opening the store {url}: {e}"))
+    let message = format!("opening the store {url}: {e}");
+    Failure::from(e).context(message)
 }
 
 /// A configured store that is not there (missing, empty, no schema): the user's to fix.
@@ -317,16 +301,10 @@ pub fn no_store() -> Failure {
     )
 }
 
-/// Maps store errors to exit codes: conflicts and missing things are the user's to fix.
+/// A store error as a command's failure (its kind decides the exit code: conflicts and missing
+/// things are the user's to fix).
 pub fn store_failure(e: pgseal_store::StoreError) -> Failure {
-    use pgseal_store::StoreError as E;
-    let code = match &e {
-        E::Conflict(_) | E::NotFound(_) | E::BadUrl(_) | E::NoStore(_) => {
-            crate::failure::ExitCode::Usage
-        }
-        _ => crate::failure::ExitCode::Io,
-    };
-    Failure::new(code, e.to_string())
+    e.into()
 }
 
 pub fn os_user() -> Option<String> {

@@ -6,12 +6,12 @@ mod config;
 mod context;
 mod crashpoint;
 mod failure;
-mod files;
 mod interrupt;
 mod pgtools;
 mod progress;
 mod secrets;
-mod show;
+
+use pgseal_ops::{files, show};
 
 use clap::Parser;
 
@@ -22,6 +22,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    crashpoint::install();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -36,10 +37,7 @@ fn main() {
                 let text = e.to_string();
                 let first = text.lines().next().unwrap_or_default();
                 let message = first.strip_prefix("error: ").unwrap_or(first);
-                print_json_error(
-                    cli::JsonTo::Stdout,
-                    &failure::Failure::new(failure::ExitCode::Usage, message),
-                );
+                print_json_error(cli::JsonTo::Stdout, &failure::Failure::usage(message));
             }
             e.exit();
         }
@@ -64,16 +62,16 @@ fn main() {
 /// `--json` also a JSON error object where the command's JSON would have gone:
 /// `{"error": {"message": "...", "exit_code": N, "kind": "usage"}}`.
 fn fail(failure: &failure::Failure, json: Option<cli::JsonTo>) -> ! {
-    eprintln!("pgseal: error: {failure}");
+    eprintln!("pgseal: error: {}", failure::message(failure));
     if let Some(to) = json {
         print_json_error(to, failure);
     }
-    std::process::exit(failure.code as i32);
+    std::process::exit(failure::ExitCode::of(failure) as i32);
 }
 
 fn print_json_error(to: cli::JsonTo, failure: &failure::Failure) {
     use std::io::Write as _;
-    let line = format!("{}\n", failure.to_json());
+    let line = format!("{}\n", failure::to_json(failure));
     // A closed stream cannot be told anything more; the exit code still says it.
     let _ = match to {
         cli::JsonTo::Stdout => std::io::stdout().write_all(line.as_bytes()),

@@ -3,54 +3,30 @@
 //! Counting wrappers feed shared counters; a background thread redraws the line twice a
 //! second. Nothing is drawn when standard error is not a terminal (logs stay clean).
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Default)]
-pub struct Counter(Arc<AtomicU64>);
+pub use pgseal_ops::observe::{Counter, CountingReader, CountingWriter};
+use pgseal_ops::observe::{Observer, Progress as Counters};
 
-impl Counter {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+/// What the operations report, shown on standard error: warnings as `pgseal: warning: ...`,
+/// tools' own warnings as they wrote them, transfers as a progress line on a terminal.
+pub struct Terminal;
+
+impl Observer for Terminal {
+    fn warn(&self, message: &str) {
+        eprintln!("pgseal: warning: {message}");
     }
 
-    fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-/// Counts the bytes read through it.
-pub struct CountingReader<R> {
-    pub inner: R,
-    pub counter: Counter,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.counter.add(n);
-        Ok(n)
-    }
-}
-
-/// Counts the bytes written through it.
-pub struct CountingWriter<W> {
-    pub inner: W,
-    pub counter: Counter,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.counter.add(n);
-        Ok(n)
+    fn tool_output(&self, tool: &str, text: &str) {
+        eprintln!("{tool}: {text}");
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+    fn transfer(&self, label: &str, progress: &Counters) -> Box<dyn Send> {
+        Box::new(Progress::show(label, progress))
     }
 }
 
@@ -64,8 +40,12 @@ pub struct Progress {
 
 impl Progress {
     pub fn start(label: &str) -> Progress {
-        let read = Counter::default();
-        let written = Counter::default();
+        Progress::show(label, &Counters::default())
+    }
+
+    fn show(label: &str, counters: &Counters) -> Progress {
+        let read = counters.read.clone();
+        let written = counters.written.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = io::stderr().is_terminal().then(|| {
             let (read, written, stop) = (read.clone(), written.clone(), stop.clone());

@@ -46,7 +46,7 @@ pub fn scrub_env(cmd: &mut Command) {
     }
 }
 
-fn holds_password(name: &OsStr) -> bool {
+pub fn holds_password(name: &OsStr) -> bool {
     let bytes = name.as_encoded_bytes();
     bytes != b"PGPASSWORD" && bytes.windows(8).any(|w| w == b"PASSWORD")
 }

@@ -625,13 +625,10 @@ fn report(args: &AuditVerifyArgs, r: Report<'_>) -> CliResult {
                 eprintln!("pgseal: not intact: {p}");
             }
         }
-        return Err(Failure::new(
-            crate::failure::ExitCode::Authentication,
-            format!(
-                "the audit log cannot be shown intact ({}): {first}",
-                plural(r.problems.len(), "finding", "findings")
-            ),
-        ));
+        return Err(Failure::Authentication(format!(
+            "the audit log cannot be shown intact ({}): {first}",
+            plural(r.problems.len(), "finding", "findings")
+        )));
     }
     Ok(())
 }

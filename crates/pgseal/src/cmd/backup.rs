@@ -16,7 +16,7 @@ use super::server_key::no_active_key;
 use super::{host_name, print_json, user_password};
 use crate::cli::BackupArgs;
 use crate::context::{Audit, Context, store_failure};
-use crate::failure::{CliResult, ExitCode, Failure};
+use crate::failure::{CliResult, Failure};
 use crate::files::AtomicFile;
 use crate::pgtools::{PgTools, Target};
 use crate::progress::{CountingReader, CountingWriter, Progress, human};
@@ -27,7 +27,7 @@ const DEFAULT_EXCLUDES: [&str; 3] = ["template0", "template1", "postgres"];
 
 pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
     let cfg = ctx.config()?.clone();
-    let tools = PgTools::locate(args.pg_bin.as_deref(), cfg.postgresql_bin_path.as_deref())?;
+    let tools = crate::pgtools::locate(args.pg_bin.as_deref(), cfg.postgresql_bin_path.as_deref())?;
     let out_dir = args
         .output_dir
         .clone()
@@ -119,17 +119,23 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         }
         let result = ctx.record_outcome(audit, result);
         if let Err(f) = &result {
-            eprintln!("pgseal: backup of {} failed: {f}", show::name(db));
+            eprintln!(
+                "pgseal: backup of {} failed: {}",
+                show::name(db),
+                crate::failure::message(f)
+            );
         }
         results.push((db.clone(), result));
     }
     summarize(&results, args.json);
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if failed > 0 {
-        return Err(Failure::new(
-            ExitCode::Database,
-            format!("{failed} of {} backups failed", results.len()),
-        ));
+        return Err(Failure::Several {
+            failed,
+            total: results.len(),
+            what: "backups failed",
+            kind: pgseal_ops::ErrorKind::Database,
+        });
     }
     Ok(())
 }
@@ -220,13 +226,11 @@ impl Job<'_> {
                 ciphertext_blake3: hex(&summary.ciphertext_digest),
             })
             .map_err(|e| {
-                Failure::new(
-                    ExitCode::Io,
-                    format!(
-                        "the backup was written to {} but could not be catalogued: {e}",
-                        final_path.display()
-                    ),
-                )
+                let message = format!(
+                    "the backup was written to {} but could not be catalogued: {e}",
+                    final_path.display()
+                );
+                Failure::from(e).context(message)
             })?;
         if let Some(a) = ctx.audit_mut() {
             a.user_id = Some(self.user.id);
@@ -306,7 +310,9 @@ fn summarize(results: &[(String, CliResult<BackupRecord>)], json: bool) {
             .iter()
             .map(|(db, r)| match r {
                 Ok(rec) => json!({ "database": db, "ok": true, "backup": record_json(rec) }),
-                Err(f) => json!({ "database": db, "ok": false, "error": f.message }),
+                Err(f) => {
+                    json!({ "database": db, "ok": false, "error": crate::failure::message(f) })
+                }
             })
             .collect();
         print_json(&json!(rows));
@@ -330,7 +336,11 @@ fn summarize(results: &[(String, CliResult<BackupRecord>)], json: bool) {
                 show::name(db),
                 "FAILED",
                 "-",
-                f.message.lines().next().unwrap_or_default()
+                crate::failure::message(f)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
             ),
         }
     }

@@ -244,24 +244,23 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
         }
     }
     if let Some(first) = refused.first() {
-        return Err(Failure::new(
-            crate::failure::ExitCode::Authentication,
-            format!(
-                "{} catalog entries were refused: no backup in {} with a matching signed header \
+        return Err(Failure::Authentication(format!(
+            "{} catalog entries were refused: no backup in {} with a matching signed header \
                  backs them, so the catalog cannot be trusted there (first: {}: {}); the rest \
                  was pruned",
-                refused.len(),
-                repo.dir.display(),
-                first["path"].as_str().unwrap_or_default(),
-                first["reason"].as_str().unwrap_or_default(),
-            ),
-        ));
+            refused.len(),
+            repo.dir.display(),
+            first["path"].as_str().unwrap_or_default(),
+            first["reason"].as_str().unwrap_or_default(),
+        )));
     }
     if failures > 0 {
-        return Err(Failure::new(
-            crate::failure::ExitCode::Io,
-            format!("{failures} backups could not be deleted"),
-        ));
+        return Err(Failure::Several {
+            failed: failures,
+            total: failures,
+            what: "backups could not be deleted",
+            kind: pgseal_ops::ErrorKind::Io,
+        });
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use super::keyring;
 use super::server_password;
 use crate::cli::DecryptArgs;
 use crate::context::Context;
-use crate::failure::{CliResult, ExitCode, Failure};
+use crate::failure::{CliResult, Failure};
 use crate::files::{Input, Output, Tee, check_output, scratch_file};
 use crate::secrets::PasswordSource;
 
@@ -53,23 +53,18 @@ pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
             input.name
         ))),
     };
-    record_signature_outcome(ctx, &result, !args.keys.no_verify);
+    record_signature_outcome(ctx, result.as_ref().map(drop), !args.keys.no_verify);
     result
 }
 
 /// Marks the audit entry's signature validity from how the command ended.
-pub fn record_signature_outcome(ctx: &mut Context, result: &CliResult, checked: bool) {
+pub fn record_signature_outcome(ctx: &mut Context, result: Result<(), &Failure>, checked: bool) {
     let Some(audit) = ctx.audit_mut() else { return };
     audit.signature_valid = match result {
         Ok(()) if checked => Some(true),
-        Err(f) if is_bad_signature(f) => Some(false),
+        Err(f) if f.is_bad_signature() => Some(false),
         _ => audit.signature_valid,
     };
-}
-
-/// A signature was checked and did not hold (as opposed to: no key to check it with).
-pub fn is_bad_signature(f: &Failure) -> bool {
-    f.code == ExitCode::Authentication && f.message.contains("signature does not match")
 }
 
 fn warn_unverified() {

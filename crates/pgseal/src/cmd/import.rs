@@ -15,7 +15,7 @@ use serde_json::json;
 use super::print_json;
 use crate::cli::ImportDjangoArgs;
 use crate::context::{Context, store_failure};
-use crate::failure::{CliResult, ExitCode, Failure};
+use crate::failure::{CliResult, Failure};
 
 #[derive(Default, Debug)]
 struct Counts {
@@ -30,12 +30,8 @@ pub fn run(args: ImportDjangoArgs, ctx: &mut Context) -> CliResult {
     // Importing is the other way to start a store (the old system's keys under their old
     // password): it creates the store if there is none, and records itself there.
     ctx.create_store()?;
-    let data = django::read(&args.database_url).map_err(|e| {
-        Failure::new(
-            ExitCode::Database,
-            format!("reading the legacy database: {e}"),
-        )
-    })?;
+    let data = django::read(&args.database_url)
+        .map_err(|e| Failure::Tool(format!("reading the legacy database: {e}")))?;
     let names = usernames(&data)?;
     let counts = if args.dry_run {
         plan(ctx, &data)?

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{load_private, print_json};
 use crate::cli::{KeyInfoArgs, KeygenArgs};
-use crate::failure::{CliResult, ExitCode, Failure};
+use crate::failure::{CliResult, Failure};
 use crate::files::{AtomicFile, Target, check_output};
 use crate::secrets::{PasswordSource, read_text};
 
@@ -50,13 +50,10 @@ pub fn write_key_files(
 pub fn refuse_existing(paths: &[&Path], force: bool) -> CliResult {
     for p in paths {
         if check_output(p, force, None)? == Target::Stream {
-            return Err(Failure::new(
-                ExitCode::Usage,
-                format!(
-                    "{} is a FIFO or device, not a regular file; a key file is not written there",
-                    p.display()
-                ),
-            ));
+            return Err(Failure::usage(format!(
+                "{} is a FIFO or device, not a regular file; a key file is not written there",
+                p.display()
+            )));
         }
     }
     Ok(())

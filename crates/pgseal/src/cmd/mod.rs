@@ -27,7 +27,7 @@ use crate::cli::{
 };
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
-use crate::files::warn_if_exposed;
+use crate::files::exposed_mode;
 use crate::secrets::{GetPassword, PasswordSource, read_text};
 
 pub fn run(command: Command, ctx: &mut Context) -> CliResult {
@@ -81,7 +81,12 @@ pub fn load_publics(paths: &[PathBuf]) -> CliResult<Vec<PublicKey>> {
 /// Loads a private key file, asking `password` only if the key is encrypted.
 pub fn load_private(path: &Path, password: &impl GetPassword) -> CliResult<PrivateKey> {
     let text = read_text(path, "private key")?;
-    warn_if_exposed(path);
+    if let Some(mode) = exposed_mode(path) {
+        eprintln!(
+            "pgseal: warning: {} is readable by other users (mode {mode:o}); run chmod 600 on it",
+            path.display()
+        );
+    }
     let what = path.display().to_string();
     let mut asked = None;
     let key = PrivateKey::from_pem(&text, &what, || {

@@ -31,12 +31,13 @@ use super::decrypt::{legacy_signer, record_signature_outcome};
 use super::{keyring, print_json, server_password};
 use crate::cli::{OpenKeyArgs, RestoreArgs};
 use crate::context::Context;
-use crate::failure::{CliResult, ExitCode, Failure};
+use crate::failure::{CliResult, Failure};
 use crate::files::{Holdback, Input};
-use crate::interrupt::{self, Checked};
+use crate::interrupt;
 use crate::pgtools::{PgTools, RestoreOptions, Target, quote_ident, quote_literal};
 use crate::secrets::PasswordSource;
 use crate::show;
+use pgseal_ops::cancel::Checked;
 
 /// Plaintext held back from pg_restore until the whole backup has verified.
 const HOLDBACK: usize = 1024 * 1024;
@@ -87,7 +88,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
         .config
         .as_ref()
         .and_then(|c| c.postgresql_bin_path.clone());
-    let tools = PgTools::locate(args.pg_bin.as_deref(), configured_bin.as_deref())?;
+    let tools = crate::pgtools::locate(args.pg_bin.as_deref(), configured_bin.as_deref())?;
     let opener = prepare(&args.file, &args.keys, ctx);
     let result = opener.and_then(|opener| {
         // The keys are in hand: from here on a signal stops the restore cleanly (and a Ctrl-C
@@ -128,7 +129,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
     {
         a.detail("interrupted", interrupt::signal_name(signal));
     }
-    record_signature_outcome(ctx, &result, !args.keys.no_verify);
+    record_signature_outcome(ctx, result.as_ref().map(drop), !args.keys.no_verify);
     result
 }
 
@@ -451,20 +452,18 @@ fn restore_archive(
                 }
             }
         }
-        Err(f) if f.code == ExitCode::Io => {
+        Err(f) if f.kind() == pgseal_ops::ErrorKind::Io => {
             drop(held);
             pg.wait().and(Err(f))
         }
         Err(f) => {
             drop(held);
             pg.abort();
-            Err(Failure::new(
-                f.code,
-                format!(
-                    "{} — the restore was abandoned and nothing was committed",
-                    f.message
-                ),
-            ))
+            let message = format!(
+                "{} — the restore was abandoned and nothing was committed",
+                crate::failure::message(&f)
+            );
+            Err(f.context(message))
         }
     }
 }

@@ -28,7 +28,7 @@ use super::{host_name, print_json, server_password};
 use crate::cli::RewrapArgs;
 use crate::context::{Audit, Context, store_failure};
 use crate::crashpoint;
-use crate::failure::{CliResult, ExitCode, Failure};
+use crate::failure::{CliResult, Failure};
 use crate::files::{AtomicFile, sweep_replace_leftovers};
 use crate::secrets::CachedPassword;
 
@@ -138,7 +138,7 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
                 .iter()
                 .map(|(p, r)| match r {
                     Ok(outcome) => json!({ "file": p, "outcome": outcome.name() }),
-                    Err(f) => json!({ "file": p, "outcome": "failed", "error": f.message }),
+                    Err(f) => json!({ "file": p, "outcome": "failed", "error": crate::failure::message(f) }),
                 })
                 .collect::<Vec<_>>()
         ));
@@ -146,15 +146,22 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
         for (p, r) in &results {
             match r {
                 Ok(outcome) => println!("{:<22} {}", outcome.name(), p.display()),
-                Err(f) => println!("{:<22} {}: {}", "FAILED", p.display(), f.message),
+                Err(f) => println!(
+                    "{:<22} {}: {}",
+                    "FAILED",
+                    p.display(),
+                    crate::failure::message(f)
+                ),
             }
         }
     }
     if failed > 0 {
-        return Err(Failure::new(
-            ExitCode::Io,
-            format!("{failed} of {} files could not be rewrapped", results.len()),
-        ));
+        return Err(Failure::Several {
+            failed,
+            total: results.len(),
+            what: "files could not be rewrapped",
+            kind: pgseal_ops::ErrorKind::Io,
+        });
     }
     Ok(())
 }

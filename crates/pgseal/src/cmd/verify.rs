@@ -48,11 +48,7 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
             input.name
         ))),
     };
-    let outcome = result
-        .as_ref()
-        .map(|_| ())
-        .map_err(|f| Failure::new(f.code, f.message.clone()));
-    record_signature_outcome(ctx, &outcome, true);
+    record_signature_outcome(ctx, result.as_ref().map(drop), true);
     match result {
         Ok(proof) => {
             if args.json {
@@ -78,7 +74,7 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
                     "valid": false,
                     "file": input.name,
                     "format": format_name(detected),
-                    "error": failure.message,
+                    "error": crate::failure::message(&failure),
                 }));
             }
             Err(failure)

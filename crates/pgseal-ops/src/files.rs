@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::failure::{CliResult, ExitCode, Failure};
+use crate::error::{Error, Result};
 
 /// A source of bytes: a file or standard input, with the first bytes already peeked.
 pub struct Input {
@@ -40,7 +40,7 @@ fn regular_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
 
 impl Input {
     /// Opens `spec`: a path, or `-` for standard input.
-    pub fn open(spec: &str) -> CliResult<Self> {
+    pub fn open(spec: &str) -> Result<Self> {
         if spec == "-" {
             let id = io::stdin()
                 .as_fd()
@@ -56,12 +56,12 @@ impl Input {
                 reader: Box::new(io::stdin()),
             });
         }
-        let file = File::open(spec).map_err(|e| Failure::io(format!("opening {spec}"), e))?;
+        let file = File::open(spec).map_err(|e| Error::io(format!("opening {spec}"), e))?;
         let meta = file
             .metadata()
-            .map_err(|e| Failure::io(format!("reading {spec}"), e))?;
+            .map_err(|e| Error::io(format!("reading {spec}"), e))?;
         if meta.is_dir() {
-            return Err(Failure::usage(format!("{spec} is a directory")));
+            return Err(Error::usage(format!("{spec} is a directory")));
         }
         Ok(Input {
             name: spec.to_owned(),
@@ -74,12 +74,12 @@ impl Input {
 
     /// Reads up to `n` bytes from the start and puts them back: returns them, and the input
     /// continues from the beginning.
-    pub fn peek(&mut self, n: usize) -> CliResult<Vec<u8>> {
+    pub fn peek(&mut self, n: usize) -> Result<Vec<u8>> {
         let mut prefix = Vec::with_capacity(n);
         (&mut self.reader)
             .take(n as u64)
             .read_to_end(&mut prefix)
-            .map_err(|e| Failure::io(format!("reading {}", self.name), e))?;
+            .map_err(|e| Error::io(format!("reading {}", self.name), e))?;
         let rest = std::mem::replace(&mut self.reader, Box::new(io::empty()));
         self.reader = Box::new(Cursor::new(prefix.clone()).chain(rest));
         Ok(prefix)
@@ -114,7 +114,7 @@ pub enum Target {
 /// Checks an output path before any work: a directory, a socket, a block device or the input
 /// file itself (`input`, by device and inode: any path, any hard link) is refused; an existing
 /// regular file is refused unless `force`; a FIFO or character device is accepted as a stream.
-pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> CliResult<Target> {
+pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> Result<Target> {
     let shown = path.display();
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -126,11 +126,11 @@ pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> CliResul
                 Err(_) => Ok(Target::New),
             };
         }
-        Err(e) => return Err(Failure::io(format!("checking {shown}"), e)),
+        Err(e) => return Err(Error::io(format!("checking {shown}"), e)),
     };
     let ft = meta.file_type();
     if ft.is_dir() {
-        return Err(Failure::usage(format!(
+        return Err(Error::usage(format!(
             "{shown} is a directory: name a file (in it, or elsewhere) as the output"
         )));
     }
@@ -143,13 +143,13 @@ pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> CliResul
         } else {
             "a block device"
         };
-        return Err(Failure::usage(format!(
+        return Err(Error::usage(format!(
             "{shown} is {what}: pgseal writes only to regular files, FIFOs and character \
              devices, and replaces only regular files"
         )));
     }
     if !ft.is_file() {
-        return Err(Failure::usage(format!(
+        return Err(Error::usage(format!(
             "{shown} is not a regular file: pgseal replaces only regular files"
         )));
     }
@@ -157,7 +157,7 @@ pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> CliResul
         && input.id.is_some()
         && input.id == regular_id(&meta)
     {
-        return Err(Failure::usage(format!(
+        return Err(Error::usage(format!(
             "{shown} is the input file ({}) itself: write the output elsewhere",
             input.name
         )));
@@ -168,8 +168,8 @@ pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> CliResul
     Ok(Target::Replace)
 }
 
-fn exists(path: &Path) -> Failure {
-    Failure::usage(format!(
+fn exists(path: &Path) -> Error {
+    Error::usage(format!(
         "{} already exists; pass --force to replace it",
         path.display()
     ))
@@ -182,17 +182,18 @@ pub enum Output {
     Stdout(File),
     /// A FIFO or character device named as the output, written to as it is.
     Stream(File),
+    /// A file at a path, appearing only when committed.
     File(AtomicFile),
 }
 
 impl Output {
     /// `-` is standard output; anything else a path (see [`Output::create_path`]).
-    pub fn create(spec: &str, force: bool, input: Option<&Input>) -> CliResult<Self> {
+    pub fn create(spec: &str, force: bool, input: Option<&Input>) -> Result<Self> {
         if spec == "-" {
             let fd = io::stdout()
                 .as_fd()
                 .try_clone_to_owned()
-                .map_err(|e| Failure::io("opening standard output", e))?;
+                .map_err(|e| Error::io("opening standard output", e))?;
             Ok(Output::Stdout(File::from(fd)))
         } else {
             Self::create_path(Path::new(spec), force, input)
@@ -202,20 +203,20 @@ impl Output {
     /// An atomic file at `path` (an existing regular file only replaced with `force`), or, when
     /// `path` is a FIFO or character device, that stream; everything [`check_output`] refuses
     /// is refused. Opening a FIFO waits for its reader, as `cat > FIFO` does.
-    pub fn create_path(path: &Path, force: bool, input: Option<&Input>) -> CliResult<Self> {
+    pub fn create_path(path: &Path, force: bool, input: Option<&Input>) -> Result<Self> {
         match check_output(path, force, input)? {
             Target::Stream => {
                 let file = std::fs::OpenOptions::new()
                     .write(true)
                     .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
                     .open(path)
-                    .map_err(|e| Failure::io(format!("opening {}", path.display()), e))?;
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
                 let ft = file
                     .metadata()
-                    .map_err(|e| Failure::io(format!("opening {}", path.display()), e))?
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
                     .file_type();
                 if !(ft.is_fifo() || ft.is_char_device()) {
-                    return Err(Failure::usage(format!(
+                    return Err(Error::usage(format!(
                         "{} changed while being opened; nothing was written",
                         path.display()
                     )));
@@ -227,16 +228,17 @@ impl Output {
     }
 
     /// Makes the output final: links the file into place, or flushes the stream.
-    pub fn commit(self) -> CliResult<()> {
+    pub fn commit(self) -> Result<()> {
         match self {
             Output::Stdout(mut s) => s
                 .flush()
-                .map_err(|e| Failure::io("writing standard output", e)),
-            Output::Stream(mut s) => s.flush().map_err(|e| Failure::io("writing the output", e)),
+                .map_err(|e| Error::io("writing standard output", e)),
+            Output::Stream(mut s) => s.flush().map_err(|e| Error::io("writing the output", e)),
             Output::File(f) => f.commit(),
         }
     }
 
+    /// Whether this is standard output.
     pub fn is_stdout(&self) -> bool {
         matches!(self, Output::Stdout(_))
     }
@@ -291,21 +293,18 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// A new file for `target`: refused if something exists there, unless it is a regular file
     /// (or a symbolic link) and `force` — never a directory, FIFO, device or socket.
-    pub fn create(target: &Path, force: bool) -> CliResult<Self> {
+    pub fn create(target: &Path, force: bool) -> Result<Self> {
         if check_output(target, force, None)? == Target::Stream {
-            return Err(Failure::new(
-                ExitCode::Usage,
-                format!(
-                    "{} is a FIFO or device, not a regular file; it is not replaced",
-                    target.display()
-                ),
-            ));
+            return Err(Error::usage(format!(
+                "{} is a FIFO or device, not a regular file; it is not replaced",
+                target.display()
+            )));
         }
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let create_err = |e: io::Error| Failure::io(format!("creating {}", target.display()), e);
+        let create_err = |e: io::Error| Error::io(format!("creating {}", target.display()), e);
         match rustix::fs::openat(
             rustix::fs::CWD,
             &dir,
@@ -346,16 +345,16 @@ impl AtomicFile {
     }
 
     /// Flushes, fsyncs and moves the file into place, then fsyncs the directory.
-    pub fn commit(mut self) -> CliResult<()> {
+    pub fn commit(mut self) -> Result<()> {
         let target = self.target.clone();
         self.commit_to(&target)
-            .map_err(|e| Failure::io(format!("finishing {}", target.display()), e))
+            .map_err(|e| Error::io(format!("finishing {}", target.display()), e))
     }
 
     /// Like [`commit`](Self::commit), but never replaces anything: if the name is taken (two
     /// backups in the same millisecond), `-2`, `-3`… is added before the extension. Returns the
     /// path used.
-    pub fn commit_unique(mut self) -> CliResult<PathBuf> {
+    pub fn commit_unique(mut self) -> Result<PathBuf> {
         self.force = false;
         let target = self.target.clone();
         let stem = target
@@ -376,11 +375,11 @@ impl AtomicFile {
                 Ok(()) => return Ok(candidate),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
-                    return Err(Failure::io(format!("finishing {}", candidate.display()), e));
+                    return Err(Error::io(format!("finishing {}", candidate.display()), e));
                 }
             }
         }
-        Err(Failure::usage(format!(
+        Err(Error::usage(format!(
             "no free name for {}",
             target.display()
         )))
@@ -523,23 +522,17 @@ impl Write for AtomicFile {
     }
 }
 
-/// Warns when a private key file can be read by others.
-pub fn warn_if_exposed(path: &Path) {
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        eprintln!(
-            "pgseal: warning: {} is readable by other users (mode {:o}); run chmod 600 on it",
-            path.display(),
-            meta.permissions().mode() & 0o777
-        );
-    }
+/// The permission bits of a private key file that others may read (`None` when only its owner
+/// can): the caller warns.
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then_some(mode & 0o777)
 }
 
 /// An unnamed scratch file in the system temporary directory: for spooling *ciphertext* when a
 /// format needs two passes or a seek and the output is a pipe. Gone when dropped.
-pub fn scratch_file() -> CliResult<File> {
-    tempfile::tempfile().map_err(|e| Failure::io("creating a scratch file", e))
+pub fn scratch_file() -> Result<File> {
+    tempfile::tempfile().map_err(|e| Error::io("creating a scratch file", e))
 }
 
 impl io::Seek for AtomicFile {
@@ -550,7 +543,9 @@ impl io::Seek for AtomicFile {
 
 /// A reader that copies everything it reads into a writer (for spooling while processing).
 pub struct Tee<R, W> {
+    /// Where the bytes come from.
     pub reader: R,
+    /// Where a copy of them goes.
     pub copy: W,
 }
 
@@ -573,6 +568,7 @@ pub struct Holdback<W: Write> {
 }
 
 impl<W: Write> Holdback<W> {
+    /// Holds back the last `limit` bytes written to `inner`.
     pub fn new(inner: W, limit: usize) -> Self {
         Holdback {
             inner,
@@ -622,7 +618,8 @@ pub struct PrivateScratch {
 }
 
 impl PrivateScratch {
-    pub fn create() -> CliResult<Self> {
+    /// A new scratch file, in the system's temporary directory.
+    pub fn create() -> Result<Self> {
         let tmp = std::env::temp_dir();
         if let Ok(fd) = rustix::fs::openat(
             rustix::fs::CWD,
@@ -647,7 +644,7 @@ impl PrivateScratch {
         let dir = tempfile::Builder::new()
             .prefix("pgseal-restore-")
             .tempdir()
-            .map_err(|e| Failure::io("creating a private temporary directory", e))?;
+            .map_err(|e| Error::io("creating a private temporary directory", e))?;
         let path = dir.path().join("archive.dump");
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -655,7 +652,7 @@ impl PrivateScratch {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| Failure::io("creating the temporary archive", e))?;
+            .map_err(|e| Error::io("creating the temporary archive", e))?;
         Ok(PrivateScratch {
             file,
             path,
@@ -668,6 +665,7 @@ impl PrivateScratch {
         &self.file
     }
 
+    /// The path another process opens it by.
     pub fn path(&self) -> &Path {
         &self.path
     }

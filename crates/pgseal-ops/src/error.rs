@@ -1,0 +1,236 @@
+//! The operations' errors, and the one place their kinds are decided.
+//!
+//! Every error keeps what it came from (a core format error, a store error, an I/O error with
+//! what was being done) so that a front end can tell cases apart by type, never by message.
+//! [`Error::kind`] sorts them into the few kinds a front end answers differently: the CLI maps
+//! each to an exit code, the custody service to an HTTP status.
+
+use std::fmt;
+
+/// The broad class of an [`Error`]: what the user has to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Reading or writing failed (disk full, broken pipe, permission denied), or the audit log
+    /// could not record an operation.
+    Io,
+    /// The request cannot be carried out as asked: a name, a flag's value, a target that
+    /// exists, a refusal the caller must resolve.
+    Usage,
+    /// The input is not a file pgseal can read: corrupt, truncated, unsupported, not encrypted.
+    Invalid,
+    /// Something did not verify: a signature, a tag, a commitment, the audit chain.
+    Authentication,
+    /// A key or password is missing, wrong or unusable.
+    Key,
+    /// A PostgreSQL tool failed or a database is unreachable.
+    Database,
+    /// The operation was stopped by a signal (its number).
+    Interrupted(i32),
+}
+
+/// Everything an operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A format, key or crypto error from pgseal-core.
+    #[error(transparent)]
+    Core(#[from] pgseal_core::Error),
+    /// A store error.
+    #[error(transparent)]
+    Store(#[from] pgseal_store::StoreError),
+    /// Reading or writing failed while doing `context`.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, e.g. "writing backups/x.pgseal".
+        context: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PostgreSQL tool failed (its message carries the end of the tool's error output).
+    #[error("{0}")]
+    Tool(String),
+    /// A PostgreSQL tool could not be started.
+    #[error("cannot run {tool}: {reason}")]
+    ToolUnavailable {
+        /// pg_dump, pg_restore or psql.
+        tool: &'static str,
+        /// Why: not found, not executable...
+        reason: String,
+    },
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Usage(String),
+    /// Input that is not what it must be.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something that must verify did not.
+    #[error("{0}")]
+    Authentication(String),
+    /// A key or password problem.
+    #[error("{0}")]
+    Key(String),
+    /// Stopped by a signal while doing `during`.
+    #[error("interrupted by {}: {during}", signal_name(*.signal))]
+    Interrupted {
+        /// The signal's number.
+        signal: i32,
+        /// What was stopped.
+        during: String,
+    },
+    /// The audit log refused an entry (whatever the store's reason): the operation it records
+    /// cannot count as done.
+    #[error("{0}")]
+    AuditUnwritable(pgseal_store::StoreError),
+    /// The operation itself succeeded but its audit entry could not be written, so it counts
+    /// as failed (fail closed).
+    #[error(
+        "the operation completed but its audit entry could not be written ({0}); treat it as \
+         failed"
+    )]
+    Unaudited(Box<Error>),
+    /// `message`, said of `source`, whose kind it keeps.
+    #[error("{message}")]
+    Context {
+        /// The whole message: what failed, said in the terms of the operation.
+        message: String,
+        /// The error it came from.
+        #[source]
+        source: Box<Error>,
+    },
+    /// Some of several operations (`backup --all`, `rewrap FILE...`) failed; each was reported
+    /// and audited on its own.
+    #[error("{failed} of {total} {what}")]
+    Several {
+        /// How many failed.
+        failed: usize,
+        /// How many were tried.
+        total: usize,
+        /// What happened to them ("backups failed", "files could not be rewrapped"...).
+        what: &'static str,
+        /// The kind the whole command answers with.
+        kind: ErrorKind,
+    },
+}
+
+/// Result alias for the operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// What kind of problem this is.
+    pub fn kind(&self) -> ErrorKind {
+        use pgseal_core::ErrorKind as Core;
+        use pgseal_store::StoreError as S;
+        match self {
+            Error::Core(e) => match e.kind() {
+                Core::Io => ErrorKind::Io,
+                Core::Invalid => ErrorKind::Invalid,
+                Core::Authentication => ErrorKind::Authentication,
+                Core::Key => ErrorKind::Key,
+            },
+            Error::Store(S::Conflict(_) | S::NotFound(_) | S::BadUrl(_) | S::NoStore(_)) => {
+                ErrorKind::Usage
+            }
+            Error::Store(_)
+            | Error::Io { .. }
+            | Error::Unaudited(_)
+            | Error::AuditUnwritable(_) => ErrorKind::Io,
+            Error::Tool(_) | Error::ToolUnavailable { .. } => ErrorKind::Database,
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::Authentication(_) => ErrorKind::Authentication,
+            Error::Key(_) => ErrorKind::Key,
+            Error::Interrupted { signal, .. } => ErrorKind::Interrupted(*signal),
+            Error::Context { source, .. } => source.kind(),
+            Error::Several { kind, .. } => *kind,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    /// The request cannot be carried out as asked.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage(message.into())
+    }
+
+    /// Input that is not what it must be.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::Invalid(message.into())
+    }
+
+    /// A key or password problem.
+    pub fn key(message: impl Into<String>) -> Self {
+        Error::Key(message.into())
+    }
+
+    /// Says this error again in the operation's terms (`message` should include it), keeping
+    /// its kind and its source.
+    pub fn context(self, message: impl Into<String>) -> Self {
+        Error::Context {
+            message: message.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error at the bottom of any [`Error::Context`] wrapping: what actually went wrong.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// Whether a signature was checked and did not hold (as opposed to: no key to check it).
+    pub fn is_bad_signature(&self) -> bool {
+        matches!(
+            self.root(),
+            Error::Core(pgseal_core::Error::SignatureInvalid(_))
+        )
+    }
+}
+
+/// The name of a signal pgseal handles, for messages.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        15 => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_kind_and_source() {
+        let e = Error::from(pgseal_core::Error::SignatureInvalid("header"))
+            .context("the backup could not be restored");
+        assert_eq!(e.kind(), ErrorKind::Authentication);
+        assert!(e.is_bad_signature());
+        assert_eq!(e.to_string(), "the backup could not be restored");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn kinds_of_store_errors() {
+        let conflict = Error::from(pgseal_store::StoreError::Conflict("x".into()));
+        assert_eq!(conflict.kind(), ErrorKind::Usage);
+        let interrupted = Error::Interrupted {
+            signal: 15,
+            during: "the restore".into(),
+        };
+        assert_eq!(interrupted.kind(), ErrorKind::Interrupted(15));
+        assert_eq!(
+            interrupted.to_string(),
+            "interrupted by SIGTERM: the restore"
+        );
+    }
+}

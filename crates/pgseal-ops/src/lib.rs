@@ -1,0 +1,19 @@
+//! pgseal-ops: the operations every pgseal front end calls.
+//!
+//! Backup, restore, rewrap, key administration, the audit log and import live here, between the
+//! front ends (the `pgseal` CLI, later the custody service and the scheduler) and the crates
+//! below (`pgseal-core`: formats and keys; `pgseal-store`: users, keys, catalog, audit log).
+//! Nothing here parses arguments, prints, reads an environment variable or exits the process:
+//! a front end passes in what it knows (configuration, the acting identity, where passwords come
+//! from) and presents what comes back. See `docs/ARCHITECTURE.md`.
+#![warn(missing_docs)]
+
+pub mod cancel;
+pub mod crashpoint;
+pub mod error;
+pub mod files;
+pub mod observe;
+pub mod pgtools;
+pub mod show;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,94 @@
+//! What an operation has to tell the person or program that asked for it while it runs:
+//! warnings and progress. The operations print nothing; the front end's [`Observer`] decides
+//! where this goes (the CLI: standard error and a progress line; a service: its log).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Receives what an operation reports while it runs.
+pub trait Observer: Send + Sync {
+    /// Something the user should know that does not stop the operation.
+    fn warn(&self, message: &str);
+
+    /// What a tool that succeeded wrote on its standard error (its warnings), control
+    /// characters escaped.
+    fn tool_output(&self, tool: &str, text: &str) {
+        self.warn(&format!("{tool}: {text}"));
+    }
+
+    /// A long transfer starts (`label`: what it is, e.g. a database's name); the counters
+    /// advance as bytes are read and written, and the returned guard marks its end when
+    /// dropped. The default shows nothing.
+    fn transfer(&self, label: &str, progress: &Progress) -> Box<dyn Send> {
+        let _ = (label, progress);
+        Box::new(())
+    }
+}
+
+/// An observer that drops everything (for tests and callers with nothing to show).
+pub struct Silent;
+
+impl Observer for Silent {
+    fn warn(&self, _message: &str) {}
+}
+
+/// The byte counters of a transfer, shared with whoever displays them.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Bytes read from the source so far.
+    pub read: Counter,
+    /// Bytes written to the destination so far.
+    pub written: Counter,
+}
+
+/// A shared, monotonically increasing byte count.
+#[derive(Debug, Clone, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// The count now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A reader that counts what passes through it.
+pub struct CountingReader<R> {
+    /// The reader counted.
+    pub inner: R,
+    /// The count.
+    pub counter: Counter,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.add(n as u64);
+        Ok(n)
+    }
+}
+
+/// A writer that counts what passes through it.
+pub struct CountingWriter<W> {
+    /// The writer counted.
+    pub inner: W,
+    /// The count.
+    pub counter: Counter,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.counter.add(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
