@@ -32,6 +32,9 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The operation needs a site (a store), and none is configured.
+    #[error("no pgseal store is configured")]
+    NoSite,
     /// A format, key or crypto error from pgseal-core.
     #[error(transparent)]
     Core(#[from] pgseal_core::Error),
@@ -136,7 +139,7 @@ impl Error {
             | Error::Unaudited(_)
             | Error::AuditUnwritable(_) => ErrorKind::Io,
             Error::Tool(_) | Error::ToolUnavailable { .. } => ErrorKind::Database,
-            Error::Usage(_) => ErrorKind::Usage,
+            Error::Usage(_) | Error::NoSite => ErrorKind::Usage,
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Authentication(_) => ErrorKind::Authentication,
             Error::Key(_) => ErrorKind::Key,

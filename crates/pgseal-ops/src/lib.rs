@@ -14,6 +14,8 @@ pub mod error;
 pub mod files;
 pub mod observe;
 pub mod pgtools;
+pub mod session;
 pub mod show;
 
 pub use error::{Error, ErrorKind, Result};
+pub use session::{Actor, Operation, Session, Site};

@@ -10,6 +10,12 @@ pub trait Observer: Send + Sync {
     /// Something the user should know that does not stop the operation.
     fn warn(&self, message: &str);
 
+    /// Something that went wrong besides the operation's own error (which the caller gets),
+    /// such as an audit entry that could not be written.
+    fn error(&self, message: &str) {
+        self.warn(message);
+    }
+
     /// What a tool that succeeded wrote on its standard error (its warnings), control
     /// characters escaped.
     fn tool_output(&self, tool: &str, text: &str) {

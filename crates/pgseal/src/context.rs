@@ -1,279 +1,117 @@
-//! What every command runs with: the configuration, the store (opened on first use), and the
-//! audit entry the command fills in as it learns who, what and how it went.
+//! What every command runs with: the configuration, and the operations layer's session built
+//! from it — the store, the acting identity, the audit entry (see [`pgseal_ops::session`]).
 //!
-//! The entry is written when the command ends, whatever the outcome — failures (a wrong
-//! password, a bad signature, a missing key) are recorded like successes. Without a store
-//! (store-less use with key files only) there is nowhere to write, and nothing is recorded.
+//! The CLI's part is to say who is acting (`$PGSEAL_USER`, the OS user, the host, the SSH
+//! client's address) and how a failure is recorded (its message and exit code); the session
+//! does the rest.
 
-use pgseal_core::time::Timestamp;
-use pgseal_store::{NewAuditEntry, NoStore, Store, StoreError, User, Username};
-use serde_json::{Map, Value};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use pgseal_ops::{Actor, Session, Site};
+use pgseal_store::Username;
+use serde_json::Value;
 
 use crate::config::Config;
-use crate::failure::{CliResult, Failure};
+use crate::failure::{CliResult, ExitCode, Failure};
+
+pub use pgseal_ops::Operation as Audit;
 
 pub struct Context {
     pub config: Option<Config>,
     /// The global `--store` flag as given (for `init`, which makes a new configuration).
     pub store_flag: Option<String>,
-    store: Option<Store>,
-    /// Whether `store` was opened read-only ([`Context::read_store`]).
-    store_read_only: bool,
-    audit: Option<Audit>,
-    /// The entry [`Context::audit_before_commit`] wrote, kept in case the operation then fails.
-    written_early: Option<Audit>,
-}
-
-/// The audit entry of the running command.
-#[derive(Debug, Default, Clone)]
-pub struct Audit {
-    pub action: &'static str,
-    /// The pgseal user acting; else `$PGSEAL_USER` is looked up when the entry is written.
-    pub user_id: Option<i64>,
-    pub backup_creator_id: Option<i64>,
-    pub backup_file: Option<String>,
-    pub signature_valid: Option<bool>,
-    pub details: Map<String, Value>,
-}
-
-impl Audit {
-    pub fn detail(&mut self, key: &str, value: impl Into<Value>) {
-        self.details.insert(key.to_owned(), value.into());
-    }
+    session: Session,
 }
 
 impl Context {
-    pub fn new(config: Option<Config>, store_flag: Option<String>) -> Self {
-        Context {
+    pub fn new(config: Option<Config>, store_flag: Option<String>) -> CliResult<Self> {
+        let session = Session::new(
+            config.as_ref().map(site),
+            actor()?,
+            Arc::new(crate::progress::Terminal),
+            describe,
+        );
+        Ok(Context {
             config,
             store_flag,
-            store: None,
-            store_read_only: false,
-            audit: None,
-            written_early: None,
-        }
+            session,
+        })
     }
 
     /// The configuration, or an error that says how to make one.
     pub fn config(&self) -> CliResult<&Config> {
-        self.config.as_ref().ok_or_else(no_store)
+        self.config.as_ref().ok_or(Failure::NoSite)
     }
 
-    /// The store, opened and migrated on first use (reopened for writing if a read-only
-    /// command opened it first). It must exist: a missing, empty (0-byte) or schema-less store
-    /// is refused (exit 2), never silently re-created — only `init` and `import-django` make
-    /// one ([`create_store`](Self::create_store)).
-    pub fn store(&mut self) -> CliResult<&mut Store> {
-        match self.existing_store()? {
-            Ok(store) => Ok(store),
-            Err(absent) => Err(no_store_there(&absent)),
-        }
+    /// Replaces the configuration (`init` just made one).
+    pub fn set_config(&mut self, config: Config) {
+        self.session.set_site(site(&config));
+        self.config = Some(config);
     }
 
-    /// The store if it exists; `Ok(Err(..))` says why there is none (for `audit verify`, which
-    /// reports a missing or emptied store as a finding). Other failures to open it are errors.
-    pub fn existing_store(&mut self) -> CliResult<Result<&mut Store, NoStore>> {
-        if self.store.is_none() || self.store_read_only {
-            let url = self.config()?.store.clone();
-            match Store::open_existing(&url) {
-                Ok(store) => {
-                    self.store = Some(store);
-                    self.store_read_only = false;
-                }
-                Err(StoreError::NoStore(absent)) => return Ok(Err(absent)),
-                Err(e) => return Err(open_failure(&url, e)),
-            }
-        }
-        Ok(Ok(self.store.as_mut().expect("opened just above")))
-    }
-
-    /// The store for a command that only reads: opened read-only (nothing created, migrated
-    /// or written), so it works on a store the caller may read but not write.
-    pub fn read_store(&mut self) -> CliResult<&mut Store> {
-        if self.store.is_none() {
-            let url = self.config()?.store.clone();
-            let store = Store::open_read_only(&url).map_err(|e| match e {
-                StoreError::NoStore(absent) => no_store_there(&absent),
-                e => open_failure(&url, e),
-            })?;
-            self.store = Some(store);
-            self.store_read_only = true;
-        }
-        Ok(self.store.as_mut().expect("opened just above"))
-    }
-
-    /// Opens the configured store, creating it if there is none: for the commands that make a
-    /// store (`init`, `import-django`).
-    pub fn create_store(&mut self) -> CliResult<&mut Store> {
-        if self.store.is_none() || self.store_read_only {
-            let url = self.config()?.store.clone();
-            let store = Store::open(&url).map_err(|e| open_failure(&url, e))?;
-            self.store = Some(store);
-            self.store_read_only = false;
-        }
-        Ok(self.store.as_mut().expect("opened just above"))
-    }
-
-    /// The store if one is configured; `None` for store-less use.
-    pub fn store_if_configured(&mut self) -> CliResult<Option<&mut Store>> {
-        if self.config.is_none() {
-            return Ok(None);
-        }
-        self.store().map(Some)
-    }
-
-    /// The audit log's head, for a new file's header (`None` without a store or entries).
-    pub fn audit_anchor(&mut self) -> CliResult<Option<pgseal_core::v2::AuditAnchor>> {
-        let Some(store) = self.store_if_configured()? else {
-            return Ok(None);
-        };
-        let Some((seq, hash)) = store.audit_head().map_err(store_failure)? else {
-            return Ok(None);
-        };
-        let bytes = decode_hex32(&hash).ok_or_else(|| {
-            Failure::invalid(format!(
-                "the audit log holds a malformed hash at entry {seq}"
-            ))
-        })?;
-        Ok(Some(pgseal_core::v2::AuditAnchor {
-            seq: seq as u64,
-            entry_hash: bytes,
-        }))
-    }
-
-    /// Starts the audit entry for this command.
-    pub fn audit(&mut self, action: &'static str) -> &mut Audit {
-        self.audit.insert(Audit {
-            action,
-            ..Audit::default()
-        })
-    }
-
-    /// The audit entry being filled, if the command started one.
-    pub fn audit_mut(&mut self) -> Option<&mut Audit> {
-        self.audit.as_mut()
-    }
-
-    /// The entry that will record how the command ended: the one being filled, or, once that
-    /// was written before committing, the copy a later failure is recorded from.
-    pub fn outcome_audit_mut(&mut self) -> Option<&mut Audit> {
-        self.audit.as_mut().or(self.written_early.as_mut())
-    }
-
-    /// Writes the command's audit entry with its outcome. Fail closed: an operation whose entry
-    /// cannot be written is reported failed (exit 1), even if it otherwise succeeded.
+    /// Writes the command's audit entry with its outcome (fail closed).
     pub fn finish(mut self, result: CliResult) -> CliResult {
-        let Some(audit) = self.audit.take() else {
-            // Its entry was written before it committed, as a success; it failed after all
-            // (pg_restore refused the data, a signal stopped it): say so in a second entry.
-            if let (Some(mut early), Err(_)) = (self.written_early.take(), &result) {
-                early.detail("after_entry_written_before_commit", true);
-                let _ = self.record(early, result.as_ref().err());
-            }
-            return result;
-        };
-        match (self.record(audit, result.as_ref().err()), result) {
-            (_, Err(f)) => Err(f),
-            (Err(audit_failure), Ok(())) => Err(Failure::Unaudited(Box::new(audit_failure))),
-            (Ok(()), Ok(())) => Ok(()),
-        }
-    }
-
-    /// Writes this command's audit entry now, as a success, before its output is made final:
-    /// if the entry cannot be written, the caller does not commit (decrypted files, restores).
-    pub fn audit_before_commit(&mut self) -> CliResult {
-        match self.audit.take() {
-            Some(audit) => {
-                let copy = audit.clone();
-                self.record(audit, None)?;
-                self.written_early = Some(copy);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Writes, now, a separate entry `action` saying the running command has begun something
-    /// that cannot be taken back (plaintext streaming out as it verifies), with the command's
-    /// who and what so far. Fail closed: if it cannot be written the caller must not begin.
-    /// The command's own entry, with the outcome, is still written when it ends.
-    pub fn audit_start(&mut self, action: &'static str) -> CliResult {
-        let Some(current) = self.audit.as_ref() else {
-            return Ok(());
-        };
-        let start = Audit {
-            action,
-            user_id: current.user_id,
-            backup_creator_id: current.backup_creator_id,
-            backup_file: current.backup_file.clone(),
-            signature_valid: None,
-            details: current.details.clone(),
-        };
-        self.record(start, None)
-    }
-
-    /// Records one operation of a multi-operation command (`backup --all`, `rewrap`) as it ends,
-    /// failing it closed: an operation whose entry cannot be written counts as failed.
-    pub fn record_outcome<T>(&mut self, audit: Audit, result: CliResult<T>) -> CliResult<T> {
-        match (self.record(audit, result.as_ref().err()), result) {
-            (Err(f), Ok(_)) => Err(f),
-            (_, r) => r,
-        }
-    }
-
-    /// Writes one audit entry now (commands that are several operations, like `backup --all`,
-    /// record each as it ends), for an operation that failed with `failure` or succeeded.
-    pub fn record(&mut self, mut audit: Audit, failure: Option<&Failure>) -> CliResult {
-        if self.config.is_none() {
-            return Ok(());
-        }
-        if let Some(f) = failure {
-            audit.detail("error", crate::failure::message(f));
-            audit.detail("exit_code", crate::failure::ExitCode::of(f) as i32);
-        }
-        if failure.is_some()
-            && let Ok(Err(absent)) = self.existing_store()
-        {
-            // The command failed for want of its store (that is its error): there is nowhere to
-            // record it, and saying so twice helps no one.
-            return Err(no_store_there(&absent));
-        }
-        let written = self.store().and_then(|store| {
-            let user_id = match audit.user_id {
-                Some(id) => Some(id),
-                None => acting_user(store)?.map(|u| u.id),
-            };
-            let entry = NewAuditEntry {
-                action: audit.action.to_owned(),
-                user_id,
-                os_user: os_user(),
-                backup_creator_id: audit.backup_creator_id,
-                backup_file: audit.backup_file.clone(),
-                success: failure.is_none(),
-                signature_valid: audit.signature_valid,
-                timestamp: Timestamp::now(),
-                host: host_name(),
-                ip_address: Some(ip_address()),
-                details: Value::Object(audit.details.clone()).to_string(),
-            };
-            store.append_audit(&entry).map_err(Failure::AuditUnwritable)
-        });
-        written.map(|_| ()).map_err(|f| {
-            eprintln!("pgseal: error: the audit entry could not be written: {f}");
-            f
-        })
+        self.session.finish(result)
     }
 }
 
-/// The pgseal user named by `$PGSEAL_USER`, if set.
-pub fn acting_user(store: &mut Store) -> CliResult<Option<User>> {
-    match std::env::var("PGSEAL_USER").ok().filter(|v| !v.is_empty()) {
-        Some(name) => {
-            let name = username(&name).map_err(|f| Failure::usage(format!("PGSEAL_USER: {f}")))?;
-            Ok(Some(store.user(&name).map_err(store_failure)?))
-        }
-        None => Ok(None),
+impl Deref for Context {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
     }
+}
+
+impl DerefMut for Context {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
+/// The site the operations layer sees in a configuration.
+fn site(c: &Config) -> Site {
+    Site {
+        store: c.store.clone(),
+        backup_dir: c.backup_dir.clone(),
+        user_keys_dir: c.user_keys_dir.clone(),
+        server_keys_dir: c.server_keys_dir.clone(),
+        signature_required: c.signature_required,
+        rsa_key_size: c.rsa_key_size,
+        retention_days: c.retention_days,
+    }
+}
+
+/// Who is acting: the pgseal user `$PGSEAL_USER` names (if set), the OS user, this host, and
+/// the SSH client's address (else this host's).
+fn actor() -> CliResult<Actor> {
+    let user = match std::env::var("PGSEAL_USER").ok().filter(|v| !v.is_empty()) {
+        Some(name) => {
+            Some(username(&name).map_err(|f| Failure::usage(format!("PGSEAL_USER: {f}")))?)
+        }
+        None => None,
+    };
+    Ok(Actor {
+        user,
+        os_user: os_user(),
+        host: host_name(),
+        address: Some(ip_address()),
+    })
+}
+
+/// A failure as its audit entry records it: what the user was told, and the exit code.
+fn describe(failure: &Failure) -> (String, i32) {
+    (
+        crate::failure::message(failure),
+        ExitCode::of(failure) as i32,
+    )
+}
+
+/// The acting pgseal user's record, if `$PGSEAL_USER` names one.
+pub fn acting_user(ctx: &mut Context) -> CliResult<Option<pgseal_store::User>> {
+    let actor = ctx.actor().clone();
+    pgseal_ops::session::acting_user(ctx.store()?, &actor)
 }
 
 /// A user name from outside (the command line, the environment), checked before it is used:
@@ -281,24 +119,6 @@ pub fn acting_user(store: &mut Store) -> CliResult<Option<User>> {
 pub fn username(text: &str) -> CliResult<Username> {
     Username::parse(text)
         .map_err(|e| Failure::usage(format!("{e}; {}", pgseal_store::username::RULE)))
-}
-
-fn open_failure(url: &pgseal_store::StoreUrl, e: StoreError) -> Failure {
-    // `url` displays without its password.
-    let message = format!("opening the store {url}: {e}");
-    Failure::from(e).context(message)
-}
-
-/// A configured store that is not there (missing, empty, no schema): the user's to fix.
-pub fn no_store_there(absent: &NoStore) -> Failure {
-    Failure::usage(absent.to_string())
-}
-
-pub fn no_store() -> Failure {
-    Failure::usage(
-        "no pgseal store is configured: run `pgseal init --dir DIR`, or point at one with \
-         --config FILE, PGSEAL_CONFIG or --store URL",
-    )
 }
 
 /// A store error as a command's failure (its kind decides the exit code: conflicts and missing
@@ -356,15 +176,4 @@ pub fn ip_address() -> String {
 /// JSON for an optional value.
 pub fn opt<T: Into<Value>>(v: Option<T>) -> Value {
     v.map_or(Value::Null, Into::into)
-}
-
-fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }

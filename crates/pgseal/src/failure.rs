@@ -92,6 +92,10 @@ pub fn message(failure: &Failure) -> String {
             }
             _ => e.to_string(),
         },
+        Failure::NoSite => format!(
+            "{failure}: run `pgseal init --dir DIR`, or point at one with --config FILE, \
+             PGSEAL_CONFIG or --store URL"
+        ),
         Failure::ToolUnavailable { .. } => format!(
             "{failure} (install the PostgreSQL client tools, or point --pg-bin / \
              POSTGRESQL_BIN_PATH at them)"

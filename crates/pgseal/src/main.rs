@@ -47,7 +47,10 @@ fn main() {
         Ok(c) => c,
         Err(failure) => fail(&failure, json),
     };
-    let mut ctx = context::Context::new(config, cli.store.clone());
+    let mut ctx = match context::Context::new(config, cli.store.clone()) {
+        Ok(ctx) => ctx,
+        Err(failure) => fail(&failure, json),
+    };
     let result = cmd::run(cli.command, &mut ctx);
     let command_failed = result.is_err();
     if let Err(failure) = ctx.finish(result) {

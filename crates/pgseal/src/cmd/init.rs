@@ -59,7 +59,7 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
     let _ = std::fs::remove_file(&scratch);
     let mut config = config?.expect("an explicit config file always yields a configuration");
     config.file = Some(config_path.clone());
-    ctx.config = Some(config);
+    ctx.set_config(config);
     ctx.audit(actions::INIT)
         .detail("dir", dir.display().to_string());
     // `init` is what makes a store; every other command refuses one that is not there.

@@ -336,7 +336,7 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
     refuse_existing(&[&key_path, &pub_path], true)?;
     if args.force {
         // Without the old key, only an admin may replace it — and says who they are.
-        let admin = match crate::context::acting_user(ctx.store()?)? {
+        let admin = match crate::context::acting_user(ctx)? {
             Some(u) if u.role == Role::Admin && u.is_active => u,
             _ => {
                 return Err(Failure::usage(
