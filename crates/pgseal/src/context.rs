@@ -6,7 +6,9 @@
 //! (store-less use with key files only) there is nowhere to write, and nothing is recorded.
 
 use pgseal_core::time::Timestamp;
-use pgseal_store::{NewAuditEntry, NoStore, Store, StoreError, User, Username};
+use pgseal_store::{
+    Action, NewAuditEntry, NoStore, NoStoreReason, Store, StoreError, User, Username,
+};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -25,9 +27,9 @@ pub struct Context {
 }
 
 /// The audit entry of the running command.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Audit {
-    pub action: &'static str,
+    pub action: Action,
     /// The pgseal user acting; else `$PGSEAL_USER` is looked up when the entry is written.
     pub user_id: Option<i64>,
     pub backup_creator_id: Option<i64>,
@@ -37,6 +39,18 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// A new entry for `action`, nothing else known yet.
+    pub fn new(action: Action) -> Self {
+        Audit {
+            action,
+            user_id: None,
+            backup_creator_id: None,
+            backup_file: None,
+            signature_valid: None,
+            details: Map::new(),
+        }
+    }
+
     pub fn detail(&mut self, key: &str, value: impl Into<Value>) {
         self.details.insert(key.to_owned(), value.into());
     }
@@ -127,26 +141,24 @@ impl Context {
         let Some(store) = self.store_if_configured()? else {
             return Ok(None);
         };
-        let Some((seq, hash)) = store.audit_head().map_err(store_failure)? else {
+        let head = store.audit_head().map_err(|e| match e {
+            StoreError::MalformedAuditHash { seq } => Failure::invalid(format!(
+                "the audit log holds a malformed hash at entry {seq}"
+            )),
+            e => store_failure(e),
+        })?;
+        let Some((seq, hash)) = head else {
             return Ok(None);
         };
-        let bytes = decode_hex32(&hash).ok_or_else(|| {
-            Failure::invalid(format!(
-                "the audit log holds a malformed hash at entry {seq}"
-            ))
-        })?;
         Ok(Some(pgseal_core::v2::AuditAnchor {
             seq: seq as u64,
-            entry_hash: bytes,
+            entry_hash: hash.into(),
         }))
     }
 
     /// Starts the audit entry for this command.
-    pub fn audit(&mut self, action: &'static str) -> &mut Audit {
-        self.audit.insert(Audit {
-            action,
-            ..Audit::default()
-        })
+    pub fn audit(&mut self, action: Action) -> &mut Audit {
+        self.audit.insert(Audit::new(action))
     }
 
     /// The audit entry being filled, if the command started one.
@@ -204,7 +216,7 @@ impl Context {
     /// that cannot be taken back (plaintext streaming out as it verifies), with the command's
     /// who and what so far. Fail closed: if it cannot be written the caller must not begin.
     /// The command's own entry, with the outcome, is still written when it ends.
-    pub fn audit_start(&mut self, action: &'static str) -> CliResult {
+    pub fn audit_start(&mut self, action: Action) -> CliResult {
         let Some(current) = self.audit.as_ref() else {
             return Ok(());
         };
@@ -255,7 +267,7 @@ impl Context {
                 None => acting_user(store)?.map(|u| u.id),
             };
             let entry = NewAuditEntry {
-                action: audit.action.to_owned(),
+                action: audit.action.clone(),
                 user_id,
                 os_user: os_user(),
                 backup_creator_id: audit.backup_creator_id,
@@ -301,13 +313,36 @@ fn open_failure(url: &pgseal_store::StoreUrl, e: StoreError) -> Failure {
         StoreError::BadUrl(_) => crate::failure::ExitCode::Usage,
         _ => crate::failure::ExitCode::Io,
     };
+    let hint = match e {
+        StoreError::SchemaTooOld { .. } => {
+            ": run a command that writes (`pgseal user add`, a backup) with write access to the \
+             store first"
+        }
+        _ => "",
+    };
     // `url` displays without its password.
-    Failure::new(code, format!("opening the store {url}: {e}"))
+    Failure::new(code, format!("opening the store {url}: {e}{hint}"))
 }
 
 /// A configured store that is not there (missing, empty, no schema): the user's to fix.
 pub fn no_store_there(absent: &NoStore) -> Failure {
-    Failure::usage(absent.to_string())
+    Failure::usage(no_store_message(absent))
+}
+
+/// What is missing where, and what to do about it.
+pub fn no_store_message(absent: &NoStore) -> String {
+    let advice = match absent.reason {
+        NoStoreReason::Missing => {
+            "pgseal never creates a store by accident; `pgseal init` makes a new site, or point \
+             --store (or the config) at the existing store"
+        }
+        NoStoreReason::Empty | NoStoreReason::NoSchema => {
+            "a pgseal store always holds its schema and audit log, so this one was truncated, \
+             emptied or never initialised; restore it from a copy (`pgseal init` makes a new \
+             site)"
+        }
+    };
+    format!("{absent}: {advice}")
 }
 
 pub fn no_store() -> Failure {
@@ -317,16 +352,30 @@ pub fn no_store() -> Failure {
     )
 }
 
-/// Maps store errors to exit codes: conflicts and missing things are the user's to fix.
+/// Maps store errors to exit codes — conflicts and missing things are the user's to fix — and
+/// adds the command that fixes them, where there is one.
 pub fn store_failure(e: pgseal_store::StoreError) -> Failure {
     use pgseal_store::StoreError as E;
     let code = match &e {
-        E::Conflict(_) | E::NotFound(_) | E::BadUrl(_) | E::NoStore(_) => {
-            crate::failure::ExitCode::Usage
-        }
+        E::Conflict(_)
+        | E::NotFound(_)
+        | E::UnknownUser(_)
+        | E::ActiveServerKeyExists(_)
+        | E::ActiveUserKeyExists(_)
+        | E::BadUrl(_)
+        | E::NoStore(_) => crate::failure::ExitCode::Usage,
         _ => crate::failure::ExitCode::Io,
     };
-    Failure::new(code, e.to_string())
+    let message = match &e {
+        E::UnknownUser(name) => format!("{e}; add one with `pgseal user add {name}`"),
+        E::ActiveServerKeyExists(_) => {
+            format!("{e}; rotate it with `pgseal server-key rotate`")
+        }
+        E::ActiveUserKeyExists(_) => format!("{e}; rotate it with `pgseal user-key rotate`"),
+        E::NoStore(absent) => no_store_message(absent),
+        _ => e.to_string(),
+    };
+    Failure::new(code, message)
 }
 
 pub fn os_user() -> Option<String> {
@@ -378,15 +427,4 @@ pub fn ip_address() -> String {
 /// JSON for an optional value.
 pub fn opt<T: Into<Value>>(v: Option<T>) -> Value {
     v.map_or(Value::Null, Into::into)
-}
-
-fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }

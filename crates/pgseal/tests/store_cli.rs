@@ -277,7 +277,11 @@ fn users_are_listed_shown_and_disabled() {
     assert!(stderr(&o).contains("disabled"));
     // The disabled user's key still verifies what they signed before: export keeps working.
     ok(&site.run(&["user-key", "export", "system_backup"]));
-    let actions: Vec<String> = site.audit().into_iter().map(|e| e.entry.action).collect();
+    let actions: Vec<String> = site
+        .audit()
+        .into_iter()
+        .map(|e| e.entry.action.into())
+        .collect();
     assert!(
         actions.contains(&"USER_ADD".to_owned()) && actions.contains(&"USER_DISABLE".to_owned())
     );
@@ -443,7 +447,7 @@ fn postgres_store_end_to_end_and_racing_generate() {
         .audit_entries(100)
         .unwrap()
         .into_iter()
-        .map(|e| (e.entry.action, e.entry.success))
+        .map(|e| (e.entry.action.into(), e.entry.success))
         .collect();
     for expected in [
         ("USER_ADD", true),
