@@ -428,3 +428,80 @@ pub fn ip_address() -> String {
 pub fn opt<T: Into<Value>>(v: Option<T>) -> Value {
     v.map_or(Value::Null, Into::into)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::ExitCode;
+    use pgseal_core::Fingerprint;
+    use pgseal_store::StoreUrl;
+
+    /// The store says what is wrong; the CLI adds the command that fixes it, so the messages
+    /// read as they always have.
+    #[test]
+    fn store_errors_get_the_command_that_fixes_them() {
+        let carol = Username::parse("carol").unwrap();
+        let f = store_failure(StoreError::UnknownUser(carol));
+        assert_eq!(f.code, ExitCode::Usage);
+        assert_eq!(
+            f.message,
+            "no user named carol; add one with `pgseal user add carol`"
+        );
+
+        let fp = Fingerprint::from_bytes([1; 32]);
+        let f = store_failure(StoreError::ActiveServerKeyExists(fp));
+        assert_eq!(f.code, ExitCode::Usage);
+        assert_eq!(
+            f.message,
+            format!(
+                "an active server key already exists ({fp}); rotate it with `pgseal server-key rotate`"
+            )
+        );
+        let f = store_failure(StoreError::ActiveUserKeyExists(fp));
+        assert_eq!(f.code, ExitCode::Usage);
+        assert_eq!(
+            f.message,
+            format!(
+                "the user already has an active key ({fp}); rotate it with `pgseal user-key rotate`"
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_store_says_how_to_make_or_find_one() {
+        let absent = |reason| NoStore {
+            store: "sqlite:/srv/pgseal/pgseal.db".into(),
+            reason,
+        };
+        let missing = absent(NoStoreReason::Missing);
+        let expected = "no store file at sqlite:/srv/pgseal/pgseal.db: pgseal never creates a \
+                        store by accident; `pgseal init` makes a new site, or point --store (or \
+                        the config) at the existing store";
+        assert_eq!(no_store_there(&missing).message, expected);
+        let f = store_failure(StoreError::NoStore(missing));
+        assert_eq!((f.code, f.message.as_str()), (ExitCode::Usage, expected));
+        assert_eq!(
+            no_store_message(&absent(NoStoreReason::Empty)),
+            "an empty (0-byte) store file at sqlite:/srv/pgseal/pgseal.db: a pgseal store always \
+             holds its schema and audit log, so this one was truncated, emptied or never \
+             initialised; restore it from a copy (`pgseal init` makes a new site)"
+        );
+        assert!(
+            no_store_message(&absent(NoStoreReason::NoSchema))
+                .starts_with("no pgseal schema at sqlite:/srv/pgseal/pgseal.db: a pgseal store")
+        );
+    }
+
+    #[test]
+    fn a_store_too_old_to_read_says_how_to_upgrade_it() {
+        let url = StoreUrl::Sqlite("/srv/pgseal/pgseal.db".into());
+        let f = open_failure(&url, StoreError::SchemaTooOld { found: 2, known: 3 });
+        assert_eq!(f.code, ExitCode::Io);
+        assert_eq!(
+            f.message,
+            "opening the store sqlite:/srv/pgseal/pgseal.db: the store's schema is version 2, \
+             older than this pgseal's (3); reading does not upgrade it: run a command that writes \
+             (`pgseal user add`, a backup) with write access to the store first"
+        );
+    }
+}
