@@ -41,6 +41,15 @@ pub enum Error {
     /// A store error.
     #[error(transparent)]
     Store(#[from] pgseal_store::StoreError),
+    /// The store could not be opened.
+    #[error("opening the store {url}: {source}")]
+    OpenStore {
+        /// The store, as shown to users (no password).
+        url: String,
+        /// Why.
+        #[source]
+        source: pgseal_store::StoreError,
+    },
     /// Reading or writing failed while doing `context`.
     #[error("{context}: {source}")]
     Io {
@@ -131,9 +140,20 @@ impl Error {
                 Core::Authentication => ErrorKind::Authentication,
                 Core::Key => ErrorKind::Key,
             },
-            Error::Store(S::Conflict(_) | S::NotFound(_) | S::BadUrl(_) | S::NoStore(_)) => {
-                ErrorKind::Usage
-            }
+            Error::Store(
+                S::Conflict(_)
+                | S::NotFound(_)
+                | S::UnknownUser(_)
+                | S::ActiveServerKeyExists(_)
+                | S::ActiveUserKeyExists(_)
+                | S::BadUrl(_)
+                | S::NoStore(_),
+            )
+            | Error::OpenStore {
+                source: S::BadUrl(_),
+                ..
+            } => ErrorKind::Usage,
+            Error::OpenStore { .. } => ErrorKind::Io,
             Error::Store(_)
             | Error::Io { .. }
             | Error::Unaudited(_)

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pgseal_core::time::Timestamp;
-use pgseal_store::{NewAuditEntry, NoStore, Store, StoreError, StoreUrl, User, Username};
+use pgseal_store::{Action, NewAuditEntry, NoStore, Store, StoreError, StoreUrl, User, Username};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -52,10 +52,10 @@ pub struct Actor {
 }
 
 /// The audit entry of an operation, filled in as it goes.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Operation {
-    /// The action recorded (`pgseal_store::actions`).
-    pub action: &'static str,
+    /// What was done.
+    pub action: Action,
     /// The pgseal user acting, when the operation knows it better than the [`Actor`].
     pub user_id: Option<i64>,
     /// The creator of the backup concerned.
@@ -70,10 +70,14 @@ pub struct Operation {
 
 impl Operation {
     /// An entry for `action`.
-    pub fn new(action: &'static str) -> Self {
+    pub fn new(action: Action) -> Self {
         Operation {
             action,
-            ..Operation::default()
+            user_id: None,
+            backup_creator_id: None,
+            backup_file: None,
+            signature_valid: None,
+            details: Map::new(),
         }
     }
 
@@ -216,22 +220,23 @@ impl Session {
         let Some(store) = self.store_if_configured()? else {
             return Ok(None);
         };
-        let Some((seq, hash)) = store.audit_head()? else {
+        let head = store.audit_head().map_err(|e| match e {
+            StoreError::MalformedAuditHash { seq } => Error::invalid(format!(
+                "the audit log holds a malformed hash at entry {seq}"
+            )),
+            e => e.into(),
+        })?;
+        let Some((seq, hash)) = head else {
             return Ok(None);
         };
-        let entry_hash = decode_hash(&hash).ok_or_else(|| {
-            Error::invalid(format!(
-                "the audit log holds a malformed hash at entry {seq}"
-            ))
-        })?;
         Ok(Some(pgseal_core::v2::AuditAnchor {
             seq: seq as u64,
-            entry_hash,
+            entry_hash: hash.into(),
         }))
     }
 
     /// Starts the audit entry for this operation.
-    pub fn audit(&mut self, action: &'static str) -> &mut Operation {
+    pub fn audit(&mut self, action: Action) -> &mut Operation {
         self.audit.insert(Operation::new(action))
     }
 
@@ -284,7 +289,7 @@ impl Session {
     /// that cannot be taken back (plaintext streaming out as it verifies), with the operation's
     /// who and what so far. Fail closed: if it cannot be written the caller must not begin.
     /// The operation's own entry, with the outcome, is still written when it ends.
-    pub fn audit_start(&mut self, action: &'static str) -> Result<()> {
+    pub fn audit_start(&mut self, action: Action) -> Result<()> {
         let Some(current) = self.audit.as_ref() else {
             return Ok(());
         };
@@ -332,7 +337,7 @@ impl Session {
                 None => acting_user(store, &actor)?.map(|u| u.id),
             };
             let entry = NewAuditEntry {
-                action: audit.action.to_owned(),
+                action: audit.action.clone(),
                 user_id,
                 os_user: actor.os_user.clone(),
                 backup_creator_id: audit.backup_creator_id,
@@ -362,11 +367,9 @@ pub fn acting_user(store: &mut Store, actor: &Actor) -> Result<Option<User>> {
 }
 
 fn open_failure(url: &StoreUrl, e: StoreError) -> Error {
-    // `url` displays without its password.
-    let message = format!("opening the store {url}: {e}");
-    Error::from(e).context(message)
-}
-
-fn decode_hash(text: &str) -> Option<[u8; 32]> {
-    hex::decode(text).ok()?.try_into().ok()
+    Error::OpenStore {
+        // Displays without its password.
+        url: url.to_string(),
+        source: e,
+    }
 }

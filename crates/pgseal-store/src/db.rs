@@ -10,10 +10,15 @@ use crate::error::{Result, StoreError};
 /// A value passed to or read from a statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// SQL `NULL`.
     Null,
+    /// An integer (any width).
     Int(i64),
+    /// Text (JSON included).
     Text(String),
+    /// A boolean (SQLite keeps it as 0 or 1).
     Bool(bool),
+    /// A point in time (SQLite keeps it as milliseconds since the epoch).
     Time(Timestamp),
 }
 
@@ -65,11 +70,13 @@ impl Row {
             .ok_or_else(|| StoreError::Corrupt(format!("row has no column {i}")))
     }
 
+    /// Column `i`, an integer that must not be `NULL`.
     pub fn int(&self, i: usize) -> Result<i64> {
         self.opt_int(i)?
             .ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }
 
+    /// Column `i`, an integer or `NULL`.
     pub fn opt_int(&self, i: usize) -> Result<Option<i64>> {
         match self.at(i)? {
             Value::Null => Ok(None),
@@ -80,11 +87,13 @@ impl Row {
         }
     }
 
+    /// Column `i`, text that must not be `NULL`.
     pub fn text(&self, i: usize) -> Result<String> {
         self.opt_text(i)?
             .ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }
 
+    /// Column `i`, text or `NULL`.
     pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
         match self.at(i)? {
             Value::Null => Ok(None),
@@ -95,11 +104,13 @@ impl Row {
         }
     }
 
+    /// Column `i`, a boolean that must not be `NULL`.
     pub fn bool(&self, i: usize) -> Result<bool> {
         self.opt_bool(i)?
             .ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }
 
+    /// Column `i`, a boolean or `NULL`.
     pub fn opt_bool(&self, i: usize) -> Result<Option<bool>> {
         match self.at(i)? {
             Value::Null => Ok(None),
@@ -111,11 +122,13 @@ impl Row {
         }
     }
 
+    /// Column `i`, a time that must not be `NULL`.
     pub fn time(&self, i: usize) -> Result<Timestamp> {
         self.opt_time(i)?
             .ok_or_else(|| StoreError::Corrupt(format!("column {i} is NULL")))
     }
 
+    /// Column `i`, a time or `NULL`.
     pub fn opt_time(&self, i: usize) -> Result<Option<Timestamp>> {
         match self.at(i)? {
             Value::Null => Ok(None),
@@ -131,7 +144,9 @@ impl Row {
 /// The SQL flavour, for the few places the two databases differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
+    /// SQLite.
     Sqlite,
+    /// PostgreSQL.
     Postgres,
 }
 
@@ -151,6 +166,7 @@ impl Dialect {
 
 /// A connection to one backend.
 pub trait Db: Send {
+    /// Which database this is.
     fn dialect(&self) -> Dialect;
 
     /// Runs one statement; returns the number of rows changed.
@@ -165,7 +181,9 @@ pub trait Db: Send {
     /// Starts a transaction that will write (SQLite takes the write lock now, so two writers
     /// queue instead of deadlocking on upgrade).
     fn begin_write(&mut self) -> Result<()>;
+    /// Commits the transaction [`begin_write`](Self::begin_write) started.
     fn commit(&mut self) -> Result<()>;
+    /// Rolls back the transaction [`begin_write`](Self::begin_write) started.
     fn rollback(&mut self) -> Result<()>;
 
     /// Takes the lock that serializes migrations between processes, inside a transaction.

@@ -9,48 +9,76 @@ use crate::postgres::PostgresDb;
 /// A row of `auth_user`, with the three columns the legacy system added.
 #[derive(Debug, Clone)]
 pub struct DjangoUser {
+    /// `id`: kept as the pgseal user's id (legacy files carry it).
     pub id: i64,
+    /// `username`, as Django stored it (not yet checked against pgseal's rule).
     pub username: String,
+    /// `is_active`.
     pub is_active: bool,
+    /// `is_superuser`: superusers become admins.
     pub is_superuser: bool,
+    /// `public_key_pem`: the user's signing public key, if they had one.
     pub public_key_pem: Option<String>,
+    /// `key_generated_at`.
     pub key_generated_at: Option<Timestamp>,
 }
 
 /// A row of `tenancy_server_key`.
 #[derive(Debug, Clone)]
 pub struct DjangoServerKey {
+    /// `id`.
     pub id: i64,
+    /// `private_key_pem`: encrypted under the legacy `SERVER_KEY_PASSWORD`.
     pub private_key_pem: String,
+    /// `public_key_pem`.
     pub public_key_pem: String,
+    /// `key_size` (4096 when `NULL`).
     pub key_size: i64,
+    /// `fingerprint`: the legacy system's fingerprint.
     pub fingerprint: String,
+    /// `is_active` (`false` when `NULL`).
     pub is_active: bool,
+    /// `created_at` (the epoch when `NULL`).
     pub created_at: Timestamp,
+    /// `rotated_from_id`.
     pub rotated_from_id: Option<i64>,
+    /// `notes`.
     pub notes: Option<String>,
 }
 
 /// A row of `tenancy_encryption_audit_log`.
 #[derive(Debug, Clone)]
 pub struct DjangoAuditRow {
+    /// `id`: recorded so a re-run imports the row once.
     pub id: i64,
+    /// `action`, whatever text it holds (pgseal's chain keeps it exactly).
     pub action: String,
+    /// `user_id`.
     pub user_id: Option<i64>,
+    /// `backup_creator_id`.
     pub backup_creator_id: Option<i64>,
+    /// `backup_file`.
     pub backup_file: Option<String>,
+    /// `success` (`true` when `NULL`).
     pub success: bool,
+    /// `signature_valid`.
     pub signature_valid: Option<bool>,
+    /// `timestamp` (the epoch when `NULL`).
     pub timestamp: Timestamp,
+    /// `ip_address`, as text.
     pub ip_address: Option<String>,
+    /// `details` as JSON text (`{}` when `NULL`).
     pub details: String,
 }
 
 /// Everything `import-django` reads.
 #[derive(Debug, Clone, Default)]
 pub struct DjangoExport {
+    /// `auth_user`, by id.
     pub users: Vec<DjangoUser>,
+    /// `tenancy_server_key`, by id.
     pub server_keys: Vec<DjangoServerKey>,
+    /// `tenancy_encryption_audit_log`, by id.
     pub audit: Vec<DjangoAuditRow>,
 }
 
@@ -58,11 +86,9 @@ pub struct DjangoExport {
 pub fn read(url: &str) -> Result<DjangoExport> {
     let mut db = PostgresDb::connect(url)?;
     let missing = |table: &str, e: StoreError| match e {
-        StoreError::Backend { message, .. } if message.contains("does not exist") => {
-            StoreError::NotFound(format!(
-                "{table} not found: is this the legacy system's database? ({message})"
-            ))
-        }
+        StoreError::NoSuchTable { message, .. } => StoreError::NotFound(format!(
+            "{table} not found: is this the legacy system's database? ({message})"
+        )),
         other => other,
     };
     let users = db

@@ -8,11 +8,18 @@
 //! The database enforces the invariants that matter, not the code: at most one active server
 //! key, at most one active key per user, unique fingerprints and user names. Two pgseal
 //! processes racing to break one of them get one success and one [`StoreError::Conflict`].
+//!
+//! Hashes are [`Hash32`] values and audit actions an [`Action`]; the database keeps their text
+//! (hex, the action's name), which is what the audit chain ([`chain`]) hashes.
 
+#![warn(missing_docs)]
+
+mod action;
 pub mod chain;
 pub mod db;
 pub mod django;
 mod error;
+mod hash;
 pub mod migrations;
 pub mod model;
 mod postgres;
@@ -24,7 +31,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+pub use action::{Action, OtherAction};
 pub use error::{NoStore, NoStoreReason, Result, StoreError};
+pub use hash::{Hash32, InvalidHash32};
 pub use model::*;
 pub use store::Store;
 pub use username::{InvalidUsername, Username};
@@ -33,7 +42,9 @@ pub use username::{InvalidUsername, Username};
 /// Unix socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
+    /// An SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (it may hold a password: show it with `Display`).
     Postgres(String),
 }
 

@@ -16,12 +16,17 @@ use crate::db::{Db, Dialect, in_transaction};
 use crate::error::{Result, StoreError};
 use pgseal_core::time::Timestamp;
 
+/// One step of the schema.
 pub struct Migration {
+    /// Its number: migrations run in this order, each once.
     pub version: i64,
+    /// What it adds, recorded in `pgseal_schema`.
     pub name: &'static str,
+    /// Its SQL, with type placeholders for [`Dialect::render`].
     pub sql: &'static str,
 }
 
+/// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,

@@ -6,7 +6,9 @@ use std::str::FromStr;
 use pgseal_core::Fingerprint;
 use pgseal_core::time::Timestamp;
 
+use crate::action::Action;
 use crate::error::StoreError;
+use crate::hash::Hash32;
 use crate::username::Username;
 
 /// What a user may do.
@@ -21,6 +23,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The text the store keeps (`admin`, `operator`, `auditor`).
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -51,11 +54,17 @@ impl fmt::Display for Role {
 /// A person or job that makes or opens backups. Ids are never reused: legacy files carry them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// The user's id, assigned once (or kept from the legacy system) and never reused.
     pub id: i64,
+    /// The user's unique name.
     pub username: Username,
+    /// What the user may do.
     pub role: Role,
+    /// `false` once disabled: the user signs no new backups.
     pub is_active: bool,
+    /// When the user was added.
     pub created_at: Timestamp,
+    /// When the user was disabled, if they were.
     pub disabled_at: Option<Timestamp>,
 }
 
@@ -71,6 +80,7 @@ pub enum ServerKeyStatus {
 }
 
 impl ServerKeyStatus {
+    /// The text the store keeps (`active`, `rotated`, `retired`).
     pub fn as_str(self) -> &'static str {
         match self {
             ServerKeyStatus::Active => "active",
@@ -97,30 +107,48 @@ impl FromStr for ServerKeyStatus {
 /// A server key pair; the private half is encrypted PKCS#8 PEM (under `SERVER_KEY_PASSWORD`).
 #[derive(Debug, Clone)]
 pub struct ServerKeyRecord {
+    /// The key's row id.
     pub id: i64,
+    /// `SHA256:` fingerprint of the public key (what files' recipient slots name).
     pub fingerprint: Fingerprint,
+    /// The legacy system's fingerprint of the key, if it came from there or is known.
     pub legacy_fingerprint: Option<String>,
+    /// The private key: encrypted PKCS#8 PEM.
     pub private_key_pem: String,
+    /// The public key: SubjectPublicKeyInfo PEM.
     pub public_key_pem: String,
+    /// RSA modulus size in bits.
     pub key_size: i64,
+    /// Where the key is in its life.
     pub status: ServerKeyStatus,
+    /// When the key was stored (or, imported, made).
     pub created_at: Timestamp,
+    /// The key this one replaced by rotation.
     pub rotated_from_id: Option<i64>,
+    /// When the key was retired.
     pub retired_at: Option<Timestamp>,
+    /// Free text (where an imported key came from).
     pub notes: Option<String>,
 }
 
 /// A server key about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewServerKey {
+    /// `SHA256:` fingerprint of the public key.
     pub fingerprint: Fingerprint,
+    /// The legacy system's fingerprint of the key.
     pub legacy_fingerprint: Option<String>,
+    /// The private key: encrypted PKCS#8 PEM.
     pub private_key_pem: String,
+    /// The public key: SubjectPublicKeyInfo PEM.
     pub public_key_pem: String,
+    /// RSA modulus size in bits.
     pub key_size: i64,
+    /// Free text.
     pub notes: Option<String>,
 }
 
+/// Where a user's key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserKeyStatus {
     /// The key the user signs with now. At most one per user, enforced by the database.
@@ -130,6 +158,7 @@ pub enum UserKeyStatus {
 }
 
 impl UserKeyStatus {
+    /// The text the store keeps (`active`, `retired`).
     pub fn as_str(self) -> &'static str {
         match self {
             UserKeyStatus::Active => "active",
@@ -154,64 +183,63 @@ impl FromStr for UserKeyStatus {
 /// A user's public key (the private half stays with the user).
 #[derive(Debug, Clone)]
 pub struct UserKeyRecord {
+    /// The key's row id.
     pub id: i64,
+    /// The user whose key it is.
     pub user_id: i64,
+    /// `SHA256:` fingerprint of the public key (what signed files name as their signer).
     pub fingerprint: Fingerprint,
+    /// The legacy system's fingerprint of the key (over its PEM text).
     pub legacy_fingerprint: Option<String>,
+    /// The public key: SubjectPublicKeyInfo PEM.
     pub public_key_pem: String,
+    /// RSA modulus size in bits.
     pub key_size: i64,
+    /// Where the key is in its life.
     pub status: UserKeyStatus,
+    /// When the key was stored.
     pub created_at: Timestamp,
+    /// When the key was retired (replaced by a rotation).
     pub retired_at: Option<Timestamp>,
+    /// The key this one replaced by rotation.
     pub rotated_from_id: Option<i64>,
 }
 
+/// A user's public key about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewUserKey {
+    /// `SHA256:` fingerprint of the public key.
     pub fingerprint: Fingerprint,
+    /// The legacy system's fingerprint of the key.
     pub legacy_fingerprint: Option<String>,
+    /// The public key: SubjectPublicKeyInfo PEM.
     pub public_key_pem: String,
+    /// RSA modulus size in bits.
     pub key_size: i64,
-}
-
-/// The kinds of operation the audit log records (the legacy five, and pgseal's own).
-pub mod actions {
-    pub const ENCRYPT: &str = "ENCRYPT";
-    pub const DECRYPT: &str = "DECRYPT";
-    /// A decryption began releasing plaintext to a stream (standard output, a FIFO, a device),
-    /// written before its first byte; its outcome follows as a `DECRYPT` entry.
-    pub const DECRYPT_START: &str = "DECRYPT_START";
-    pub const VERIFY: &str = "VERIFY";
-    pub const KEY_GEN: &str = "KEY_GEN";
-    pub const KEY_ROTATE: &str = "KEY_ROTATE";
-    pub const KEY_EXPORT: &str = "KEY_EXPORT";
-    pub const USER_ADD: &str = "USER_ADD";
-    pub const USER_DISABLE: &str = "USER_DISABLE";
-    pub const INIT: &str = "INIT";
-    pub const BACKUP: &str = "BACKUP";
-    pub const RESTORE: &str = "RESTORE";
-    pub const PRUNE: &str = "PRUNE";
-    pub const REWRAP: &str = "REWRAP";
-    pub const KEY_RETIRE: &str = "KEY_RETIRE";
-    pub const IMPORT: &str = "IMPORT";
 }
 
 /// One audit entry to append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAuditEntry {
-    pub action: String,
+    /// What was done.
+    pub action: Action,
     /// The pgseal user acting (who ran the command), if known.
     pub user_id: Option<i64>,
     /// The operating-system account that ran pgseal.
     pub os_user: Option<String>,
     /// Who made the backup concerned (from its header), if any.
     pub backup_creator_id: Option<i64>,
+    /// The backup file concerned, if any.
     pub backup_file: Option<String>,
+    /// Whether the operation succeeded.
     pub success: bool,
     /// `None` when no signature was involved or checked.
     pub signature_valid: Option<bool>,
+    /// When the operation ended (UTC).
     pub timestamp: Timestamp,
+    /// The host pgseal ran on.
     pub host: Option<String>,
+    /// The SSH client's address in an SSH session, else the host's.
     pub ip_address: Option<String>,
     /// A JSON object.
     pub details: String,
@@ -220,14 +248,17 @@ pub struct NewAuditEntry {
 /// A stored audit entry, with its place in the hash chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
+    /// The row's id (the order entries were stored in).
     pub id: i64,
+    /// The entry's fields.
     pub entry: NewAuditEntry,
     /// Position in the chain: 1, 2, 3… with no gaps.
     pub seq: i64,
-    /// Hex SHA-256 of the previous entry (all zeros for the first).
-    pub prev_hash: String,
-    /// Hex SHA-256 over this entry's canonical encoding (crate::chain).
-    pub entry_hash: String,
+    /// SHA-256 of the previous entry ([`chain::GENESIS`](crate::chain::GENESIS), all zeros,
+    /// for the first).
+    pub prev_hash: Hash32,
+    /// SHA-256 over this entry's canonical encoding ([`chain::entry_hash`](crate::chain::entry_hash)).
+    pub entry_hash: Hash32,
     /// Brought over from the legacy system's log by `import-django`.
     pub imported: bool,
 }
@@ -235,39 +266,53 @@ pub struct AuditEntry {
 /// A backup pgseal made and knows about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackupRecord {
+    /// The catalog entry's id.
     pub id: i64,
+    /// What was recorded when the backup was made.
     pub entry: NewBackup,
+    /// Live or pruned.
     pub status: BackupStatus,
+    /// When it was pruned, if it was.
     pub pruned_at: Option<Timestamp>,
 }
 
 /// What the catalog records of a new backup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewBackup {
+    /// The database backed up.
     pub database: String,
     /// Absolute path of the sealed file.
     pub path: String,
     /// The host whose filesystem holds `path`.
     pub host: String,
+    /// The sealed file's size in bytes.
     pub size_bytes: i64,
+    /// When the backup was made.
     pub created_at: Timestamp,
+    /// The pgseal user who made it, if known.
     pub creator_user_id: Option<i64>,
+    /// The key that signed it.
     pub creator_key: Fingerprint,
     /// The keys the file key is wrapped to (server key, recovery keys).
     pub server_keys: Vec<Fingerprint>,
+    /// The file's format version.
     pub format_version: i64,
-    /// Hex BLAKE3 over the sealed chunks (what the final signature covers).
-    pub ciphertext_blake3: String,
+    /// BLAKE3 over the sealed chunks (what the final signature covers); `None` if the entry
+    /// records none.
+    pub ciphertext_blake3: Option<Hash32>,
 }
 
+/// Whether a catalogued backup's file is still there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackupStatus {
+    /// Live: the file was written and has not been pruned.
     Ok,
     /// Deleted by `pgseal prune`; the row stays as history.
     Pruned,
 }
 
 impl BackupStatus {
+    /// The text the store keeps (`ok`, `pruned`).
     pub fn as_str(self) -> &'static str {
         match self {
             BackupStatus::Ok => "ok",
@@ -292,10 +337,13 @@ impl FromStr for BackupStatus {
 /// Which audit entries to read.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
-    pub action: Option<String>,
+    /// Only entries recording this action.
+    pub action: Option<Action>,
     /// The acting pgseal user.
     pub user_id: Option<i64>,
+    /// Only entries at or after this time.
     pub since: Option<Timestamp>,
+    /// Only failures.
     pub failed_only: bool,
     /// Only entries where a signature was checked and did not hold.
     pub invalid_signature: bool,

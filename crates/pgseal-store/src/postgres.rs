@@ -11,6 +11,7 @@ use postgres::{Client, NoTls};
 use crate::db::{Db, Dialect, Row, Value};
 use crate::error::{Result, StoreError};
 
+/// A connection to a PostgreSQL database.
 pub struct PostgresDb {
     client: Client,
 }
@@ -30,6 +31,12 @@ fn err(e: postgres::Error) -> StoreError {
         message = format!("{}: {}", db.severity(), db.message());
     } else if let Some(source) = e.source() {
         message = format!("{message}: {source}");
+    }
+    if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
+        return StoreError::NoSuchTable {
+            backend: "postgres",
+            message,
+        };
     }
     StoreError::Backend {
         backend: "postgres",

@@ -23,6 +23,7 @@ pub struct Username(String);
 pub struct InvalidUsername {
     /// The name as given, escaped so it prints safely (`"a\nb"`).
     pub shown: String,
+    /// Which part of the rule it breaks.
     pub reason: &'static str,
 }
 
@@ -67,6 +68,7 @@ impl Username {
         Ok(Username(text.to_owned()))
     }
 
+    /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -2,7 +2,7 @@
 
 mod suite;
 
-use pgseal_store::{NoStoreReason, Store, StoreUrl};
+use pgseal_store::{NoStoreReason, Store, StoreError, StoreUrl};
 use pgseal_testkit::TestCluster;
 
 struct Postgres;
@@ -68,4 +68,52 @@ fn an_unreachable_database_is_a_clear_error() {
     };
     let text = err.to_string();
     assert!(text.starts_with("store (postgres)"), "{text}");
+}
+
+/// The database a test made for a store URL (for psql behind pgseal's back).
+fn db_name(url: &StoreUrl) -> String {
+    let StoreUrl::Postgres(u) = url else {
+        unreachable!()
+    };
+    u.split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_database_without_the_legacy_tables_is_not_taken_for_the_legacy_system() {
+    let url = Postgres::fresh();
+    let err = pgseal_store::django::read(&url.to_string_unredacted()).unwrap_err();
+    match err {
+        StoreError::NotFound(m) => {
+            assert!(m.starts_with("auth_user not found"), "{m}");
+            assert!(m.contains("legacy system's database"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Told apart by the database's error code, not its message: a table that is there with a
+/// column missing is not "not found" (nor is any other "does not exist", in any language).
+#[test]
+fn a_legacy_table_missing_a_column_is_not_called_missing() {
+    let url = Postgres::fresh();
+    TestCluster::shared()
+        .psql(
+            &db_name(&url),
+            "CREATE TABLE auth_user (id integer PRIMARY KEY, username text NOT NULL);",
+        )
+        .unwrap();
+    let err = pgseal_store::django::read(&url.to_string_unredacted()).unwrap_err();
+    match &err {
+        StoreError::Backend { message, .. } => {
+            assert!(message.contains("is_active"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.to_string().contains("not found"), "{err}");
 }

@@ -92,6 +92,17 @@ pub fn message(failure: &Failure) -> String {
             }
             _ => e.to_string(),
         },
+        Failure::Store(e) => store_message(e),
+        Failure::OpenStore { url, source } => {
+            let hint = match source {
+                pgseal_store::StoreError::SchemaTooOld { .. } => {
+                    ": run a command that writes (`pgseal user add`, a backup) with write access \
+                     to the store first"
+                }
+                _ => "",
+            };
+            format!("opening the store {url}: {}{hint}", store_message(source))
+        }
         Failure::NoSite => format!(
             "{failure}: run `pgseal init --dir DIR`, or point at one with --config FILE, \
              PGSEAL_CONFIG or --store URL"
@@ -120,4 +131,123 @@ pub fn to_json(failure: &Failure) -> serde_json::Value {
             "kind": code.kind(),
         }
     })
+}
+
+/// A store error with the command that fixes it, where there is one.
+fn store_message(e: &pgseal_store::StoreError) -> String {
+    use pgseal_store::StoreError as E;
+    match e {
+        E::UnknownUser(name) => format!("{e}; add one with `pgseal user add {name}`"),
+        E::ActiveServerKeyExists(_) => format!("{e}; rotate it with `pgseal server-key rotate`"),
+        E::ActiveUserKeyExists(_) => format!("{e}; rotate it with `pgseal user-key rotate`"),
+        E::NoStore(absent) => no_store_message(absent),
+        _ => e.to_string(),
+    }
+}
+
+/// What is missing where, and what to do about it.
+pub fn no_store_message(absent: &pgseal_store::NoStore) -> String {
+    use pgseal_store::NoStoreReason;
+    let advice = match absent.reason {
+        NoStoreReason::Missing => {
+            "pgseal never creates a store by accident; `pgseal init` makes a new site, or point \
+             --store (or the config) at the existing store"
+        }
+        NoStoreReason::Empty | NoStoreReason::NoSchema => {
+            "a pgseal store always holds its schema and audit log, so this one was truncated, \
+             emptied or never initialised; restore it from a copy (`pgseal init` makes a new \
+             site)"
+        }
+    };
+    format!("{absent}: {advice}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgseal_core::Fingerprint;
+    use pgseal_store::{NoStore, NoStoreReason, StoreError, StoreUrl, Username};
+
+    fn said(f: Failure) -> (ExitCode, String) {
+        (ExitCode::of(&f), message(&f))
+    }
+
+    /// The store says what is wrong; the CLI adds the command that fixes it, so the messages
+    /// read as they always have.
+    #[test]
+    fn store_errors_get_the_command_that_fixes_them() {
+        let carol = Username::parse("carol").unwrap();
+        assert_eq!(
+            said(StoreError::UnknownUser(carol).into()),
+            (
+                ExitCode::Usage,
+                "no user named carol; add one with `pgseal user add carol`".into()
+            )
+        );
+        let fp = Fingerprint::from_bytes([1; 32]);
+        assert_eq!(
+            said(StoreError::ActiveServerKeyExists(fp).into()),
+            (
+                ExitCode::Usage,
+                format!(
+                    "an active server key already exists ({fp}); rotate it with `pgseal \
+                     server-key rotate`"
+                )
+            )
+        );
+        assert_eq!(
+            said(StoreError::ActiveUserKeyExists(fp).into()),
+            (
+                ExitCode::Usage,
+                format!(
+                    "the user already has an active key ({fp}); rotate it with `pgseal user-key \
+                     rotate`"
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_store_says_how_to_make_or_find_one() {
+        let absent = |reason| NoStore {
+            store: "sqlite:/srv/pgseal/pgseal.db".into(),
+            reason,
+        };
+        let expected = "no store file at sqlite:/srv/pgseal/pgseal.db: pgseal never creates a \
+                        store by accident; `pgseal init` makes a new site, or point --store (or \
+                        the config) at the existing store";
+        assert_eq!(
+            said(StoreError::NoStore(absent(NoStoreReason::Missing)).into()),
+            (ExitCode::Usage, expected.into())
+        );
+        assert_eq!(
+            no_store_message(&absent(NoStoreReason::Empty)),
+            "an empty (0-byte) store file at sqlite:/srv/pgseal/pgseal.db: a pgseal store always \
+             holds its schema and audit log, so this one was truncated, emptied or never \
+             initialised; restore it from a copy (`pgseal init` makes a new site)"
+        );
+        assert!(
+            no_store_message(&absent(NoStoreReason::NoSchema))
+                .starts_with("no pgseal schema at sqlite:/srv/pgseal/pgseal.db: a pgseal store")
+        );
+    }
+
+    #[test]
+    fn a_store_too_old_to_read_says_how_to_upgrade_it() {
+        let url = StoreUrl::Sqlite("/srv/pgseal/pgseal.db".into());
+        let f = Failure::OpenStore {
+            url: url.to_string(),
+            source: StoreError::SchemaTooOld { found: 2, known: 3 },
+        };
+        assert_eq!(
+            said(f),
+            (
+                ExitCode::Io,
+                "opening the store sqlite:/srv/pgseal/pgseal.db: the store's schema is version 2, \
+                 older than this pgseal's (3); reading does not upgrade it: run a command that \
+                 writes (`pgseal user add`, a backup) with write access to the store first"
+                    .into()
+            )
+        );
+    }
 }

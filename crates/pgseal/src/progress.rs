@@ -21,6 +21,10 @@ impl Observer for Terminal {
         eprintln!("pgseal: warning: {message}");
     }
 
+    fn error(&self, message: &str) {
+        eprintln!("pgseal: error: {message}");
+    }
+
     fn tool_output(&self, tool: &str, text: &str) {
         eprintln!("{tool}: {text}");
     }

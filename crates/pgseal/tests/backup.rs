@@ -184,7 +184,7 @@ fn backup_then_restore_gives_identical_data() {
         .audit_entries(100)
         .unwrap()
         .into_iter()
-        .map(|e| (e.entry.action, e.entry.success))
+        .map(|e| (e.entry.action.into(), e.entry.success))
         .collect();
     assert!(
         actions.contains(&("BACKUP".into(), true)) && actions.contains(&("RESTORE".into(), true))

@@ -114,7 +114,7 @@ fn rewrap_100_files_then_retire_the_old_key() {
                 creator_key: Fingerprint::from_bytes([1; 32]),
                 server_keys: vec![old],
                 format_version: 2,
-                ciphertext_blake3: String::new(),
+                ciphertext_blake3: None,
             })
             .unwrap();
     }
@@ -160,7 +160,7 @@ fn rewrap_100_files_then_retire_the_old_key() {
         .audit_entries(1000)
         .unwrap()
         .into_iter()
-        .map(|e| e.entry.action)
+        .map(|e| e.entry.action.into())
         .collect();
     assert_eq!(actions.iter().filter(|a| *a == "REWRAP").count(), 101);
     assert!(actions.contains(&"KEY_RETIRE".to_owned()));
@@ -342,7 +342,7 @@ fn catalogue(site: &Site, path: &Path, key: Fingerprint) {
             creator_key: Fingerprint::from_bytes([1; 32]),
             server_keys: vec![key],
             format_version: 2,
-            ciphertext_blake3: String::new(),
+            ciphertext_blake3: None,
         })
         .unwrap();
 }

@@ -277,7 +277,11 @@ fn users_are_listed_shown_and_disabled() {
     assert!(stderr(&o).contains("disabled"));
     // The disabled user's key still verifies what they signed before: export keeps working.
     ok(&site.run(&["user-key", "export", "system_backup"]));
-    let actions: Vec<String> = site.audit().into_iter().map(|e| e.entry.action).collect();
+    let actions: Vec<String> = site
+        .audit()
+        .into_iter()
+        .map(|e| e.entry.action.into())
+        .collect();
     assert!(
         actions.contains(&"USER_ADD".to_owned()) && actions.contains(&"USER_DISABLE".to_owned())
     );
@@ -443,7 +447,7 @@ fn postgres_store_end_to_end_and_racing_generate() {
         .audit_entries(100)
         .unwrap()
         .into_iter()
-        .map(|e| (e.entry.action, e.entry.success))
+        .map(|e| (e.entry.action.into(), e.entry.success))
         .collect();
     for expected in [
         ("USER_ADD", true),
@@ -797,4 +801,52 @@ fn operations_fail_closed_when_their_audit_entry_cannot_be_written() {
     let o = site.run(&["user", "add", "ghost"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("treat it as failed"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_stored_audit_hash_that_is_no_hash_is_named_not_anchored() {
+    let site = Site::new();
+    site.write("a.dump", &data(1000));
+    let head = site.audit().last().unwrap().seq;
+    sqlite(
+        &site,
+        &format!("UPDATE pgseal_audit_log SET entry_hash = 'x' WHERE seq = {head}"),
+    );
+    // A new file would anchor the log at a head that is no hash: refused, invalid input.
+    let o = site.run(&[
+        "encrypt",
+        "a.dump",
+        "-o",
+        "a.pgseal",
+        "--user",
+        "system_backup",
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("malformed hash at entry {head}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!site.path("a.pgseal").exists());
+    // Verifying names the entry as edited.
+    let o = site.run(&["audit", "verify"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("entry {head}")) && stderr(&o).contains("edited"),
+        "{}",
+        stderr(&o)
+    );
+
+    let site = Site::new();
+    sqlite(
+        &site,
+        "UPDATE pgseal_audit_log SET prev_hash = 'not a hash' WHERE seq = 2",
+    );
+    let o = site.run(&["audit", "verify"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("entry 2") && stderr(&o).contains("does not link"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pgseal_core::time::Timestamp;
 use pgseal_core::{Fingerprint, PublicKey};
-use pgseal_store::{AuditEntry, AuditFilter, BackupStatus};
+use pgseal_store::{Action, AuditEntry, AuditFilter, BackupStatus, Hash32};
 use serde_json::json;
 
 use super::print_json;
@@ -35,7 +35,10 @@ fn filter(args: &AuditListArgs, ctx: &mut Context) -> CliResult<AuditFilter> {
         (None, None) => None,
     };
     Ok(AuditFilter {
-        action: args.action.as_ref().map(|a| a.to_ascii_uppercase()),
+        action: args
+            .action
+            .as_ref()
+            .map(|a| Action::from(a.to_ascii_uppercase())),
         user_id,
         since,
         failed_only: args.failed_only,
@@ -156,7 +159,7 @@ pub fn stats(args: AuditStatsArgs, ctx: &mut Context) -> CliResult {
     let mut by_user: BTreeMap<String, u64> = BTreeMap::new();
     for e in &entries {
         let x = &e.entry;
-        let slot = by_action.entry(&x.action).or_default();
+        let slot = by_action.entry(x.action.as_str()).or_default();
         if x.success {
             slot.0 += 1;
         } else {
@@ -205,7 +208,7 @@ pub fn stats(args: AuditStatsArgs, ctx: &mut Context) -> CliResult {
 struct Anchor {
     file: String,
     seq: i64,
-    hash: String,
+    hash: Hash32,
 }
 
 /// Where a file `audit verify` reads came from.
@@ -283,7 +286,7 @@ fn read_files(
                     Some(a) => found.anchors.push(Anchor {
                         file: shown,
                         seq: a.seq as i64,
-                        hash: a.entry_hash.iter().map(|b| format!("{b:02x}")).collect(),
+                        hash: Hash32(a.entry_hash),
                     }),
                     None if from.given => {
                         found
@@ -395,7 +398,10 @@ pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
         let files = files_to_read(&listing, &[], &args.anchors, &mut skipped);
         let mut found = read_files(&files, &mut |_| Ok(None))?;
         found.ignore_unread(&listing);
-        let mut problems = vec![format!("{absent}; its audit log cannot be shown intact")];
+        let mut problems = vec![format!(
+            "{}; its audit log cannot be shown intact",
+            crate::failure::no_store_message(&absent)
+        )];
         if !found.pgseal_files.is_empty() {
             problems.push(format!(
                 "the backup directory {} holds {}{} (unverified: the keys that would verify \

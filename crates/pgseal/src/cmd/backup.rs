@@ -8,10 +8,10 @@ use std::path::Path;
 use pgseal_core::time::Timestamp;
 use pgseal_core::v2::{self, Compression, Metadata, SealParams};
 use pgseal_core::{PrivateKey, PublicKey};
-use pgseal_store::{BackupRecord, NewBackup, User, actions};
+use pgseal_store::{Action, BackupRecord, NewBackup, User};
 use serde_json::json;
 
-use super::encrypt::{hex, signing_key_for_user, zstd_workers};
+use super::encrypt::{signing_key_for_user, zstd_workers};
 use super::server_key::no_active_key;
 use super::{host_name, print_json, user_password};
 use crate::cli::BackupArgs;
@@ -40,7 +40,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
             .map_err(|e| Failure::io(format!("creating {}", out_dir.display()), e))?;
     }
     if !args.all {
-        let audit = ctx.audit(actions::BACKUP);
+        let audit = ctx.audit(Action::Backup);
         audit.detail("user", args.user.clone());
     }
     // Whatever fails from here on is audited under the user who ran the backup.
@@ -106,9 +106,8 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
     for db in &databases {
         // Each database is its own operation, with its own audit entry.
         let mut audit = Audit {
-            action: actions::BACKUP,
             user_id: acting,
-            ..Audit::default()
+            ..Audit::new(Action::Backup)
         };
         audit.detail("user", args.user.clone());
         audit.detail("database", db.clone());
@@ -223,7 +222,7 @@ impl Job<'_> {
                 creator_key: self.key.fingerprint(),
                 server_keys: summary.recipients.clone(),
                 format_version: v2::VERSION as i64,
-                ciphertext_blake3: hex(&summary.ciphertext_digest),
+                ciphertext_blake3: Some(summary.ciphertext_digest.into()),
             })
             .map_err(|e| {
                 let message = format!(
@@ -299,7 +298,10 @@ pub fn record_json(r: &BackupRecord) -> serde_json::Value {
         "creator_key": r.entry.creator_key.to_string(),
         "server_keys": r.entry.server_keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "format_version": r.entry.format_version,
-        "ciphertext_blake3": r.entry.ciphertext_blake3,
+        "ciphertext_blake3": r
+            .entry
+            .ciphertext_blake3
+            .map_or_else(String::new, |h| h.to_string()),
         "status": r.status.as_str(),
     })
 }

@@ -5,7 +5,7 @@
 //! can write the store cannot make it delete anything else (see `repository`).
 
 use pgseal_core::time::Timestamp;
-use pgseal_store::{BackupRecord, actions};
+use pgseal_store::{Action, BackupRecord};
 use serde_json::json;
 
 use super::backup::record_json;
@@ -120,7 +120,7 @@ fn refuse_duplicates(checked: &mut [(BackupRecord, Verdict)]) {
 
 pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
     let cfg = ctx.config()?.clone();
-    ctx.audit(actions::PRUNE).detail("dry_run", !args.yes);
+    ctx.audit(Action::Prune).detail("dry_run", !args.yes);
     let backups = ctx
         .store()?
         .backups(args.db.as_deref())

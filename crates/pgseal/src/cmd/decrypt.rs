@@ -14,7 +14,7 @@ use pgseal_core::keys::Identity;
 use pgseal_core::legacy::{hybrid, symmetric};
 use pgseal_core::v2::{self, SignerCheck};
 use pgseal_core::{Detected, Error, PublicKey, detect};
-use pgseal_store::actions;
+use pgseal_store::Action;
 
 use super::keyring;
 use super::server_password;
@@ -25,7 +25,7 @@ use crate::files::{Input, Output, Tee, check_output, scratch_file};
 use crate::secrets::PasswordSource;
 
 pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
-    let audit = ctx.audit(actions::DECRYPT);
+    let audit = ctx.audit(Action::Decrypt);
     audit.backup_file = Some(args.input.clone());
     audit.detail("output", args.output.clone());
     if args.keys.no_verify && ctx.config.as_ref().is_some_and(|c| c.signature_required) {
@@ -100,7 +100,7 @@ fn decrypt_v2(args: &DecryptArgs, mut input: Input, ctx: &mut Context) -> CliRes
         if let Some(a) = ctx.audit_mut() {
             a.detail("streamed", true);
         }
-        ctx.audit_start(actions::DECRYPT_START)?;
+        ctx.audit_start(Action::DecryptStart)?;
     }
     let summary = prelude.decrypt(&mut input, &mut output, &identities, check)?;
     if let Some(a) = ctx.audit_mut() {

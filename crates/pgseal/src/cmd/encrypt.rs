@@ -6,7 +6,7 @@ use std::path::Path;
 use pgseal_core::legacy::hybrid;
 use pgseal_core::v2::{self, Compression, Metadata, SealParams};
 use pgseal_core::{PrivateKey, PublicKey};
-use pgseal_store::{User, actions};
+use pgseal_store::{Action, User};
 use serde_json::json;
 
 use super::server_key::no_active_key;
@@ -112,7 +112,7 @@ fn resolve_recipients(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Vec<Pu
 }
 
 pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
-    let audit = ctx.audit(actions::ENCRYPT);
+    let audit = ctx.audit(Action::Encrypt);
     audit.backup_file = Some(args.output.clone());
     audit.detail(
         "format",

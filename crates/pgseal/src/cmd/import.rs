@@ -8,7 +8,7 @@
 use pgseal_core::{LegacyFingerprint, PublicKey};
 use pgseal_store::django::{self, DjangoExport};
 use pgseal_store::{
-    NewAuditEntry, NewServerKey, NewUserKey, Role, ServerKeyStatus, Username, actions,
+    Action, NewAuditEntry, NewServerKey, NewUserKey, Role, ServerKeyStatus, Username,
 };
 use serde_json::json;
 
@@ -26,7 +26,7 @@ struct Counts {
 }
 
 pub fn run(args: ImportDjangoArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::IMPORT).detail("dry_run", args.dry_run);
+    ctx.audit(Action::Import).detail("dry_run", args.dry_run);
     // Importing is the other way to start a store (the old system's keys under their old
     // password): it creates the store if there is none, and records itself there.
     ctx.create_store()?;
@@ -256,7 +256,7 @@ fn apply(ctx: &mut Context, data: &DjangoExport, names: &[Username]) -> CliResul
             &mut details,
         );
         let entry = NewAuditEntry {
-            action: r.action.clone(),
+            action: Action::from(r.action.clone()),
             user_id,
             os_user: None,
             backup_creator_id: creator,

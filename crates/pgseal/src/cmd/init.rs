@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use pgseal_store::{StoreUrl, actions};
+use pgseal_store::{Action, StoreUrl};
 use serde_json::json;
 
 use super::{print_json, server_password};
@@ -60,7 +60,7 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
     let mut config = config?.expect("an explicit config file always yields a configuration");
     config.file = Some(config_path.clone());
     ctx.set_config(config);
-    ctx.audit(actions::INIT)
+    ctx.audit(Action::Init)
         .detail("dir", dir.display().to_string());
     // `init` is what makes a store; every other command refuses one that is not there.
     ctx.create_store()?;

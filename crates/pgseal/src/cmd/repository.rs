@@ -477,7 +477,7 @@ mod tests {
             creator_key: signer,
             server_keys: Vec::new(),
             format_version: 2,
-            ciphertext_blake3: String::new(),
+            ciphertext_blake3: None,
         };
         let h = header(meta.clone(), signer);
         assert_eq!(header_mismatch(&h, &entry), None);

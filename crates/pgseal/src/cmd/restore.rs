@@ -24,7 +24,7 @@ use pgseal_core::keys::Identity;
 use pgseal_core::legacy::{hybrid, symmetric};
 use pgseal_core::v2::{self, Prelude, SignerCheck};
 use pgseal_core::{Detected, Error, PrivateKey, PublicKey, detect};
-use pgseal_store::actions;
+use pgseal_store::Action;
 use serde_json::json;
 
 use super::decrypt::{legacy_signer, record_signature_outcome};
@@ -76,7 +76,7 @@ enum Opener {
 }
 
 pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
-    let audit = ctx.audit(actions::RESTORE);
+    let audit = ctx.audit(Action::Restore);
     audit.backup_file = Some(args.file.display().to_string());
     if args.keys.no_verify && ctx.config.as_ref().is_some_and(|c| c.signature_required) {
         return Err(Failure::usage(

@@ -20,7 +20,7 @@ use pgseal_core::keys::Identity;
 use pgseal_core::legacy::hybrid;
 use pgseal_core::v2;
 use pgseal_core::{Detected, Error, Fingerprint, PrivateKey, PublicKey};
-use pgseal_store::actions;
+use pgseal_store::Action;
 use serde_json::json;
 
 use super::server_key::no_active_key;
@@ -113,9 +113,8 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     let mut results = Vec::new();
     for path in &files {
         let mut audit = Audit {
-            action: actions::REWRAP,
             backup_file: Some(path.display().to_string()),
-            ..Audit::default()
+            ..Audit::new(Action::Rewrap)
         };
         audit.detail("to", active.fingerprint.to_string());
         let result = rewrap_one(ctx, path, &active_key, &mut ring, &here);

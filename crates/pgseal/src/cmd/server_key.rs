@@ -5,7 +5,7 @@ use std::path::Path;
 
 use pgseal_core::keys::KeyBits;
 use pgseal_core::{Fingerprint, Password, PrivateKey};
-use pgseal_store::{NewServerKey, ServerKeyRecord, actions};
+use pgseal_store::{Action, NewServerKey, ServerKeyRecord};
 use serde_json::json;
 
 use super::{emit, new_password, print_json, server_password};
@@ -16,7 +16,7 @@ use crate::context::{Context, opt, store_failure};
 use crate::failure::{CliResult, Failure};
 
 pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::KEY_GEN).detail("kind", "server");
+    ctx.audit(Action::KeyGen).detail("kind", "server");
     let bits = args.key_size.unwrap_or(ctx.config()?.rsa_key_size);
     // Refuse before asking for a password or spending time on key generation.
     if let Some(active) = ctx.store()?.active_server_key().map_err(store_failure)? {
@@ -71,7 +71,7 @@ pub fn generate_active(
 }
 
 pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::KEY_ROTATE).detail("kind", "server");
+    ctx.audit(Action::KeyRotate).detail("kind", "server");
     let bits = KeyBits::from_bits(args.key_size.unwrap_or(ctx.config()?.rsa_key_size))?;
     let store = ctx.store()?;
     let active = store
@@ -152,7 +152,7 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
 }
 
 pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::KEY_RETIRE)
+    ctx.audit(Action::KeyRetire)
         .detail("fingerprint", args.fingerprint.clone());
     let fp: Fingerprint = args.fingerprint.parse()?;
     let store = ctx.store()?;
@@ -305,8 +305,7 @@ pub fn list(args: JsonArg, ctx: &mut Context) -> CliResult {
 }
 
 pub fn export(args: ServerKeyExportArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::KEY_EXPORT)
-        .detail("private", args.private);
+    ctx.audit(Action::KeyExport).detail("private", args.private);
     let store = ctx.store()?;
     let key = match &args.fingerprint {
         Some(text) => {

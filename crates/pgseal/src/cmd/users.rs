@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pgseal_core::keys::{KeyBits, PssSalt};
 use pgseal_core::{Fingerprint, PrivateKey};
-use pgseal_store::{NewUserKey, Role, User, UserKeyRecord, Username, actions};
+use pgseal_store::{Action, NewUserKey, Role, StoreError, User, UserKeyRecord, Username};
 use serde_json::json;
 
 use super::keygen::refuse_existing;
@@ -43,8 +43,7 @@ fn key_json(k: &UserKeyRecord) -> serde_json::Value {
 pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
     match cmd {
         UserCommand::Add { name, role, json } => {
-            ctx.audit(actions::USER_ADD)
-                .detail("username", name.clone());
+            ctx.audit(Action::UserAdd).detail("username", name.clone());
             let name = username(&name)?;
             let role = match role {
                 RoleArg::Admin => Role::Admin,
@@ -123,10 +122,14 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
             Ok(())
         }
         UserCommand::Disable { name } => {
-            ctx.audit(actions::USER_DISABLE)
+            ctx.audit(Action::UserDisable)
                 .detail("username", name.clone());
             let name = username(&name)?;
-            let user = ctx.store()?.disable_user(&name).map_err(store_failure)?;
+            let user = ctx.store()?.disable_user(&name).map_err(|e| match e {
+                // Adding a user to disable them is no advice: the name alone says it.
+                StoreError::UnknownUser(_) => Failure::usage(e.to_string()),
+                e => store_failure(e),
+            })?;
             println!(
                 "user {} (id {}) disabled; their keys stay for verification",
                 user.username, user.id
@@ -159,7 +162,7 @@ pub fn user_key_path(dir: &Path, name: &Username) -> CliResult<PathBuf> {
 }
 
 pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::KEY_GEN).detail("kind", "user");
+    ctx.audit(Action::KeyGen).detail("kind", "user");
     let name = username(&args.name)?;
     let cfg = ctx.config()?.clone();
     let store = ctx.store()?;
@@ -313,7 +316,7 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
 }
 
 pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::KEY_ROTATE).detail("kind", "user");
+    ctx.audit(Action::KeyRotate).detail("kind", "user");
     let name = username(&args.name)?;
     let cfg = ctx.config()?.clone();
     let store = ctx.store()?;

@@ -8,7 +8,7 @@ use pgseal_core::v2;
 use pgseal_core::{Detected, Error, PublicKey, detect};
 use serde_json::{Value, json};
 
-use pgseal_store::actions;
+use pgseal_store::Action;
 
 use super::decrypt::{legacy_signer, record_signature_outcome};
 use super::{keyring, load_private, print_json, server_password};
@@ -28,7 +28,7 @@ struct Proof {
 }
 
 pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(actions::VERIFY).backup_file = Some(args.input.clone());
+    ctx.audit(Action::Verify).backup_file = Some(args.input.clone());
     let mut input = Input::open(&args.input)?;
     let prefix = input.peek(DETECT_LEN)?;
     let detected = detect(&prefix);

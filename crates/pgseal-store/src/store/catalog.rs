@@ -1,0 +1,144 @@
+//! The backup catalog: what backups pgseal made, where, for whom. Store data, so trusted for
+//! nothing the signed files themselves can say.
+
+use pgseal_core::Fingerprint;
+use pgseal_core::time::Timestamp;
+
+use super::{Store, fingerprint, one};
+use crate::db::Row;
+use crate::error::{Result, StoreError};
+use crate::hash::Hash32;
+use crate::model::{BackupRecord, NewBackup};
+
+const BACKUP_COLUMNS: &str = "id, database, path, host, size_bytes, created_at, creator_user_id, \
+     creator_key_fingerprint, server_key_fingerprints, format_version, ciphertext_blake3, status, \
+     pruned_at";
+
+impl Store {
+    /// Records a backup that has just been written.
+    pub fn add_backup(&mut self, b: &NewBackup) -> Result<BackupRecord> {
+        let keys: Vec<String> = b.server_keys.iter().map(ToString::to_string).collect();
+        let rows = self.db.query(
+            &format!(
+                "INSERT INTO pgseal_backups (database, path, host, size_bytes, created_at, \
+                 creator_user_id, creator_key_fingerprint, server_key_fingerprints, \
+                 format_version, ciphertext_blake3, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ok') RETURNING {BACKUP_COLUMNS}"
+            ),
+            &[
+                b.database.as_str().into(),
+                b.path.as_str().into(),
+                b.host.as_str().into(),
+                b.size_bytes.into(),
+                b.created_at.into(),
+                b.creator_user_id.into(),
+                b.creator_key.to_string().into(),
+                keys.join(" ").into(),
+                b.format_version.into(),
+                // The column is NOT NULL: an entry with no digest keeps the empty text.
+                b.ciphertext_blake3
+                    .map_or_else(String::new, |h| h.to_string())
+                    .into(),
+            ],
+        )?;
+        one(rows, backup_from_row)
+    }
+
+    /// Live (not pruned) backups, oldest first, optionally of one database.
+    pub fn backups(&mut self, database: Option<&str>) -> Result<Vec<BackupRecord>> {
+        let rows = match database {
+            Some(db) => self.db.query(
+                &format!(
+                    "SELECT {BACKUP_COLUMNS} FROM pgseal_backups WHERE status = 'ok' \
+                     AND database = $1 ORDER BY created_at, id"
+                ),
+                &[db.into()],
+            )?,
+            None => self.db.query(
+                &format!(
+                    "SELECT {BACKUP_COLUMNS} FROM pgseal_backups WHERE status = 'ok' \
+                     ORDER BY created_at, id"
+                ),
+                &[],
+            )?,
+        };
+        rows.iter().map(backup_from_row).collect()
+    }
+
+    /// Every catalog entry, pruned ones included, oldest first.
+    pub fn backup_history(&mut self) -> Result<Vec<BackupRecord>> {
+        let rows = self.db.query(
+            &format!("SELECT {BACKUP_COLUMNS} FROM pgseal_backups ORDER BY created_at, id"),
+            &[],
+        )?;
+        rows.iter().map(backup_from_row).collect()
+    }
+
+    /// The live catalog entry for a file on a host, if any.
+    pub fn backup_by_path(&mut self, host: &str, path: &str) -> Result<Option<BackupRecord>> {
+        let rows = self.db.query(
+            &format!(
+                "SELECT {BACKUP_COLUMNS} FROM pgseal_backups WHERE status = 'ok' \
+                 AND host = $1 AND path = $2"
+            ),
+            &[host.into(), path.into()],
+        )?;
+        rows.first().map(backup_from_row).transpose()
+    }
+
+    /// Records who a rewrapped backup is now encrypted to.
+    pub fn set_backup_server_keys(&mut self, id: i64, keys: &[Fingerprint]) -> Result<()> {
+        let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        self.db.execute(
+            "UPDATE pgseal_backups SET server_key_fingerprints = $1 WHERE id = $2",
+            &[keys.join(" ").into(), id.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a backup pruned (its file has been deleted).
+    pub fn mark_pruned(&mut self, id: i64) -> Result<()> {
+        let n = self.db.execute(
+            "UPDATE pgseal_backups SET status = 'pruned', pruned_at = $1 \
+             WHERE id = $2 AND status = 'ok'",
+            &[Timestamp::now().into(), id.into()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no live backup with id {id}")));
+        }
+        Ok(())
+    }
+}
+
+fn backup_from_row(r: &Row) -> Result<BackupRecord> {
+    let keys = r
+        .text(8)?
+        .split_whitespace()
+        .map(|s| fingerprint(s.to_owned()))
+        .collect::<Result<Vec<_>>>()?;
+    let id = r.int(0)?;
+    let ciphertext_blake3 =
+        match r.text(10)?.as_str() {
+            "" => None,
+            text => Some(Hash32::parse(text).map_err(|e| {
+                StoreError::Corrupt(format!("backup {id}: ciphertext_blake3 is {e}"))
+            })?),
+        };
+    Ok(BackupRecord {
+        id,
+        entry: NewBackup {
+            database: r.text(1)?,
+            path: r.text(2)?,
+            host: r.text(3)?,
+            size_bytes: r.int(4)?,
+            created_at: r.time(5)?,
+            creator_user_id: r.opt_int(6)?,
+            creator_key: fingerprint(r.text(7)?)?,
+            server_keys: keys,
+            format_version: r.int(9)?,
+            ciphertext_blake3,
+        },
+        status: r.text(11)?.parse()?,
+        pruned_at: r.opt_time(12)?,
+    })
+}

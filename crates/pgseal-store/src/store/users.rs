@@ -1,0 +1,103 @@
+//! Users: people and jobs that make or open backups.
+
+use pgseal_core::time::Timestamp;
+
+use super::{Store, one};
+use crate::db::Row;
+use crate::error::{Result, StoreError};
+use crate::model::{Role, User};
+use crate::username::Username;
+
+const USER_COLUMNS: &str = "id, username, role, is_active, created_at, disabled_at";
+
+impl Store {
+    /// Adds a user. Names are unique (and valid: [`Username`]); ids are assigned once and never
+    /// reused.
+    pub fn add_user(&mut self, username: &Username, role: Role) -> Result<User> {
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "INSERT INTO pgseal_users (username, role, is_active, created_at) \
+                     VALUES ($1, $2, $3, $4) RETURNING {USER_COLUMNS}"
+                ),
+                &[
+                    username.as_str().into(),
+                    role.as_str().into(),
+                    true.into(),
+                    Timestamp::now().into(),
+                ],
+            )
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a user named {username} already exists"))
+                }
+                other => other,
+            })?;
+        one(rows, user_from_row)
+    }
+
+    /// The user named `username`; [`StoreError::UnknownUser`] if there is none.
+    pub fn user(&mut self, username: &Username) -> Result<User> {
+        let rows = self.db.query(
+            &format!("SELECT {USER_COLUMNS} FROM pgseal_users WHERE username = $1"),
+            &[username.as_str().into()],
+        )?;
+        rows.first()
+            .map(user_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::UnknownUser(username.clone()))
+    }
+
+    /// The user with id `id`, if there is one.
+    pub fn user_by_id(&mut self, id: i64) -> Result<Option<User>> {
+        let rows = self.db.query(
+            &format!("SELECT {USER_COLUMNS} FROM pgseal_users WHERE id = $1"),
+            &[id.into()],
+        )?;
+        rows.first().map(user_from_row).transpose()
+    }
+
+    /// Every user, in id order.
+    pub fn users(&mut self) -> Result<Vec<User>> {
+        let rows = self.db.query(
+            &format!("SELECT {USER_COLUMNS} FROM pgseal_users ORDER BY id"),
+            &[],
+        )?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Disables a user: they can no longer sign new backups; their keys stay for verification.
+    pub fn disable_user(&mut self, username: &Username) -> Result<User> {
+        let rows = self.db.query(
+            &format!(
+                "UPDATE pgseal_users SET is_active = $1, disabled_at = $2 \
+                 WHERE username = $3 RETURNING {USER_COLUMNS}"
+            ),
+            &[
+                false.into(),
+                Timestamp::now().into(),
+                username.as_str().into(),
+            ],
+        )?;
+        rows.first()
+            .map(user_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::UnknownUser(username.clone()))
+    }
+}
+
+fn user_from_row(r: &Row) -> Result<User> {
+    let id = r.int(0)?;
+    // pgseal writes only valid names; anything else was put there behind its back.
+    let username = Username::parse(&r.text(1)?)
+        .map_err(|e| StoreError::Corrupt(format!("user {id}: {e} ({})", crate::username::RULE)))?;
+    Ok(User {
+        id,
+        username,
+        role: r.text(2)?.parse()?,
+        is_active: r.bool(3)?,
+        created_at: r.time(4)?,
+        disabled_at: r.opt_time(5)?,
+    })
+}
