@@ -35,6 +35,12 @@ pub enum Error {
     /// The operation needs a site (a store), and none is configured.
     #[error("no pgseal store is configured")]
     NoSite,
+    /// A waiver of signature checks, which the site's configuration forbids.
+    #[error("skipping signature checks is refused: the configuration requires signatures")]
+    SignatureWaiverRefused,
+    /// A key the operation needs is not at hand.
+    #[error(transparent)]
+    Missing(#[from] Missing),
     /// A format, key or crypto error from pgseal-core.
     #[error(transparent)]
     Core(#[from] pgseal_core::Error),
@@ -110,6 +116,10 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A restore abandoned because the backup failed to verify or open part-way: pg_restore was
+    /// stopped before it could commit.
+    #[error("{0} — the restore was abandoned and nothing was committed")]
+    Abandoned(Box<Error>),
     /// Some of several operations (`backup --all`, `rewrap FILE...`) failed; each was reported
     /// and audited on its own.
     #[error("{failed} of {total} {what}")]
@@ -123,6 +133,62 @@ pub enum Error {
         /// The kind the whole command answers with.
         kind: ErrorKind,
     },
+}
+
+/// A key an operation needs that is not at hand, and why: front ends add how to give it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Missing {
+    /// No private key to open a file: none given, and no store to find one in.
+    #[error("decrypting needs the private key the file is encrypted to")]
+    Identity,
+    /// The store holds no server key that opens the file.
+    #[error("no server key in the store can open this file; it is encrypted to: {}", list(.0))]
+    StoredIdentity(Vec<pgseal_core::Fingerprint>),
+    /// A stored server key does not open with the password given.
+    #[error(
+        "Failed to decrypt session key: {0} does not open with the server key password (wrong password?)"
+    )]
+    ServerKeyPassword(String),
+    /// The site has no active server key.
+    #[error("No active server key found")]
+    ActiveServerKey,
+    /// A user has no active key.
+    #[error("User has no RSA key: {0} has no active key")]
+    UserKey(pgseal_store::Username),
+    /// A user's private key is not where it is looked for.
+    #[error("no signing key for {user} at {}", .path.display())]
+    SigningKey {
+        /// Whose.
+        user: pgseal_store::Username,
+        /// Where it was looked for.
+        path: std::path::PathBuf,
+    },
+    /// The private key given is not the user's active key.
+    #[error("{} holds key {found}, but {user}'s active key is {active}", .path.display())]
+    NotActiveKey {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// The key it holds.
+        found: pgseal_core::Fingerprint,
+        /// Whose key it should be.
+        user: pgseal_store::Username,
+        /// The user's active key.
+        active: pgseal_core::Fingerprint,
+    },
+    /// No creator to sign a file: neither a key nor a user named.
+    #[error("a sealed file needs a creator to sign it: a signing key, or a pgseal user")]
+    Creator,
+    /// No recipient: no public key given, and no store with an active server key.
+    #[error("a sealed file needs a recipient: a public key, or a store with an active server key")]
+    Recipient,
+}
+
+fn list(fps: &[pgseal_core::Fingerprint]) -> String {
+    fps.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Result alias for the operations.
@@ -159,12 +225,16 @@ impl Error {
             | Error::Unaudited(_)
             | Error::AuditUnwritable(_) => ErrorKind::Io,
             Error::Tool(_) | Error::ToolUnavailable { .. } => ErrorKind::Database,
-            Error::Usage(_) | Error::NoSite => ErrorKind::Usage,
+            Error::Usage(_)
+            | Error::NoSite
+            | Error::SignatureWaiverRefused
+            | Error::Missing(Missing::Creator | Missing::Recipient) => ErrorKind::Usage,
+            Error::Missing(_) => ErrorKind::Key,
             Error::Invalid(_) => ErrorKind::Invalid,
             Error::Authentication(_) => ErrorKind::Authentication,
             Error::Key(_) => ErrorKind::Key,
             Error::Interrupted { signal, .. } => ErrorKind::Interrupted(*signal),
-            Error::Context { source, .. } => source.kind(),
+            Error::Context { source, .. } | Error::Abandoned(source) => source.kind(),
             Error::Several { kind, .. } => *kind,
         }
     }
@@ -204,7 +274,7 @@ impl Error {
     /// The error at the bottom of any [`Error::Context`] wrapping: what actually went wrong.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Context { source, .. } => source.root(),
+            Error::Context { source, .. } | Error::Abandoned(source) => source.root(),
             other => other,
         }
     }

@@ -10,12 +10,18 @@
 
 pub mod cancel;
 pub mod crashpoint;
+pub mod decrypt;
 pub mod error;
 pub mod files;
+pub mod keys;
 pub mod observe;
+pub mod open;
 pub mod pgtools;
+pub mod restore;
+pub mod secret;
 pub mod session;
 pub mod show;
+pub mod verify;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Missing, Result};
 pub use session::{Actor, Operation, Session, Site};

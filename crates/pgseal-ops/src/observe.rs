@@ -10,6 +10,12 @@ pub trait Observer: Send + Sync {
     /// Something the user should know that does not stop the operation.
     fn warn(&self, message: &str);
 
+    /// Something done besides what was asked that the user should hear of (a leftover
+    /// cleaned up).
+    fn note(&self, message: &str) {
+        self.warn(message);
+    }
+
     /// Something that went wrong besides the operation's own error (which the caller gets),
     /// such as an audit entry that could not be written.
     fn error(&self, message: &str) {

@@ -92,6 +92,7 @@ pub fn message(failure: &Failure) -> String {
             }
             _ => e.to_string(),
         },
+        Failure::Missing(m) => missing_message(m),
         Failure::Store(e) => store_message(e),
         Failure::OpenStore { url, source } => {
             let hint = match source {
@@ -111,6 +112,14 @@ pub fn message(failure: &Failure) -> String {
             "{failure} (install the PostgreSQL client tools, or point --pg-bin / \
              POSTGRESQL_BIN_PATH at them)"
         ),
+        Failure::Abandoned(inner) => format!(
+            "{} — the restore was abandoned and nothing was committed",
+            message(inner)
+        ),
+        Failure::SignatureWaiverRefused => "--no-verify is refused: the configuration requires \
+                                            signatures (BACKUP_SIGNATURE_REQUIRED / \
+                                            backup.signature_required)"
+            .to_owned(),
         Failure::Unaudited(inner) => format!(
             "the operation completed but its audit entry could not be written ({}); treat it \
              as failed",
@@ -131,6 +140,34 @@ pub fn to_json(failure: &Failure) -> serde_json::Value {
             "kind": code.kind(),
         }
     })
+}
+
+/// What is missing, and the flag or command that gives it.
+fn missing_message(m: &pgseal_ops::Missing) -> String {
+    use pgseal_ops::Missing as M;
+    match m {
+        M::Identity => {
+            format!("{m}: pass --identity KEY.pem, or configure the pgseal store that holds it")
+        }
+        M::StoredIdentity(_) => format!("{m}. Pass the matching private key with --identity"),
+        M::ServerKeyPassword(what) => format!(
+            "Failed to decrypt session key: {what} does not open with SERVER_KEY_PASSWORD (wrong \
+             password?)"
+        ),
+        M::ActiveServerKey => {
+            format!("{m}: generate one with `pgseal server-key generate`")
+        }
+        M::UserKey(name) => format!("{m}; generate one with `pgseal user-key generate {name}`"),
+        M::SigningKey { .. } => format!("{m}: pass --sign-key with their private key"),
+        M::NotActiveKey { user, .. } => {
+            format!("{m}: pass --sign-key with {user}'s current key")
+        }
+        M::Creator => "pass --sign-key KEY.pem, or --user NAME with a pgseal store".to_owned(),
+        M::Recipient => {
+            "pass --recipient PUB.pem (or configure a store with an active server key)".to_owned()
+        }
+        _ => m.to_string(),
+    }
 }
 
 /// A store error with the command that fixes it, where there is one.

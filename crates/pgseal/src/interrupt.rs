@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use pgseal_ops::cancel;
-pub use pgseal_ops::cancel::{check, overrule, received};
 pub use pgseal_ops::error::signal_name;
 use signal_hook::SigId;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use pgseal_ops::pgtools::{PgTools, RestoreOptions, Target, quote_ident, quote_literal};
+pub use pgseal_ops::pgtools::{PgTools, Target};
 
 use crate::failure::{CliResult, Failure};
 use crate::progress::Terminal;

@@ -21,6 +21,10 @@ impl Observer for Terminal {
         eprintln!("pgseal: warning: {message}");
     }
 
+    fn note(&self, message: &str) {
+        eprintln!("pgseal: {message}");
+    }
+
     fn error(&self, message: &str) {
         eprintln!("pgseal: error: {message}");
     }

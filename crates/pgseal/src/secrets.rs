@@ -196,47 +196,9 @@ pub fn read_text(path: &std::path::Path, what: &str) -> CliResult<String> {
     Ok(s)
 }
 
-/// A password source that asks at most once, for commands that unlock several keys with one
-/// password (all server keys share `SERVER_KEY_PASSWORD`).
-pub struct CachedPassword {
-    source: PasswordSource,
-    value: std::cell::RefCell<Option<Password>>,
-}
-
-impl PasswordSource {
-    pub fn cached(self) -> CachedPassword {
-        CachedPassword {
-            source: self,
-            value: std::cell::RefCell::new(None),
-        }
-    }
-}
-
-/// Anything that can produce a password on demand.
-pub trait GetPassword {
-    fn get_password(&self) -> CliResult<Password>;
-}
-
-impl GetPassword for PasswordSource {
-    fn get_password(&self) -> CliResult<Password> {
-        self.get()
-    }
-}
-
-impl GetPassword for CachedPassword {
-    fn get_password(&self) -> CliResult<Password> {
-        self.get()
-    }
-}
-
-impl CachedPassword {
-    pub fn get(&self) -> CliResult<Password> {
-        if let Some(p) = self.value.borrow().as_ref() {
-            return Ok(p.clone());
-        }
-        let p = self.source.get()?;
-        *self.value.borrow_mut() = Some(p.clone());
-        Ok(p)
+impl pgseal_ops::secret::Secret for PasswordSource {
+    fn get(&self) -> CliResult<Password> {
+        PasswordSource::get(self)
     }
 }
 

@@ -10,13 +10,11 @@ use pgseal_store::{Action, User};
 use serde_json::json;
 
 use super::server_key::no_active_key;
-use super::users::no_user_key;
 use super::{host_name, load_private, load_publics, user_password};
 use crate::cli::{CompressArg, EncryptArgs, FormatArg};
 use crate::context::{Context, store_failure};
 use crate::failure::{CliResult, Failure};
 use crate::files::{Input, Output, check_output, scratch_file};
-use crate::secrets::PasswordSource;
 
 /// The creator: the key that signs, and the pgseal user it belongs to when known.
 struct Creator {
@@ -29,9 +27,7 @@ struct Creator {
 fn resolve_creator(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Creator> {
     let password = user_password(&args.user_password);
     let Some(name) = &args.user else {
-        let path = args.sign_key.as_ref().ok_or_else(|| {
-            Failure::usage("pass --sign-key KEY.pem, or --user NAME with a pgseal store")
-        })?;
+        let path = args.sign_key.as_ref().ok_or(pgseal_ops::Missing::Creator)?;
         let key = load_private(path, &password)?;
         // With a store, attribute the file to the key's owner if the key is known.
         let fp = key.fingerprint();
@@ -51,47 +47,15 @@ fn resolve_creator(args: &EncryptArgs, ctx: &mut Context) -> CliResult<Creator> 
     })
 }
 
-/// A user's signing key: from `sign_key` or `USER_KEYS_DIR/NAME.key.pem`, checked to be the
-/// user's active key in the store. Disabled users and users without a key are refused.
+/// A user's signing key, checked to be their active key (`pgseal_ops::keys`).
 pub fn signing_key_for_user(
     ctx: &mut Context,
     name: &str,
     sign_key: Option<&Path>,
-    password: &PasswordSource,
+    password: &dyn pgseal_ops::secret::Secret,
 ) -> CliResult<(PrivateKey, User)> {
     let name = crate::context::username(name)?;
-    let user_keys_dir = ctx.config()?.user_keys_dir.clone();
-    let store = ctx.store()?;
-    let user = store.user(&name).map_err(store_failure)?;
-    if !user.is_active {
-        return Err(Failure::usage(format!(
-            "user {name} is disabled and cannot sign backups"
-        )));
-    }
-    let active = store
-        .active_user_key(user.id)
-        .map_err(store_failure)?
-        .ok_or_else(|| no_user_key(name.as_str()))?;
-    let path = match sign_key {
-        Some(p) => p.to_path_buf(),
-        None => super::users::user_key_path(&user_keys_dir, &name)?,
-    };
-    if !path.exists() {
-        return Err(Failure::key(format!(
-            "no signing key for {name} at {}: pass --sign-key with their private key",
-            path.display()
-        )));
-    }
-    let key = load_private(&path, password)?;
-    if key.fingerprint() != active.fingerprint {
-        return Err(Failure::key(format!(
-            "{} holds key {}, but {name}'s active key is {}: pass --sign-key with {name}'s current key",
-            path.display(),
-            key.fingerprint(),
-            active.fingerprint
-        )));
-    }
-    Ok((key, user))
+    pgseal_ops::keys::signing_key_for_user(ctx, &name, sign_key, password)
 }
 
 /// The recipients: the `--recipient` files, else the store's active server key.

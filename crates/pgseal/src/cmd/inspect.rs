@@ -109,7 +109,9 @@ fn inspect_v2(input: &mut Input) -> CliResult<Value> {
     for (i, slot) in slots.iter_mut().enumerate() {
         slot["active"] = json!(active.as_ref().is_some_and(|(a, _)| *a == i));
     }
-    let superseded = super::superseded_slot_note(&prelude, &input.name);
+    let superseded = prelude
+        .superseded_slot()
+        .and_then(|(index, state)| super::superseded_slot_note(index, state, &input.name));
     let header_bytes = prelude.slots_offset + 2 * h.slot_size as u64;
     Ok(json!({
         "format": "v2",

@@ -9,7 +9,6 @@ mod import;
 mod init;
 mod inspect;
 mod keygen;
-mod keyring;
 mod repository;
 mod restore;
 mod rewrap;
@@ -17,9 +16,9 @@ mod server_key;
 mod users;
 mod verify;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pgseal_core::{PrivateKey, PublicKey};
+use pgseal_core::PrivateKey;
 
 use crate::cli::{
     AuditCommand, Command, KeyCommand, NewPasswordArgs, ServerKeyCommand, ServerPasswordArgs,
@@ -27,8 +26,8 @@ use crate::cli::{
 };
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
-use crate::files::exposed_mode;
-use crate::secrets::{GetPassword, PasswordSource, read_text};
+use crate::secrets::PasswordSource;
+use pgseal_ops::secret::Secret;
 
 pub fn run(command: Command, ctx: &mut Context) -> CliResult {
     match command {
@@ -68,38 +67,44 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
     }
 }
 
-/// Loads a public key file (SPKI or PKCS#1 PEM).
-pub fn load_public(path: &Path) -> CliResult<PublicKey> {
-    let text = read_text(path, "public key")?;
-    PublicKey::from_pem(&text).map_err(|e| Failure::key(format!("{}: {e}", path.display())))
+/// The password sources behind `OpenKeyArgs` (the server password, the legacy password), kept
+/// for the operations layer's [`OpenKeys`](pgseal_ops::open::OpenKeys), which borrows them.
+pub struct OpenKeySources {
+    server: PasswordSource,
+    legacy: PasswordSource,
 }
 
-pub fn load_publics(paths: &[PathBuf]) -> CliResult<Vec<PublicKey>> {
-    paths.iter().map(|p| load_public(p)).collect()
+impl OpenKeySources {
+    pub fn new(args: &crate::cli::OpenKeyArgs) -> Self {
+        OpenKeySources {
+            server: server_password(&args.server_password),
+            legacy: PasswordSource {
+                purpose: "the legacy backup",
+                env: "BACKUP_ENCRYPTION_PASSWORD",
+                file: args.legacy_password_file.clone(),
+                command: None,
+                file_flag: "--legacy-password-file",
+            },
+        }
+    }
+
+    pub fn keys<'a>(&'a self, args: &'a crate::cli::OpenKeyArgs) -> pgseal_ops::open::OpenKeys<'a> {
+        pgseal_ops::open::OpenKeys {
+            identities: &args.identities,
+            signers: &args.signers,
+            server_password: &self.server,
+            legacy_password: &self.legacy,
+            verify: !args.no_verify,
+        }
+    }
 }
 
-/// Loads a private key file, asking `password` only if the key is encrypted.
-pub fn load_private(path: &Path, password: &impl GetPassword) -> CliResult<PrivateKey> {
-    let text = read_text(path, "private key")?;
-    if let Some(mode) = exposed_mode(path) {
-        eprintln!(
-            "pgseal: warning: {} is readable by other users (mode {mode:o}); run chmod 600 on it",
-            path.display()
-        );
-    }
-    let what = path.display().to_string();
-    let mut asked = None;
-    let key = PrivateKey::from_pem(&text, &what, || {
-        password.get_password().map_err(|f| {
-            asked = Some(f);
-            pgseal_core::Error::WrongPassword(what.clone())
-        })
-    });
-    match (key, asked) {
-        (Ok(k), _) => Ok(k),
-        (Err(_), Some(failure)) => Err(failure),
-        (Err(e), None) => Err(e.into()),
-    }
+pub use pgseal_ops::keys::load_publics;
+
+/// Loads a private key file, asking `password` only if the key is encrypted (and warning if
+/// others may read it).
+pub fn load_private(path: &Path, password: &dyn Secret) -> CliResult<PrivateKey> {
+    pgseal_ops::keys::load_private(&crate::progress::Terminal, path, password)
 }
 
 pub fn user_password(args: &UserPasswordArgs) -> PasswordSource {
@@ -142,11 +147,11 @@ pub fn server_password(args: &ServerPasswordArgs) -> PasswordSource {
 /// A line for people, and an object for JSON that carries it as `message`; `None` when there is
 /// nothing to say.
 pub fn superseded_slot_note(
-    prelude: &pgseal_core::v2::Prelude,
+    index: usize,
+    state: &pgseal_core::v2::SlotState,
     file: &str,
 ) -> Option<(String, serde_json::Value)> {
     use pgseal_core::v2::SlotState;
-    let (index, state) = prelude.superseded_slot()?;
     let slot = ["A", "B"][index];
     let fix = format!("pgseal rewrap {file}");
     let (message, mut json) = match state {

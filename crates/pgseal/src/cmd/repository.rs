@@ -117,7 +117,7 @@ pub fn examine(
 
 /// The creator's public key from the store, for [`examine`].
 pub fn store_signer(ctx: &mut Context, fp: &Fingerprint) -> CliResult<Option<PublicKey>> {
-    Ok(super::keyring::v2_signers(ctx, &[], fp)?
+    Ok(pgseal_ops::keys::v2_signers(ctx, &[], fp)?
         .0
         .into_iter()
         .next())

@@ -10,7 +10,6 @@
 //! unauthenticated header; overwriting it in place could tear, so they are rewritten whole into
 //! an unnamed file and swapped in atomically, and the replaced copy's wrapped key is then zeroed.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use pgseal_core::detect::{DETECT_LEN, detect};
 use pgseal_core::keys::Identity;
 use pgseal_core::legacy::hybrid;
 use pgseal_core::v2;
-use pgseal_core::{Detected, Error, Fingerprint, PrivateKey, PublicKey};
+use pgseal_core::{Detected, Error, Fingerprint, PublicKey};
 use pgseal_store::Action;
 use serde_json::json;
 
@@ -30,7 +29,8 @@ use crate::context::{Audit, Context, store_failure};
 use crate::crashpoint;
 use crate::failure::{CliResult, Failure};
 use crate::files::{AtomicFile, sweep_replace_leftovers};
-use crate::secrets::CachedPassword;
+use pgseal_ops::keys::ServerKeyring;
+use pgseal_ops::secret::Cached;
 
 /// What happened to one file.
 enum Outcome {
@@ -50,32 +50,6 @@ impl Outcome {
     }
 }
 
-/// The stored server keys, unlocked on first use (each unlock costs a PBKDF2 run).
-struct Keyring {
-    pems: BTreeMap<Fingerprint, String>,
-    unlocked: BTreeMap<Fingerprint, PrivateKey>,
-    password: CachedPassword,
-}
-
-impl Keyring {
-    fn key(&mut self, fp: &Fingerprint) -> CliResult<&PrivateKey> {
-        if !self.unlocked.contains_key(fp) {
-            let pem = self
-                .pems
-                .get(fp)
-                .ok_or_else(|| Failure::key(format!("no stored server key {fp}")))?;
-            let pw = self.password.get()?;
-            let key = PrivateKey::from_pem(pem, &format!("server key {fp}"), || Ok(pw))?;
-            self.unlocked.insert(*fp, key);
-        }
-        Ok(&self.unlocked[fp])
-    }
-
-    fn fingerprints(&self) -> BTreeSet<Fingerprint> {
-        self.pems.keys().copied().collect()
-    }
-}
-
 pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     let here = host_name().unwrap_or_default();
     let store = ctx.store()?;
@@ -84,18 +58,11 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
         .map_err(store_failure)?
         .ok_or_else(no_active_key)?;
     let active_key = PublicKey::from_pem(&active.public_key_pem)?;
-    let mut ring = Keyring {
-        pems: store
-            .server_keys()
-            .map_err(store_failure)?
-            .into_iter()
-            .map(|k| (k.fingerprint, k.private_key_pem))
-            .collect(),
-        unlocked: BTreeMap::new(),
-        password: server_password(&args.server_password).cached(),
-    };
+    let password = server_password(&args.server_password);
+    let password = Cached::new(&password);
+    let mut ring = ServerKeyring::load(ctx, &password)?;
     let files: Vec<PathBuf> = if args.all {
-        store
+        ctx.store()?
             .backups(None)
             .map_err(store_failure)?
             .into_iter()
@@ -169,7 +136,7 @@ fn rewrap_one(
     ctx: &mut Context,
     path: &Path,
     active: &PublicKey,
-    ring: &mut Keyring,
+    ring: &mut ServerKeyring<'_>,
     here: &str,
 ) -> CliResult<Outcome> {
     let mut file = std::fs::OpenOptions::new()

@@ -333,5 +333,5 @@ pub fn export(args: ServerKeyExportArgs, ctx: &mut Context) -> CliResult {
 
 /// The seed guide's "No active server key found", with its fix.
 pub fn no_active_key() -> Failure {
-    Failure::key("No active server key found: generate one with `pgseal server-key generate`")
+    pgseal_ops::Missing::ActiveServerKey.into()
 }

@@ -148,18 +148,7 @@ fn public_path_for(key_path: &Path) -> PathBuf {
     }
 }
 
-/// `USER_KEYS_DIR/NAME.key.pem`, checked to be a file directly inside the keys directory.
-pub fn user_key_path(dir: &Path, name: &Username) -> CliResult<PathBuf> {
-    let file = format!("{name}.key.pem");
-    let mut parts = Path::new(&file).components();
-    match (parts.next(), parts.next()) {
-        (Some(std::path::Component::Normal(_)), None) => Ok(dir.join(file)),
-        _ => Err(Failure::usage(format!(
-            "the key file of user {name:?} would not be inside {}",
-            dir.display()
-        ))),
-    }
-}
+pub use pgseal_ops::keys::user_key_path;
 
 pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
     ctx.audit(Action::KeyGen).detail("kind", "user");
@@ -308,7 +297,7 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
                 None => store
                     .active_user_key(user.id)
                     .map_err(store_failure)?
-                    .ok_or_else(|| no_user_key(name.as_str()))?,
+                    .ok_or_else(|| no_user_key(&name))?,
             };
             emit(&key.public_key_pem, output.as_deref(), false)
         }
@@ -324,7 +313,7 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
     let active = store
         .active_user_key(user.id)
         .map_err(store_failure)?
-        .ok_or_else(|| no_user_key(&args.name))?;
+        .ok_or_else(|| no_user_key(&name))?;
     if let Some(a) = ctx.audit_mut() {
         a.detail("username", user.username.as_str());
         a.detail("old_fingerprint", active.fingerprint.to_string());
@@ -471,8 +460,6 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
 }
 
 /// The seed guide's "User has no RSA key", with its fix.
-pub fn no_user_key(name: &str) -> Failure {
-    Failure::key(format!(
-        "User has no RSA key: {name} has no active key; generate one with `pgseal user-key generate {name}`"
-    ))
+pub fn no_user_key(name: &Username) -> Failure {
+    pgseal_ops::Missing::UserKey(name.clone()).into()
 }

@@ -1,68 +1,38 @@
 //! `pgseal verify`: check a file's origin and integrity with the creator's public key alone,
-//! and with `--identity` also prove it decrypts, writing no plaintext anywhere.
+//! and with `--identity` also prove it decrypts (`pgseal_ops::verify`); this module says what
+//! was proven.
 
-use pgseal_core::detect::DETECT_LEN;
-use pgseal_core::keys::Identity;
-use pgseal_core::legacy::hybrid;
-use pgseal_core::v2;
-use pgseal_core::{Detected, Error, PublicKey, detect};
+use pgseal_ops::verify::{self, Proof, VerifyKeys};
 use serde_json::{Value, json};
 
-use pgseal_store::Action;
-
-use super::decrypt::{legacy_signer, record_signature_outcome};
-use super::{keyring, load_private, print_json, server_password};
+use super::{print_json, server_password, superseded_slot_note};
 use crate::cli::VerifyArgs;
-use crate::cmd::encrypt::hex;
 use crate::context::Context;
-use crate::failure::{CliResult, Failure};
-use crate::files::Input;
-
-/// What was proven, as lines for people and fields for JSON, and what the operator should know
-/// beyond it (the file is good either way).
-struct Proof {
-    format: &'static str,
-    lines: Vec<String>,
-    json: Value,
-    warnings: Vec<String>,
-}
+use crate::failure::{CliResult, message};
 
 pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
-    ctx.audit(Action::Verify).backup_file = Some(args.input.clone());
-    let mut input = Input::open(&args.input)?;
-    let prefix = input.peek(DETECT_LEN)?;
-    let detected = detect(&prefix);
-    let result = match detected {
-        Detected::Pgseal {
-            version: v2::VERSION,
-        } => verify_v2(&args, &mut input, ctx),
-        Detected::Pgseal { version } => Err(Error::UnsupportedVersion(version).into()),
-        Detected::LegacyHybrid => verify_legacy_hybrid(&args, &mut input, ctx),
-        Detected::LegacySymmetric => Err(Failure::invalid(
-            "legacy symmetric files carry no signature, so there is nothing to verify with a \
-             public key; `pgseal decrypt` checks their tag with the password",
-        )),
-        Detected::PlainDump => Err(Error::NotEncrypted("it is a plain pg_dump archive").into()),
-        Detected::Unknown => Err(Failure::invalid(format!(
-            "{} is neither a pgseal file nor a legacy backup",
-            input.name
-        ))),
+    let password = server_password(&args.server_password);
+    let keys = VerifyKeys {
+        signers: &args.signers,
+        identity: args.identity.as_deref(),
+        decrypt_check: args.decrypt_check,
+        server_password: &password,
     };
-    record_signature_outcome(ctx, result.as_ref().map(drop), true);
-    match result {
+    let v = verify::verify(ctx, &args.input, &keys);
+    match v.result {
         Ok(proof) => {
+            let (format, lines, mut report, warnings) = describe(&proof, &v.input);
             if args.json {
-                let mut v = proof.json;
-                v["valid"] = json!(true);
-                v["format"] = json!(proof.format);
-                v["file"] = json!(input.name);
-                print_json(&v);
+                report["valid"] = json!(true);
+                report["format"] = json!(format);
+                report["file"] = json!(v.input);
+                print_json(&report);
             } else {
-                println!("OK: {} ({})", input.name, proof.format);
-                for line in proof.lines {
+                println!("OK: {} ({format})", v.input);
+                for line in lines {
                     println!("  {line}");
                 }
-                for warning in proof.warnings {
+                for warning in warnings {
                     println!("  warning: {warning}");
                 }
             }
@@ -72,9 +42,9 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
             if args.json {
                 print_json(&json!({
                     "valid": false,
-                    "file": input.name,
-                    "format": format_name(detected),
-                    "error": crate::failure::message(&failure),
+                    "file": v.input,
+                    "format": v.format.unwrap_or("unknown"),
+                    "error": message(&failure),
                 }));
             }
             Err(failure)
@@ -82,130 +52,83 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
     }
 }
 
-fn format_name(d: Detected) -> &'static str {
-    match d {
-        Detected::Pgseal { .. } => "v2",
-        Detected::LegacyHybrid => "legacy-hybrid",
-        Detected::LegacySymmetric => "legacy-symmetric",
-        Detected::PlainDump => "plain-pg_dump",
-        Detected::Unknown => "unknown",
-    }
-}
-
-fn verify_v2(args: &VerifyArgs, input: &mut Input, ctx: &mut Context) -> CliResult<Proof> {
-    let prelude = v2::read_prelude(input)?;
-    let (signers, creator) = keyring::v2_signers(ctx, &args.signers, &prelude.header.signer)?;
-    if let Some(a) = ctx.audit_mut() {
-        a.backup_creator_id =
-            creator.or(prelude.header.metadata.creator_user_id.map(|id| id as i64));
-    }
-    let identity = match (&args.identity, args.decrypt_check) {
-        (Some(path), _) => Some(load_private(path, &server_password(&args.server_password))?),
-        (None, true) => {
-            let (_, slot) = prelude.active_slot()?;
-            let password = server_password(&args.server_password).cached();
-            keyring::v2_identities(ctx, &[], &password, &slot.recipients())?
-                .into_iter()
-                .next()
+/// What was proven: the format's name, lines for people, fields for JSON, warnings.
+fn describe(proof: &Proof, file: &str) -> (&'static str, Vec<String>, Value, Vec<String>) {
+    let not_checked = "decryption: not checked (pass --identity to prove the file decrypts)";
+    match proof {
+        Proof::V2 {
+            signer,
+            chunks,
+            payload_bytes,
+            digest,
+            decrypted_with,
+            superseded,
+        } => {
+            let superseded = superseded
+                .as_ref()
+                .and_then(|(index, state)| superseded_slot_note(*index, state, file));
+            let lines = vec![
+                format!("header signature: valid, by {signer}"),
+                format!(
+                    "ciphertext: intact ({chunks} chunks, {payload_bytes} bytes; final signature \
+                     over BLAKE3 {})",
+                    hex::encode(digest)
+                ),
+                match decrypted_with {
+                    Some(fp) => format!(
+                        "decryption: proven with {fp} (file key, commitment, recipient MAC, \
+                         every chunk tag, decompression); no plaintext written"
+                    ),
+                    None => not_checked.into(),
+                },
+            ];
+            let json = json!({
+                "signer": signer.to_string(),
+                "checks": {
+                    "header_signature": true,
+                    "final_signature": true,
+                    "decrypts": decrypted_with.map(|_| true),
+                },
+                "decrypted_with": decrypted_with.map(|f| f.to_string()),
+                "chunks": chunks,
+                "ciphertext_blake3": hex::encode(digest),
+                "superseded_slot": superseded.as_ref().map(|(_, j)| j),
+            });
+            let warnings = superseded.into_iter().map(|(m, _)| m).collect();
+            ("v2", lines, json, warnings)
         }
-        (None, false) => None,
-    };
-    let superseded = super::superseded_slot_note(&prelude, &input.name);
-    let report = prelude.verify(
-        input,
-        &signers,
-        identity.as_ref().map(|k| k as &dyn Identity),
-    )?;
-    let mut lines = vec![
-        format!("header signature: valid, by {}", report.signer),
-        format!(
-            "ciphertext: intact ({} chunks, {} bytes; final signature over BLAKE3 {})",
-            report.chunks,
-            report.payload_bytes,
-            hex(&report.ciphertext_digest)
+        Proof::LegacyHybrid {
+            signer,
+            user_id,
+            digest,
+            decrypted,
+        } => (
+            "legacy-hybrid",
+            vec![
+                format!("signature: valid, by {signer} (creator user id {user_id})"),
+                format!("ciphertext: intact (SHA-256 {})", hex::encode(digest)),
+                if *decrypted {
+                    "decryption: proven (session key unwrapped, GCM tag verified); no plaintext \
+                     written"
+                        .into()
+                } else {
+                    not_checked.into()
+                },
+                "note: the legacy format does not sign its header (user id, time); only the \
+                 data is proven"
+                    .into(),
+            ],
+            json!({
+                "signer": signer.to_string(),
+                "user_id": user_id,
+                "checks": {
+                    "signature": true,
+                    "decrypts": decrypted.then_some(true),
+                    "header_authenticated": false,
+                },
+                "ciphertext_sha256": hex::encode(digest),
+            }),
+            Vec::new(),
         ),
-    ];
-    lines.push(match report.decrypted_with {
-        Some(fp) => format!(
-            "decryption: proven with {fp} (file key, commitment, recipient MAC, every chunk tag, \
-             decompression); no plaintext written"
-        ),
-        None => "decryption: not checked (pass --identity to prove the file decrypts)".into(),
-    });
-    Ok(Proof {
-        format: "v2",
-        lines,
-        json: json!({
-            "signer": report.signer.to_string(),
-            "checks": {
-                "header_signature": true,
-                "final_signature": true,
-                "decrypts": report.decrypted_with.map(|_| true),
-            },
-            "decrypted_with": report.decrypted_with.map(|f| f.to_string()),
-            "chunks": report.chunks,
-            "ciphertext_blake3": hex(&report.ciphertext_digest),
-            "superseded_slot": superseded.as_ref().map(|(_, j)| j),
-        }),
-        warnings: superseded.into_iter().map(|(message, _)| message).collect(),
-    })
-}
-
-fn verify_legacy_hybrid(
-    args: &VerifyArgs,
-    input: &mut Input,
-    ctx: &mut Context,
-) -> CliResult<Proof> {
-    let len = input.len;
-    let header = hybrid::read_header(input, len)?;
-    if let Some(a) = ctx.audit_mut() {
-        a.backup_creator_id = i64::try_from(header.user_id).ok();
     }
-    let signers = keyring::legacy_signers(ctx, &args.signers, header.user_id)?;
-    if signers.is_empty() {
-        return Err(Error::MissingLegacySigner(header.user_id).into());
-    }
-    let identities = match (&args.identity, args.decrypt_check) {
-        (Some(path), _) => vec![load_private(path, &server_password(&args.server_password))?],
-        (None, true) => {
-            let password = server_password(&args.server_password).cached();
-            keyring::legacy_identities(ctx, &[], &password)?
-        }
-        (None, false) => Vec::new(),
-    };
-    let (digest, decrypted) = if identities.is_empty() {
-        (hybrid::body_digest(input)?, false)
-    } else {
-        let key = identities
-            .iter()
-            .find(|k| k.unwrap_file_key(&header.wrapped_key).is_ok())
-            .ok_or(Error::SessionKeyUnwrap)?;
-        let opened = hybrid::decrypt(&header, input, std::io::sink(), key)?;
-        (opened.ciphertext_digest, true)
-    };
-    let signer: &PublicKey = legacy_signer(&header, &signers, &digest)?;
-    Ok(Proof {
-        format: "legacy-hybrid",
-        lines: vec![
-            format!("signature: valid, by {} (creator user id {})", signer.fingerprint(), header.user_id),
-            format!("ciphertext: intact (SHA-256 {})", hex(&digest)),
-            if decrypted {
-                "decryption: proven (session key unwrapped, GCM tag verified); no plaintext written".into()
-            } else {
-                "decryption: not checked (pass --identity to prove the file decrypts)".into()
-            },
-            "note: the legacy format does not sign its header (user id, time); only the data is proven".into(),
-        ],
-        json: json!({
-            "signer": signer.fingerprint().to_string(),
-            "user_id": header.user_id,
-            "checks": {
-                "signature": true,
-                "decrypts": decrypted.then_some(true),
-                "header_authenticated": false,
-            },
-            "ciphertext_sha256": hex(&digest),
-        }),
-        warnings: Vec::new(),
-    })
 }

@@ -1,0 +1,505 @@
+//! Restoring a backup into a database, with nothing reaching the database unless the backup is
+//! authentic.
+//!
+//! v2: the header signature and the file key are checked before pg_restore starts; the data
+//! then streams, chunk by chunk as each verifies, into `pg_restore --single-transaction`, with
+//! the last MiB held back until every chunk and the final signature have verified — pg_restore
+//! cannot commit without the end of its archive, so a bad backup leaves the database as it was.
+//! Legacy files (one GCM message each) are verified in a first pass and streamed in a second.
+//! With more than one job the archive is verified into an unnamed private file first, which
+//! pg_restore opens through `/proc/PID/fd/N`.
+//!
+//! Into an existing database, the target must be empty unless the caller says to merge into
+//! what it holds. When the front end interrupts the restore ([`crate::cancel`]), pg_restore is
+//! stopped, the database the restore created is dropped, and the interruption is audited. A
+//! check marks its scratch database and holds an advisory lock while it exists; the next check
+//! drops scratch databases whose lock nobody holds, which only a killed process leaves.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use pgseal_store::Action;
+
+use crate::cancel::{self, Checked};
+use crate::decrypt::record_signature_outcome;
+use crate::error::{Error, ErrorKind, Result, signal_name};
+use crate::files::{Holdback, Input, PrivateScratch};
+use crate::observe::Observer;
+use crate::open::{OpenKeys, Opener, check_waiver, prepare, recognise};
+use crate::pgtools::{PgTools, RestoreOptions, Target, quote_ident, quote_literal};
+use crate::session::Session;
+use crate::show;
+
+/// Plaintext held back from pg_restore until the whole backup has verified.
+const HOLDBACK: usize = 1024 * 1024;
+
+/// The start of the comment a check puts on its scratch database: with the name pattern and
+/// the owner, what marks a database as pgseal's to remove.
+const SCRATCH_MARKER: &str = "pgseal restore --check scratch database";
+
+/// The first key of the advisory lock a check holds while its scratch database exists (the
+/// second is the database's random tag): "pgse".
+const SCRATCH_LOCK_CLASS: i32 = 0x7067_7365;
+
+/// Where a backup is restored.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Into `database`: created first (`create`, refused if it exists) or existing (refused
+    /// unless empty, or `merge`).
+    Into {
+        /// The database, by name (never a connection string).
+        database: String,
+        /// Create it (and drop it again if the restore fails or is interrupted).
+        create: bool,
+        /// Into an existing database that holds objects: merge.
+        merge: bool,
+    },
+    /// Into a scratch database that is counted and dropped: the monthly restore test.
+    Check,
+}
+
+/// A restore to run.
+pub struct Restore<'a> {
+    /// The backup.
+    pub file: &'a Path,
+    /// Where its keys come from.
+    pub keys: OpenKeys<'a>,
+    /// Where it goes.
+    pub destination: Destination,
+    /// `pg_restore --clean --if-exists`.
+    pub clean: bool,
+    /// Parallel pg_restore jobs (1: one transaction).
+    pub jobs: u32,
+    /// The PostgreSQL tools.
+    pub tools: &'a PgTools,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub enum Restored {
+    /// Restored into this database.
+    Into(String),
+    /// Restored into a scratch database (dropped again) holding these tables and row counts.
+    Checked(Vec<(String, i64)>),
+}
+
+/// What every step of one restore shares.
+struct Job<'a> {
+    file: &'a Path,
+    opener: &'a Opener,
+    tools: &'a PgTools,
+    observer: Arc<dyn Observer>,
+    clean: bool,
+    jobs: u32,
+}
+
+/// How the target database is reached.
+#[derive(Clone, Copy)]
+enum How<'a> {
+    New { comment: Option<&'a str> },
+    Existing { merge: bool },
+}
+
+/// Restores, audited as `RESTORE`. `guard` is called once every key is unlocked and before any
+/// database work, and what it returns is held until the restore ends: the CLI installs its
+/// signal handling there, so that a Ctrl-C at a password prompt still simply ends it.
+pub fn restore<G>(
+    session: &mut Session,
+    request: &Restore<'_>,
+    guard: impl FnOnce() -> Result<G>,
+) -> Result<Restored> {
+    let audit = session.audit(Action::Restore);
+    audit.backup_file = Some(request.file.display().to_string());
+    let result = (|| {
+        check_waiver(session, request.keys.verify)?;
+        let mut input = Input::open(&request.file.display().to_string())?;
+        let sealed = recognise(&mut input)?;
+        let opener = prepare(session, sealed, &request.keys)?;
+        let _guard = guard()?;
+        let job = Job {
+            file: request.file,
+            opener: &opener,
+            tools: request.tools,
+            observer: session.observer().clone(),
+            clean: request.clean,
+            jobs: request.jobs,
+        };
+        match &request.destination {
+            Destination::Check => check(&job, session).map(Restored::Checked),
+            Destination::Into {
+                database,
+                create,
+                merge,
+            } => {
+                if let Some(a) = session.audit_mut() {
+                    a.detail("target_db", database.clone());
+                }
+                let how = if *create {
+                    How::New { comment: None }
+                } else {
+                    How::Existing { merge: *merge }
+                };
+                restore_into(&job, database, how, Some(session))?;
+                Ok(Restored::Into(database.clone()))
+            }
+        }
+    })();
+    if let (Err(_), Some(signal)) = (&result, cancel::received())
+        && let Some(a) = session.outcome_audit_mut()
+    {
+        a.detail("interrupted", signal_name(signal));
+    }
+    record_signature_outcome(session, result.as_ref().map(drop), request.keys.verify);
+    result
+}
+
+/// Restores into `target`, created first or existing (see [`How`]). With `session`,
+/// the audit entry is written before the restore may commit (fail closed).
+fn restore_into(
+    job: &Job<'_>,
+    target: &str,
+    how: How<'_>,
+    session: Option<&mut Session>,
+) -> Result<()> {
+    let tools = job.tools;
+    let maintenance = Target::Name("postgres".into());
+    let shown = show::name(target);
+    let created = match how {
+        How::New { comment } => {
+            cancel::check("nothing was created")?;
+            if database_exists(tools, target)? {
+                return Err(Error::usage(format!(
+                    "database {shown} already exists; drop it, or restore into it without --create"
+                )));
+            }
+            tools.execute(
+                &maintenance,
+                &format!("CREATE DATABASE {};", quote_ident(target)),
+            )?;
+            if let Some(comment) = comment {
+                let commented = tools.execute(
+                    &maintenance,
+                    &format!(
+                        "COMMENT ON DATABASE {} IS {};",
+                        quote_ident(target),
+                        quote_literal(comment)
+                    ),
+                );
+                if let Err(f) = commented {
+                    drop_created(job, target);
+                    return Err(f);
+                }
+            }
+            true
+        }
+        How::Existing { merge } => {
+            if !merge && !database_is_empty(tools, target)? {
+                return Err(Error::usage(format!(
+                    "database {shown} already holds objects (tables, schemas, functions, types \
+                     or extensions): the backup would be merged into them. Pass \
+                     --into-existing to do that, or restore into a new database with --create"
+                )));
+            }
+            false
+        }
+    };
+    let result = restore_archive(job, target, session);
+    let dropped = result.is_err() && created && drop_created(job, target);
+    cancel::overrule(result, || {
+        if dropped {
+            format!("the restore was stopped, and {shown}, which it had created, was dropped")
+        } else if created {
+            format!("the restore was stopped; {shown}, which it had created, is still there")
+        } else if job.jobs > 1 {
+            format!(
+                "the restore was stopped; with --jobs it is not one transaction, so {shown} \
+                 holds what had been restored"
+            )
+        } else {
+            format!("the restore was stopped, and nothing was committed to {shown}")
+        }
+    })
+}
+
+/// Drops a database this run created; warns (and returns false) if it cannot.
+fn drop_created(job: &Job<'_>, name: &str) -> bool {
+    match drop_database(job.tools, name) {
+        Ok(()) => true,
+        Err(f) => {
+            job.observer.warn(&format!(
+                "could not drop {}, which this restore created: {f}; drop it by hand",
+                show::name(name)
+            ));
+            false
+        }
+    }
+}
+
+fn drop_database(tools: &PgTools, name: &str) -> Result<()> {
+    tools.execute(
+        &Target::Name("postgres".into()),
+        &format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE);",
+            quote_ident(name)
+        ),
+    )
+}
+
+fn database_exists(tools: &PgTools, name: &str) -> Result<bool> {
+    let rows = tools.rows(
+        &Target::Name("postgres".into()),
+        &format!(
+            "SELECT 1 FROM pg_database WHERE datname = {};",
+            quote_literal(name)
+        ),
+        1,
+    )?;
+    Ok(!rows.is_empty())
+}
+
+/// Whether `name` holds nothing of its own: no schema but `public`, no table, view, sequence,
+/// index, function, type, extension (but plpgsql) or large object.
+fn database_is_empty(tools: &PgTools, name: &str) -> Result<bool> {
+    const OBJECTS: &str = r"SELECT
+  (SELECT count(*) FROM pg_namespace
+    WHERE nspname NOT IN ('public', 'information_schema') AND nspname NOT LIKE 'pg\_%')
++ (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%')
++ (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))
++ (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+      AND t.typrelid = 0 AND t.typelem = 0)
++ (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
++ (SELECT count(*) FROM pg_largeobject_metadata);";
+    let rows = tools.rows(&Target::Name(name.to_owned()), OBJECTS, 1)?;
+    match rows.as_slice() {
+        [row] if row.len() == 1 => Ok(row[0] == "0"),
+        _ => Err(Error::invalid(format!(
+            "unexpected answer counting the objects in {}",
+            show::name(name)
+        ))),
+    }
+}
+
+fn restore_archive(job: &Job<'_>, target: &str, mut session: Option<&mut Session>) -> Result<()> {
+    // Fail closed: without its audit entry, the restore does not commit.
+    let audit_first = |session: &mut Option<&mut Session>| -> Result<()> {
+        match session {
+            Some(s) => {
+                if let Some(a) = s.audit_mut() {
+                    a.signature_valid = job.opener.verifies().then_some(true);
+                }
+                s.audit_before_commit()
+            }
+            None => Ok(()),
+        }
+    };
+    let open = |out: &mut (dyn Write + Send)| -> Result<()> {
+        job.opener
+            .reopen(Input::open(&job.file.display().to_string())?, out)?;
+        Ok(())
+    };
+    let db = Target::Name(target.to_owned());
+    let options = RestoreOptions {
+        clean: job.clean,
+        jobs: job.jobs,
+    };
+    if job.jobs > 1 {
+        // pg_restore needs a seekable file for parallel jobs: verify into a private one. An
+        // unnamed file where the system allows it, handed to pg_restore as /proc/PID/fd/N, so
+        // even a kill -9 leaves no plaintext behind; else a 0600 file in a 0700 directory.
+        let scratch = PrivateScratch::create()?;
+        open(&mut Checked(scratch.file()))?;
+        let file = scratch.file();
+        file.sync_all()
+            .map_err(|e| Error::io("writing the temporary archive", e))?;
+        audit_first(&mut session)?;
+        let result = job
+            .tools
+            .restore(&db, Some(scratch.path()), &options)?
+            .wait();
+        drop(scratch);
+        return result;
+    }
+    if job.opener.needs_first_pass() {
+        open(&mut Checked(std::io::sink()))?;
+    }
+    let mut pg = job.tools.restore(&db, None, &options)?;
+    let stdin = pg.child.stdin.take().expect("pg_restore's stdin is piped");
+    let mut held = Checked(Holdback::new(stdin, HOLDBACK));
+    let opened = open(&mut held).and_then(|()| audit_first(&mut session));
+    match opened {
+        Ok(()) => {
+            let stdin = held
+                .0
+                .release()
+                .map_err(|e| Error::io("writing to pg_restore", e));
+            match stdin {
+                Ok(stdin) => {
+                    drop(stdin);
+                    pg.wait()
+                }
+                Err(f) => {
+                    // pg_restore stopped reading: its own error says why.
+                    pg.wait().and(Err(f))
+                }
+            }
+        }
+        Err(f) if f.kind() == ErrorKind::Io => {
+            drop(held);
+            pg.wait().and(Err(f))
+        }
+        Err(f) => {
+            drop(held);
+            pg.abort();
+            Err(Error::Abandoned(Box::new(f)))
+        }
+    }
+}
+
+/// `restore --check`: into a throwaway database, count rows, drop it.
+fn check(job: &Job<'_>, session: &mut Session) -> Result<Vec<(String, i64)>> {
+    let tools = job.tools;
+    let maintenance = Target::Name("postgres".into());
+    let removed = remove_abandoned_scratch(job, &maintenance);
+    let mut tag = [0u8; 4];
+    pgseal_core::secret::fill_random(&mut tag)?;
+    let tag = u32::from_be_bytes(tag);
+    let name = format!("pgseal_check_{tag:08x}");
+    if let Some(a) = session.audit_mut() {
+        a.detail("check", true);
+        a.detail("target_db", name.clone());
+        if !removed.is_empty() {
+            a.detail("removed_abandoned", removed);
+        }
+    }
+    // Held for as long as the scratch database may exist (the session ends with pgseal, even
+    // a killed one): another run's cleanup sees the lock and leaves the database alone.
+    let _lock = tools.session(
+        &maintenance,
+        &format!(
+            "SELECT pg_advisory_lock({SCRATCH_LOCK_CLASS}, {});",
+            tag as i32
+        ),
+    )?;
+    let comment = format!(
+        "{SCRATCH_MARKER} (host {}, pid {}, {}); dropped by the next restore --check if left \
+         behind",
+        session.actor().host.clone().unwrap_or_default(),
+        std::process::id(),
+        pgseal_core::time::Timestamp::now().rfc3339()
+    );
+    let how = How::New {
+        comment: Some(&comment),
+    };
+    restore_into(job, &name, how, None)?;
+    let counts = cancel::check("the check was stopped").and_then(|()| row_counts(tools, &name));
+    let dropped = drop_created(job, &name);
+    cancel::overrule(counts, || {
+        if dropped {
+            format!("the check was stopped, and its scratch database {name} was dropped")
+        } else {
+            format!("the check was stopped; its scratch database {name} is still there")
+        }
+    })
+}
+
+/// Drops the scratch databases that killed `restore --check` runs left behind, and returns
+/// their names. Only provably abandoned ones: named `pgseal_check_` and 8 hex digits, owned by
+/// the role pgseal connects as, carrying [`SCRATCH_MARKER`] — and whose advisory lock nobody
+/// holds, which means the run that made it is gone (a live one holds it from before it creates
+/// the database until after it drops it). The lock is taken for the drop, so no run can start
+/// using that name meanwhile. Failing to clean up only warns: it does not stop this check.
+fn remove_abandoned_scratch(job: &Job<'_>, maintenance: &Target) -> Vec<String> {
+    let tools = job.tools;
+    let candidates = tools.rows(
+        maintenance,
+        &format!(
+            "SELECT d.datname FROM pg_database d \
+             WHERE d.datname ~ '^pgseal_check_[0-9a-f]{{8}}$' \
+               AND d.datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+               AND starts_with(coalesce(shobj_description(d.oid, 'pg_database'), ''), {}) \
+             ORDER BY 1;",
+            quote_literal(SCRATCH_MARKER)
+        ),
+        1,
+    );
+    let candidates: Vec<(String, u32)> = match candidates {
+        Ok(rows) => rows
+            .into_iter()
+            .flatten()
+            .filter_map(|n| {
+                let tag = u32::from_str_radix(n.strip_prefix("pgseal_check_")?, 16).ok()?;
+                Some((n, tag))
+            })
+            .collect(),
+        Err(f) => {
+            job.observer.warn(&format!(
+                "could not look for abandoned scratch databases: {f}"
+            ));
+            return Vec::new();
+        }
+    };
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let mut script = String::new();
+    for (name, tag) in &candidates {
+        let key = format!("{SCRATCH_LOCK_CLASS}, {}", *tag as i32);
+        script.push_str(&format!(
+            "SELECT pg_try_advisory_lock({key}) AS pgseal_free \\gset\n\
+             \\if :pgseal_free\n\
+             DROP DATABASE IF EXISTS {} WITH (FORCE);\n\
+             SELECT pg_advisory_unlock({key}) AS pgseal_unlocked \\gset\n\
+             \\echo dropped {name}\n\
+             \\endif\n",
+            quote_ident(name)
+        ));
+    }
+    let out = tools.script_output(maintenance, &script);
+    let dropped: Vec<String> = match out {
+        Ok(text) => text
+            .lines()
+            .filter_map(|l| l.strip_prefix("dropped "))
+            .map(str::to_owned)
+            .collect(),
+        Err(f) => {
+            job.observer
+                .warn(&format!("could not drop abandoned scratch databases: {f}"));
+            Vec::new()
+        }
+    };
+    for name in &dropped {
+        job.observer.note(&format!(
+            "dropped {name}, left behind by a restore --check that was killed"
+        ));
+    }
+    dropped
+}
+
+/// Exact row counts of every user table in `db`.
+pub fn row_counts(tools: &PgTools, db: &str) -> Result<Vec<(String, i64)>> {
+    let sql = r"SELECT format('SELECT %L, count(*) FROM %I.%I', n.nspname || '.' || c.relname, n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY 1
+\gexec
+";
+    tools
+        .rows(&Target::Name(db.to_owned()), sql, 2)?
+        .into_iter()
+        .map(|row| {
+            let n = row[1].parse().map_err(|_| {
+                Error::invalid(format!(
+                    "unexpected row count for {}: {}",
+                    show::name(&row[0]),
+                    show::name(&row[1])
+                ))
+            })?;
+            Ok((row[0].clone(), n))
+        })
+        .collect()
+}
