@@ -480,6 +480,25 @@ impl Identity for PrivateKey {
     }
 }
 
+/// A creator's signing key: a private key at hand, or one held elsewhere (a custody service)
+/// that signs on request, so that the private half never enters the caller's process.
+pub trait Signer: Send + Sync + std::fmt::Debug {
+    /// The signer's public key.
+    fn public(&self) -> &PublicKey;
+    /// An RSA-PSS (SHA-256, MGF1-SHA-256) signature over `message`.
+    fn sign_pss(&self, salt: PssSalt, message: &[u8]) -> Result<Vec<u8>>;
+}
+
+impl Signer for PrivateKey {
+    fn public(&self) -> &PublicKey {
+        PrivateKey::public(self)
+    }
+
+    fn sign_pss(&self, salt: PssSalt, message: &[u8]) -> Result<Vec<u8>> {
+        PrivateKey::sign_pss(self, salt, message)
+    }
+}
+
 /// True when PEM text holds a password-protected private key.
 pub fn pem_is_encrypted(text: &str) -> bool {
     text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")

@@ -14,7 +14,7 @@ use crate::byte_reader::ByteReader;
 use crate::error::{Error, FormatError, LegacyField, LegacyTagCause, Result};
 use crate::hash::Sha256;
 use crate::io_util::{read_exact_or_truncated, read_vec};
-use crate::keys::{Identity, PrivateKey, PssSalt, PublicKey};
+use crate::keys::{Identity, PssSalt, PublicKey, Signer};
 use crate::secret::{FileKey, fill_random};
 
 /// The first twenty bytes of every legacy hybrid file.
@@ -208,7 +208,7 @@ pub fn encrypt<R: Read, W: Write + Seek>(
     input: R,
     mut output: W,
     server: &PublicKey,
-    signer: &PrivateKey,
+    signer: &dyn Signer,
     user_id: u64,
     created_unix: u64,
 ) -> Result<LegacyOpened> {

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 
 use crate::error::{Error, Result};
 use crate::hash::sha256;
-use crate::keys::{Fingerprint, PrivateKey, PssSalt, PublicKey};
+use crate::keys::{Fingerprint, PssSalt, PublicKey, Signer};
 use crate::secret::{FileKey, fill_random};
 
 use super::header::{Compression, Header, Metadata};
@@ -17,7 +17,7 @@ use super::{DEFAULT_CHUNK_SIZE, final_signed_message, header_signed_message};
 #[derive(Debug, Clone)]
 pub struct SealParams<'a> {
     /// The creator's key: signs the header and the final digest.
-    pub signer: &'a PrivateKey,
+    pub signer: &'a dyn Signer,
     /// Who can decrypt: the server key, plus any recovery keys. 1 to 16.
     pub recipients: &'a [PublicKey],
     /// How to compress the payload before encryption.
@@ -34,7 +34,7 @@ pub struct SealParams<'a> {
 
 impl<'a> SealParams<'a> {
     /// Defaults: zstd level 3, 64 KiB chunks, metadata stamped now.
-    pub fn new(signer: &'a PrivateKey, recipients: &'a [PublicKey]) -> Self {
+    pub fn new(signer: &'a dyn Signer, recipients: &'a [PublicKey]) -> Self {
         SealParams {
             signer,
             recipients,
