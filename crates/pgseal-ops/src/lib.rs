@@ -11,6 +11,7 @@
 pub mod cancel;
 pub mod crashpoint;
 pub mod decrypt;
+pub mod encrypt;
 pub mod error;
 pub mod files;
 pub mod keys;

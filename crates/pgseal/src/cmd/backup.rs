@@ -11,7 +11,6 @@ use pgseal_core::{PrivateKey, PublicKey};
 use pgseal_store::{Action, BackupRecord, NewBackup, User};
 use serde_json::json;
 
-use super::encrypt::{signing_key_for_user, zstd_workers};
 use super::server_key::no_active_key;
 use super::{host_name, print_json, user_password};
 use crate::cli::BackupArgs;
@@ -21,6 +20,7 @@ use crate::files::AtomicFile;
 use crate::pgtools::{PgTools, Target};
 use crate::progress::{CountingReader, CountingWriter, Progress, human};
 use crate::show;
+use pgseal_ops::encrypt::zstd_workers;
 
 /// Databases `backup --all` skips unless `--exclude` says otherwise.
 const DEFAULT_EXCLUDES: [&str; 3] = ["template0", "template1", "postgres"];
@@ -49,9 +49,9 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
     if let Some(a) = ctx.audit_mut() {
         a.user_id = acting;
     }
-    let (key, user) = signing_key_for_user(
+    let (key, user) = pgseal_ops::keys::signing_key_for_user(
         ctx,
-        &args.user,
+        &name,
         args.sign_key.as_deref(),
         &user_password(&args.user_password),
     )?;

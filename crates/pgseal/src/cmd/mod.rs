@@ -99,8 +99,6 @@ impl OpenKeySources {
     }
 }
 
-pub use pgseal_ops::keys::load_publics;
-
 /// Loads a private key file, asking `password` only if the key is encrypted (and warning if
 /// others may read it).
 pub fn load_private(path: &Path, password: &dyn Secret) -> CliResult<PrivateKey> {
