@@ -8,12 +8,17 @@
 //! from) and presents what comes back. See `docs/ARCHITECTURE.md`.
 #![warn(missing_docs)]
 
+pub mod anchors;
 pub mod cancel;
 pub mod crashpoint;
 pub mod error;
+pub mod examine;
 pub mod files;
+pub mod holders;
 pub mod observe;
 pub mod pgtools;
+pub mod prune;
+pub mod repo;
 pub mod session;
 pub mod show;
 

@@ -10,7 +10,6 @@ mod init;
 mod inspect;
 mod keygen;
 mod keyring;
-mod repository;
 mod restore;
 mod rewrap;
 mod server_key;
