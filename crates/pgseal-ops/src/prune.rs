@@ -386,6 +386,157 @@ fn mark(session: &mut Session, id: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use pgseal_core::keys::KeyBits;
+    use pgseal_core::v2::{Metadata, SealParams, seal};
+    use pgseal_core::{PrivateKey, PublicKey};
+    use pgseal_store::{Action, Location, NewBackup, NewUserKey, Role, Store, StoreUrl, Username};
+
+    use crate::observe::Silent;
+    use crate::repo::local::LocalRepository;
+    use crate::session::{Actor, Session, Site};
+
+    fn describe(e: &Error) -> (String, i32) {
+        (e.to_string(), 1)
+    }
+
+    /// Through the operations' API alone, on a real store and directory: in a catalog shared
+    /// with another host, prune deletes this host's genuine old backup, leaves the other
+    /// host's entry for the same path alone, and refuses (and audits) a row pointed at a file
+    /// outside the backup directory.
+    #[test]
+    fn prune_deletes_only_its_own_hosts_genuine_backups_in_a_shared_catalog() {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = StoreUrl::Sqlite(tmp.path().join("pgseal.db"));
+        let mut store = Store::open(&url).unwrap();
+        let user = store
+            .add_user(&Username::parse("system_backup").unwrap(), Role::Operator)
+            .unwrap();
+        let signer = PrivateKey::generate(KeyBits::from_bits(2048).unwrap()).unwrap();
+        let public = signer.public();
+        store
+            .add_user_key(
+                user.id,
+                &NewUserKey {
+                    fingerprint: public.fingerprint(),
+                    legacy_fingerprint: None,
+                    public_key_pem: public.to_pem(),
+                    key_size: 2048,
+                },
+            )
+            .unwrap();
+        let server: PublicKey = PrivateKey::generate(KeyBits::from_bits(2048).unwrap())
+            .unwrap()
+            .public()
+            .clone();
+
+        let backups = tmp.path().join("backups");
+        let repo = LocalRepository::create_dir(&backups, "db1").unwrap();
+        let created = Timestamp(1_700_000_000_000);
+        let recipients = [server];
+        let mut params = SealParams::new(&signer, &recipients);
+        params.metadata = Metadata {
+            created_at_ms: created.millis() as u64,
+            creator_user_id: Some(user.id as u64),
+            source_database: Some("shop".into()),
+            ..Metadata::default()
+        };
+        let mut new = repo.create("shop_1.pgseal").unwrap();
+        seal(&b"a dump"[..], &mut new, &params).unwrap();
+        new.flush().unwrap();
+        let genuine = new.commit().unwrap();
+        let entry = NewBackup {
+            database: "shop".into(),
+            location: genuine.clone(),
+            size_bytes: 1,
+            created_at: created,
+            creator_user_id: Some(user.id),
+            creator_key: public.fingerprint(),
+            server_keys: Vec::new(),
+            format_version: 2,
+            ciphertext_blake3: None,
+        };
+        let mine = store.add_backup(&entry).unwrap();
+        let path = genuine.file_path().unwrap();
+        let theirs = store
+            .add_backup(&NewBackup {
+                location: Location::file("db2", &path).unwrap(),
+                ..entry.clone()
+            })
+            .unwrap();
+        let victim = tmp.path().join("passwd");
+        std::fs::write(&victim, "root").unwrap();
+        let forged = store
+            .add_backup(&NewBackup {
+                location: Location::file("db1", &victim).unwrap(),
+                ..entry.clone()
+            })
+            .unwrap();
+        drop(store);
+
+        let site = Site {
+            store: url.clone(),
+            backup_dir: backups,
+            user_keys_dir: tmp.path().join("keys"),
+            server_keys_dir: tmp.path().join("keys"),
+            signature_required: true,
+            rsa_key_size: 2048,
+            retention_days: 30,
+        };
+        let actor = Actor {
+            host: Some("db1".into()),
+            ..Actor::default()
+        };
+        let mut session = Session::new(Some(site), actor, Arc::new(Silent), describe);
+        session.audit(Action::Prune);
+        let report = prune(
+            &mut session,
+            &repo,
+            &PruneRequest {
+                database: None,
+                retention: Retention::OlderThan(86_400_000),
+                delete: true,
+            },
+        )
+        .unwrap();
+        let outcome = |id: i64| {
+            report
+                .items
+                .iter()
+                .find(|(b, _)| b.id == id)
+                .map(|(_, o)| o.clone())
+                .unwrap()
+        };
+        assert_eq!(outcome(mine.id), Outcome::Deleted(None));
+        assert_eq!(outcome(theirs.id), Outcome::Elsewhere);
+        assert!(
+            matches!(outcome(forged.id), Outcome::Refused(Refusal::Outside(_))),
+            "{:?}",
+            outcome(forged.id)
+        );
+        assert!(!path.exists(), "the genuine old backup was not deleted");
+        assert!(
+            victim.exists(),
+            "a file outside the backup directory was deleted"
+        );
+        let refused = report.result().unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Authentication);
+        assert_eq!(
+            session.audit_mut().unwrap().details["refused"][0]["id"],
+            forged.id
+        );
+        let live: Vec<i64> = session
+            .store()
+            .unwrap()
+            .backups(None)
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(live, vec![theirs.id, forged.id]);
+    }
 
     #[test]
     fn outcomes_read_as_before() {

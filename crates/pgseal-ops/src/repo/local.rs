@@ -324,10 +324,15 @@ impl Repository for LocalRepository {
     ) -> Result<()> {
         let (mut file, stat) = self.open_for_rewrite(location, expected)?;
         let shown = location.shown();
-        if stat.st_nlink > 1 {
+        #[allow(
+            clippy::unnecessary_cast,
+            reason = "st_nlink is narrower on some targets"
+        )]
+        let links = stat.st_nlink as u64;
+        if links > 1 {
             return Err(RepoError::Linked {
                 location: location.clone(),
-                links: stat.st_nlink as u64,
+                links,
             }
             .into());
         }
