@@ -65,6 +65,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A repository refused or failed an operation on a location.
+    #[error(transparent)]
+    Repository(crate::repo::RepoError),
     /// A PostgreSQL tool failed (its message carries the end of the tool's error output).
     #[error("{0}")]
     Tool(String),
@@ -224,6 +227,7 @@ impl Error {
             | Error::Io { .. }
             | Error::Unaudited(_)
             | Error::AuditUnwritable(_) => ErrorKind::Io,
+            Error::Repository(e) => e.kind(),
             Error::Tool(_) | Error::ToolUnavailable { .. } => ErrorKind::Database,
             Error::Usage(_)
             | Error::NoSite

@@ -8,16 +8,21 @@
 //! from) and presents what comes back. See `docs/ARCHITECTURE.md`.
 #![warn(missing_docs)]
 
+pub mod anchors;
 pub mod cancel;
 pub mod crashpoint;
 pub mod decrypt;
 pub mod encrypt;
 pub mod error;
+pub mod examine;
 pub mod files;
+pub mod holders;
 pub mod keys;
 pub mod observe;
 pub mod open;
 pub mod pgtools;
+pub mod prune;
+pub mod repo;
 pub mod restore;
 pub mod secret;
 pub mod session;

@@ -24,6 +24,10 @@ pub struct Migration {
     pub name: &'static str,
     /// Its SQL, with type placeholders for [`Dialect::render`].
     pub sql: &'static str,
+    /// What SQL cannot do, run after `sql` in the same transaction: rewriting existing rows.
+    pub data: Option<fn(&mut dyn Db) -> Result<()>>,
+    /// SQL run after `data` (dropping what the rows were rewritten from).
+    pub after: &'static str,
 }
 
 /// Every migration, oldest first.
@@ -100,6 +104,8 @@ CREATE INDEX pgseal_audit_action_time ON pgseal_audit_log (action, "timestamp");
 CREATE INDEX pgseal_audit_user_time ON pgseal_audit_log (user_id, "timestamp");
 CREATE INDEX pgseal_audit_success_time ON pgseal_audit_log (success, "timestamp");
 "#,
+        data: None,
+        after: "",
     },
     Migration {
         version: 2,
@@ -123,6 +129,8 @@ CREATE TABLE pgseal_backups (
 CREATE INDEX pgseal_backups_db_time ON pgseal_backups (database, created_at);
 CREATE UNIQUE INDEX pgseal_backups_live_path ON pgseal_backups (host, path) WHERE status = 'ok';
 "#,
+        data: None,
+        after: "",
     },
     Migration {
         version: 3,
@@ -135,8 +143,46 @@ CREATE TABLE pgseal_legacy_imports (
     PRIMARY KEY (kind, legacy_id)
 );
 "#,
+        data: None,
+        after: "",
+    },
+    Migration {
+        version: 4,
+        name: "backup locations",
+        // A backup's place is one URL (`file://HOST/PATH`, later `s3://BUCKET/KEY`) instead
+        // of a path and the host whose filesystem holds it. SQLite cannot add a NOT NULL
+        // column without a default: the default is the empty text, which no row keeps (every
+        // row gets its location below, and pgseal reads an empty one as corrupt).
+        sql: r#"
+ALTER TABLE pgseal_backups ADD COLUMN location TEXT NOT NULL DEFAULT '';
+"#,
+        data: Some(locations_from_paths),
+        after: r#"
+DROP INDEX pgseal_backups_live_path;
+ALTER TABLE pgseal_backups DROP COLUMN path;
+ALTER TABLE pgseal_backups DROP COLUMN host;
+CREATE UNIQUE INDEX pgseal_backups_live_location ON pgseal_backups (location)
+    WHERE status = 'ok';
+"#,
     },
 ];
+
+/// Migration 4: each catalog row's location, from the path and host it recorded. A path
+/// that is not absolute (pgseal never wrote one) becomes a single name holding `/`, which no
+/// repository takes for one of its files.
+fn locations_from_paths(db: &mut dyn Db) -> Result<()> {
+    let rows = db.query("SELECT id, host, path FROM pgseal_backups", &[])?;
+    for row in rows {
+        let (id, host, path) = (row.int(0)?, row.text(1)?, row.text(2)?);
+        let location = crate::Location::file(&host, std::path::Path::new(&path))
+            .unwrap_or_else(|_| crate::Location::file_unplaced(&host, &path));
+        db.execute(
+            "UPDATE pgseal_backups SET location = $1 WHERE id = $2",
+            &[location.as_str().into(), id.into()],
+        )?;
+    }
+    Ok(())
+}
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {
@@ -211,6 +257,12 @@ pub fn migrate(db: &mut dyn Db) -> Result<()> {
         }
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
             db.batch(&dialect.render(m.sql))?;
+            if let Some(data) = m.data {
+                data(db)?;
+            }
+            if !m.after.is_empty() {
+                db.batch(&dialect.render(m.after))?;
+            }
             db.execute(
                 "INSERT INTO pgseal_schema (version, name, applied_at) VALUES ($1, $2, $3)",
                 &[m.version.into(), m.name.into(), Timestamp::now().into()],

@@ -281,10 +281,9 @@ pub struct BackupRecord {
 pub struct NewBackup {
     /// The database backed up.
     pub database: String,
-    /// Absolute path of the sealed file.
-    pub path: String,
-    /// The host whose filesystem holds `path`.
-    pub host: String,
+    /// Where the sealed file is: `file://HOST/PATH` for a file in a host's backup directory
+    /// (see [`Location`](crate::Location)).
+    pub location: crate::Location,
     /// The sealed file's size in bytes.
     pub size_bytes: i64,
     /// When the backup was made.

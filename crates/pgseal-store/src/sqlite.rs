@@ -26,6 +26,29 @@ fn err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// How long a connection waits for another to let go of the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Puts the database in WAL mode (it stays so). Switching needs the database to itself, and
+/// SQLite does not wait for that through the busy handler: several processes opening a new
+/// store at once would see "database is locked". So this waits itself, as the busy timeout would.
+fn use_wal(conn: &Connection) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let mode: std::result::Result<String, _> =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0));
+        match mode {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+}
+
 impl SqliteDb {
     /// Opens the database file at `path`; creates it only if `create` (else a missing file is an
     /// error, and SQLite is told not to create one either).
@@ -45,9 +68,8 @@ impl SqliteDb {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         let conn = Connection::open_with_flags(path, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        use_wal(&conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -76,7 +98,7 @@ impl SqliteDb {
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         let probe = |c: &Connection| {
             c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
                 r.get::<_, i64>(0)

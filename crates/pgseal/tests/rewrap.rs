@@ -71,13 +71,6 @@ fn seal_many(site: &Site, n: usize) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
 fn opens(site: &Site, path: &Path, plain: &[u8]) -> bool {
     let out = path.with_extension("check");
     let _ = std::fs::remove_file(&out);
@@ -106,8 +99,7 @@ fn rewrap_100_files_then_retire_the_old_key() {
         store
             .add_backup(&NewBackup {
                 database: "db".into(),
-                path: path.display().to_string(),
-                host: hostname(),
+                location: common::location(path),
                 size_bytes: plain.len() as i64,
                 created_at: Timestamp::now(),
                 creator_user_id: Some(1),
@@ -334,8 +326,7 @@ fn catalogue(site: &Site, path: &Path, key: Fingerprint) {
     site.store()
         .add_backup(&NewBackup {
             database: "db".into(),
-            path: path.display().to_string(),
-            host: hostname(),
+            location: common::location(path),
             size_bytes: 1,
             created_at: Timestamp::now(),
             creator_user_id: Some(1),

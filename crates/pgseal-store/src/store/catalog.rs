@@ -8,9 +8,10 @@ use super::{Store, fingerprint, one};
 use crate::db::Row;
 use crate::error::{Result, StoreError};
 use crate::hash::Hash32;
+use crate::location::Location;
 use crate::model::{BackupRecord, NewBackup};
 
-const BACKUP_COLUMNS: &str = "id, database, path, host, size_bytes, created_at, creator_user_id, \
+const BACKUP_COLUMNS: &str = "id, database, location, size_bytes, created_at, creator_user_id, \
      creator_key_fingerprint, server_key_fingerprints, format_version, ciphertext_blake3, status, \
      pruned_at";
 
@@ -20,15 +21,14 @@ impl Store {
         let keys: Vec<String> = b.server_keys.iter().map(ToString::to_string).collect();
         let rows = self.db.query(
             &format!(
-                "INSERT INTO pgseal_backups (database, path, host, size_bytes, created_at, \
+                "INSERT INTO pgseal_backups (database, location, size_bytes, created_at, \
                  creator_user_id, creator_key_fingerprint, server_key_fingerprints, \
                  format_version, ciphertext_blake3, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ok') RETURNING {BACKUP_COLUMNS}"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ok') RETURNING {BACKUP_COLUMNS}"
             ),
             &[
                 b.database.as_str().into(),
-                b.path.as_str().into(),
-                b.host.as_str().into(),
+                b.location.as_str().into(),
                 b.size_bytes.into(),
                 b.created_at.into(),
                 b.creator_user_id.into(),
@@ -74,14 +74,15 @@ impl Store {
         rows.iter().map(backup_from_row).collect()
     }
 
-    /// The live catalog entry for a file on a host, if any.
-    pub fn backup_by_path(&mut self, host: &str, path: &str) -> Result<Option<BackupRecord>> {
+    /// The live catalog entry for the backup at `location`, if any (locations are compared as
+    /// written: a file location names its host and its path).
+    pub fn backup_at(&mut self, location: &Location) -> Result<Option<BackupRecord>> {
         let rows = self.db.query(
             &format!(
                 "SELECT {BACKUP_COLUMNS} FROM pgseal_backups WHERE status = 'ok' \
-                 AND host = $1 AND path = $2"
+                 AND location = $1"
             ),
-            &[host.into(), path.into()],
+            &[location.as_str().into()],
         )?;
         rows.first().map(backup_from_row).transpose()
     }
@@ -112,13 +113,15 @@ impl Store {
 
 fn backup_from_row(r: &Row) -> Result<BackupRecord> {
     let keys = r
-        .text(8)?
+        .text(7)?
         .split_whitespace()
         .map(|s| fingerprint(s.to_owned()))
         .collect::<Result<Vec<_>>>()?;
     let id = r.int(0)?;
+    let location = Location::parse(&r.text(2)?)
+        .map_err(|e| StoreError::Corrupt(format!("backup {id}: location {e}")))?;
     let ciphertext_blake3 =
-        match r.text(10)?.as_str() {
+        match r.text(9)?.as_str() {
             "" => None,
             text => Some(Hash32::parse(text).map_err(|e| {
                 StoreError::Corrupt(format!("backup {id}: ciphertext_blake3 is {e}"))
@@ -128,17 +131,16 @@ fn backup_from_row(r: &Row) -> Result<BackupRecord> {
         id,
         entry: NewBackup {
             database: r.text(1)?,
-            path: r.text(2)?,
-            host: r.text(3)?,
-            size_bytes: r.int(4)?,
-            created_at: r.time(5)?,
-            creator_user_id: r.opt_int(6)?,
-            creator_key: fingerprint(r.text(7)?)?,
+            location,
+            size_bytes: r.int(3)?,
+            created_at: r.time(4)?,
+            creator_user_id: r.opt_int(5)?,
+            creator_key: fingerprint(r.text(6)?)?,
             server_keys: keys,
-            format_version: r.int(9)?,
+            format_version: r.int(8)?,
             ciphertext_blake3,
         },
-        status: r.text(11)?.parse()?,
-        pruned_at: r.opt_time(12)?,
+        status: r.text(10)?.parse()?,
+        pruned_at: r.opt_time(11)?,
     })
 }

@@ -327,6 +327,18 @@ macro_rules! backend_suite {
         fn catalog_entries_round_trip() {
             $crate::suite::catalog_entries_round_trip::<$backend>(<$backend>::fresh());
         }
+        #[test]
+        fn the_catalog_records_a_location_per_backup() {
+            $crate::suite::the_catalog_records_a_location_per_backup::<$backend>(
+                <$backend>::fresh(),
+            );
+        }
+        #[test]
+        fn migrating_gives_old_rows_their_location_from_path_and_host() {
+            $crate::suite::migrating_gives_old_rows_their_location_from_path_and_host::<$backend>(
+                <$backend>::fresh(),
+            );
+        }
     };
 }
 
@@ -581,8 +593,7 @@ pub fn a_stored_hash_that_is_no_hash_is_a_break_in_the_chain<B: Backend>(url: St
 fn backup(n: u8, blake3: Option<Hash32>) -> NewBackup {
     NewBackup {
         database: format!("db{n}"),
-        path: format!("/backups/db{n}.pgseal"),
-        host: "h1".into(),
+        location: Location::parse(&format!("file://h1/backups/db{n}.pgseal")).unwrap(),
         size_bytes: 1000 + i64::from(n),
         created_at: Timestamp(1_765_965_760_000 + i64::from(n)),
         creator_user_id: None,
@@ -607,7 +618,8 @@ pub fn catalog_entries_round_trip<B: Backend>(url: StoreUrl) {
     );
     assert_eq!(s.backups(Some("db2")).unwrap(), vec![without.clone()]);
     assert_eq!(
-        s.backup_by_path("h1", "/backups/db1.pgseal").unwrap(),
+        s.backup_at(&Location::parse("file://h1/backups/db1.pgseal").unwrap())
+            .unwrap(),
         Some(with.clone())
     );
     s.set_backup_server_keys(with.id, &[fp(102)]).unwrap();
@@ -636,4 +648,121 @@ pub fn catalog_entries_round_trip<B: Backend>(url: StoreUrl) {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A backup's place is one location: the same path on two hosts is two backups, a location is
+/// found again as it was written, one live entry per location, and a row holding no location
+/// is corrupt.
+pub fn the_catalog_records_a_location_per_backup<B: Backend>(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let path = std::path::Path::new("/srv/pgseal/backups/shop_20260101T000000.000Z.pgseal");
+    let on = |host: &str| Location::file(host, path).unwrap();
+    let mut entry = backup(1, None);
+    entry.location = on("db1");
+    let first = s.add_backup(&entry).unwrap();
+    assert_eq!(
+        first.entry.location.as_str(),
+        "file://db1/srv/pgseal/backups/shop_20260101T000000.000Z.pgseal"
+    );
+    entry.location = on("db2");
+    let second = s.add_backup(&entry).unwrap();
+    assert_eq!(s.backup_at(&on("db1")).unwrap(), Some(first.clone()));
+    assert_eq!(s.backup_at(&on("db2")).unwrap(), Some(second.clone()));
+    assert_eq!(s.backup_at(&on("db3")).unwrap(), None);
+    // Bytes a URL must escape come back as they went in.
+    let odd = std::path::Path::new("/srv/b/\u{dc}n\u{ef}code db #1?.pgseal");
+    entry.location = Location::file("db1", odd).unwrap();
+    let third = s.add_backup(&entry).unwrap();
+    assert_eq!(third.entry.location.file_path().unwrap(), odd);
+    assert_eq!(s.backups(None).unwrap()[2], third);
+    // The database keeps one live entry per location.
+    entry.location = on("db1");
+    assert!(s.add_backup(&entry).is_err());
+    s.mark_pruned(first.id).unwrap();
+    assert!(s.add_backup(&entry).is_ok());
+    // A location pgseal never writes is reported with its entry.
+    B::raw(
+        &url,
+        &format!(
+            "UPDATE pgseal_backups SET location = '' WHERE id = {}",
+            second.id
+        ),
+    );
+    match s.backups(None) {
+        Err(StoreError::Corrupt(m)) => {
+            assert!(m.contains(&format!("backup {}", second.id)), "{m}");
+            assert!(m.contains("location"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A store made before locations (schema 3) keeps its catalog: opening it migrates each row's
+/// host and path into a location, and the old columns are gone.
+pub fn migrating_gives_old_rows_their_location_from_path_and_host<B: Backend>(url: StoreUrl) {
+    let dialect = match url {
+        StoreUrl::Sqlite(_) => db::Dialect::Sqlite,
+        StoreUrl::Postgres(_) => db::Dialect::Postgres,
+    };
+    let mut sql = dialect.render(
+        "CREATE TABLE pgseal_schema (version {bigint} PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at {ts} NOT NULL);",
+    );
+    for m in migrations::MIGRATIONS.iter().filter(|m| m.version <= 3) {
+        assert!(m.data.is_none() && m.after.is_empty());
+        sql.push_str(&dialect.render(m.sql));
+        let now = match dialect {
+            db::Dialect::Sqlite => "0",
+            db::Dialect::Postgres => "now()",
+        };
+        sql.push_str(&format!(
+            "INSERT INTO pgseal_schema VALUES ({}, '{}', {now});",
+            m.version, m.name
+        ));
+    }
+    let created = match dialect {
+        db::Dialect::Sqlite => "1765965760000",
+        db::Dialect::Postgres => "to_timestamp(1765965760)",
+    };
+    let row = |host: &str, path: &str, status: &str| {
+        format!(
+            "INSERT INTO pgseal_backups (database, path, host, size_bytes, created_at, \
+             creator_key_fingerprint, server_key_fingerprints, format_version, \
+             ciphertext_blake3, status) VALUES ('shop', '{path}', '{host}', 10, {created}, \
+             '{}', '', 2, '', '{status}');",
+            fp(1)
+        )
+    };
+    sql.push_str(&row("db1", "/srv/pgseal/backups/shop 1.pgseal", "ok"));
+    sql.push_str(&row("db2", "/srv/pgseal/backups/shop 1.pgseal", "ok"));
+    sql.push_str(&row("db1", "backups/relative.pgseal", "pruned"));
+    B::raw(&url, &sql);
+
+    let mut s = Store::open_existing(&url).unwrap();
+    let locations: Vec<String> = s
+        .backup_history()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.entry.location.to_string())
+        .collect();
+    assert_eq!(
+        locations,
+        [
+            "file://db1/srv/pgseal/backups/shop%201.pgseal",
+            "file://db2/srv/pgseal/backups/shop%201.pgseal",
+            "file://db1/backups%2Frelative.pgseal",
+        ]
+    );
+    assert_eq!(
+        s.backup_at(&Location::parse(&locations[1]).unwrap())
+            .unwrap()
+            .map(|b| b.entry.database),
+        Some("shop".to_owned())
+    );
+    drop(s);
+    // The old columns went with the migration: writing them fails.
+    let old_column = std::panic::catch_unwind(|| {
+        B::raw(&url, "UPDATE pgseal_backups SET path = '/x'");
+    });
+    assert!(old_column.is_err(), "the path column is still there");
 }

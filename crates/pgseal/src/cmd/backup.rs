@@ -1,9 +1,7 @@
-//! `pgseal backup`: pg_dump → zstd → encrypt + sign → an unnamed file in the backup directory →
-//! fsync → linked under its final name → catalogued. No plaintext ever touches the disk: the
-//! dump only ever exists in a pipe and in memory, a chunk at a time.
-
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+//! `pgseal backup`: pg_dump → zstd → encrypt + sign → a new object in the repository (locally:
+//! an unnamed file in the backup directory → fsync → linked under its final name) → its
+//! location catalogued. No plaintext ever touches the disk: the dump only ever exists in a pipe
+//! and in memory, a chunk at a time.
 
 use pgseal_core::time::Timestamp;
 use pgseal_core::v2::{self, Compression, Metadata, SealParams};
@@ -16,11 +14,12 @@ use super::{host_name, print_json, user_password};
 use crate::cli::BackupArgs;
 use crate::context::{Audit, Context, store_failure};
 use crate::failure::{CliResult, Failure};
-use crate::files::AtomicFile;
 use crate::pgtools::{PgTools, Target};
 use crate::progress::{CountingReader, CountingWriter, Progress, human};
 use crate::show;
 use pgseal_ops::encrypt::zstd_workers;
+use pgseal_ops::repo::Repository;
+use pgseal_ops::repo::local::LocalRepository;
 
 /// Databases `backup --all` skips unless `--exclude` says otherwise.
 const DEFAULT_EXCLUDES: [&str; 3] = ["template0", "template1", "postgres"];
@@ -32,13 +31,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         .output_dir
         .clone()
         .unwrap_or_else(|| cfg.backup_dir.clone());
-    if !out_dir.is_dir() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&out_dir)
-            .map_err(|e| Failure::io(format!("creating {}", out_dir.display()), e))?;
-    }
+    let repository = LocalRepository::create_dir(&out_dir, pgseal_ops::repo::reach(ctx).host())?;
     if !args.all {
         let audit = ctx.audit(Action::Backup);
         audit.detail("user", args.user.clone());
@@ -59,7 +52,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         tools: &tools,
         key: &key,
         user: &user,
-        out_dir: &out_dir,
+        repository: &repository,
         schemas: &args.schemas,
     };
 
@@ -114,7 +107,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         let target = maintenance.with_database(db);
         let result = job.backup(ctx, &target, db);
         if let Ok(r) = &result {
-            audit.backup_file = Some(r.entry.path.clone());
+            audit.backup_file = Some(r.entry.location.shown());
         }
         let result = ctx.record_outcome(audit, result);
         if let Err(f) = &result {
@@ -144,7 +137,7 @@ struct Job<'a> {
     tools: &'a PgTools,
     key: &'a PrivateKey,
     user: &'a User,
-    out_dir: &'a Path,
+    repository: &'a dyn Repository,
     schemas: &'a [String],
 }
 
@@ -164,8 +157,7 @@ impl Job<'_> {
             .ok_or_else(no_active_key)?;
         let recipients = [PublicKey::from_pem(&server.public_key_pem)?];
         let created = Timestamp::now();
-        let path = self.out_dir.join(file_name(database, created));
-        let mut file = AtomicFile::create(&path, false)?;
+        let mut object = self.repository.create(&file_name(database, created))?;
 
         let mut params = SealParams::new(self.key, &recipients);
         params.compression = Compression::Zstd;
@@ -193,7 +185,7 @@ impl Job<'_> {
                 counter: progress.read.clone(),
             },
             CountingWriter {
-                inner: &mut file,
+                inner: &mut object,
                 counter: progress.written.clone(),
             },
             &params,
@@ -206,16 +198,14 @@ impl Job<'_> {
                 return Err(e.into());
             }
         };
-        // pg_dump's verdict decides: a failed dump leaves no file.
+        // pg_dump's verdict decides: a failed dump leaves no object (dropping it abandons it).
         dump.wait()?;
-        let final_path = file.commit_unique()?;
-        let final_path = std::path::absolute(&final_path).unwrap_or(final_path);
+        let location = object.commit()?;
         let record = ctx
             .store()?
             .add_backup(&NewBackup {
                 database: database.to_owned(),
-                path: final_path.display().to_string(),
-                host: host_name().unwrap_or_default(),
+                location: location.clone(),
                 size_bytes: summary.output_bytes as i64,
                 created_at: created,
                 creator_user_id: Some(self.user.id),
@@ -227,14 +217,14 @@ impl Job<'_> {
             .map_err(|e| {
                 let message = format!(
                     "the backup was written to {} but could not be catalogued: {e}",
-                    final_path.display()
+                    location.shown()
                 );
                 Failure::from(e).context(message)
             })?;
         if let Some(a) = ctx.audit_mut() {
             a.user_id = Some(self.user.id);
             a.backup_creator_id = Some(self.user.id);
-            a.backup_file = Some(record.entry.path.clone());
+            a.backup_file = Some(record.entry.location.shown());
             a.detail("database", database.to_owned());
             a.detail("dump_bytes", summary.input_bytes);
             a.detail("file_bytes", summary.output_bytes);
@@ -280,7 +270,7 @@ fn report(r: &BackupRecord, json: bool) {
         println!(
             "backup of {} written: {} ({})",
             show::name(&r.entry.database),
-            r.entry.path,
+            r.entry.location.shown(),
             human(r.entry.size_bytes as u64)
         );
     }
@@ -290,8 +280,9 @@ pub fn record_json(r: &BackupRecord) -> serde_json::Value {
     json!({
         "id": r.id,
         "database": r.entry.database,
-        "path": r.entry.path,
-        "host": r.entry.host,
+        "location": r.entry.location.as_str(),
+        "path": r.entry.location.shown(),
+        "host": r.entry.location.host(),
         "size_bytes": r.entry.size_bytes,
         "created_at": r.entry.created_at.rfc3339(),
         "creator_user_id": r.entry.creator_user_id,
@@ -331,7 +322,7 @@ fn summarize(results: &[(String, CliResult<BackupRecord>)], json: bool) {
                 show::name(db),
                 "ok",
                 human(rec.entry.size_bytes as u64),
-                rec.entry.path
+                rec.entry.location.shown()
             ),
             Err(f) => println!(
                 "{:<24} {:<7} {:>10}  {}",

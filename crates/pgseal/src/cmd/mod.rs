@@ -9,7 +9,6 @@ mod import;
 mod init;
 mod inspect;
 mod keygen;
-mod repository;
 mod restore;
 mod rewrap;
 mod server_key;

@@ -9,10 +9,12 @@
 //! does not depend on the file's size. Legacy hybrid files have one wrapped key in an
 //! unauthenticated header; overwriting it in place could tear, so they are rewritten whole into
 //! an unnamed file and swapped in atomically, and the replaced copy's wrapped key is then zeroed.
+//!
+//! Files are found, read and written through the repository that holds them
+//! ([`pgseal_ops::repo`]): `--all` takes every catalogued backup this host reaches, and a file
+//! named on the command line is rewrapped in its own directory.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::io::BufRead;
 
 use pgseal_core::detect::{DETECT_LEN, detect};
 use pgseal_core::keys::Identity;
@@ -22,13 +24,14 @@ use pgseal_core::{Detected, Error, Fingerprint, PublicKey};
 use pgseal_store::Action;
 use serde_json::json;
 
+use pgseal_ops::repo::{Location, Reach, RepoError};
+
 use super::server_key::no_active_key;
-use super::{host_name, print_json, server_password};
+use super::{print_json, server_password};
 use crate::cli::RewrapArgs;
 use crate::context::{Audit, Context, store_failure};
 use crate::crashpoint;
 use crate::failure::{CliResult, Failure};
-use crate::files::{AtomicFile, sweep_replace_leftovers};
 use pgseal_ops::keys::ServerKeyring;
 use pgseal_ops::secret::Cached;
 
@@ -50,8 +53,23 @@ impl Outcome {
     }
 }
 
+/// A file to rewrap: as the user named it (a path) or the catalog did (a location).
+enum Target {
+    Named(String),
+    Catalogued(Location),
+}
+
+impl Target {
+    fn shown(&self) -> String {
+        match self {
+            Target::Named(p) => p.clone(),
+            Target::Catalogued(l) => l.shown(),
+        }
+    }
+}
+
 pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
-    let here = host_name().unwrap_or_default();
+    let reach = pgseal_ops::repo::reach(ctx);
     let store = ctx.store()?;
     let active = store
         .active_server_key()
@@ -61,16 +79,21 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     let password = server_password(&args.server_password);
     let password = Cached::new(&password);
     let mut ring = ServerKeyring::load(ctx, &password)?;
-    let files: Vec<PathBuf> = if args.all {
-        ctx.store()?
+    let store = ctx.store()?;
+    let files: Vec<Target> = if args.all {
+        // Every catalogued backup this host reaches (its own files, in any directory).
+        store
             .backups(None)
             .map_err(store_failure)?
             .into_iter()
-            .filter(|b| b.entry.host == here)
-            .map(|b| PathBuf::from(b.entry.path))
+            .filter(|b| reach.reaches(&b.entry.location))
+            .map(|b| Target::Catalogued(b.entry.location))
             .collect()
     } else {
-        args.files.clone()
+        args.files
+            .iter()
+            .map(|p| Target::Named(p.display().to_string()))
+            .collect()
     };
     if files.is_empty() {
         println!("nothing to rewrap");
@@ -78,13 +101,13 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     }
 
     let mut results = Vec::new();
-    for path in &files {
+    for target in &files {
         let mut audit = Audit {
-            backup_file: Some(path.display().to_string()),
+            backup_file: Some(target.shown()),
             ..Audit::new(Action::Rewrap)
         };
         audit.detail("to", active.fingerprint.to_string());
-        let result = rewrap_one(ctx, path, &active_key, &mut ring, &here);
+        let result = rewrap_one(ctx, target, &active_key, &mut ring, &reach);
         match &result {
             Ok(Outcome::Rewrapped(r)) => audit.detail(
                 "recipients",
@@ -94,7 +117,7 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
             _ => {}
         }
         let result = ctx.record_outcome(audit, result);
-        results.push((path.clone(), result));
+        results.push((target.shown(), result));
     }
 
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
@@ -111,13 +134,8 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     } else {
         for (p, r) in &results {
             match r {
-                Ok(outcome) => println!("{:<22} {}", outcome.name(), p.display()),
-                Err(f) => println!(
-                    "{:<22} {}: {}",
-                    "FAILED",
-                    p.display(),
-                    crate::failure::message(f)
-                ),
+                Ok(outcome) => println!("{:<22} {}", outcome.name(), p),
+                Err(f) => println!("{:<22} {}: {}", "FAILED", p, crate::failure::message(f)),
             }
         }
     }
@@ -134,28 +152,34 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
 
 fn rewrap_one(
     ctx: &mut Context,
-    path: &Path,
+    target: &Target,
     active: &PublicKey,
     ring: &mut ServerKeyring<'_>,
-    here: &str,
+    reach: &Reach,
 ) -> CliResult<Outcome> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| Failure::io(format!("opening {}", path.display()), e))?;
-    let mut prefix = [0u8; DETECT_LEN];
-    let n = file
-        .read(&mut prefix)
-        .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| Failure::io("rewinding", e))?;
+    let location = match target {
+        Target::Named(path) => reach.file(std::path::Path::new(path))?,
+        Target::Catalogued(location) => location.clone(),
+    };
+    let repo = reach
+        .repository_of(&location)?
+        .ok_or_else(|| Failure::usage(format!("{location} is not on this host")))?;
+    let shown = target.shown();
+    let object = repo
+        .open(&location)?
+        .ok_or_else(|| Failure::from(RepoError::NotFound(location.clone())))?;
+    let (version, size) = (object.version.clone(), object.size);
+    let mut input = std::io::BufReader::new(object);
+    let prefix = input
+        .fill_buf()
+        .map_err(|e| Failure::io(format!("reading {shown}"), e))?;
+    let detected = detect(&prefix[..prefix.len().min(DETECT_LEN)]);
     let server_fps = ring.fingerprints();
-    let outcome = match detect(&prefix[..n]) {
+    let outcome = match detected {
         Detected::Pgseal {
             version: v2::VERSION,
         } => {
-            let prelude = v2::read_prelude(&mut std::io::BufReader::new(&file))?;
+            let prelude = v2::read_prelude(&mut input)?;
             let (_, slot) = prelude.active_slot()?;
             let recipients = slot.recipients();
             let old_servers: Vec<Fingerprint> = recipients
@@ -185,13 +209,7 @@ fn rewrap_one(
                 )?
             };
             crashpoint::reached("rewrap:start");
-            plan.apply(&mut file, |file, write| {
-                crashpoint::reached(&format!("rewrap:{}:written", write.step.name()));
-                file.sync_data()?;
-                crashpoint::reached(&format!("rewrap:{}:durable", write.step.name()));
-                Ok(())
-            })
-            .map_err(|e| Failure::io(format!("writing {}", path.display()), e))?;
+            repo.apply_rewrap(&location, &version, &plan)?;
             if plan.wipe_only() {
                 Outcome::Wiped
             } else {
@@ -199,9 +217,7 @@ fn rewrap_one(
             }
         }
         Detected::LegacyHybrid => {
-            let len = file.metadata().map(|m| m.len()).ok();
-            let mut reader = std::io::BufReader::new(&file);
-            let header = hybrid::read_header(&mut reader, len)?;
+            let header = hybrid::read_header(&mut input, Some(size))?;
             let mut session = None;
             for fp in &server_fps {
                 if let Ok(k) = ring.key(fp)?.unwrap_file_key(&header.wrapped_key) {
@@ -213,62 +229,47 @@ fn rewrap_one(
             if opener == active.fingerprint() {
                 return Ok(Outcome::AlreadyCurrent);
             }
-            let links = file
-                .metadata()
-                .map_err(|e| Failure::io(format!("reading {}", path.display()), e))?
-                .nlink();
-            if links > 1 {
-                return Err(Failure::usage(format!(
-                    "{} has {links} hard links: rewriting it would leave the other names holding \
-                     the old wrapping; remove the other links (or copy the file) and run again",
-                    path.display()
-                )));
-            }
-            sweep_replace_leftovers(path)
-                .map_err(|e| Failure::io(format!("cleaning up beside {}", path.display()), e))?;
             let new_header = hybrid::LegacyHeader {
                 wrapped_key: active.wrap_file_key(&session)?,
                 ..header.clone()
             };
-            let mut out = AtomicFile::create(path, true)?;
-            out.write_all(&new_header.encode())
-                .and_then(|()| std::io::copy(&mut reader, &mut out).map(|_| ()))
-                .map_err(|e| Failure::io(format!("rewriting {}", path.display()), e))?;
-            crashpoint::reached("rewrap:legacy:copied");
-            out.commit()?;
-            crashpoint::reached("rewrap:legacy:replaced");
-            // The replaced copy has no name now but may still sit on disk: zero its wrapped key.
-            wipe_range(&mut file, header.wrapped_key_range())
-                .map_err(|e| Failure::io(format!("wiping the replaced {}", path.display()), e))?;
+            drop(input);
+            repo.replace_head(
+                &location,
+                &version,
+                &new_header.encode(),
+                header.encoded_len(),
+                header.wrapped_key_range(),
+            )?;
             Outcome::Rewrapped(vec![active.fingerprint()])
         }
         other => {
             return Err(Failure::invalid(format!(
-                "{} is {}: only v2 and legacy hybrid files carry a wrapped key to rewrap",
-                path.display(),
+                "{shown} is {}: only v2 and legacy hybrid files carry a wrapped key to rewrap",
                 other.name()
             )));
         }
     };
     if let Outcome::Rewrapped(recipients) = &outcome {
-        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let store = ctx.store()?;
-        if let Some(rec) = store
-            .backup_by_path(here, &abs.display().to_string())
-            .map_err(store_failure)?
+        // The catalog entry, by the location as the repository spells it or, for a file named
+        // on the command line, as its path was recorded (through any symbolic link).
+        let mut spellings = vec![location.clone()];
+        if let Target::Named(path) = target
+            && let Ok(abs) = std::path::absolute(path)
+            && let Ok(l) = Location::file(reach.host(), &abs)
+            && l != location
         {
-            store
-                .set_backup_server_keys(rec.id, recipients)
-                .map_err(store_failure)?;
+            spellings.push(l);
+        }
+        let store = ctx.store()?;
+        for l in &spellings {
+            if let Some(rec) = store.backup_at(l).map_err(store_failure)? {
+                store
+                    .set_backup_server_keys(rec.id, recipients)
+                    .map_err(store_failure)?;
+                break;
+            }
         }
     }
     Ok(outcome)
-}
-
-/// Overwrites `range` of `file` with zeros and makes it durable.
-fn wipe_range(file: &mut std::fs::File, range: std::ops::Range<u64>) -> std::io::Result<()> {
-    file.seek(SeekFrom::Start(range.start))?;
-    let zeros = vec![0u8; (range.end - range.start) as usize];
-    file.write_all(&zeros)?;
-    file.sync_data()
 }

@@ -1,8 +1,5 @@
 //! `pgseal server-key generate | list | export`: the server key pairs in the store.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use pgseal_core::keys::KeyBits;
 use pgseal_core::{Fingerprint, Password, PrivateKey};
 use pgseal_store::{Action, NewServerKey, ServerKeyRecord};
@@ -165,36 +162,11 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
             "that is the active server key: rotate first (`pgseal server-key rotate`), then rewrap and retire",
         ));
     }
-    // The catalog says which keys each backup's active slot names; the files themselves also
-    // show superseded slots a rewrap has not wiped yet, and only they are the truth.
-    let here = super::host_name().unwrap_or_default();
-    let backup_dir = ctx.config()?.backup_dir.clone();
-    let store = ctx.store()?;
-    let mut needing: BTreeMap<String, String> = BTreeMap::new();
-    for b in store.backups(None).map_err(store_failure)? {
-        let on_file = (b.entry.host == here)
-            .then(|| slots_naming(Path::new(&b.entry.path), &fp))
-            .flatten();
-        match on_file {
-            Some(slots) if !slots.is_empty() => needing.insert(b.entry.path, slots.join(" and ")),
-            None if b.entry.server_keys.contains(&fp) => {
-                needing.insert(b.entry.path, "per the catalog".to_owned())
-            }
-            _ => None,
-        };
-    }
-    // The catalog can be edited by whoever can write the store: every file in the backup
-    // directory counts too, catalogued or not.
-    for path in super::repository::Repository::open(&backup_dir)?
-        .list()?
-        .files
-    {
-        if let Some(slots) = slots_naming(&path, &fp).filter(|s| !s.is_empty()) {
-            needing
-                .entry(path.display().to_string())
-                .or_insert(slots.join(" and "));
-        }
-    }
+    // The catalog and, above all, the files themselves (superseded slots included; every
+    // file in the backup directory, catalogued or not) say which backups still need the key.
+    let repository = pgseal_ops::repo::site_repository(ctx)?;
+    let reach = pgseal_ops::repo::reach(ctx);
+    let needing = pgseal_ops::holders::backups_holding(ctx, &repository, &reach, &fp)?;
     if !needing.is_empty() {
         let list: Vec<String> = needing
             .iter()
@@ -236,31 +208,6 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
     }
     println!("server key {} retired", retired.fingerprint);
     Ok(())
-}
-
-/// Which recipient slots of the v2 file at `path` name `key` ("active slot B", "superseded slot
-/// A"), an empty list if none; `None` when the file cannot be read or is not v2 (legacy files
-/// name no key: the catalog is all there is).
-fn slots_naming(path: &Path, key: &Fingerprint) -> Option<Vec<String>> {
-    let mut file = std::io::BufReader::new(std::fs::File::open(path).ok()?);
-    let prelude = pgseal_core::v2::read_prelude(&mut file).ok()?;
-    let active = prelude.active_slot().ok().map(|(i, _)| i);
-    Some(
-        prelude
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, state)| state.mentions(key))
-            .map(|(i, _)| {
-                let role = if Some(i) == active {
-                    "active"
-                } else {
-                    "superseded"
-                };
-                format!("{role} slot {}", ["A", "B"][i])
-            })
-            .collect(),
-    )
 }
 
 fn key_json(k: &ServerKeyRecord) -> serde_json::Value {

@@ -74,6 +74,24 @@ pub fn data(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The name this host gives itself, as catalog locations spell it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The catalog location of the file at `path` (absolute) on this host: `file://HOST/PATH`.
+pub fn location(path: &Path) -> pgseal_store::Location {
+    pgseal_store::Location::file(&hostname(), path).unwrap()
+}
+
+/// The path a catalog entry's (file) location names.
+pub fn path_of(entry: &pgseal_store::NewBackup) -> std::path::PathBuf {
+    entry.location.file_path().expect("a file location")
+}
+
 /// Names in `dir`, sorted: to prove a failure left nothing behind.
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -8,7 +8,7 @@ use std::process::Output;
 use pgseal_core::time::Timestamp;
 use pgseal_testkit::TestCluster;
 
-use crate::common::{Site, code, ok, stderr, stdout};
+use crate::common::{Site, code, location, ok, path_of, stderr, stdout};
 
 /// A site whose commands reach the shared test cluster, and a small database there to back up.
 fn site_with_database() -> (Site, String) {
@@ -247,13 +247,13 @@ fn audit_verify_reports_a_file_in_the_backup_directory_whose_header_was_forged()
     );
 }
 
-/// Points backup row `id` at `path` and makes it look old.
+/// Points backup row `id` at `path` (on this host) and makes it look old.
 fn repoint(site: &Site, id: i64, path: &Path) {
     tamper(
         site,
         &format!(
-            "UPDATE pgseal_backups SET path = '{}', created_at = 1000 WHERE id = {id}",
-            path.display()
+            "UPDATE pgseal_backups SET location = '{}', created_at = 1000 WHERE id = {id}",
+            location(path)
         ),
     );
 }
@@ -263,7 +263,7 @@ fn backup_id(site: &Site, path: &Path) -> i64 {
         .backups(None)
         .unwrap()
         .into_iter()
-        .find(|b| Path::new(&b.entry.path) == path)
+        .find(|b| path_of(&b.entry) == path)
         .unwrap_or_else(|| panic!("{path:?} is not catalogued"))
         .id
 }
@@ -372,11 +372,11 @@ fn prune_refuses_paths_that_leave_the_backup_directory_by_dotdot_or_a_symlink() 
     tamper(
         &site,
         &format!(
-            "UPDATE pgseal_backups SET path = '{}' WHERE id = {}; \
-             UPDATE pgseal_backups SET path = '{}' WHERE id = {};",
-            climbing.display(),
+            "UPDATE pgseal_backups SET location = '{}' WHERE id = {}; \
+             UPDATE pgseal_backups SET location = '{}' WHERE id = {};",
+            location(&climbing),
             backup_id(&site, &first),
-            link.display(),
+            location(&link),
             backup_id(&site, &second)
         ),
     );
@@ -408,7 +408,7 @@ fn prune_goes_on_past_a_forged_row_and_still_deletes_genuine_old_backups() {
     let template = store.backups(None).unwrap().remove(0).entry;
     store
         .add_backup(&pgseal_store::NewBackup {
-            path: victim.display().to_string(),
+            location: location(&victim),
             created_at: Timestamp(1000),
             ..template
         })
@@ -426,7 +426,7 @@ fn prune_goes_on_past_a_forged_row_and_still_deletes_genuine_old_backups() {
     assert_eq!(stdout(&o).matches("deleted").count(), 2, "{}", stdout(&o));
     let live = site.store().backups(None).unwrap();
     assert_eq!(live.len(), 1, "only the forged row stays live");
-    assert_eq!(Path::new(&live[0].entry.path), victim);
+    assert_eq!(path_of(&live[0].entry), victim);
 }
 
 #[test]
@@ -440,11 +440,7 @@ fn prune_keep_last_does_not_count_rows_that_no_signed_backup_backs() {
     for n in 1..=2 {
         store
             .add_backup(&pgseal_store::NewBackup {
-                path: site
-                    .path("backups")
-                    .join(format!("phantom-{n}.pgseal"))
-                    .display()
-                    .to_string(),
+                location: location(&site.path("backups").join(format!("phantom-{n}.pgseal"))),
                 created_at: Timestamp(Timestamp::now().millis() + n * 3_600_000),
                 ..template.clone()
             })
@@ -465,7 +461,7 @@ fn prune_keep_last_does_not_count_rows_that_no_signed_backup_backs() {
         .backups(None)
         .unwrap()
         .into_iter()
-        .map(|r| PathBuf::from(r.entry.path))
+        .map(|r| path_of(&r.entry))
         .collect();
     assert_eq!(live, vec![a, b]);
 }

@@ -748,7 +748,8 @@ fn control_characters_in_database_names_never_reach_the_terminal() {
         .pop()
         .unwrap()
         .entry
-        .path;
+        .location
+        .shown();
 
     let o = site.run(&["restore", "--check", &file]);
     ok(&o);

@@ -1,0 +1,424 @@
+//! Where backups live: the [`Repository`] interface, and the locations the catalog records.
+//!
+//! A repository is a place that holds sealed backups as named objects — a directory on this
+//! host ([`local::LocalRepository`]) today, an S3 bucket next. Every operation that writes,
+//! reads, rewraps, deletes or lists backups goes through it, so a new backend is one new
+//! implementation, and nothing above it knows about paths, descriptors or buckets:
+//!
+//! - **create → commit or abandon**: [`Repository::create`] gives a streaming writer
+//!   ([`NewObject`]: `Write + Send`); nothing is visible until [`NewObject::commit`] returns the
+//!   object's [`Location`], and dropping the writer uncommitted abandons it (a killed process
+//!   leaves nothing visible either). A local repository writes an unnamed `O_TMPFILE` file,
+//!   fsyncs it and links it under its name (a free `-2`, `-3`… variant if the name is taken,
+//!   never replacing anything), then fsyncs the directory; an object store would stream a
+//!   multipart upload and complete it.
+//! - **open, and ranged reads for headers**: [`Repository::open`] streams an object and says
+//!   which version of it was opened ([`Version`]); [`Repository::read_at`] reads a range, so
+//!   what needs only a file's prelude (audit anchors, `server-key retire`'s slot check) reads
+//!   only that ([`prelude`]), by ranged GET on an object store.
+//! - **rewrap**: [`Repository::apply_rewrap`] makes a v2 rewrap's slot writes in order, each
+//!   durable before the next (locally: `pwrite` + `fdatasync` in place, with the crash points
+//!   `rewrap:{install,wipe}:{written,durable}`); [`Repository::replace_head`] replaces a legacy
+//!   hybrid file's header by rewriting the object whole and atomically, then zeroes the
+//!   replaced copy's wrapped key where it can still be reached.
+//! - **delete** only the version that was checked ([`Repository::delete`] with the
+//!   [`Version`] [`open`](Repository::open) returned), and **list** every object, with its
+//!   size.
+//!
+//! # Locations
+//!
+//! The catalog records where each backup is as a URL, [`Location`] (a validated string type
+//! kept in `pgseal-store`, which must not depend on this crate, and re-exported here). A file
+//! location names its host, as RFC 8089 allows: `file://db1.example/srv/pgseal/backups/
+//! shop_20260101T000000.000Z.pgseal`, each byte a URL must escape percent-encoded. The host is
+//! the name the host gives itself, compared as text, so a store shared between hosts never
+//! takes one host's `/srv/pgseal/backups` for another's; `file:///path` (no host) is a
+//! location written where the host had no name. An S3 location will be `s3://BUCKET/KEY`.
+//!
+//! "Is this backup here?" is one decision, the repository's: [`Repository::contains`] (a
+//! local repository: a `file:` location on this host, whose path is plain — absolute, no `.`
+//! or `..`, no name holding `/` or NUL — and names a file directly in its directory, by
+//! canonical path). [`Reach`] finds the repository that holds a location, when this process
+//! can reach it at all (for now: a file location on this host, in whatever directory).
+//! Names from outside become object names only through [`check_name`].
+
+pub mod local;
+
+use std::io::{self, Read, Write};
+
+use pgseal_core::v2::Rewrap;
+
+pub use pgseal_store::{InvalidLocation, Location};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::session::Session;
+
+/// What identifies one version of an object (locally its device and inode; on an object store
+/// its ETag): what was checked is what is deleted or rewritten, or the operation is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version(String);
+
+impl Version {
+    /// A version as the backend spells it.
+    pub fn new(text: impl Into<String>) -> Self {
+        Version(text.into())
+    }
+
+    /// The backend's spelling.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An object opened for reading: a stream of its bytes from the start.
+pub struct Object {
+    /// Where it is (in the repository's own spelling: a local repository's canonical path).
+    pub location: Location,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Which version of it this is.
+    pub version: Version,
+    reader: Box<dyn Read + Send>,
+}
+
+impl Object {
+    /// An object whose bytes `reader` streams.
+    pub fn new(
+        location: Location,
+        size: u64,
+        version: Version,
+        reader: Box<dyn Read + Send>,
+    ) -> Self {
+        Object {
+            location,
+            size,
+            version,
+            reader,
+        }
+    }
+}
+
+impl Read for Object {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// An object being written: nothing is visible until it is committed; dropped uncommitted, it
+/// is abandoned and leaves nothing.
+pub trait NewObject: Write + Send {
+    /// Makes the object durable and visible, and says where it is.
+    fn commit(self: Box<Self>) -> Result<Location>;
+}
+
+/// An object a listing found, with its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Where it is.
+    pub location: Location,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Everything a repository holds.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Its objects (for a local repository: the regular files in its directory), in name order.
+    pub objects: Vec<Listed>,
+    /// Writes left unfinished (a local repository's `.pgseal-partial-*` files, an object
+    /// store's incomplete uploads): not backups, not findings.
+    pub partial: Vec<Location>,
+    /// What is there but is no object (symbolic links, directories, devices): never read.
+    pub other: Vec<Location>,
+}
+
+/// Where backups live (see the module docs).
+pub trait Repository: Send + Sync {
+    /// The repository as shown to people: its directory, its bucket's URL.
+    fn describe(&self) -> String;
+
+    /// Whether it exists now (a backup directory not made yet holds nothing).
+    fn exists(&self) -> bool;
+
+    /// Whether `location` names an object of this repository: the one decision of "is this
+    /// backup here". It says nothing of whether the object exists.
+    fn contains(&self, location: &Location) -> bool;
+
+    /// The location the object `name` has (or would have) here, in this repository's own
+    /// spelling. `name` is checked ([`check_name`]).
+    fn location(&self, name: &str) -> Result<Location>;
+
+    /// Starts writing a new object called `name` (checked with [`check_name`]); if the name
+    /// is taken when it is committed, a free variant (`-2`, `-3`… before the extension) is
+    /// used: nothing is ever replaced.
+    fn create(&self, name: &str) -> Result<Box<dyn NewObject>>;
+
+    /// Opens the object at `location` for reading; `Ok(None)` if there is none. A location
+    /// that is not this repository's is refused ([`RepoError::Elsewhere`] for another place,
+    /// [`RepoError::Outside`] for one this repository would reach but does not hold, …).
+    fn open(&self, location: &Location) -> Result<Option<Object>>;
+
+    /// Up to `len` bytes of the object at `location` from `offset` (fewer at its end): for
+    /// headers, without reading the rest.
+    fn read_at(&self, location: &Location, offset: u64, len: usize) -> Result<Vec<u8>>;
+
+    /// Applies a v2 rewrap to the object at `location`, if it is still the `expected` version:
+    /// its slot writes in order, each durable before the next.
+    fn apply_rewrap(&self, location: &Location, expected: &Version, plan: &Rewrap) -> Result<()>;
+
+    /// Replaces the object at `location`, if it is still the `expected` version, by `head`
+    /// followed by its own bytes from `keep_from` on, atomically (readers see the old object or
+    /// the new one); then overwrites `wipe` in the replaced copy with zeros wherever it can
+    /// still be reached.
+    fn replace_head(
+        &self,
+        location: &Location,
+        expected: &Version,
+        head: &[u8],
+        keep_from: u64,
+        wipe: std::ops::Range<u64>,
+    ) -> Result<()>;
+
+    /// Deletes the object at `location` — only if it is still the `expected` version, when one
+    /// is given. A missing object is [`RepoError::NotFound`].
+    fn delete(&self, location: &Location, expected: Option<&Version>) -> Result<()>;
+
+    /// Everything the repository holds.
+    fn list(&self) -> Result<Listing>;
+}
+
+/// Why a repository refused or failed an operation on a location.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// The location is another repository's: another host's file, another scheme.
+    #[error("{location} is not in {repository}: it is another host's or another repository's")]
+    Elsewhere {
+        /// The location.
+        location: Location,
+        /// This repository, as shown.
+        repository: String,
+    },
+    /// The location's path is not plain: not absolute, `.` or `..` in it, a name holding `/`
+    /// or NUL, or no file named.
+    #[error("the location {location} {why}")]
+    NotPlain {
+        /// The location.
+        location: Location,
+        /// What is wrong with it: "holds `.` or `..`"...
+        why: &'static str,
+    },
+    /// A name that cannot be an object's.
+    #[error("{name:?} cannot name a backup: {why}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why not.
+        why: &'static str,
+    },
+    /// The repository does not exist (a backup directory not made).
+    #[error("the backup directory {0} does not exist")]
+    Missing(String),
+    /// A location this repository would reach but that is not one of its objects (a file on
+    /// this host outside the backup directory).
+    #[error("{location} is not directly in {repository}")]
+    Outside {
+        /// The location.
+        location: Location,
+        /// This repository, as shown.
+        repository: String,
+    },
+    /// The name is a symbolic link.
+    #[error("{0} is a symbolic link, not a backup pgseal wrote")]
+    Symlink(Location),
+    /// A directory, device, FIFO or socket.
+    #[error("{0} is not a regular file")]
+    NotRegular(Location),
+    /// The object is not the version that was checked.
+    #[error("{0} changed while it was being checked")]
+    Changed(Location),
+    /// No object there.
+    #[error("{0} does not exist")]
+    NotFound(Location),
+    /// Rewriting the object would leave other names holding the old one.
+    #[error(
+        "{location} has {links} hard links: rewriting it would leave the other names holding \
+         the old wrapping; remove the other links (or copy the file) and run again"
+    )]
+    Linked {
+        /// The location.
+        location: Location,
+        /// How many names the file has.
+        links: u64,
+    },
+}
+
+impl RepoError {
+    /// What kind of problem this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RepoError::Changed(_) | RepoError::NotFound(_) => ErrorKind::Io,
+            RepoError::Elsewhere { .. }
+            | RepoError::NotPlain { .. }
+            | RepoError::BadName { .. }
+            | RepoError::Missing(_)
+            | RepoError::Outside { .. }
+            | RepoError::Symlink(_)
+            | RepoError::NotRegular(_)
+            | RepoError::Linked { .. } => ErrorKind::Usage,
+        }
+    }
+}
+
+/// Checks a name from outside before it names an object: not empty, not `.` or `..`, no `/`,
+/// no NUL, at most 255 bytes.
+pub fn check_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name == "." || name == ".." {
+        "it is `.` or `..`"
+    } else if name.contains('/') {
+        "it holds `/`"
+    } else if name.contains('\0') {
+        "it holds NUL"
+    } else if name.len() > 255 {
+        "it is longer than 255 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(RepoError::BadName {
+        name: name.to_owned(),
+        why,
+    }
+    .into())
+}
+
+/// How much of an object [`prelude`] reads at a time: more than a whole prelude (header,
+/// header signature, two recipient slots) of any file pgseal writes, so it is one read.
+pub const PRELUDE_READ: usize = 64 * 1024;
+
+/// A reader of the object at `location` that fetches it by ranged reads, [`PRELUDE_READ`] at
+/// a time: for what needs only a file's prelude. The first range is read now, so a location
+/// that cannot be read is an error here, with its reason.
+pub fn prelude<'a>(repo: &'a dyn Repository, location: &Location) -> Result<RangeReader<'a>> {
+    let first = repo.read_at(location, 0, PRELUDE_READ)?;
+    Ok(RangeReader {
+        repo,
+        location: location.clone(),
+        offset: first.len() as u64,
+        done: first.len() < PRELUDE_READ,
+        buffer: first,
+        at: 0,
+    })
+}
+
+/// See [`prelude`].
+pub struct RangeReader<'a> {
+    repo: &'a dyn Repository,
+    location: Location,
+    /// Where the next range starts.
+    offset: u64,
+    /// Whether the object's end has been read.
+    done: bool,
+    buffer: Vec<u8>,
+    at: usize,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.buffer.len() && !self.done {
+            self.buffer = self
+                .repo
+                .read_at(&self.location, self.offset, PRELUDE_READ)
+                .map_err(io::Error::other)?;
+            self.at = 0;
+            self.offset += self.buffer.len() as u64;
+            self.done = self.buffer.len() < PRELUDE_READ;
+        }
+        let n = buf.len().min(self.buffer.len() - self.at);
+        buf[..n].copy_from_slice(&self.buffer[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The repositories this process can reach, by location: for now, the directories of this
+/// host (a `file:` location naming this host); other hosts' files and other schemes are out
+/// of reach.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    host: String,
+}
+
+impl Reach {
+    /// Reaching from `host` (the name this host gives itself; see [`Location`]).
+    pub fn new(host: impl Into<String>) -> Self {
+        Reach { host: host.into() }
+    }
+
+    /// This host's name, as locations spell it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether `location` is within reach: a file location naming this host.
+    pub fn reaches(&self, location: &Location) -> bool {
+        location.scheme() == "file" && location.host() == self.host
+    }
+
+    /// The repository that holds `location`, opened — `Ok(None)` when it is out of reach
+    /// (another host's, another scheme). A location whose path is not plain is refused.
+    pub fn repository_of(&self, location: &Location) -> Result<Option<Box<dyn Repository>>> {
+        if !self.reaches(location) {
+            return Ok(None);
+        }
+        let (dir, _) = local::plain_parts(location)?;
+        Ok(Some(Box::new(local::LocalRepository::open(
+            &dir, &self.host,
+        )?)))
+    }
+
+    /// The location of the file at `path` on this host, after resolving symbolic links (a
+    /// path given on a command line: the user's own links are followed).
+    pub fn file(&self, path: &std::path::Path) -> Result<Location> {
+        let real = std::fs::canonicalize(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        Location::file(&self.host, &real).map_err(|e| Error::invalid(e.to_string()))
+    }
+}
+
+/// What the session's host reaches: its directories (see [`Reach`]). The host is the acting
+/// identity's (the front end says where it runs); none is the empty name.
+pub fn reach(session: &Session) -> Reach {
+    Reach::new(session.actor().host.clone().unwrap_or_default())
+}
+
+/// The site's repository: its backup directory, on the session's host.
+pub fn site_repository(session: &Session) -> Result<local::LocalRepository> {
+    local::LocalRepository::open(&session.site()?.backup_dir, reach(session).host())
+}
+
+impl From<RepoError> for Error {
+    fn from(e: RepoError) -> Self {
+        Error::Repository(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_outside_are_checked() {
+        assert!(check_name("shop_20260101T000000.000Z.pgseal").is_ok());
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b", &"x".repeat(256)] {
+            assert!(
+                matches!(
+                    check_name(bad),
+                    Err(Error::Repository(RepoError::BadName { .. }))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+}
