@@ -17,6 +17,7 @@ pub mod error;
 pub mod examine;
 pub mod files;
 pub mod holders;
+pub mod inspect;
 pub mod keys;
 pub mod observe;
 pub mod open;

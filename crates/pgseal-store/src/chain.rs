@@ -6,7 +6,7 @@
 //! [`entry_hash`] computes one entry's hash; [`verify`] walks a whole chain and names the first
 //! place it breaks. Both are pure: no database, so they are tested on entries made in memory.
 
-use aws_lc_rs::digest::{Context, SHA256};
+use pgseal_core::hash::Sha256;
 
 use crate::hash::Hash32;
 use crate::model::{AuditEntry, NewAuditEntry};
@@ -19,7 +19,7 @@ pub const GENESIS: Hash32 = Hash32::ZERO;
 /// The encoding covers `prev_hash` as its 64 lowercase hex digits and the action as its text
 /// (docs/AUDIT.md), as it always has: chains written before stay valid.
 pub fn entry_hash(seq: i64, prev_hash: &Hash32, imported: bool, e: &NewAuditEntry) -> Hash32 {
-    let mut h = Context::new(&SHA256);
+    let mut h = Sha256::new();
     h.update(b"pgseal audit v1\n");
     int(&mut h, Some(seq));
     text(&mut h, Some(&prev_hash.to_string()));
@@ -35,9 +35,7 @@ pub fn entry_hash(seq: i64, prev_hash: &Hash32, imported: bool, e: &NewAuditEntr
     text(&mut h, e.ip_address.as_deref());
     text(&mut h, Some(&canonical_json(&e.details)));
     flag(&mut h, Some(imported));
-    let mut out = [0u8; 32];
-    out.copy_from_slice(h.finish().as_ref());
-    Hash32(out)
+    Hash32(h.finish())
 }
 
 /// `details` in one canonical form (keys sorted, no spaces): PostgreSQL's JSONB stores JSON
@@ -87,7 +85,7 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
 }
 
 // Every field: a presence byte, then (if present) a fixed-width value or a length and bytes.
-fn int(h: &mut Context, v: Option<i64>) {
+fn int(h: &mut Sha256, v: Option<i64>) {
     match v {
         None => h.update(&[0]),
         Some(v) => {
@@ -97,7 +95,7 @@ fn int(h: &mut Context, v: Option<i64>) {
     }
 }
 
-fn text(h: &mut Context, v: Option<&str>) {
+fn text(h: &mut Sha256, v: Option<&str>) {
     match v {
         None => h.update(&[0]),
         Some(s) => {
@@ -108,7 +106,7 @@ fn text(h: &mut Context, v: Option<&str>) {
     }
 }
 
-fn flag(h: &mut Context, v: Option<bool>) {
+fn flag(h: &mut Sha256, v: Option<bool>) {
     h.update(&[match v {
         None => 0,
         Some(false) => 1,

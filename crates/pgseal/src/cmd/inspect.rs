@@ -1,98 +1,62 @@
 //! `pgseal inspect`: what a file's header claims. Nothing here is verified — `verify` does that.
 
-use pgseal_core::detect::DETECT_LEN;
-use pgseal_core::legacy::{hybrid, symmetric};
-use pgseal_core::v2::{self, SlotState};
-use pgseal_core::{Detected, Error, detect};
+use pgseal_core::legacy::symmetric;
+use pgseal_core::time::{rfc3339_millis, rfc3339_secs};
+use pgseal_core::v2::{self, Prelude, SlotState};
+use pgseal_ops::inspect::{Inspection, inspect};
 use serde_json::{Value, json};
 
 use super::print_json;
 use crate::cli::InspectArgs;
-use crate::failure::{CliResult, Failure};
-use crate::files::Input;
-use pgseal_core::time::{rfc3339_millis, rfc3339_secs};
+use crate::failure::CliResult;
 
 pub fn run(args: InspectArgs) -> CliResult {
-    let mut input = Input::open(&args.input)?;
-    let prefix = input.peek(DETECT_LEN)?;
-    let facts: Value = match detect(&prefix) {
-        Detected::Pgseal {
-            version: v2::VERSION,
-        } => inspect_v2(&mut input)?,
-        Detected::Pgseal { version } => return Err(Error::UnsupportedVersion(version).into()),
-        Detected::LegacyHybrid => {
-            let h = {
-                let len = input.len;
-                hybrid::read_header(&mut input, len)?
-            };
-            let data = input.len.map(|n| n.saturating_sub(h.encoded_len() + 16));
-            json!({
-                "format": "legacy-hybrid",
-                "version": h.version,
-                "encrypted": true,
-                "creator": { "user_id": h.user_id },
-                "created_at": rfc3339_secs(h.created_unix),
-                "created_unix": h.created_unix,
-                "wrapped_key_bytes": h.wrapped_key.len(),
-                "signature_bytes": h.signature.len(),
-                "header_bytes": h.encoded_len(),
-                "ciphertext_bytes": data,
-                "file_bytes": input.len,
-                "recipients": Value::Null,
-                "header_covered_by_signature": false,
-            })
-        }
-        Detected::LegacySymmetric => {
-            // The header, then at least the GCM tag: anything shorter was cut off.
-            let len = match input.len {
-                Some(n) => n,
-                None => std::io::copy(&mut input, &mut std::io::sink())
-                    .map_err(|e| Failure::io(format!("reading {}", input.name), e))?,
-            };
-            let minimum = symmetric::MIN_FILE_LEN as u64;
-            if len < minimum {
-                return Err(Error::Truncated(if len < symmetric::HEADER_LEN as u64 {
-                    "the legacy header"
-                } else {
-                    "the authentication tag"
-                })
-                .into());
-            }
-            json!({
-                "format": "legacy-symmetric",
-                "version": 1,
-                "encrypted": true,
-                "creator": Value::Null,
-                "header_bytes": symmetric::HEADER_LEN,
-                "ciphertext_bytes": len - minimum,
-                "file_bytes": len,
-                "header_covered_by_signature": false,
-            })
-        }
-        Detected::PlainDump => json!({
+    let found = inspect(&args.input)?;
+    let len = found.file_bytes;
+    let facts: Value = match &found.what {
+        Inspection::V2(prelude) => v2_facts(prelude, &found.name, len),
+        Inspection::LegacyHybrid(h) => json!({
+            "format": "legacy-hybrid",
+            "version": h.version,
+            "encrypted": true,
+            "creator": { "user_id": h.user_id },
+            "created_at": rfc3339_secs(h.created_unix),
+            "created_unix": h.created_unix,
+            "wrapped_key_bytes": h.wrapped_key.len(),
+            "signature_bytes": h.signature.len(),
+            "header_bytes": h.encoded_len(),
+            "ciphertext_bytes": len.map(|n| n.saturating_sub(h.encoded_len() + 16)),
+            "file_bytes": len,
+            "recipients": Value::Null,
+            "header_covered_by_signature": false,
+        }),
+        Inspection::LegacySymmetric => json!({
+            "format": "legacy-symmetric",
+            "version": 1,
+            "encrypted": true,
+            "creator": Value::Null,
+            "header_bytes": symmetric::HEADER_LEN,
+            "ciphertext_bytes": len.map(|n| n.saturating_sub(symmetric::MIN_FILE_LEN as u64)),
+            "file_bytes": len,
+            "header_covered_by_signature": false,
+        }),
+        Inspection::PlainDump => json!({
             "format": "plain-pg_dump",
             "encrypted": false,
-            "file_bytes": input.len,
+            "file_bytes": len,
         }),
-        Detected::Unknown => {
-            return Err(Failure::invalid(format!(
-                "{} is neither a pgseal file nor a legacy backup (unrecognised header)",
-                input.name
-            )));
-        }
     };
     if args.json {
         let mut facts = facts;
-        facts["file"] = json!(input.name);
+        facts["file"] = json!(found.name);
         print_json(&facts);
     } else {
-        print_human(&input.name, &facts);
+        print_human(&found.name, &facts);
     }
     Ok(())
 }
 
-fn inspect_v2(input: &mut Input) -> CliResult<Value> {
-    let prelude = v2::read_prelude(input)?;
+fn v2_facts(prelude: &Prelude, name: &str, file_bytes: Option<u64>) -> Value {
     let h = &prelude.header;
     let m = &h.metadata;
     let slot_json = |s: &SlotState| match s {
@@ -111,9 +75,9 @@ fn inspect_v2(input: &mut Input) -> CliResult<Value> {
     }
     let superseded = prelude
         .superseded_slot()
-        .and_then(|(index, state)| super::superseded_slot_note(index, state, &input.name));
+        .and_then(|(index, state)| super::superseded_slot_note(index, state, name));
     let header_bytes = prelude.slots_offset + 2 * h.slot_size as u64;
-    Ok(json!({
+    json!({
         "format": "v2",
         "version": v2::VERSION,
         "encrypted": true,
@@ -138,11 +102,11 @@ fn inspect_v2(input: &mut Input) -> CliResult<Value> {
         "superseded_slot": superseded.map(|(_, j)| j),
         "header_bytes": header_bytes,
         "signature_bytes": h.signature_len,
-        "ciphertext_bytes": input.len.map(|n| n.saturating_sub(header_bytes + h.signature_len as u64)),
-        "file_bytes": input.len,
+        "ciphertext_bytes": file_bytes.map(|n| n.saturating_sub(header_bytes + h.signature_len as u64)),
+        "file_bytes": file_bytes,
         "header_covered_by_signature": true,
         "unknown_fields": h.unknown.iter().map(|(t, _)| format!("0x{t:04x}")).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 fn print_human(name: &str, facts: &Value) {
