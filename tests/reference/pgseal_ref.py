@@ -441,6 +441,8 @@ def pick_active(a: Slot, b: Slot) -> tuple[str, Slot]:
             f"no valid recipient slot (A: {a.state} {a.reason}; B: {b.state} {b.reason})".replace("  ", " ")
         )
     if len(valid) == 2:
+        if a.generation == b.generation and a.raw == b.raw:
+            return ("A", a)  # the same slot written twice (FORMAT.md §6)
         if a.generation == b.generation:
             raise FormatError(f"both recipient slots valid with the same generation {a.generation}")
         return ("A", a) if a.generation > b.generation else ("B", b)

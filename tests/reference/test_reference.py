@@ -252,6 +252,25 @@ def test_v2_slot_mac_tamper(pgseal, tmp_path, sealed_file, user_key, server_key)
     assert not (tmp_path / "o2").exists()
 
 
+def test_v2_same_slot_written_twice_opens(pgseal, tmp_path, sealed_file, user_key, server_key):
+    """Slot A copied byte for byte over slot B: one slot written twice, not damage (FORMAT.md §6)."""
+    enc, data = sealed_file
+    lay = layout(enc)
+    S = lay.hdr.slot_size
+    a = lay.chunks_start - 2 * S
+    b = bytearray(enc.read_bytes())
+    b[a + S : a + 2 * S] = b[a : a + S]
+    twice = tmp_path / "twice.pgseal"
+    twice.write_bytes(bytes(b))
+    out = tmp_path / "o1"
+    ref_decrypt(twice, out, server_key, user_key)
+    assert out.read_bytes() == data
+    out2 = tmp_path / "o2"
+    pgseal("decrypt", twice, "-o", out2, "--identity", server_key.key, "--signer", user_key.pub,
+           env=senv(server_key))
+    assert out2.read_bytes() == data
+
+
 # --------------------------------------------------------------------------------------------
 # v2 written by the reference, read by pgseal
 

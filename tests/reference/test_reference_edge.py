@@ -140,8 +140,12 @@ CASES = {
     "slot_nonzero_padding": (dict(slots=nonzero_pad), None, {3}),
     "both_slots_torn": (dict(slots=lambda K, dk, H, S, st: (
         make_slot(S, 1, st, 1, dk.mac, H)[:-1] + b"\x00", bytes(S))), None, {3}),
-    "same_generation_twice": (dict(slots=lambda K, dk, H, S, st: (
-        make_slot(S, 4, st, 1, dk.mac, H), make_slot(S, 4, st, 1, dk.mac, H))), None, {3}),
+    # FORMAT.md §6: the same slot written twice is one slot; two different slots of one
+    # generation are damage.
+    "same_slot_twice": (dict(slots=lambda K, dk, H, S, st: (
+        make_slot(S, 4, st, 1, dk.mac, H), make_slot(S, 4, st, 1, dk.mac, H))), DATA, {0}),
+    "same_generation_different_slots": (dict(slots=lambda K, dk, H, S, st: (
+        make_slot(S, 4, st, 1, dk.mac, H), make_slot(S, 4, st + st, 2, dk.mac, H))), None, {3}),
     "empty_last_chunk_after_data": (dict(chunks_mut=lambda c: c + [b""]), None, {3}),
     # authentication (4)
     "short_non_last_chunk": (dict(chunks_mut=lambda c: [c[0][:1000]] + c[1:]), None, {3, 4}),

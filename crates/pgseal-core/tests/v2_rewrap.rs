@@ -271,3 +271,35 @@ fn a_crash_at_any_byte_of_either_write_leaves_a_file_that_opens_and_a_rerun_fini
         }
     }
 }
+
+#[test]
+fn the_same_slot_written_twice_is_one_slot_but_two_different_slots_of_a_generation_are_damage() {
+    // A torn wipe of a damaged copy of the active slot can make the copy whole again: the file
+    // must still open (the fuzz target v2_rewrap found this).
+    let k = keys();
+    let plain = data(2_000);
+    let file = seal(&plain, 1024);
+    let prelude = v2::read_prelude(&mut &file[..]).unwrap();
+    let (a, s) = (prelude.slots_offset as usize, 4096);
+    let mut twice = file.clone();
+    let slot_a = file[a..a + s].to_vec();
+    twice[a + s..a + 2 * s].copy_from_slice(&slot_a);
+    assert_eq!(open_with(&twice, &k.server).unwrap(), plain);
+    // The copy is a superseded slot: a rewrap run wipes it.
+    let prelude = v2::read_prelude(&mut &twice[..]).unwrap();
+    assert_eq!(prelude.superseded_slot().map(|(i, _)| i), Some(1));
+    // Two different slots of one generation stay damage.
+    let new_server = PrivateKey::generate(KeyBits::Rsa2048).unwrap();
+    let (after, _) = rewrapped(&file, &k.server, &new_server, &[]);
+    let (other, _) = rewrapped(&file, &k.server, &new_server, &[]);
+    let mut mixed = after.clone();
+    mixed[a..a + s].copy_from_slice(&other[a + s..a + 2 * s]);
+    let err = open_with(&mixed, &new_server).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            pgseal_core::Error::Format(pgseal_core::error::FormatError::SameGeneration)
+        ),
+        "{err}"
+    );
+}

@@ -330,6 +330,9 @@ fn parse_nonempty(raw: &[u8]) -> std::result::Result<Slot, SlotDamage> {
 /// Which of the two slots is active (FORMAT.md §6).
 pub fn active_slot(a: &SlotState, b: &SlotState) -> Result<(usize, Slot)> {
     match (a, b) {
+        // The same slot written twice (a copy, or a wipe torn where the bytes it had not yet
+        // zeroed made a damaged copy whole again): one slot, nothing ambiguous.
+        (SlotState::Valid(x), SlotState::Valid(y)) if x == y => Ok((0, x.clone())),
         (SlotState::Valid(x), SlotState::Valid(y)) if x.generation == y.generation => {
             Err(FormatError::SameGeneration.into())
         }
