@@ -9,7 +9,10 @@
 #![warn(missing_docs)]
 
 pub mod anchors;
+pub mod audit;
+pub mod backup;
 pub mod cancel;
+pub mod catalog;
 pub mod crashpoint;
 pub mod decrypt;
 pub mod encrypt;
@@ -17,6 +20,7 @@ pub mod error;
 pub mod examine;
 pub mod files;
 pub mod holders;
+pub mod keyholder;
 pub mod keys;
 pub mod observe;
 pub mod open;
@@ -24,6 +28,7 @@ pub mod pgtools;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod rewrap;
 pub mod secret;
 pub mod session;
 pub mod show;
