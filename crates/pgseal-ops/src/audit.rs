@@ -261,3 +261,151 @@ impl VerifyReport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::session::Operation;
+    use crate::testsite::TestSite;
+
+    /// Through the operations' API on a real store: filters, statistics, export from a chain
+    /// position, and `audit verify`'s verdict.
+    #[test]
+    fn audit_queries_stats_export_and_verdict() {
+        let mut t = TestSite::new();
+        let user = t.user.id;
+        let entries = [
+            (Action::Backup, Some(user), None, None),
+            (
+                Action::Verify,
+                Some(user),
+                Some(false),
+                Some(Error::invalid("the header signature does not verify")),
+            ),
+            (Action::Restore, Some(user), Some(true), None),
+            (Action::Verify, None, None, None),
+        ];
+        for (action, user_id, signature_valid, failure) in entries {
+            let op = Operation {
+                user_id,
+                signature_valid,
+                ..Operation::new(action)
+            };
+            t.session.record(op, failure.as_ref()).unwrap();
+        }
+        let actions = |rows: &[Row]| -> Vec<(String, i64)> {
+            rows.iter()
+                .map(|r| (r.entry.entry.action.as_str().to_owned(), r.entry.seq))
+                .collect()
+        };
+
+        let verifies = list(
+            &mut t.session,
+            &Query {
+                action: Some("verify"),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            actions(&verifies),
+            [("VERIFY".to_owned(), 2), ("VERIFY".to_owned(), 4)]
+        );
+        let name = Username::parse("system_backup").unwrap();
+        let mine = list(
+            &mut t.session,
+            &Query {
+                user: Some(&name),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(mine.len(), 3);
+        assert!(
+            mine.iter()
+                .all(|r| r.username.as_deref() == Some("system_backup"))
+        );
+        let failed = list(
+            &mut t.session,
+            &Query {
+                failed_only: true,
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(actions(&failed), [("VERIFY".to_owned(), 2)]);
+        assert_eq!(
+            failed[0].error(),
+            Some("the header signature does not verify")
+        );
+        let bad_signatures = list(
+            &mut t.session,
+            &Query {
+                invalid_signature: true,
+                since: Some(Since::HoursAgo(1)),
+                ..Query::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(actions(&bad_signatures), [("VERIFY".to_owned(), 2)]);
+        let unknown = Username::parse("nobody").unwrap();
+        let refused = list(
+            &mut t.session,
+            &Query {
+                user: Some(&unknown),
+                ..Query::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Usage);
+
+        let s = stats(&mut t.session, None).unwrap();
+        assert_eq!(s.entries, 4);
+        let by_action: Vec<(&str, u64, u64)> = s
+            .by_action
+            .iter()
+            .map(|(a, c)| (a.as_str(), c.ok, c.failed))
+            .collect();
+        assert_eq!(
+            by_action,
+            [("BACKUP", 1, 0), ("RESTORE", 1, 0), ("VERIFY", 1, 1)]
+        );
+        assert_eq!(
+            s.signatures,
+            Signatures {
+                valid: 1,
+                invalid: 1,
+                not_checked: 2
+            }
+        );
+        assert_eq!(
+            s.top_users,
+            [
+                (Who::User("system_backup".into()), 3),
+                (Who::OsUser(Some("tester".into())), 1)
+            ]
+        );
+        assert_eq!(s.top_users[1].0.to_string(), "(os) tester");
+
+        let exported = export(&mut t.session, 2).unwrap();
+        assert_eq!(
+            actions(&exported),
+            [("RESTORE".to_owned(), 3), ("VERIFY".to_owned(), 4)]
+        );
+
+        // An intact chain with no backups to anchor it: intact, no anchor; a finding fails it.
+        let mut report = verify(&mut t.session, &[]).unwrap();
+        assert_eq!(report.entries, 4);
+        assert!(report.intact(), "{:?}", report.problems);
+        assert_eq!(report.newest_anchor(), None);
+        report.result().unwrap();
+        report.problems.push("entry 2 was changed".into());
+        let verdict = report.result().unwrap_err();
+        assert_eq!(verdict.kind(), ErrorKind::Authentication);
+        assert_eq!(
+            verdict.to_string(),
+            "the audit log cannot be shown intact (1 finding): entry 2 was changed"
+        );
+    }
+}

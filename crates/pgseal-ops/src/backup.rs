@@ -322,7 +322,173 @@ fn current_database(tools: &PgTools, target: &Target) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use pgseal_core::Fingerprint;
+    use pgseal_store::{Store, StoreUrl};
+    use pgseal_testkit::TestCluster;
+
     use super::*;
+    use crate::observe::Observer;
+    use crate::repo::local::LocalRepository;
+    use crate::testsite::{HOST, TestSite, key, new_server_key, password};
+
+    /// Records what a run reports, and rotates the site's server key (through a store handle
+    /// of its own, as another process would) when the first transfer starts.
+    struct Rotating {
+        /// The site's store, once there is one.
+        store: Mutex<Option<StoreUrl>>,
+        rotated_to: Mutex<Option<Fingerprint>>,
+        transfers: Mutex<Vec<String>>,
+        failed: Mutex<Vec<String>>,
+    }
+
+    impl Observer for Rotating {
+        fn warn(&self, _message: &str) {}
+
+        fn transfer(&self, label: &str, _progress: &Progress) -> Box<dyn Send> {
+            self.transfers.lock().unwrap().push(label.to_owned());
+            let mut rotated = self.rotated_to.lock().unwrap();
+            if rotated.is_none() {
+                let url = self.store.lock().unwrap().clone().unwrap();
+                let mut store = Store::open(&url).unwrap();
+                let active = store.active_server_key().unwrap().unwrap();
+                let kept = [(active.id, active.private_key_pem.clone())];
+                let new = key();
+                store
+                    .rotate_server_key(active.id, &kept, &new_server_key(&new))
+                    .unwrap();
+                *rotated = Some(new.fingerprint());
+            }
+            Box::new(())
+        }
+
+        fn failed(&self, what: &str, _error: &Error) {
+            self.failed.lock().unwrap().push(what.to_owned());
+        }
+    }
+
+    /// Through the operations' API on a cluster of its own: every database but the templates
+    /// and `postgres` is backed up as its own audited operation, past one that refuses
+    /// connections; and a rotation during the run reaches the databases after it.
+    #[test]
+    fn backup_all_goes_past_failures_and_picks_up_a_rotation() {
+        let cluster = TestCluster::start().unwrap();
+        for db in ["a_first", "b_closed", "c_last"] {
+            cluster
+                .psql("postgres", &format!("CREATE DATABASE {db};"))
+                .unwrap();
+        }
+        cluster
+            .psql("a_first", "CREATE TABLE t AS SELECT 1 AS x;")
+            .unwrap();
+        cluster
+            .psql(
+                "postgres",
+                "ALTER DATABASE b_closed ALLOW_CONNECTIONS false;",
+            )
+            .unwrap();
+        let observer = Arc::new(Rotating {
+            store: Mutex::new(None),
+            rotated_to: Mutex::new(None),
+            transfers: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
+        });
+        let mut t = TestSite::observed(observer.clone());
+        *observer.store.lock().unwrap() = Some(t.site.store.clone());
+        let first_key = t.server.fingerprint();
+        let tools = PgTools {
+            bin: cluster.bin_dir().to_path_buf(),
+            setpriv: None,
+            scrub: Vec::new(),
+            env: cluster
+                .env()
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            observer: observer.clone(),
+        };
+        let repository = LocalRepository::create_dir(&t.site.backup_dir, HOST).unwrap();
+        let pw = password();
+        let request = Backup {
+            creator: "system_backup",
+            sign_key: None,
+            creator_password: &pw,
+            tools: &tools,
+            repository: &repository,
+            schemas: &[],
+            source_host: Some("db.example".into()),
+        };
+        let all = All {
+            conninfo: None,
+            excludes: &[],
+        };
+        let report = backup_all(&mut t.session, &request, all).unwrap();
+
+        let names: Vec<&str> = report.results.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(names, ["a_first", "b_closed", "c_last"]);
+        assert!(report.results[1].1.is_err());
+        let verdict = report.result().unwrap_err();
+        assert_eq!(verdict.kind(), ErrorKind::Database);
+        assert_eq!(*observer.failed.lock().unwrap(), ["backup of b_closed"]);
+        assert_eq!(
+            *observer.transfers.lock().unwrap(),
+            ["a_first", "b_closed", "c_last"]
+        );
+
+        // The first backup went to the key active when it started, the last to the new one.
+        let rotated = observer.rotated_to.lock().unwrap().unwrap();
+        let keys: Vec<Vec<Fingerprint>> = [0, 2]
+            .iter()
+            .map(|&i| {
+                report.results[i]
+                    .1
+                    .as_ref()
+                    .unwrap()
+                    .entry
+                    .server_keys
+                    .clone()
+            })
+            .collect();
+        assert_eq!(keys, [vec![first_key], vec![rotated]]);
+        for i in [0, 2] {
+            let record = report.results[i].1.as_ref().unwrap();
+            let path = record.entry.location.file_path().unwrap();
+            let prelude = v2::read_prelude(&mut std::fs::File::open(&path).unwrap()).unwrap();
+            assert_eq!(
+                prelude.header.metadata.source_database.as_deref(),
+                Some(report.results[i].0.as_str())
+            );
+            assert_eq!(
+                prelude.header.metadata.source_host.as_deref(),
+                Some("db.example")
+            );
+            assert_eq!(prelude.active_slot().unwrap().1.recipients(), keys[i / 2]);
+        }
+
+        // One entry per database, with its outcome.
+        let entries = t.session.store().unwrap().audit_entries(10).unwrap();
+        let summary: Vec<(Action, String, bool)> = entries
+            .iter()
+            .map(|e| {
+                let details: serde_json::Value = serde_json::from_str(&e.entry.details).unwrap();
+                (
+                    e.entry.action.clone(),
+                    details["database"].as_str().unwrap().to_owned(),
+                    e.entry.success,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Action::Backup, "a_first".to_owned(), true),
+                (Action::Backup, "b_closed".to_owned(), false),
+                (Action::Backup, "c_last".to_owned(), true),
+            ]
+        );
+        assert!(entries.iter().all(|e| e.entry.user_id == Some(t.user.id)));
+    }
 
     #[test]
     fn file_names_keep_only_safe_characters() {

@@ -32,6 +32,8 @@ pub mod rewrap;
 pub mod secret;
 pub mod session;
 pub mod show;
+#[cfg(test)]
+mod testsite;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Missing, Result};

@@ -254,3 +254,260 @@ fn rewrap_one(
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    use pgseal_core::keys::Identity;
+    use pgseal_core::v2::{Rewrap, SealParams};
+    use pgseal_core::{PrivateKey, PublicKey};
+
+    use super::*;
+    use crate::keyholder::KeyHolder;
+    use crate::testsite::{TestSite, key};
+
+    /// What a key holder elsewhere is sent: bytes only.
+    enum Request {
+        Plan {
+            raw: Vec<u8>,
+            opener: Fingerprint,
+            recipients: Vec<String>,
+            keep: Vec<Fingerprint>,
+        },
+        Legacy {
+            wrapped: Vec<u8>,
+            to: String,
+        },
+    }
+
+    /// A key holder that holds no key: like the custody service's client, it sends a file's
+    /// prelude bytes (or a legacy wrapped key) to a service — here a thread that owns the
+    /// private keys — and gets back only the new slot writes or the new wrapping.
+    struct Remote {
+        holds: BTreeSet<Fingerprint>,
+        requests: Sender<Request>,
+        plans: Receiver<std::result::Result<Rewrap, String>>,
+        wrappings: Receiver<std::result::Result<LegacyRewrap, String>>,
+        asked: usize,
+    }
+
+    impl Remote {
+        fn serve(keys: Vec<PrivateKey>) -> Remote {
+            let holds = keys.iter().map(PrivateKey::fingerprint).collect();
+            let (requests, inbox) = channel::<Request>();
+            let (plan_tx, plans) = channel();
+            let (wrap_tx, wrappings) = channel();
+            std::thread::spawn(move || {
+                for request in inbox {
+                    match request {
+                        Request::Plan {
+                            raw,
+                            opener,
+                            recipients,
+                            keep,
+                        } => {
+                            // The service reads the prelude itself; the file key stays here.
+                            let planned = (|| {
+                                let prelude = v2::read_prelude(&mut &raw[..])?;
+                                let key = keys.iter().find(|k| k.fingerprint() == opener);
+                                let key = key.ok_or(pgseal_core::Error::SessionKeyUnwrap)?;
+                                let recipients = recipients
+                                    .iter()
+                                    .map(|pem| PublicKey::from_pem(pem))
+                                    .collect::<pgseal_core::Result<Vec<_>>>()?;
+                                prelude.plan_rewrap(&[key as &dyn Identity], &recipients, &keep)
+                            })();
+                            let _ = plan_tx.send(planned.map_err(|e| e.to_string()));
+                        }
+                        Request::Legacy { wrapped, to } => {
+                            let to = PublicKey::from_pem(&to).unwrap();
+                            let answer = keys
+                                .iter()
+                                .find_map(|k| {
+                                    Some((k.fingerprint(), k.unwrap_file_key(&wrapped).ok()?))
+                                })
+                                .ok_or_else(|| "no key opens it".to_owned())
+                                .map(|(from, session_key)| {
+                                    if from == to.fingerprint() {
+                                        LegacyRewrap::Current
+                                    } else {
+                                        LegacyRewrap::Rewrapped {
+                                            from,
+                                            wrapped_key: to.wrap_file_key(&session_key).unwrap(),
+                                        }
+                                    }
+                                });
+                            let _ = wrap_tx.send(answer);
+                        }
+                    }
+                }
+            });
+            Remote {
+                holds,
+                requests,
+                plans,
+                wrappings,
+                asked: 0,
+            }
+        }
+    }
+
+    impl KeyHolder for Remote {
+        fn holds(&self) -> BTreeSet<Fingerprint> {
+            self.holds.clone()
+        }
+
+        fn plan_rewrap(
+            &mut self,
+            _prelude: &v2::Prelude,
+            raw: &[u8],
+            opener: &Fingerprint,
+            recipients: &[PublicKey],
+            keep: &[Fingerprint],
+        ) -> Result<Rewrap> {
+            self.asked += 1;
+            self.requests
+                .send(Request::Plan {
+                    raw: raw.to_vec(),
+                    opener: *opener,
+                    recipients: recipients.iter().map(PublicKey::to_pem).collect(),
+                    keep: keep.to_vec(),
+                })
+                .unwrap();
+            self.plans.recv().unwrap().map_err(Error::key)
+        }
+
+        fn rewrap_legacy(&mut self, wrapped: &[u8], to: &PublicKey) -> Result<LegacyRewrap> {
+            self.asked += 1;
+            self.requests
+                .send(Request::Legacy {
+                    wrapped: wrapped.to_vec(),
+                    to: to.to_pem(),
+                })
+                .unwrap();
+            self.wrappings.recv().unwrap().map_err(Error::key)
+        }
+    }
+
+    /// The same key again (for the service thread to own).
+    fn copy(k: &PrivateKey) -> PrivateKey {
+        let pw = pgseal_core::Password::new(crate::testsite::PASSWORD.into());
+        PrivateKey::from_pem(&crate::testsite::encrypted(k), "a copy", || Ok(pw)).unwrap()
+    }
+
+    fn seal_v2(t: &TestSite, name: &str, to: &[PublicKey]) -> PathBuf {
+        let path = t.path(name);
+        let mut file = std::fs::File::create(&path).unwrap();
+        v2::seal(&b"a dump"[..], &mut file, &SealParams::new(&t.signer, to)).unwrap();
+        path
+    }
+
+    fn prelude_of(path: &std::path::Path) -> v2::Prelude {
+        v2::read_prelude(&mut std::fs::File::open(path).unwrap()).unwrap()
+    }
+
+    /// Through the operations' API, with a key holder that holds no key (the custody
+    /// service's shape): a v2 file moves to the new active key, its recovery key kept, the old
+    /// wrapping wiped; a legacy hybrid file moves too; a file no held key opens fails on its
+    /// own, audited, and fails the run.
+    #[test]
+    fn rewrap_asks_a_key_holder_that_never_hands_out_a_private_key() {
+        let mut t = TestSite::new();
+        let old = copy(&t.server);
+        let recovery = key();
+        let stranger = key();
+        let v2_file = seal_v2(
+            &t,
+            "a.pgseal",
+            &[old.public().clone(), recovery.public().clone()],
+        );
+        let unknown = seal_v2(&t, "b.pgseal", &[stranger.public().clone()]);
+        let legacy = t.path("c.pgseal");
+        hybrid::encrypt(
+            &b"a legacy dump"[..],
+            std::fs::File::create_new(&legacy).unwrap(),
+            old.public(),
+            &t.signer,
+            t.user.id as u64,
+            1_700_000_000,
+        )
+        .unwrap();
+        let new = t.rotate();
+
+        let mut holder = Remote::serve(vec![copy(&old), copy(&new)]);
+        let files = [v2_file.clone(), unknown.clone(), legacy.clone()];
+        let report = rewrap(&mut t.session, &mut holder, Files::Named(&files)).unwrap();
+        assert_eq!(report.to, new.fingerprint());
+        assert_eq!(holder.asked, 2, "one plan, one legacy wrapping");
+        let outcomes: Vec<_> = report.items.iter().map(|(_, r)| r.as_ref().ok()).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                Some(&Outcome::Rewrapped(vec![
+                    new.fingerprint(),
+                    recovery.fingerprint()
+                ])),
+                None,
+                Some(&Outcome::Rewrapped(vec![new.fingerprint()])),
+            ]
+        );
+        let failure = report.items[1].1.as_ref().unwrap_err();
+        assert!(
+            matches!(failure, Error::Core(pgseal_core::Error::NoMatchingIdentity(r)) if *r == vec![stranger.fingerprint()]),
+            "{failure:?}"
+        );
+        let verdict = report.result().unwrap_err();
+        assert!(matches!(
+            verdict,
+            Error::Several {
+                failed: 1,
+                total: 3,
+                ..
+            }
+        ));
+        assert_eq!(verdict.kind(), ErrorKind::Io);
+
+        // The v2 file: the new key and the recovery key open it, the old one no more, and the
+        // superseded slot is wiped.
+        let prelude = prelude_of(&v2_file);
+        assert!(prelude.superseded_slot().is_none());
+        let to_new = [new.public().clone()];
+        for opener in [&new, &recovery] {
+            prelude
+                .plan_rewrap(&[opener as &dyn Identity], &to_new, &[])
+                .unwrap();
+        }
+        assert!(
+            prelude
+                .plan_rewrap(&[&old as &dyn Identity], &to_new, &[])
+                .is_err()
+        );
+        // The legacy file: its session key is wrapped to the new key only.
+        let header = hybrid::read_header(&mut std::fs::File::open(&legacy).unwrap(), None).unwrap();
+        assert!(new.unwrap_file_key(&header.wrapped_key).is_ok());
+        assert!(old.unwrap_file_key(&header.wrapped_key).is_err());
+
+        // One entry per file, the failure among them.
+        let entries = t.session.store().unwrap().audit_entries(10).unwrap();
+        let summary: Vec<(Action, Option<String>, bool)> = entries
+            .into_iter()
+            .map(|e| (e.entry.action, e.entry.backup_file, e.entry.success))
+            .collect();
+        let shown = |p: &PathBuf| Some(p.display().to_string());
+        assert_eq!(
+            summary,
+            vec![
+                (Action::Rewrap, shown(&v2_file), true),
+                (Action::Rewrap, shown(&unknown), false),
+                (Action::Rewrap, shown(&legacy), true),
+            ]
+        );
+
+        // Run again: nothing asked of the holder, nothing left to do.
+        let again = rewrap(&mut t.session, &mut holder, Files::Named(&files[..1])).unwrap();
+        assert_eq!(again.items[0].1.as_ref().unwrap(), &Outcome::AlreadyCurrent);
+        assert_eq!(holder.asked, 2);
+    }
+}

@@ -174,7 +174,7 @@ fn backup_verify_restore_rotate_rewrap_through_the_operations_api() {
         Source::Name(db.clone()),
     );
     session.finish(record.map(drop)).unwrap();
-    let backups = session.store().unwrap().backups(Some(&db)).unwrap();
+    let backups = pgseal_ops::catalog::list(&mut session, Some(&db)).unwrap();
     assert_eq!(backups.len(), 1);
     let entry = &backups[0].entry;
     assert_eq!(entry.server_keys, vec![old_server.fingerprint()]);
@@ -255,7 +255,7 @@ fn backup_verify_restore_rotate_rewrap_through_the_operations_api() {
         report.items[0].1.as_ref().unwrap(),
         &Outcome::Rewrapped(vec![new_server.fingerprint()])
     );
-    let after = session.store().unwrap().backups(Some(&db)).unwrap();
+    let after = pgseal_ops::catalog::list(&mut session, Some(&db)).unwrap();
     assert_eq!(after[0].entry.server_keys, vec![new_server.fingerprint()]);
 
     // The old key opens it no more; the new one (found in the store by the file's slot) does.
