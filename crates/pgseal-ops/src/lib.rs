@@ -9,7 +9,10 @@
 #![warn(missing_docs)]
 
 pub mod anchors;
+pub mod audit;
+pub mod backup;
 pub mod cancel;
+pub mod catalog;
 pub mod crashpoint;
 pub mod decrypt;
 pub mod encrypt;
@@ -18,6 +21,7 @@ pub mod examine;
 pub mod files;
 pub mod holders;
 pub mod inspect;
+pub mod keyholder;
 pub mod keys;
 pub mod observe;
 pub mod open;
@@ -25,9 +29,12 @@ pub mod pgtools;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod rewrap;
 pub mod secret;
 pub mod session;
 pub mod show;
+#[cfg(test)]
+mod testsite;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Missing, Result};

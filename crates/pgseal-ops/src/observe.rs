@@ -22,6 +22,13 @@ pub trait Observer: Send + Sync {
         self.warn(message);
     }
 
+    /// One of several operations that go on past failures (a database of a backup of every
+    /// database) failed, as `what` says ("backup of shop"); the caller's report holds the error
+    /// too, so this is only for saying it as it happens.
+    fn failed(&self, what: &str, error: &crate::Error) {
+        self.error(&format!("{what} failed: {error}"));
+    }
+
     /// What a tool that succeeded wrote on its standard error (its warnings), control
     /// characters escaped.
     fn tool_output(&self, tool: &str, text: &str) {

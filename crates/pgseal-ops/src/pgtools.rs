@@ -103,6 +103,10 @@ pub struct PgTools {
     pub setpriv: Option<PathBuf>,
     /// Variables removed from every tool's environment: those that may hold pgseal's secrets.
     pub scrub: Vec<OsString>,
+    /// Variables set in every tool's environment on top of this process's (libpq's `PGHOST`,
+    /// `PGPORT`, `PGUSER`…): for a front end that says where its databases are itself instead
+    /// of through its own environment. The CLI sets none.
+    pub env: Vec<(OsString, OsString)>,
     /// Where a tool's warnings (its standard error when it succeeds) go.
     pub observer: Arc<dyn Observer>,
 }
@@ -131,6 +135,7 @@ impl PgTools {
         for var in &self.scrub {
             c.env_remove(var);
         }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.stdin(Stdio::null());
         Ok(c)
     }

@@ -15,8 +15,6 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::failure::{CliResult, ExitCode, Failure};
 
-pub use pgseal_ops::Operation as Audit;
-
 pub struct Context {
     pub config: Option<Config>,
     /// The global `--store` flag as given (for `init`, which makes a new configuration).

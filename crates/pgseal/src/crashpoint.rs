@@ -5,8 +5,6 @@
 //! `NAME`; the test then sends `SIGKILL` — a `kill -9` at exactly that step. Release builds
 //! install nothing and never read the variable.
 
-pub use pgseal_ops::crashpoint::reached;
-
 /// Installs the debug builds' handler.
 pub fn install() {
     #[cfg(debug_assertions)]

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use pgseal_ops::pgtools::{PgTools, Target};
+pub use pgseal_ops::pgtools::PgTools;
 
 use crate::failure::{CliResult, Failure};
 use crate::progress::Terminal;
@@ -34,6 +34,7 @@ pub fn locate(flag: Option<&Path>, configured: Option<&Path>) -> CliResult<PgToo
         bin,
         setpriv: setpriv(),
         scrub: secret_variables(),
+        env: Vec::new(),
         observer: Arc::new(Terminal),
     })
 }

@@ -1,7 +1,7 @@
 //! A one-line progress report on a terminal: bytes in, bytes out, rate, elapsed.
 //!
-//! Counting wrappers feed shared counters; a background thread redraws the line twice a
-//! second. Nothing is drawn when standard error is not a terminal (logs stay clean).
+//! The operations count bytes into shared counters ([`Observer::transfer`]); a background
+//! thread redraws the line twice a second. Nothing is drawn when standard error is not a terminal (logs stay clean).
 
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use pgseal_ops::observe::{Counter, CountingReader, CountingWriter};
 use pgseal_ops::observe::{Observer, Progress as Counters};
 
 /// What the operations report, shown on standard error: warnings as `pgseal: warning: ...`,
@@ -29,6 +28,10 @@ impl Observer for Terminal {
         eprintln!("pgseal: error: {message}");
     }
 
+    fn failed(&self, what: &str, error: &pgseal_ops::Error) {
+        eprintln!("pgseal: {what} failed: {}", crate::failure::message(error));
+    }
+
     fn tool_output(&self, tool: &str, text: &str) {
         eprintln!("{tool}: {text}");
     }
@@ -40,17 +43,11 @@ impl Observer for Terminal {
 
 /// The progress line for one operation; stops drawing when dropped.
 pub struct Progress {
-    pub read: Counter,
-    pub written: Counter,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Progress {
-    pub fn start(label: &str) -> Progress {
-        Progress::show(label, &Counters::default())
-    }
-
     fn show(label: &str, counters: &Counters) -> Progress {
         let read = counters.read.clone();
         let written = counters.written.clone();
@@ -74,12 +71,7 @@ impl Progress {
                 eprint!("\r\x1b[K");
             })
         });
-        Progress {
-            read,
-            written,
-            stop,
-            thread,
-        }
+        Progress { stop, thread }
     }
 }
 

@@ -8,18 +8,14 @@ use pgseal_ops::prune::{Outcome, PruneRequest, Retention};
 use pgseal_store::Action;
 use serde_json::json;
 
-use super::backup::record_json;
-use super::print_json;
+use super::{print_json, record_json};
 use crate::cli::{ListArgs, PruneArgs};
-use crate::context::{Context, store_failure};
+use crate::context::Context;
 use crate::failure::{CliResult, Failure};
 use crate::progress::human;
 
 pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
-    let backups = ctx
-        .read_store()?
-        .backups(args.db.as_deref())
-        .map_err(store_failure)?;
+    let backups = pgseal_ops::catalog::list(ctx, args.db.as_deref())?;
     if args.json {
         print_json(&json!(backups.iter().map(record_json).collect::<Vec<_>>()));
         return Ok(());

@@ -184,6 +184,28 @@ pub fn superseded_slot_note(
     Some((message, json))
 }
 
+/// A catalog entry as `backup --json`, `list --json` and `prune --json` show it.
+pub fn record_json(r: &pgseal_store::BackupRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "database": r.entry.database,
+        "location": r.entry.location.as_str(),
+        "path": r.entry.location.shown(),
+        "host": r.entry.location.host(),
+        "size_bytes": r.entry.size_bytes,
+        "created_at": r.entry.created_at.rfc3339(),
+        "creator_user_id": r.entry.creator_user_id,
+        "creator_key": r.entry.creator_key.to_string(),
+        "server_keys": r.entry.server_keys.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "format_version": r.entry.format_version,
+        "ciphertext_blake3": r
+            .entry
+            .ciphertext_blake3
+            .map_or_else(String::new, |h| h.to_string()),
+        "status": r.status.as_str(),
+    })
+}
+
 static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Prints a JSON value on one line.
