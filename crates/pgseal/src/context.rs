@@ -108,17 +108,10 @@ fn describe(failure: &Failure) -> (String, i32) {
     )
 }
 
-/// The acting pgseal user's record, if `$PGSEAL_USER` names one.
-pub fn acting_user(ctx: &mut Context) -> CliResult<Option<pgseal_store::User>> {
-    let actor = ctx.actor().clone();
-    pgseal_ops::session::acting_user(ctx.store()?, &actor)
-}
-
 /// A user name from outside (the command line, the environment), checked before it is used:
 /// an invalid one is a usage error that says what names may hold.
 pub fn username(text: &str) -> CliResult<Username> {
-    Username::parse(text)
-        .map_err(|e| Failure::usage(format!("{e}; {}", pgseal_store::username::RULE)))
+    pgseal_ops::users::username(text)
 }
 
 /// A store error as a command's failure (its kind decides the exit code: conflicts and missing

@@ -93,6 +93,7 @@ pub fn message(failure: &Failure) -> String {
             _ => e.to_string(),
         },
         Failure::Missing(m) => missing_message(m),
+        Failure::Refused(r) => refused_message(r),
         Failure::Store(e) => store_message(e),
         Failure::OpenStore { url, source } => {
             let hint = match source {
@@ -166,7 +167,35 @@ fn missing_message(m: &pgseal_ops::Missing) -> String {
         M::Recipient => {
             "pass --recipient PUB.pem (or configure a store with an active server key)".to_owned()
         }
+        M::CurrentServerKeyPassword(fp) => format!(
+            "the current password (SERVER_KEY_PASSWORD) does not open server key {fp}; nothing \
+             was changed"
+        ),
         _ => m.to_string(),
+    }
+}
+
+/// A refused key-administration request, with the command or variable that resolves it.
+fn refused_message(r: &pgseal_ops::Refused) -> String {
+    use pgseal_ops::Refused as R;
+    match r {
+        R::ActiveUserKey { user, .. } => {
+            format!("{r}; rotate it with `pgseal user-key rotate {user}`")
+        }
+        R::RetireActive(_) => "that is the active server key: rotate first (`pgseal server-key \
+                               rotate`), then rewrap and retire"
+            .to_owned(),
+        R::StillHeld { key, holding } => format!(
+            "{} backups still hold {key} in a recipient slot; rewrap them first (`pgseal rewrap \
+             --all`, or `pgseal rewrap FILE` for those the catalog does not list; it also wipes \
+             superseded slots):\n{}",
+            holding.len(),
+            pgseal_ops::error::holding_list(holding)
+        ),
+        R::AdminNeeded => {
+            "--force needs an admin: set PGSEAL_USER to the name of an active admin".to_owned()
+        }
+        _ => r.to_string(),
     }
 }
 

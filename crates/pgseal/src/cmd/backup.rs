@@ -9,7 +9,6 @@ use pgseal_core::{PrivateKey, PublicKey};
 use pgseal_store::{Action, BackupRecord, NewBackup, User};
 use serde_json::json;
 
-use super::server_key::no_active_key;
 use super::{host_name, print_json, user_password};
 use crate::cli::BackupArgs;
 use crate::context::{Audit, Context, store_failure};
@@ -154,7 +153,7 @@ impl Job<'_> {
             .store()?
             .active_server_key()
             .map_err(store_failure)?
-            .ok_or_else(no_active_key)?;
+            .ok_or(pgseal_ops::Missing::ActiveServerKey)?;
         let recipients = [PublicKey::from_pem(&server.public_key_pem)?];
         let created = Timestamp::now();
         let mut object = self.repository.create(&file_name(database, created))?;

@@ -26,7 +26,6 @@ use serde_json::json;
 
 use pgseal_ops::repo::{Location, Reach, RepoError};
 
-use super::server_key::no_active_key;
 use super::{print_json, server_password};
 use crate::cli::RewrapArgs;
 use crate::context::{Audit, Context, store_failure};
@@ -74,7 +73,7 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     let active = store
         .active_server_key()
         .map_err(store_failure)?
-        .ok_or_else(no_active_key)?;
+        .ok_or(pgseal_ops::Missing::ActiveServerKey)?;
     let active_key = PublicKey::from_pem(&active.public_key_pem)?;
     let password = server_password(&args.server_password);
     let password = Cached::new(&password);
