@@ -242,3 +242,229 @@ fn apply(store: &mut Store, data: &DjangoExport, names: &[Username]) -> Result<I
     }
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use pgseal_core::keys::KeyBits;
+    use pgseal_core::{Password, PrivateKey};
+    use pgseal_store::{ServerKeyStatus, UserKeyStatus};
+    use pgseal_testkit::TestCluster;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::site::testing::{TestSite, session_on, site_in};
+
+    /// The legacy tables as the Django system made them (the columns import reads).
+    const SCHEMA: &str = "CREATE TABLE auth_user (
+        id serial PRIMARY KEY, is_superuser boolean NOT NULL, username varchar(150) NOT NULL UNIQUE,
+        is_active boolean NOT NULL DEFAULT true, public_key_pem text NULL,
+        key_generated_at timestamp NULL, key_last_rotated timestamp NULL);
+    CREATE TABLE tenancy_server_key (
+        id SERIAL PRIMARY KEY, private_key_pem TEXT NOT NULL, public_key_pem TEXT NOT NULL,
+        key_size INTEGER DEFAULT 4096, fingerprint VARCHAR(100) NOT NULL, is_active BOOLEAN DEFAULT TRUE,
+        created_at TIMESTAMP DEFAULT NOW(), rotated_from_id INTEGER, notes TEXT);
+    CREATE TABLE tenancy_encryption_audit_log (
+        id SERIAL PRIMARY KEY, action VARCHAR(20) NOT NULL, user_id INTEGER, backup_creator_id INTEGER,
+        backup_file VARCHAR(500), success BOOLEAN DEFAULT TRUE, signature_valid BOOLEAN NULL,
+        timestamp TIMESTAMP DEFAULT NOW(), ip_address INET NULL, details JSONB DEFAULT '{}');";
+
+    fn text(s: &str) -> String {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+
+    fn key() -> PrivateKey {
+        PrivateKey::generate(KeyBits::from_bits(2048).unwrap()).unwrap()
+    }
+
+    fn import(site: &TestSite, url: &str, dry_run: bool) -> Result<Imported> {
+        site.run(None, |s| {
+            import_django(
+                s,
+                &ImportDjango {
+                    database_url: url,
+                    dry_run,
+                },
+            )
+        })
+    }
+
+    /// Through the operations API alone, from a real PostgreSQL database with the legacy
+    /// schema: a dry run counts and changes nothing; the import keeps user ids, roles, the
+    /// legacy server keys exactly (the newest active one stays active only if the store has
+    /// none) and their legacy fingerprints, and joins the legacy audit rows to the chain; a
+    /// re-run imports nothing.
+    #[test]
+    fn import_keeps_ids_and_keys_and_a_rerun_imports_nothing() {
+        let cluster = TestCluster::shared();
+        let django = cluster.create_database("ops_django").unwrap();
+        cluster.psql(&django, SCHEMA).unwrap();
+        let legacy_pw = Password::new("legacy-server-key-password-01".into());
+        let (old, current, signer) = (key(), key(), key());
+        let old_pem = old.to_encrypted_pem(&legacy_pw).unwrap().to_string();
+        let user_pub = signer.public().to_pem();
+        cluster
+            .psql(
+                &django,
+                &format!(
+                    "INSERT INTO auth_user (id, is_superuser, username, public_key_pem) VALUES
+                       (3, true, 'admin', NULL), (7, false, 'system_backup', {up});
+                     INSERT INTO tenancy_server_key (id, private_key_pem, public_key_pem, fingerprint, is_active) VALUES
+                       (1, {ok}, {opub}, 'legacy-old', false), (2, {ck}, {cpub}, 'legacy-current', true);
+                     INSERT INTO tenancy_encryption_audit_log (action, user_id, backup_creator_id, success, details) VALUES
+                       ('ENCRYPT', 7, 7, true, '{{}}'), ('DECRYPT', 9, 7, false, '{{\"error\": \"bad\"}}');",
+                    up = text(&user_pub),
+                    ok = text(&old_pem),
+                    opub = text(&old.public().to_pem()),
+                    ck = text(&current.to_encrypted_pem(&legacy_pw).unwrap()),
+                    cpub = text(&current.public().to_pem()),
+                ),
+            )
+            .unwrap();
+        let url = cluster.url(&django);
+        let site = TestSite::new();
+        let ours = site.store().active_server_key().unwrap().unwrap();
+        let entries_before = site.store().audit_entries(1000).unwrap().len();
+
+        let planned = import(&site, &url, true).unwrap();
+        let all_new = |n| Count {
+            new: n,
+            already_here: 0,
+        };
+        assert_eq!(
+            planned,
+            Imported {
+                users: all_new(2),
+                user_keys: all_new(1),
+                server_keys: all_new(2),
+                audit_rows: all_new(2),
+            }
+        );
+        assert!(
+            site.store().users().unwrap().is_empty(),
+            "a dry run imported"
+        );
+
+        let imported = import(&site, &url, false).unwrap();
+        assert_eq!(imported, planned);
+        let mut store = site.store();
+        let users = store.users().unwrap();
+        assert_eq!(
+            users
+                .iter()
+                .map(|u| (u.id, u.username.as_str(), u.role))
+                .collect::<Vec<_>>(),
+            [
+                (3, "admin", Role::Admin),
+                (7, "system_backup", Role::Operator)
+            ]
+        );
+        let user_key = store.active_user_key(7).unwrap().unwrap();
+        assert_eq!(user_key.fingerprint, signer.fingerprint());
+        assert_eq!(user_key.status, UserKeyStatus::Active);
+        // The store had its own active key: both legacy keys come over as rotated ones, their
+        // private halves exactly as they were.
+        assert_eq!(store.active_server_key().unwrap().unwrap().id, ours.id);
+        let old_record = store.server_key(&old.fingerprint()).unwrap().unwrap();
+        assert_eq!(old_record.status, ServerKeyStatus::Rotated);
+        assert_eq!(old_record.private_key_pem, old_pem);
+        assert_eq!(old_record.legacy_fingerprint.as_deref(), Some("legacy-old"));
+        assert_eq!(
+            store
+                .server_key(&current.fingerprint())
+                .unwrap()
+                .unwrap()
+                .status,
+            ServerKeyStatus::Rotated
+        );
+        assert!(store.verify_audit_chain().unwrap().is_ok());
+        let entries = store.audit_entries(1000).unwrap();
+        // The two legacy rows and the import's own entry (the dry run's too).
+        assert_eq!(entries.len(), entries_before + 4);
+        let decrypt = entries
+            .iter()
+            .find(|e| e.entry.action.as_str() == "DECRYPT")
+            .unwrap();
+        assert_eq!(decrypt.entry.user_id, None, "user 9 no longer exists");
+        let details: serde_json::Value = serde_json::from_str(&decrypt.entry.details).unwrap();
+        assert_eq!(details["legacy_user_id"], 9);
+        drop(store);
+
+        let again = import(&site, &url, false).unwrap();
+        let all_known = |n| Count {
+            new: 0,
+            already_here: n,
+        };
+        assert_eq!(
+            again,
+            Imported {
+                users: all_known(2),
+                user_keys: all_known(1),
+                server_keys: all_known(2),
+                audit_rows: all_known(2),
+            }
+        );
+    }
+
+    /// If one legacy user name cannot be a pgseal name, nothing at all is imported — in a dry
+    /// run or not — and the refusal names every such user and is audited; the store is still
+    /// created, to record it.
+    #[test]
+    fn import_of_a_legacy_user_named_like_a_path_imports_nothing() {
+        let cluster = TestCluster::shared();
+        let django = cluster.create_database("ops_django_names").unwrap();
+        cluster.psql(&django, SCHEMA).unwrap();
+        cluster
+            .psql(
+                &django,
+                "INSERT INTO auth_user (id, is_superuser, username) VALUES
+                   (100, false, 'alice'), (101, false, '..'), (102, true, '-rf');",
+            )
+            .unwrap();
+        let url = cluster.url(&django);
+        let tmp = tempfile::tempdir().unwrap();
+        let site = site_in(tmp.path());
+        for dry_run in [true, false] {
+            let mut session = session_on(&site, None);
+            let result = import_django(
+                &mut session,
+                &ImportDjango {
+                    database_url: &url,
+                    dry_run,
+                },
+            );
+            let refused = session.finish(result.map(|_| ())).unwrap_err();
+            assert_eq!(refused.kind(), ErrorKind::Invalid);
+            let message = refused.to_string();
+            assert!(
+                message.contains("101") && message.contains("\"..\"") && message.contains("102"),
+                "{message}"
+            );
+        }
+        let mut store = pgseal_store::Store::open_existing(&site.store).unwrap();
+        assert!(store.users().unwrap().is_empty());
+        let entries = store.audit_entries(10).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.entry.action.as_str() == "IMPORT" && !e.entry.success)
+        );
+    }
+
+    /// A database that is not the legacy system's is a database failure, not a corrupt input.
+    #[test]
+    fn import_from_a_database_without_the_legacy_tables_is_a_database_failure() {
+        let cluster = TestCluster::shared();
+        let empty = cluster.create_database("ops_not_django").unwrap();
+        let site = TestSite::new();
+        let refused = import(&site, &cluster.url(&empty), true).unwrap_err();
+        assert!(matches!(refused, Error::LegacyDatabase(_)), "{refused:?}");
+        assert_eq!(refused.kind(), ErrorKind::Database);
+        assert!(
+            refused
+                .to_string()
+                .starts_with("reading the legacy database: auth_user not found"),
+            "{refused}"
+        );
+    }
+}

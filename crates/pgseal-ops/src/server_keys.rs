@@ -280,3 +280,265 @@ pub fn retire(session: &mut Session, request: &Retire<'_>) -> Result<Retired> {
     }
     Ok(Retired { record, holding })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use pgseal_core::keys::KeyBits;
+    use pgseal_core::v2::{SealParams, seal};
+    use pgseal_core::{PublicKey, v2};
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::site::testing::{PASSWORD, TestSite, password};
+
+    const NEW_PASSWORD: &str = "the-new-server-password-2026";
+
+    /// A password that notes whether anyone asked for it.
+    struct Watched(Cell<bool>, &'static str);
+
+    impl Secret for Watched {
+        fn get(&self) -> Result<Password> {
+            self.0.set(true);
+            Ok(Password::new(self.1.into()))
+        }
+    }
+
+    fn opens(pem: &str, with: &str) -> bool {
+        PrivateKey::from_pem(pem, "server key", || Ok(Password::new(with.into()))).is_ok()
+    }
+
+    fn rotate_site(site: &TestSite) -> Rotated {
+        site.run(None, |s| {
+            rotate(
+                s,
+                &Rotate {
+                    bits: None,
+                    current_password: &password(PASSWORD),
+                    new_password: &password(NEW_PASSWORD),
+                    notes: Some("yearly"),
+                },
+            )
+        })
+        .unwrap()
+    }
+
+    /// A second server key is refused while one is active — before the password is asked and
+    /// before any key is generated — and the refusal is audited.
+    #[test]
+    fn generate_refuses_a_second_active_key_without_asking_for_a_password() {
+        let site = TestSite::new();
+        let asked = Watched(Cell::new(false), PASSWORD);
+        let refused = site
+            .run(None, |s| {
+                generate(
+                    s,
+                    &Generate {
+                        bits: Some(2048),
+                        password: &asked,
+                        notes: None,
+                    },
+                )
+            })
+            .unwrap_err();
+        assert!(
+            matches!(refused, Error::Store(StoreError::ActiveServerKeyExists(_))),
+            "{refused:?}"
+        );
+        assert!(!asked.0.get(), "the password was asked for");
+        assert_eq!(site.store().server_keys().unwrap().len(), 1);
+        let e = site.last_audit().entry;
+        assert_eq!((e.action.as_str(), e.success), ("KEY_GEN", false));
+    }
+
+    /// A rotation makes a new active key and re-protects every key under the new password:
+    /// afterwards the old password opens none of them, the new one all.
+    #[test]
+    fn rotate_reprotects_every_key_under_the_new_password() {
+        let site = TestSite::new();
+        let first = site.store().active_server_key().unwrap().unwrap();
+        let rotated = rotate_site(&site);
+        assert_eq!(rotated.old, first.fingerprint);
+        assert_eq!(rotated.reprotected, 1);
+        assert_eq!(rotated.new.status, ServerKeyStatus::Active);
+        assert_eq!(rotated.new.rotated_from_id, Some(first.id));
+        assert_eq!(rotated.new.notes.as_deref(), Some("yearly"));
+        let keys = site.store().server_keys().unwrap();
+        assert_eq!(
+            keys.iter().map(|k| k.status).collect::<Vec<_>>(),
+            [ServerKeyStatus::Rotated, ServerKeyStatus::Active]
+        );
+        for k in &keys {
+            assert!(opens(&k.private_key_pem, NEW_PASSWORD), "{}", k.fingerprint);
+            assert!(!opens(&k.private_key_pem, PASSWORD), "{}", k.fingerprint);
+        }
+        let details = site.last_details();
+        assert_eq!(details["old_fingerprint"], first.fingerprint.to_string());
+        assert_eq!(
+            details["new_fingerprint"],
+            rotated.new.fingerprint.to_string()
+        );
+        assert_eq!(details["reprotected_keys"], 1);
+    }
+
+    /// A wrong current password is a key error naming the key it did not open; nothing changes
+    /// and the new password is never asked for.
+    #[test]
+    fn rotate_with_a_wrong_current_password_changes_nothing() {
+        let site = TestSite::new();
+        let before = site.store().server_keys().unwrap();
+        let new = Watched(Cell::new(false), NEW_PASSWORD);
+        let refused = site
+            .run(None, |s| {
+                rotate(
+                    s,
+                    &Rotate {
+                        bits: None,
+                        current_password: &password("not-the-current-password"),
+                        new_password: &new,
+                        notes: None,
+                    },
+                )
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&refused, Error::Missing(Missing::CurrentServerKeyPassword(fp)) if *fp == before[0].fingerprint),
+            "{refused:?}"
+        );
+        assert_eq!(refused.kind(), ErrorKind::Key);
+        assert!(!new.0.get(), "the new password was asked for");
+        let after = site.store().server_keys().unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].private_key_pem, before[0].private_key_pem);
+        let e = site.last_audit().entry;
+        assert_eq!((e.action.as_str(), e.success), ("KEY_ROTATE", false));
+        assert!(!e.details.contains("not-the-current-password"));
+    }
+
+    /// Export hands out the half asked for, of the key asked for, and records which.
+    #[test]
+    fn export_gives_the_half_and_the_key_asked_for() {
+        let site = TestSite::new();
+        let first = site.store().active_server_key().unwrap().unwrap();
+        let public = site
+            .run(None, |s| {
+                export(
+                    s,
+                    &Export {
+                        fingerprint: None,
+                        private: false,
+                    },
+                )
+            })
+            .unwrap();
+        assert_eq!(public.pem, first.public_key_pem);
+        rotate_site(&site);
+        let text = first.fingerprint.to_string();
+        let private = site
+            .run(None, |s| {
+                export(
+                    s,
+                    &Export {
+                        fingerprint: Some(&text),
+                        private: true,
+                    },
+                )
+            })
+            .unwrap();
+        assert_eq!(private.fingerprint, first.fingerprint);
+        assert!(opens(&private.pem, NEW_PASSWORD));
+        let details = site.last_details();
+        assert_eq!(
+            (
+                details["private"].as_bool(),
+                details["fingerprint"].as_str()
+            ),
+            (Some(true), Some(text.as_str()))
+        );
+    }
+
+    /// Seals a file to `recipient` straight into the site's backup directory (no catalog
+    /// entry: only the file says it needs the key).
+    fn uncatalogued_backup(site: &TestSite, recipient: &PublicKey) -> std::path::PathBuf {
+        let signer = PrivateKey::generate(KeyBits::from_bits(2048).unwrap()).unwrap();
+        let recipients = [recipient.clone()];
+        let params = SealParams::new(&signer, &recipients);
+        let path = site.site.backup_dir.join("shop_1.pgseal");
+        let mut file = std::fs::File::create(&path).unwrap();
+        seal(&b"a dump"[..], &mut file, &params).unwrap();
+        path
+    }
+
+    /// Retiring the active key is refused; a rotated key a backup in the directory still holds
+    /// is refused with the backup named, then retired only when forced and confirmed with its
+    /// full fingerprint.
+    #[test]
+    fn retire_refuses_a_key_a_backup_still_holds_unless_forced_and_confirmed() {
+        let site = TestSite::new();
+        let first = site.store().active_server_key().unwrap().unwrap();
+        let text = first.fingerprint.to_string();
+        let retire_with = |force: Option<&dyn Confirmation>| {
+            site.run(None, |s| {
+                retire(
+                    s,
+                    &Retire {
+                        fingerprint: &text,
+                        force,
+                    },
+                )
+            })
+        };
+        let refused = retire_with(None).unwrap_err();
+        assert!(
+            matches!(refused, Error::Refused(Refused::RetireActive(_))),
+            "{refused:?}"
+        );
+
+        let public = PublicKey::from_pem(&first.public_key_pem).unwrap();
+        let file = uncatalogued_backup(&site, &public);
+        rotate_site(&site);
+        let refused = retire_with(None).unwrap_err();
+        match &refused {
+            Error::Refused(Refused::StillHeld { key, holding }) => {
+                assert_eq!(*key, first.fingerprint);
+                assert_eq!(holding.len(), 1);
+                let (location, slot) = holding.iter().next().unwrap();
+                assert!(location.ends_with("shop_1.pgseal"), "{location}");
+                assert_eq!(slot, "active slot A");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(refused.kind(), ErrorKind::Usage);
+
+        let wrong = |_: usize| Ok("SHA256:not-this-one".to_owned());
+        let refused = retire_with(Some(&wrong)).unwrap_err();
+        assert!(
+            matches!(refused, Error::Refused(Refused::NotConfirmed)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            site.store()
+                .server_key(&first.fingerprint)
+                .unwrap()
+                .unwrap()
+                .status,
+            ServerKeyStatus::Rotated
+        );
+
+        let asked = Cell::new(0);
+        let right = |holding: usize| {
+            asked.set(holding);
+            Ok(format!("{text}\n"))
+        };
+        let retired = retire_with(Some(&right)).unwrap();
+        assert_eq!(asked.get(), 1);
+        assert_eq!(retired.record.status, ServerKeyStatus::Retired);
+        assert_eq!(retired.holding.len(), 1);
+        let details = site.last_details();
+        assert_eq!(details["forced"], true);
+        assert_eq!(details["backups_still_needing_it"], 1);
+        assert!(file.exists());
+        assert!(v2::read_prelude(&mut std::fs::File::open(&file).unwrap()).is_ok());
+    }
+}

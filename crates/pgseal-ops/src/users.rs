@@ -391,3 +391,270 @@ fn possesses(key: &PrivateKey, stored: &PublicKey) -> Result<bool> {
     let signature = key.sign_pss(PssSalt::Digest, &message)?;
     Ok(stored.verify_pss(PssSalt::Digest, &message, &signature))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use pgseal_core::Password;
+    use pgseal_store::UserKeyStatus;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::site::testing::{PASSWORD, TestSite, password};
+
+    const NEW_PASSWORD: &str = "the-new-user-password-01";
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// A site with an operator `alice` and her first key.
+    fn site_with_alice() -> (TestSite, GeneratedKey) {
+        let site = TestSite::new();
+        site.run(None, |s| add(s, "alice", Role::Operator)).unwrap();
+        let made = site
+            .run(None, |s| {
+                generate_key(
+                    s,
+                    &GenerateKey {
+                        name: "alice",
+                        out: None,
+                        bits: None,
+                        force: false,
+                        password: &password(PASSWORD),
+                    },
+                )
+            })
+            .unwrap();
+        (site, made)
+    }
+
+    fn rotate_alice(site: &TestSite, user: Option<&str>, proof: Proof<'_>) -> Result<RotatedKey> {
+        site.run(user, |s| {
+            rotate_key(
+                s,
+                &RotateKey {
+                    name: "alice",
+                    proof,
+                    out: None,
+                    bits: None,
+                    new_password: &password(NEW_PASSWORD),
+                },
+            )
+        })
+    }
+
+    /// A name that would be a path, a flag or a terminal escape is refused before the store
+    /// sees it, and the refusal is audited with the name as given.
+    #[test]
+    fn add_refuses_a_name_that_is_a_path_and_records_the_refusal() {
+        let site = TestSite::new();
+        for bad in ["../x", "-rf", "a/b", "new\nline", ""] {
+            let refused = site.run(None, |s| add(s, bad, Role::Operator)).unwrap_err();
+            assert_eq!(refused.kind(), ErrorKind::Usage, "{bad:?}");
+            assert!(refused.to_string().contains("user name"), "{refused}");
+            let e = site.last_audit();
+            assert_eq!(
+                (e.entry.action.as_str(), e.entry.success),
+                ("USER_ADD", false)
+            );
+            let details: serde_json::Value = serde_json::from_str(&e.entry.details).unwrap();
+            assert_eq!(details["username"], bad);
+        }
+        assert!(site.store().users().unwrap().is_empty());
+    }
+
+    /// A user's key: the private half in the user keys directory (0600, opening with the
+    /// password), the public half beside it (0644) and in the store as the active key.
+    #[test]
+    fn generate_key_writes_the_private_key_0600_and_stores_the_public_key() {
+        let (site, made) = site_with_alice();
+        assert_eq!(
+            made.private_key,
+            site.site.user_keys_dir.join("alice.key.pem")
+        );
+        assert_eq!(
+            made.public_key,
+            site.site.user_keys_dir.join("alice.pub.pem")
+        );
+        assert_eq!(mode(&made.private_key), 0o600);
+        assert_eq!(mode(&made.public_key), 0o644);
+        let key = load_private(
+            &crate::observe::Silent,
+            &made.private_key,
+            &password(PASSWORD),
+        )
+        .unwrap();
+        assert_eq!(key.fingerprint(), made.record.fingerprint);
+        let alice = Username::parse("alice").unwrap();
+        let mut session = crate::site::testing::session_on(&site.site, None);
+        let stored = self::key(&mut session, &alice, None).unwrap();
+        assert_eq!(stored.fingerprint, made.record.fingerprint);
+        assert_eq!(stored.status, UserKeyStatus::Active);
+        assert_eq!(
+            site.last_details()["fingerprint"],
+            made.record.fingerprint.to_string()
+        );
+    }
+
+    /// A second key for a user who has one is refused (rotate instead), as is a key for a
+    /// disabled user; neither writes a file.
+    #[test]
+    fn generate_key_refuses_a_second_key_and_a_disabled_user() {
+        let (site, made) = site_with_alice();
+        let before = std::fs::read(&made.private_key).unwrap();
+        let again = |name: &'static str| {
+            site.run(None, |s| {
+                generate_key(
+                    s,
+                    &GenerateKey {
+                        name,
+                        out: None,
+                        bits: None,
+                        force: true,
+                        password: &password(PASSWORD),
+                    },
+                )
+            })
+        };
+        let refused = again("alice").unwrap_err();
+        assert!(
+            matches!(&refused, Error::Refused(Refused::ActiveUserKey { user, active }) if user.as_str() == "alice" && *active == made.record.fingerprint),
+            "{refused:?}"
+        );
+        assert_eq!(std::fs::read(&made.private_key).unwrap(), before);
+
+        site.run(None, |s| add(s, "bob", Role::Operator)).unwrap();
+        site.run(None, |s| disable(s, "bob")).unwrap();
+        let refused = again("bob").unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Usage);
+        assert!(refused.to_string().contains("disabled"), "{refused}");
+        assert!(!site.site.user_keys_dir.join("bob.key.pem").exists());
+    }
+
+    /// Proof of possession: someone else's key does not rotate alice's (nothing changes); her
+    /// own does — her old public key is retired but kept, her old private key set aside, and
+    /// the new one opens with the new password.
+    #[test]
+    fn rotate_key_needs_the_old_private_key() {
+        let (site, made) = site_with_alice();
+        let other = site.tmp.path().join("other.key.pem");
+        let stranger =
+            PrivateKey::generate(pgseal_core::keys::KeyBits::from_bits(2048).unwrap()).unwrap();
+        std::fs::write(
+            &other,
+            stranger
+                .to_encrypted_pem(&Password::new(PASSWORD.into()))
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let pw = password(PASSWORD);
+        let refused = rotate_alice(
+            &site,
+            None,
+            Proof::OldKey {
+                sign_key: Some(&other),
+                password: &pw,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Key, "{refused:?}");
+        assert!(refused.to_string().contains("proof of possession failed"));
+        let alice = Username::parse("alice").unwrap();
+        assert_eq!(site.run(None, |s| keys(s, &alice)).unwrap().len(), 1);
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(&site.site.user_keys_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(listing(), ["alice.key.pem", "alice.pub.pem"]);
+
+        let rotated = rotate_alice(
+            &site,
+            None,
+            Proof::OldKey {
+                sign_key: None,
+                password: &pw,
+            },
+        )
+        .unwrap();
+        assert_eq!(rotated.old, made.record.fingerprint);
+        let history = site.run(None, |s| keys(s, &alice)).unwrap();
+        assert_eq!(
+            history.iter().map(|k| k.status).collect::<Vec<_>>(),
+            [UserKeyStatus::Retired, UserKeyStatus::Active]
+        );
+        let kept = rotated.old_private_key.expect("the old key was set aside");
+        let old = load_private(&crate::observe::Silent, &kept, &pw).unwrap();
+        assert_eq!(old.fingerprint(), made.record.fingerprint);
+        let new = load_private(
+            &crate::observe::Silent,
+            &rotated.private_key,
+            &password(NEW_PASSWORD),
+        )
+        .unwrap();
+        assert_eq!(new.fingerprint(), rotated.record.fingerprint);
+        assert_eq!(mode(&rotated.private_key), 0o600);
+        assert!(
+            !listing().iter().any(|n| n.ends_with(".new")),
+            "{:?}",
+            listing()
+        );
+        let e = site.last_audit().entry;
+        assert_eq!((e.action.as_str(), e.success), ("KEY_ROTATE", true));
+        assert_eq!(e.user_id, Some(rotated.user.id));
+    }
+
+    /// Without the old key only an active admin, acting as themselves, may rotate: no acting
+    /// user, an operator or a disabled admin is refused; an active admin succeeds, and the
+    /// entry records them and that it was forced.
+    #[test]
+    fn rotate_key_without_the_old_key_needs_an_active_admin() {
+        let (site, _) = site_with_alice();
+        site.run(None, |s| add(s, "ops", Role::Operator)).unwrap();
+        site.run(None, |s| add(s, "former", Role::Admin)).unwrap();
+        site.run(None, |s| disable(s, "former")).unwrap();
+        let chief = site.run(None, |s| add(s, "chief", Role::Admin)).unwrap();
+        for acting in [None, Some("ops"), Some("former"), Some("alice")] {
+            let refused = rotate_alice(&site, acting, Proof::Admin).unwrap_err();
+            assert!(
+                matches!(refused, Error::Refused(Refused::AdminNeeded)),
+                "{acting:?}: {refused:?}"
+            );
+        }
+        let alice = Username::parse("alice").unwrap();
+        assert_eq!(site.run(None, |s| keys(s, &alice)).unwrap().len(), 1);
+
+        rotate_alice(&site, Some("chief"), Proof::Admin).unwrap();
+        let e = site.last_audit().entry;
+        assert_eq!((e.action.as_str(), e.success), ("KEY_ROTATE", true));
+        assert_eq!(e.user_id, Some(chief.id));
+        assert_eq!(site.last_details()["forced"], true);
+        assert_eq!(site.run(None, |s| keys(s, &alice)).unwrap().len(), 2);
+    }
+
+    /// Disabling a user keeps their keys (what they signed still verifies); an unknown user is
+    /// named without advice to add them.
+    #[test]
+    fn disable_keeps_the_keys_and_names_an_unknown_user() {
+        let (site, made) = site_with_alice();
+        let user = site.run(None, |s| disable(s, "alice")).unwrap();
+        assert!(!user.is_active);
+        let alice = Username::parse("alice").unwrap();
+        let (shown, history) = site.run(None, |s| show(s, &alice)).unwrap();
+        assert!(!shown.is_active && shown.disabled_at.is_some());
+        assert_eq!(history[0].fingerprint, made.record.fingerprint);
+        let refused = site.run(None, |s| disable(s, "nobody")).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Usage);
+        assert_eq!(refused.to_string(), "no user named nobody");
+        assert!(matches!(
+            refused.root(),
+            Error::Store(StoreError::UnknownUser(_))
+        ));
+    }
+}
