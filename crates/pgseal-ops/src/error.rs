@@ -41,6 +41,12 @@ pub enum Error {
     /// A key the operation needs is not at hand.
     #[error(transparent)]
     Missing(#[from] Missing),
+    /// A key-administration request refused until the caller resolves something first.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The legacy system's database could not be read (`import-django`).
+    #[error("reading the legacy database: {0}")]
+    LegacyDatabase(#[source] pgseal_store::StoreError),
     /// A format, key or crypto error from pgseal-core.
     #[error(transparent)]
     Core(#[from] pgseal_core::Error),
@@ -185,6 +191,63 @@ pub enum Missing {
     /// No recipient: no public key given, and no store with an active server key.
     #[error("a sealed file needs a recipient: a public key, or a store with an active server key")]
     Recipient,
+    /// The current server key password, given to rotate, does not open a stored server key.
+    #[error("the current server key password does not open server key {0}; nothing was changed")]
+    CurrentServerKeyPassword(pgseal_core::Fingerprint),
+}
+
+/// A key-administration request refused, and what stands in the way: front ends add the
+/// command that resolves it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The user already has an active key: generating is for a first key (rotate instead).
+    #[error("user {user} already has an active key ({active})")]
+    ActiveUserKey {
+        /// Whose.
+        user: pgseal_store::Username,
+        /// Their active key.
+        active: pgseal_core::Fingerprint,
+    },
+    /// The server key to retire is the active one.
+    #[error("that is the active server key: rotate first, then rewrap and retire")]
+    RetireActive(pgseal_core::Fingerprint),
+    /// Backups still hold the server key to retire in a recipient slot.
+    #[error(
+        "{} backups still hold {key} in a recipient slot; rewrap them first (a rewrap also \
+         wipes superseded slots):\n{}",
+        .holding.len(),
+        holding_list(.holding)
+    )]
+    StillHeld {
+        /// The key.
+        key: pgseal_core::Fingerprint,
+        /// The backups holding it (as shown), each with where: "active slot A", "superseded
+        /// slot B", "per the catalog".
+        holding: std::collections::BTreeMap<String, String>,
+    },
+    /// The retirement was forced, but the fingerprint given to confirm it is not the key's.
+    #[error("the fingerprint typed does not match; nothing was retired")]
+    NotConfirmed,
+    /// A user's key may be replaced without the old one only by an active admin, acting as
+    /// themselves.
+    #[error("replacing a user's key without the old one needs an active admin as the acting user")]
+    AdminNeeded,
+}
+
+/// The first 20 backups of a [`Refused::StillHeld`], one a line (`  LOCATION (WHERE)`), and how
+/// many more there are.
+pub fn holding_list(holding: &std::collections::BTreeMap<String, String>) -> String {
+    let mut lines: Vec<String> = holding
+        .iter()
+        .take(20)
+        .map(|(location, why)| format!("  {location} ({why})"))
+        .collect();
+    let more = holding.len().saturating_sub(20);
+    if more > 0 {
+        lines.push(format!("  ... and {more} more"));
+    }
+    lines.join("\n")
 }
 
 fn list(fps: &[pgseal_core::Fingerprint]) -> String {
@@ -228,7 +291,10 @@ impl Error {
             | Error::Unaudited(_)
             | Error::AuditUnwritable(_) => ErrorKind::Io,
             Error::Repository(e) => e.kind(),
-            Error::Tool(_) | Error::ToolUnavailable { .. } => ErrorKind::Database,
+            Error::Tool(_) | Error::ToolUnavailable { .. } | Error::LegacyDatabase(_) => {
+                ErrorKind::Database
+            }
+            Error::Refused(_) => ErrorKind::Usage,
             Error::Usage(_)
             | Error::NoSite
             | Error::SignatureWaiverRefused

@@ -168,6 +168,21 @@ pub fn check_output(path: &Path, force: bool, input: Option<&Input>) -> Result<T
     Ok(Target::Replace)
 }
 
+/// Checks where key files are about to be written, before any slow key generation: fails if
+/// any of `paths` exists, unless `force` and it is a regular file. Key files are only ever
+/// regular files, never a FIFO or a device.
+pub fn refuse_existing(paths: &[&Path], force: bool) -> Result<()> {
+    for p in paths {
+        if check_output(p, force, None)? == Target::Stream {
+            return Err(Error::usage(format!(
+                "{} is a FIFO or device, not a regular file; a key file is not written there",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn exists(path: &Path) -> Error {
     Error::usage(format!(
         "{} already exists; pass --force to replace it",

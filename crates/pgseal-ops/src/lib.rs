@@ -20,6 +20,7 @@ pub mod error;
 pub mod examine;
 pub mod files;
 pub mod holders;
+pub mod import;
 pub mod inspect;
 pub mod keyholder;
 pub mod keys;
@@ -31,11 +32,14 @@ pub mod repo;
 pub mod restore;
 pub mod rewrap;
 pub mod secret;
+pub mod server_keys;
 pub mod session;
 pub mod show;
+pub mod site;
 #[cfg(test)]
 mod testsite;
+pub mod users;
 pub mod verify;
 
-pub use error::{Error, ErrorKind, Missing, Result};
+pub use error::{Error, ErrorKind, Missing, Refused, Result};
 pub use session::{Actor, Operation, Session, Site};

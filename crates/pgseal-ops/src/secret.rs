@@ -9,12 +9,23 @@ use std::cell::RefCell;
 
 use pgseal_core::Password;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A password, produced on demand.
 pub trait Secret {
     /// The password; may ask someone, so call it only when the key it unlocks is needed.
     fn get(&self) -> Result<Password>;
+
+    /// A new password, for a key about to be made: it must meet the rules for new passwords
+    /// (at least 16 characters). A front end that asks a person should ask twice (pgseal's CLI
+    /// does); this default takes [`get`](Self::get)'s answer and checks it.
+    fn get_new(&self) -> Result<Password> {
+        let password = self.get()?;
+        password
+            .check_new()
+            .map_err(|e| Error::usage(format!("the new password: {e}")))?;
+        Ok(password)
+    }
 }
 
 /// A [`Secret`] asked at most once: for operations that unlock several keys with one password

@@ -106,23 +106,10 @@ fn describe(failure: &Failure) -> (String, i32) {
     )
 }
 
-/// The acting pgseal user's record, if `$PGSEAL_USER` names one.
-pub fn acting_user(ctx: &mut Context) -> CliResult<Option<pgseal_store::User>> {
-    let actor = ctx.actor().clone();
-    pgseal_ops::session::acting_user(ctx.store()?, &actor)
-}
-
 /// A user name from outside (the command line, the environment), checked before it is used:
 /// an invalid one is a usage error that says what names may hold.
 pub fn username(text: &str) -> CliResult<Username> {
-    Username::parse(text)
-        .map_err(|e| Failure::usage(format!("{e}; {}", pgseal_store::username::RULE)))
-}
-
-/// A store error as a command's failure (its kind decides the exit code: conflicts and missing
-/// things are the user's to fix).
-pub fn store_failure(e: pgseal_store::StoreError) -> Failure {
-    e.into()
+    pgseal_ops::users::username(text)
 }
 
 pub fn os_user() -> Option<String> {

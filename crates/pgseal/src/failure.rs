@@ -93,6 +93,7 @@ pub fn message(failure: &Failure) -> String {
             _ => e.to_string(),
         },
         Failure::Missing(m) => missing_message(m),
+        Failure::Refused(r) => refused_message(r),
         Failure::Store(e) => store_message(e),
         Failure::OpenStore { url, source } => {
             let hint = match source {
@@ -166,7 +167,35 @@ fn missing_message(m: &pgseal_ops::Missing) -> String {
         M::Recipient => {
             "pass --recipient PUB.pem (or configure a store with an active server key)".to_owned()
         }
+        M::CurrentServerKeyPassword(fp) => format!(
+            "the current password (SERVER_KEY_PASSWORD) does not open server key {fp}; nothing \
+             was changed"
+        ),
         _ => m.to_string(),
+    }
+}
+
+/// A refused key-administration request, with the command or variable that resolves it.
+fn refused_message(r: &pgseal_ops::Refused) -> String {
+    use pgseal_ops::Refused as R;
+    match r {
+        R::ActiveUserKey { user, .. } => {
+            format!("{r}; rotate it with `pgseal user-key rotate {user}`")
+        }
+        R::RetireActive(_) => "that is the active server key: rotate first (`pgseal server-key \
+                               rotate`), then rewrap and retire"
+            .to_owned(),
+        R::StillHeld { key, holding } => format!(
+            "{} backups still hold {key} in a recipient slot; rewrap them first (`pgseal rewrap \
+             --all`, or `pgseal rewrap FILE` for those the catalog does not list; it also wipes \
+             superseded slots):\n{}",
+            holding.len(),
+            pgseal_ops::error::holding_list(holding)
+        ),
+        R::AdminNeeded => {
+            "--force needs an admin: set PGSEAL_USER to the name of an active admin".to_owned()
+        }
+        _ => r.to_string(),
     }
 }
 
@@ -239,6 +268,74 @@ mod tests {
                 format!(
                     "the user already has an active key ({fp}); rotate it with `pgseal user-key \
                      rotate`"
+                )
+            )
+        );
+    }
+
+    /// Key administration refuses in the operations layer's terms; the CLI names the command
+    /// or variable that resolves it, so the messages read as they always have.
+    #[test]
+    fn key_administration_refusals_get_the_command_that_resolves_them() {
+        use pgseal_ops::{Missing, Refused};
+        let fp = Fingerprint::from_bytes([2; 32]);
+        let alice = Username::parse("alice").unwrap();
+        assert_eq!(
+            said(
+                Refused::ActiveUserKey {
+                    user: alice,
+                    active: fp
+                }
+                .into()
+            ),
+            (
+                ExitCode::Usage,
+                format!(
+                    "user alice already has an active key ({fp}); rotate it with `pgseal \
+                     user-key rotate alice`"
+                )
+            )
+        );
+        assert_eq!(
+            said(Refused::RetireActive(fp).into()),
+            (
+                ExitCode::Usage,
+                "that is the active server key: rotate first (`pgseal server-key rotate`), then \
+                 rewrap and retire"
+                    .into()
+            )
+        );
+        let holding = (0..22)
+            .map(|i| (format!("/srv/b/{i:02}.pgseal"), "active slot A".to_owned()))
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let (code, text) = said(Refused::StillHeld { key: fp, holding }.into());
+        assert_eq!(code, ExitCode::Usage);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "22 backups still hold {fp} in a recipient slot; rewrap them first (`pgseal \
+                 rewrap --all`, or `pgseal rewrap FILE` for those the catalog does not list; it \
+                 also wipes superseded slots):"
+            )
+        );
+        assert_eq!(lines[1], "  /srv/b/00.pgseal (active slot A)");
+        assert_eq!(lines.len(), 22);
+        assert_eq!(lines[21], "  ... and 2 more");
+        assert_eq!(
+            said(Refused::AdminNeeded.into()),
+            (
+                ExitCode::Usage,
+                "--force needs an admin: set PGSEAL_USER to the name of an active admin".into()
+            )
+        );
+        assert_eq!(
+            said(Missing::CurrentServerKeyPassword(fp).into()),
+            (
+                ExitCode::Key,
+                format!(
+                    "the current password (SERVER_KEY_PASSWORD) does not open server key {fp}; \
+                     nothing was changed"
                 )
             )
         );

@@ -200,6 +200,10 @@ impl pgseal_ops::secret::Secret for PasswordSource {
     fn get(&self) -> CliResult<Password> {
         PasswordSource::get(self)
     }
+
+    fn get_new(&self) -> CliResult<Password> {
+        PasswordSource::get_new(self)
+    }
 }
 
 /// Asks a (non-secret) question on the terminal and returns the answer line.

@@ -1,11 +1,14 @@
 //! `pgseal init`: a working pgseal in one directory — configuration, store, key and backup
-//! directories, and the first server key.
+//! directories, and the first server key. The configuration files are the CLI's; the store
+//! and the first key are made by `pgseal_ops::site`.
 
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use pgseal_store::{Action, StoreUrl};
+use pgseal_ops::secret::Given;
+use pgseal_ops::site;
+use pgseal_store::StoreUrl;
 use serde_json::json;
 
 use super::{print_json, server_password};
@@ -60,12 +63,15 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
     let mut config = config?.expect("an explicit config file always yields a configuration");
     config.file = Some(config_path.clone());
     ctx.set_config(config);
-    ctx.audit(Action::Init)
-        .detail("dir", dir.display().to_string());
     // `init` is what makes a store; every other command refuses one that is not there.
-    ctx.create_store()?;
-
-    let key = super::server_key::generate_active(ctx, args.key_size, &password_value, None)?;
+    let key = site::create(
+        ctx,
+        &site::Create {
+            dir,
+            bits: Some(args.key_size),
+            password: &Given(password_value),
+        },
+    )?;
 
     write_new(&dir.join(".env.example"), ENV_EXAMPLE, 0o644)?;
     write_new(&config_path, &template, 0o600)?;
