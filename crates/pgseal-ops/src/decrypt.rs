@@ -88,7 +88,7 @@ fn spooled(
     mut input: Input,
     mut output: Output,
 ) -> Result<Decrypted> {
-    let mut spool = scratch_file()?;
+    let mut spool = scratch_file(session.scratch_dir())?;
     opener.open(
         Tee {
             reader: &mut input,

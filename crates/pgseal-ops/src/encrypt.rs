@@ -190,6 +190,7 @@ pub fn encrypt(session: &mut Session, request: Encrypt<'_>) -> Result<Sealed> {
             }
         }
         Layout::LegacyHybrid => legacy_hybrid(
+            session.scratch_dir(),
             &mut input,
             &mut output,
             &recipients[0],
@@ -202,6 +203,7 @@ pub fn encrypt(session: &mut Session, request: Encrypt<'_>) -> Result<Sealed> {
 }
 
 fn legacy_hybrid(
+    scratch_dir: &Path,
     input: &mut Input,
     output: &mut Output,
     recipient: &PublicKey,
@@ -218,7 +220,7 @@ fn legacy_hybrid(
         stream => {
             // The signature sits before the data it covers: seal into a scratch file (ciphertext
             // only), then stream that out.
-            let mut scratch = scratch_file()?;
+            let mut scratch = scratch_file(scratch_dir)?;
             let sealed = hybrid::encrypt(input, &mut scratch, recipient, key, user_id, created)?;
             scratch
                 .seek(SeekFrom::Start(0))

@@ -546,8 +546,8 @@ pub fn exposed_mode(path: &Path) -> Option<u32> {
 
 /// An unnamed scratch file in the system temporary directory: for spooling *ciphertext* when a
 /// format needs two passes or a seek and the output is a pipe. Gone when dropped.
-pub fn scratch_file() -> Result<File> {
-    tempfile::tempfile().map_err(|e| Error::io("creating a scratch file", e))
+pub fn scratch_file(dir: &Path) -> Result<File> {
+    tempfile::tempfile_in(dir).map_err(|e| Error::io("creating a scratch file", e))
 }
 
 impl io::Seek for AtomicFile {
@@ -633,12 +633,11 @@ pub struct PrivateScratch {
 }
 
 impl PrivateScratch {
-    /// A new scratch file, in the system's temporary directory.
-    pub fn create() -> Result<Self> {
-        let tmp = std::env::temp_dir();
+    /// A new scratch file, in `tmp`.
+    pub fn create(tmp: &Path) -> Result<Self> {
         if let Ok(fd) = rustix::fs::openat(
             rustix::fs::CWD,
-            &tmp,
+            tmp,
             rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::from_raw_mode(0o600),
         ) {
@@ -658,7 +657,7 @@ impl PrivateScratch {
         }
         let dir = tempfile::Builder::new()
             .prefix("pgseal-restore-")
-            .tempdir()
+            .tempdir_in(tmp)
             .map_err(|e| Error::io("creating a private temporary directory", e))?;
         let path = dir.path().join("archive.dump");
         let file = std::fs::OpenOptions::new()

@@ -86,6 +86,7 @@ pub enum Restored {
 
 /// What every step of one restore shares.
 struct Job<'a> {
+    scratch_dir: std::path::PathBuf,
     file: &'a Path,
     opener: &'a Opener,
     tools: &'a PgTools,
@@ -118,6 +119,7 @@ pub fn restore<G>(
         let opener = prepare(session, sealed, &request.keys)?;
         let _guard = guard()?;
         let job = Job {
+            scratch_dir: session.scratch_dir().to_path_buf(),
             file: request.file,
             opener: &opener,
             tools: request.tools,
@@ -310,7 +312,7 @@ fn restore_archive(job: &Job<'_>, target: &str, mut session: Option<&mut Session
         // pg_restore needs a seekable file for parallel jobs: verify into a private one. An
         // unnamed file where the system allows it, handed to pg_restore as /proc/PID/fd/N, so
         // even a kill -9 leaves no plaintext behind; else a 0600 file in a 0700 directory.
-        let scratch = PrivateScratch::create()?;
+        let scratch = PrivateScratch::create(&job.scratch_dir)?;
         open(&mut Checked(scratch.file()))?;
         let file = scratch.file();
         file.sync_all()

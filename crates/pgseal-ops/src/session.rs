@@ -103,6 +103,9 @@ pub struct Session {
     audit: Option<Operation>,
     /// The entry [`Session::audit_before_commit`] wrote, kept in case the operation then fails.
     written_early: Option<Operation>,
+    /// Where scratch files go (unnamed where the system allows; never plaintext but the
+    /// private archive a parallel restore needs).
+    scratch_dir: PathBuf,
 }
 
 impl Session {
@@ -123,7 +126,19 @@ impl Session {
             store_read_only: false,
             audit: None,
             written_early: None,
+            scratch_dir: PathBuf::from("/tmp"),
         }
+    }
+
+    /// Sets where scratch files go (the CLI: the system's temporary directory, `$TMPDIR`).
+    pub fn with_scratch_dir(mut self, dir: PathBuf) -> Self {
+        self.scratch_dir = dir;
+        self
+    }
+
+    /// Where scratch files go.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        &self.scratch_dir
     }
 
     /// The site, if there is one.

@@ -29,7 +29,8 @@ impl Context {
             actor()?,
             Arc::new(crate::progress::Terminal),
             describe,
-        );
+        )
+        .with_scratch_dir(std::env::temp_dir());
         Ok(Context {
             config,
             store_flag,

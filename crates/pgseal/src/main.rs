@@ -1,5 +1,8 @@
 //! The `pgseal` command-line tool.
 
+#[macro_use]
+mod out;
+
 mod cli;
 mod cmd;
 mod config;
@@ -51,7 +54,11 @@ fn main() {
         Ok(ctx) => ctx,
         Err(failure) => fail(&failure, json),
     };
-    let result = cmd::run(cli.command, &mut ctx);
+    // A reader that went away (a closed pipe) fails the command, audited like any failure.
+    let result = cmd::run(cli.command, &mut ctx).and_then(|()| match out::failure() {
+        Some(e) => Err(failure::Failure::io("writing standard output", e)),
+        None => Ok(()),
+    });
     let command_failed = result.is_err();
     if let Err(failure) = ctx.finish(result) {
         // A command that reported its own failure in JSON has answered; a success whose audit

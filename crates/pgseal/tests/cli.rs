@@ -616,3 +616,24 @@ fn help_lists_every_exit_code() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_is_an_io_failure_not_a_panic() {
+    // `pgseal inspect F | head -0`: standard output is a pipe whose reader is already gone.
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("x.backup");
+    let mut bytes = b"PGBACKUP_AES256_V1".to_vec();
+    bytes.resize(200, 7);
+    std::fs::write(&legacy, &bytes).unwrap();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let o = bin()
+        .args(["inspect", legacy.to_str().unwrap()])
+        .stdout(Stdio::from(std::fs::File::from(writer)))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("writing standard output"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

@@ -66,12 +66,18 @@ pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no audit entries match");
+        outln!("no audit entries match");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<5} {:<24} {:<12} {:<6} {:<16} {:<20} {:<5} FILE / ERROR",
-        "ID", "TIME", "ACTION", "RESULT", "USER", "OS USER@HOST", "SIG"
+        "ID",
+        "TIME",
+        "ACTION",
+        "RESULT",
+        "USER",
+        "OS USER@HOST",
+        "SIG"
     );
     for row in &rows {
         let x = &row.entry.entry;
@@ -95,7 +101,7 @@ pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
             (Some(f), None) => f.clone(),
             (None, None) => String::new(),
         };
-        println!(
+        outln!(
             "{:<5} {:<24} {:<12} {:<6} {:<16} {:<20} {:<5} {}",
             row.entry.id,
             x.timestamp.rfc3339(),
@@ -121,18 +127,20 @@ pub fn stats(args: AuditStatsArgs, ctx: &mut Context) -> CliResult {
         }));
         return Ok(());
     }
-    println!("{} entries", s.entries);
-    println!("{:<14} {:>8} {:>8}", "ACTION", "OK", "FAILED");
+    outln!("{} entries", s.entries);
+    outln!("{:<14} {:>8} {:>8}", "ACTION", "OK", "FAILED");
     for (action, c) in &s.by_action {
-        println!("{action:<14} {:>8} {:>8}", c.ok, c.failed);
+        outln!("{action:<14} {:>8} {:>8}", c.ok, c.failed);
     }
-    println!(
+    outln!(
         "signatures: {} valid, {} invalid, {} not checked",
-        s.signatures.valid, s.signatures.invalid, s.signatures.not_checked
+        s.signatures.valid,
+        s.signatures.invalid,
+        s.signatures.not_checked
     );
-    println!("top users:");
+    outln!("top users:");
     for (user, n) in &s.top_users {
-        println!("  {:<24} {n:>8}", user.to_string());
+        outln!("  {:<24} {n:>8}", user.to_string());
     }
     Ok(())
 }
@@ -188,13 +196,13 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
         }));
     } else {
         if r.problems.is_empty() {
-            println!(
+            outln!(
                 "audit log intact: {} entries, hash chain unbroken",
                 r.entries
             );
         }
         if r.repository_exists {
-            println!(
+            outln!(
                 "backup directory {dir}: {} ({} with a verified signed header), {}, {} ignored",
                 plural(r.found.pgseal_files.len(), "pgseal file", "pgseal files"),
                 r.found.signed,
@@ -202,10 +210,10 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
                 plural(r.found.ignored.len(), "other entry", "other entries"),
             );
         } else {
-            println!("backup directory {dir}: does not exist");
+            outln!("backup directory {dir}: does not exist");
         }
         match newest_anchor {
-            Some(seq) if r.problems.is_empty() => println!(
+            Some(seq) if r.problems.is_empty() => outln!(
                 "{} in signed backups {} (the newest at entry {seq}); entries after it are \
                  protected by the chain only until the next backup anchors them",
                 plural(r.anchors.len(), "anchor", "anchors"),
@@ -215,18 +223,18 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
                     "agree"
                 }
             ),
-            Some(_) => println!(
+            Some(_) => outln!(
                 "{} read from signed backups",
                 plural(r.anchors.len(), "anchor", "anchors")
             ),
-            None if store_read => println!(
+            None if store_read => outln!(
                 "no anchors found: no signed backup in {dir} (nor any catalogued or --anchor \
                  file) anchors the log, so a cut-off tail cannot be detected"
             ),
             None => {}
         }
         for s in &r.found.skipped {
-            println!("note: anchor not used: {s}");
+            outln!("note: anchor not used: {s}");
         }
         let c = &r.catalog;
         if !(c.missing.is_empty() && c.pruned_but_present.is_empty() && c.uncatalogued.is_empty()) {

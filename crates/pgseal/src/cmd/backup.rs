@@ -72,7 +72,7 @@ fn report(r: &BackupRecord, json: bool) {
     if json {
         print_json(&record_json(r));
     } else {
-        println!(
+        outln!(
             "backup of {} written: {} ({})",
             show::name(&r.entry.database),
             r.entry.location.shown(),
@@ -96,20 +96,22 @@ fn summarize(report: &AllReport, json: bool) {
         print_json(&json!(rows));
         return;
     }
-    println!(
+    outln!(
         "{:<24} {:<7} {:>10}  FILE / ERROR",
-        "DATABASE", "STATUS", "SIZE"
+        "DATABASE",
+        "STATUS",
+        "SIZE"
     );
     for (db, r) in results {
         match r {
-            Ok(rec) => println!(
+            Ok(rec) => outln!(
                 "{:<24} {:<7} {:>10}  {}",
                 show::name(db),
                 "ok",
                 human(rec.entry.size_bytes as u64),
                 rec.entry.location.shown()
             ),
-            Err(f) => println!(
+            Err(f) => outln!(
                 "{:<24} {:<7} {:>10}  {}",
                 show::name(db),
                 "FAILED",

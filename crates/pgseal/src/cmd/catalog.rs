@@ -21,15 +21,18 @@ pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
         return Ok(());
     }
     if backups.is_empty() {
-        println!("no backups catalogued");
+        outln!("no backups catalogued");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<5} {:<20} {:<25} {:>10}  PATH",
-        "ID", "DATABASE", "CREATED", "SIZE"
+        "ID",
+        "DATABASE",
+        "CREATED",
+        "SIZE"
     );
     for b in &backups {
-        println!(
+        outln!(
             "{:<5} {:<20} {:<25} {:>10}  {}",
             b.id,
             crate::show::name(&b.entry.database),
@@ -95,10 +98,10 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
                 .collect::<Vec<_>>()
         ));
     } else if report.items.is_empty() {
-        println!("nothing to prune");
+        outln!("nothing to prune");
     } else {
         for (b, outcome) in &report.items {
-            println!(
+            outln!(
                 "{:<28} {} ({}, {})",
                 outcome.to_string(),
                 b.entry.location.shown(),
@@ -106,11 +109,11 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
                 b.entry.created_at.rfc3339()
             );
             if let Some(why) = reason(outcome) {
-                println!("{:<28}   {why}", "");
+                outln!("{:<28}   {why}", "");
             }
         }
         if !args.yes {
-            println!("(dry run: pass --yes to delete)");
+            outln!("(dry run: pass --yes to delete)");
         }
     }
     report.result()

@@ -80,7 +80,7 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
         if sealed.to_stdout {
             eprintln!("{report}");
         } else {
-            println!("{report}");
+            outln!("{report}");
         }
     }
     Ok(())

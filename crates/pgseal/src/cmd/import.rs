@@ -38,10 +38,10 @@ pub fn run(args: ImportDjangoArgs, ctx: &mut Context) -> CliResult {
             ("server keys", counts.server_keys),
             ("audit rows", counts.audit_rows),
         ] {
-            println!("{verb} {} {what} ({} already here)", c.new, c.already_here);
+            outln!("{verb} {} {what} ({} already here)", c.new, c.already_here);
         }
         if !args.dry_run && counts.server_keys.new > 0 {
-            println!(
+            outln!(
                 "the imported server keys are still protected by the legacy SERVER_KEY_PASSWORD; \
                  `pgseal server-key rotate` moves every key to a new one"
             );

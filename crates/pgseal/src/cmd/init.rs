@@ -85,12 +85,12 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
             "key_size": key.key_size,
         }));
     } else {
-        println!("initialised {}", dir.display());
-        println!("  config:      {}", config_path.display());
-        println!("  store:       {store}");
-        println!("  server key:  RSA-{} {}", key.key_size, key.fingerprint);
-        println!("next:");
-        println!(
+        outln!("initialised {}", dir.display());
+        outln!("  config:      {}", config_path.display());
+        outln!("  store:       {store}");
+        outln!("  server key:  RSA-{} {}", key.key_size, key.fingerprint);
+        outln!("next:");
+        outln!(
             "  cd {} && pgseal user add NAME && pgseal user-key generate NAME",
             dir.display()
         );
@@ -144,7 +144,7 @@ pub fn show_config(args: JsonArg, ctx: &mut Context) -> CliResult {
                 serde_json::Value::Null => "-".into(),
                 other => other.to_string(),
             };
-            println!("{k:<20} {shown}");
+            outln!("{k:<20} {shown}");
         }
     }
     Ok(())

@@ -115,16 +115,16 @@ fn print_human(name: &str, facts: &Value) {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    println!("file:        {name}");
-    println!("format:      {}", s(&facts["format"]));
+    outln!("file:        {name}");
+    outln!("format:      {}", s(&facts["format"]));
     if facts["encrypted"] == json!(false) {
-        println!("encrypted:   no — this is not a sealed backup");
+        outln!("encrypted:   no — this is not a sealed backup");
         return;
     }
-    println!("version:     {}", s(&facts["version"]));
+    outln!("version:     {}", s(&facts["version"]));
     let c = &facts["creator"];
     if !c.is_null() {
-        println!(
+        outln!(
             "creator:     user id {}, name {}, key {}",
             s(&c["user_id"]),
             s(&c["username"]),
@@ -132,19 +132,19 @@ fn print_human(name: &str, facts: &Value) {
         );
     }
     if !facts["created_at"].is_null() {
-        println!("created:     {}", s(&facts["created_at"]));
+        outln!("created:     {}", s(&facts["created_at"]));
     }
     if let Some(tool) = facts.get("tool") {
-        println!("tool:        {}", s(tool));
+        outln!("tool:        {}", s(tool));
         let src = &facts["source"];
-        println!(
+        outln!(
             "source:      database {}, host {}, dump format {}, name {}",
             s(&src["database"]),
             s(&src["host"]),
             s(&src["dump_format"]),
             s(&src["name"])
         );
-        println!(
+        outln!(
             "compression: {} (chunks of {} bytes)",
             s(&facts["compression"]),
             s(&facts["chunk_size"])
@@ -152,13 +152,13 @@ fn print_human(name: &str, facts: &Value) {
     }
     match facts["recipients"].as_array() {
         Some(list) => {
-            println!("recipients:");
+            outln!("recipients:");
             for r in list {
-                println!("  {}", s(r));
+                outln!("  {}", s(r));
             }
         }
         None if facts["format"] == json!("legacy-hybrid") => {
-            println!("recipients:  not recorded (legacy files name no key)")
+            outln!("recipients:  not recorded (legacy files name no key)")
         }
         None => {}
     }
@@ -172,7 +172,7 @@ fn print_human(name: &str, facts: &Value) {
             }
         };
         let parts: Vec<String> = ["A", "B"].into_iter().zip(slots).map(describe).collect();
-        println!("slots:       {}", parts.join(", "));
+        outln!("slots:       {}", parts.join(", "));
     }
     if let Some(note) = facts["superseded_slot"]["message"].as_str() {
         let kind = if facts["superseded_slot"]["state"] == json!("valid") {
@@ -180,19 +180,19 @@ fn print_human(name: &str, facts: &Value) {
         } else {
             "note"
         };
-        println!("{kind}:{:width$}{note}", "", width = 12 - kind.len() - 1);
+        outln!("{kind}:{:width$}{note}", "", width = 12 - kind.len() - 1);
     }
-    println!(
+    outln!(
         "sizes:       header {} bytes, ciphertext {} bytes, file {} bytes",
         s(&facts["header_bytes"]),
         s(&facts["ciphertext_bytes"]),
         s(&facts["file_bytes"])
     );
     if facts["header_covered_by_signature"] == json!(false) {
-        println!(
+        outln!(
             "note:        this format does not authenticate its header; these values are unproven"
         );
     } else {
-        println!("note:        unverified; `pgseal verify` checks the signatures");
+        outln!("note:        unverified; `pgseal verify` checks the signatures");
     }
 }

@@ -85,9 +85,9 @@ pub fn keygen(args: KeygenArgs) -> CliResult {
             "legacy_fingerprint": public.legacy_fingerprint().to_string(),
         }));
     } else {
-        println!("private key: {} (encrypted, mode 0600)", key_path.display());
-        println!("public key:  {}", pub_path.display());
-        println!("RSA-{} {}", public.bits(), public.fingerprint());
+        outln!("private key: {} (encrypted, mode 0600)", key_path.display());
+        outln!("public key:  {}", pub_path.display());
+        outln!("RSA-{} {}", public.bits(), public.fingerprint());
     }
     Ok(())
 }
@@ -121,11 +121,11 @@ pub fn info(args: KeyInfoArgs) -> CliResult {
             "legacy_fingerprint": legacy_of_file.unwrap_or_else(|| public.legacy_fingerprint().to_string()),
         }));
     } else {
-        println!("file:               {}", args.file.display());
-        println!("type:               {kind}");
-        println!("algorithm:          RSA-{}", public.bits());
-        println!("fingerprint:        {}", public.fingerprint());
-        println!(
+        outln!("file:               {}", args.file.display());
+        outln!("type:               {kind}");
+        outln!("algorithm:          RSA-{}", public.bits());
+        outln!("fingerprint:        {}", public.fingerprint());
+        outln!(
             "legacy fingerprint: {}",
             legacy_of_file.unwrap_or_else(|| public.legacy_fingerprint().to_string())
         );

@@ -211,7 +211,7 @@ static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 /// Prints a JSON value on one line.
 pub fn print_json(value: &serde_json::Value) {
     JSON_PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
-    println!("{value}");
+    outln!("{value}");
 }
 
 /// Whether the command printed its JSON report (`verify --json` reports a bad signature in it
@@ -227,7 +227,7 @@ pub use crate::context::host_name;
 pub fn emit(text: &str, output: Option<&Path>, force: bool) -> CliResult {
     match output {
         None => {
-            print!("{text}");
+            out!("{text}");
             Ok(())
         }
         Some(path) => {

@@ -42,7 +42,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
             if args.json {
                 print_json(&json!({ "restored": args.file, "target_db": target }));
             } else {
-                println!(
+                outln!(
                     "restored {} into {}",
                     args.file.display(),
                     show::name(&target)
@@ -60,13 +60,13 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
                         .collect::<Vec<_>>(),
                 }));
             } else {
-                println!(
+                outln!(
                     "{} restores cleanly ({} tables):",
                     args.file.display(),
                     counts.len()
                 );
                 for (table, rows) in &counts {
-                    println!("  {:<50} {rows:>12}", show::name(table));
+                    outln!("  {:<50} {rows:>12}", show::name(table));
                 }
             }
         }

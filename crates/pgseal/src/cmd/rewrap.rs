@@ -24,7 +24,7 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     };
     let report = rewrap::rewrap(ctx, &mut keyring, files)?;
     if report.items.is_empty() {
-        println!("nothing to rewrap");
+        outln!("nothing to rewrap");
         return Ok(());
     }
     if args.json {
@@ -41,8 +41,8 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
     } else {
         for (p, r) in &report.items {
             match r {
-                Ok(outcome) => println!("{:<22} {}", name(outcome), p),
-                Err(f) => println!("{:<22} {}: {}", "FAILED", p, crate::failure::message(f)),
+                Ok(outcome) => outln!("{:<22} {}", name(outcome), p),
+                Err(f) => outln!("{:<22} {}: {}", "FAILED", p, crate::failure::message(f)),
             }
         }
     }

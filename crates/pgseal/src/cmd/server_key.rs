@@ -25,11 +25,12 @@ pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
     if args.json {
         print_json(&key_json(&record));
     } else {
-        println!(
+        outln!(
             "server key generated: RSA-{} {} (active)",
-            record.key_size, record.fingerprint
+            record.key_size,
+            record.fingerprint
         );
-        println!("its private half is in the store, encrypted with SERVER_KEY_PASSWORD");
+        outln!("its private half is in the store, encrypted with SERVER_KEY_PASSWORD");
     }
     Ok(())
 }
@@ -57,16 +58,17 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
             "reprotected_keys": rotated.reprotected,
         }));
     } else {
-        println!("server key rotated:");
-        println!(
+        outln!("server key rotated:");
+        outln!(
             "  new active key: RSA-{} {}",
-            rotated.new.key_size, rotated.new.fingerprint
+            rotated.new.key_size,
+            rotated.new.fingerprint
         );
-        println!(
+        outln!(
             "  old key:        {} (rotated: still opens the backups made for it)",
             rotated.old
         );
-        println!(
+        outln!(
             "all {} server keys are now protected by the new password: set SERVER_KEY_PASSWORD to it",
             rotated.reprotected + 1
         );
@@ -90,7 +92,7 @@ pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
                 .then_some(&confirm as &dyn server_keys::Confirmation),
         },
     )?;
-    println!("server key {} retired", retired.record.fingerprint);
+    outln!("server key {} retired", retired.record.fingerprint);
     Ok(())
 }
 
@@ -115,15 +117,18 @@ pub fn list(args: JsonArg, ctx: &mut Context) -> CliResult {
         return Ok(());
     }
     if keys.is_empty() {
-        println!("no server keys; generate one with `pgseal server-key generate`");
+        outln!("no server keys; generate one with `pgseal server-key generate`");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<4} {:<51} {:>5}  {:<24} STATUS",
-        "ID", "FINGERPRINT", "BITS", "CREATED"
+        "ID",
+        "FINGERPRINT",
+        "BITS",
+        "CREATED"
     );
     for k in &keys {
-        println!(
+        outln!(
             "{:<4} {:<51} {:>5}  {:<24} {}",
             k.id,
             k.fingerprint,

@@ -46,11 +46,13 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
             if json {
                 print_json(&user_json(&user));
             } else {
-                println!(
+                outln!(
                     "user {} added with id {} ({})",
-                    user.username, user.id, user.role
+                    user.username,
+                    user.id,
+                    user.role
                 );
-                println!("next: pgseal user-key generate {}", user.username);
+                outln!("next: pgseal user-key generate {}", user.username);
             }
             Ok(())
         }
@@ -59,12 +61,15 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
             if args.json {
                 print_json(&json!(users.iter().map(user_json).collect::<Vec<_>>()));
             } else {
-                println!(
+                outln!(
                     "{:<6} {:<24} {:<9} {:<8} CREATED",
-                    "ID", "USERNAME", "ROLE", "ACTIVE"
+                    "ID",
+                    "USERNAME",
+                    "ROLE",
+                    "ACTIVE"
                 );
                 for u in &users {
-                    println!(
+                    outln!(
                         "{:<6} {:<24} {:<9} {:<8} {}",
                         u.id,
                         u.username,
@@ -83,19 +88,19 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
                 v["keys"] = json!(keys.iter().map(key_json).collect::<Vec<_>>());
                 print_json(&v);
             } else {
-                println!("id:       {}", user.id);
-                println!("username: {}", user.username);
-                println!("role:     {}", user.role);
-                println!("active:   {}", if user.is_active { "yes" } else { "no" });
-                println!("created:  {}", user.created_at.rfc3339());
+                outln!("id:       {}", user.id);
+                outln!("username: {}", user.username);
+                outln!("role:     {}", user.role);
+                outln!("active:   {}", if user.is_active { "yes" } else { "no" });
+                outln!("created:  {}", user.created_at.rfc3339());
                 if keys.is_empty() {
-                    println!(
+                    outln!(
                         "keys:     none (pgseal user-key generate {})",
                         user.username
                     );
                 }
                 for k in &keys {
-                    println!(
+                    outln!(
                         "key:      {} RSA-{} {} (created {})",
                         k.fingerprint,
                         k.key_size,
@@ -108,9 +113,10 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
         }
         UserCommand::Disable { name } => {
             let user = users::disable(ctx, &name)?;
-            println!(
+            outln!(
                 "user {} (id {}) disabled; their keys stay for verification",
-                user.username, user.id
+                user.username,
+                user.id
             );
             Ok(())
         }
@@ -135,15 +141,17 @@ pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
         v["public_key"] = json!(made.public_key);
         print_json(&v);
     } else {
-        println!(
+        outln!(
             "key for {}: RSA-{} {}",
-            made.user.username, made.record.key_size, made.record.fingerprint
+            made.user.username,
+            made.record.key_size,
+            made.record.fingerprint
         );
-        println!(
+        outln!(
             "  private key: {} (encrypted, 0600; keep it safe)",
             made.private_key.display()
         );
-        println!(
+        outln!(
             "  public key:  {} (also in the store)",
             made.public_key.display()
         );
@@ -161,14 +169,16 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
             if json {
                 print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
             } else if keys.is_empty() {
-                println!("{name} has no keys; generate one with `pgseal user-key generate {name}`");
+                outln!("{name} has no keys; generate one with `pgseal user-key generate {name}`");
             } else {
-                println!(
+                outln!(
                     "{:<51} {:>5}  {:<24} STATUS",
-                    "FINGERPRINT", "BITS", "CREATED"
+                    "FINGERPRINT",
+                    "BITS",
+                    "CREATED"
                 );
                 for k in &keys {
-                    println!(
+                    outln!(
                         "{:<51} {:>5}  {:<24} {}",
                         k.fingerprint,
                         k.key_size,
@@ -222,19 +232,19 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
         v["old_private_key"] = json!(rotated.old_private_key);
         print_json(&v);
     } else {
-        println!("key of {} rotated:", rotated.user.username);
-        println!(
+        outln!("key of {} rotated:", rotated.user.username);
+        outln!(
             "  new key: RSA-{} {} in {}",
             rotated.record.key_size,
             rotated.record.fingerprint,
             rotated.private_key.display()
         );
-        println!(
+        outln!(
             "  old key: {} (retired; still verifies the backups it signed)",
             rotated.old
         );
         if let Some(p) = rotated.old_private_key {
-            println!("  the old private key was kept as {}", p.display());
+            outln!("  the old private key was kept as {}", p.display());
         }
     }
     Ok(())

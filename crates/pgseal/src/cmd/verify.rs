@@ -28,12 +28,12 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
                 report["file"] = json!(v.input);
                 print_json(&report);
             } else {
-                println!("OK: {} ({format})", v.input);
+                outln!("OK: {} ({format})", v.input);
                 for line in lines {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
                 for warning in warnings {
-                    println!("  warning: {warning}");
+                    outln!("  warning: {warning}");
                 }
             }
             Ok(())
