@@ -32,6 +32,9 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// An output would replace an existing file, and the caller did not allow it.
+    #[error("{} already exists", .0.display())]
+    Exists(std::path::PathBuf),
     /// The operation needs a site (a store), and none is configured.
     #[error("no pgseal store is configured")]
     NoSite,
@@ -296,6 +299,7 @@ impl Error {
             }
             Error::Refused(_) => ErrorKind::Usage,
             Error::Usage(_)
+            | Error::Exists(_)
             | Error::NoSite
             | Error::SignatureWaiverRefused
             | Error::Missing(Missing::Creator | Missing::Recipient) => ErrorKind::Usage,

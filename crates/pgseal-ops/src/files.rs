@@ -184,10 +184,7 @@ pub fn refuse_existing(paths: &[&Path], force: bool) -> Result<()> {
 }
 
 fn exists(path: &Path) -> Error {
-    Error::usage(format!(
-        "{} already exists; pass --force to replace it",
-        path.display()
-    ))
+    Error::Exists(path.to_path_buf())
 }
 
 /// Where a command's main output goes.

@@ -281,3 +281,27 @@ impl<'a> ServerKeyring<'a> {
         self.pems.keys().copied().collect()
     }
 }
+
+/// Writes a standalone key pair: `key_path` (the private key encrypted under `password`, 0600)
+/// and `pub_path` (0644), each appearing whole or not at all; existing regular files are
+/// replaced only with `force`, and nothing but a regular file ever is.
+pub fn write_key_pair(
+    key: &PrivateKey,
+    password: &pgseal_core::Password,
+    key_path: &Path,
+    pub_path: &Path,
+    force: bool,
+) -> Result<()> {
+    use std::io::Write as _;
+    crate::files::refuse_existing(&[key_path, pub_path], force)?;
+    let pem = key.to_encrypted_pem(password)?;
+    let write = |path: &Path, text: &[u8], mode: u32| -> Result<()> {
+        let mut file = crate::files::AtomicFile::create(path, force)?;
+        file.set_mode(mode);
+        file.write_all(text)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        file.commit()
+    };
+    write(key_path, pem.as_bytes(), 0o600)?;
+    write(pub_path, key.public().to_pem().as_bytes(), 0o644)
+}

@@ -39,7 +39,7 @@ pub enum Command {
     /// Create a configuration, the store, key and backup directories, and the first server key.
     Init(InitArgs),
     /// Print the effective configuration (file, store, directories, settings).
-    Config(JsonArg),
+    Config(Json),
     /// Server key pairs, kept in the store (private halves encrypted with SERVER_KEY_PASSWORD).
     #[command(subcommand)]
     ServerKey(ServerKeyCommand),
@@ -120,48 +120,48 @@ impl Command {
     pub fn json_to(&self) -> Option<JsonTo> {
         let on = |json: bool| json.then_some(JsonTo::Stdout);
         match self {
-            Command::Init(a) => on(a.json),
-            Command::Config(a) => on(a.json),
+            Command::Init(a) => on(a.json.on),
+            Command::Config(a) => on(a.on),
             Command::ServerKey(c) => match c {
-                ServerKeyCommand::Generate(a) => on(a.json),
-                ServerKeyCommand::Rotate(a) => on(a.json),
-                ServerKeyCommand::List(a) => on(a.json),
+                ServerKeyCommand::Generate(a) => on(a.json.on),
+                ServerKeyCommand::Rotate(a) => on(a.json.on),
+                ServerKeyCommand::List(a) => on(a.on),
                 ServerKeyCommand::Retire(_) | ServerKeyCommand::Export(_) => None,
             },
             Command::User(c) => match c {
-                UserCommand::Add { json, .. } | UserCommand::Show { json, .. } => on(*json),
-                UserCommand::List(a) => on(a.json),
+                UserCommand::Add { json, .. } | UserCommand::Show { json, .. } => on(json.on),
+                UserCommand::List(a) => on(a.on),
                 UserCommand::Disable { .. } => None,
             },
             Command::UserKey(c) => match c {
-                UserKeyCommand::Generate(a) => on(a.json),
-                UserKeyCommand::Rotate(a) => on(a.json),
-                UserKeyCommand::List { json, .. } => on(*json),
+                UserKeyCommand::Generate(a) => on(a.json.on),
+                UserKeyCommand::Rotate(a) => on(a.json.on),
+                UserKeyCommand::List { json, .. } => on(json.on),
                 UserKeyCommand::Export { .. } => None,
             },
-            Command::Backup(a) => on(a.json),
-            Command::Restore(a) => on(a.json),
-            Command::List(a) => on(a.json),
-            Command::Prune(a) => on(a.json),
-            Command::Rewrap(a) => on(a.json),
-            Command::ImportDjango(a) => on(a.json),
+            Command::Backup(a) => on(a.json.on),
+            Command::Restore(a) => on(a.json.on),
+            Command::List(a) => on(a.json.on),
+            Command::Prune(a) => on(a.json.on),
+            Command::Rewrap(a) => on(a.json.on),
+            Command::ImportDjango(a) => on(a.json.on),
             Command::Audit(c) => match c {
-                AuditCommand::List(a) => on(a.json),
-                AuditCommand::Stats(a) => on(a.json),
-                AuditCommand::Verify(a) => on(a.json),
+                AuditCommand::List(a) => on(a.json.on),
+                AuditCommand::Stats(a) => on(a.json.on),
+                AuditCommand::Verify(a) => on(a.json.on),
                 AuditCommand::Export(_) => None,
             },
-            Command::Keygen(a) => on(a.json),
-            Command::Key(KeyCommand::Info(a)) => on(a.json),
-            Command::Encrypt(a) if a.json && a.output == "-" => Some(JsonTo::Stderr),
-            Command::Encrypt(a) => on(a.json),
+            Command::Keygen(a) => on(a.json.on),
+            Command::Key(KeyCommand::Info(a)) => on(a.json.on),
+            Command::Encrypt(a) if a.json.on && a.output == "-" => Some(JsonTo::Stderr),
+            Command::Encrypt(a) => on(a.json.on),
             Command::Decrypt(_) => None,
-            Command::Verify(a) => on(a.json),
-            Command::Inspect(a) => on(a.json),
-            Command::LegacyGenerateServerKeys(a) => on(a.json),
-            Command::LegacyGenerateUserKey(a) => on(a.json),
-            Command::LegacyRotateServerKeys(a) => on(a.json),
-            Command::LegacyRotateUserKey(a) => on(a.json),
+            Command::Verify(a) => on(a.json.on),
+            Command::Inspect(a) => on(a.json.on),
+            Command::LegacyGenerateServerKeys(a) => on(a.json.on),
+            Command::LegacyGenerateUserKey(a) => on(a.json.on),
+            Command::LegacyRotateServerKeys(a) => on(a.json.on),
+            Command::LegacyRotateUserKey(a) => on(a.json.on),
         }
     }
 }
@@ -179,9 +179,8 @@ pub struct NewPasswordArgs {
 
 #[derive(Debug, Args)]
 pub struct ServerKeyRotateArgs {
-    /// Size of the new key (default: the config's rsa_key_size).
-    #[arg(long, value_parser = parse_key_size)]
-    pub key_size: Option<u32>,
+    #[command(flatten)]
+    pub key_size: NewKeySize,
     /// A note stored with the new key.
     #[arg(long)]
     pub notes: Option<String>,
@@ -192,8 +191,8 @@ pub struct ServerKeyRotateArgs {
     /// every server key, old and new.
     #[command(flatten)]
     pub new_password: NewPasswordArgs,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -217,11 +216,10 @@ pub struct UserKeyRotateArgs {
     /// PGSEAL_USER; audited.
     #[arg(long)]
     pub force: bool,
-    /// Size of the new key (default: the config's rsa_key_size).
-    #[arg(long, value_parser = parse_key_size)]
-    pub key_size: Option<u32>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub key_size: NewKeySize,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -261,8 +259,8 @@ pub struct BackupArgs {
     /// Directory of pg_dump and psql (else POSTGRESQL_BIN_PATH, else PATH).
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 /// How the keys needed to open a file are found (shared by decrypt and restore).
@@ -326,8 +324,8 @@ pub struct RestoreArgs {
     /// Directory of pg_restore and psql (else POSTGRESQL_BIN_PATH, else PATH).
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -335,8 +333,8 @@ pub struct ListArgs {
     /// Only backups of this database.
     #[arg(long, value_name = "DB")]
     pub db: Option<String>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -353,8 +351,8 @@ pub struct PruneArgs {
     /// Actually delete (without it, prune only shows what it would delete).
     #[arg(long)]
     pub yes: bool,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -366,8 +364,8 @@ pub struct ImportDjangoArgs {
     /// Show what would be imported, change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -381,8 +379,8 @@ pub struct RewrapArgs {
     /// The password of the stored server keys (SERVER_KEY_PASSWORD, or these flags).
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -425,8 +423,8 @@ pub struct AuditVerifyArgs {
     /// backup directory and every catalogued backup on this host). Repeatable.
     #[arg(long = "anchor", value_name = "FILE")]
     pub anchors: Vec<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -466,8 +464,8 @@ pub struct AuditListArgs {
     /// Only entries where a signature was checked and did not hold.
     #[arg(long)]
     pub invalid_signature: bool,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -475,8 +473,8 @@ pub struct AuditStatsArgs {
     /// Only the last H hours.
     #[arg(long, value_name = "H")]
     pub hours: Option<u32>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -489,8 +487,8 @@ pub struct InitArgs {
     pub key_size: u32,
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -501,7 +499,7 @@ pub enum ServerKeyCommand {
     /// key is re-protected under the new password.
     Rotate(ServerKeyRotateArgs),
     /// List every server key: fingerprint, size, created, status.
-    List(JsonArg),
+    List(Json),
     /// Retire a rotated key once no catalogued backup holds it in any recipient slot (`rewrap
     /// --all` first).
     Retire(ServerKeyRetireArgs),
@@ -511,16 +509,15 @@ pub enum ServerKeyCommand {
 
 #[derive(Debug, Args)]
 pub struct ServerKeyGenerateArgs {
-    /// Key size in bits (default: the config's rsa_key_size).
-    #[arg(long, value_parser = parse_key_size)]
-    pub key_size: Option<u32>,
+    #[command(flatten)]
+    pub key_size: NewKeySize,
     /// A note stored with the key.
     #[arg(long)]
     pub notes: Option<String>,
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -537,10 +534,31 @@ pub struct ServerKeyExportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// `--json`: the command's report as one line of JSON (and a JSON error object on failure).
 #[derive(Debug, Args)]
-pub struct JsonArg {
-    #[arg(long)]
-    pub json: bool,
+pub struct Json {
+    /// Print the result as JSON (one line; a failure as {"error": {...}}).
+    #[arg(long = "json")]
+    pub on: bool,
+}
+
+/// `--key-size` for a new key whose size the configuration decides unless told.
+#[derive(Debug, Args)]
+pub struct NewKeySize {
+    /// Key size in bits (default: the config's rsa_key_size).
+    #[arg(long = "key-size", value_parser = parse_key_size)]
+    pub bits: Option<u32>,
+}
+
+/// How a standalone key file's password is found (keygen, key info).
+#[derive(Debug, Args, Clone)]
+pub struct KeyPasswordArgs {
+    /// Read the key's password from FILE (else PGSEAL_KEY_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run CMD and use its output as the key's password.
+    #[arg(long, value_name = "CMD")]
+    pub password_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -559,16 +577,16 @@ pub enum UserCommand {
         name: String,
         #[arg(long, value_enum, default_value_t = RoleArg::Operator)]
         role: RoleArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: Json,
     },
     /// List users.
-    List(JsonArg),
+    List(Json),
     /// Show one user and their key history.
     Show {
         name: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: Json,
     },
     /// Disable a user: they can no longer make backups; their keys stay for verification.
     Disable { name: String },
@@ -584,8 +602,8 @@ pub enum UserKeyCommand {
     /// List a user's keys, retired ones included.
     List {
         name: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: Json,
     },
     /// Print a user's public key (the active one unless --fingerprint).
     Export {
@@ -605,16 +623,15 @@ pub struct UserKeyGenerateArgs {
     /// goes beside it as .pub.pem.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Key size in bits (default: the config's rsa_key_size).
-    #[arg(long, value_parser = parse_key_size)]
-    pub key_size: Option<u32>,
+    #[command(flatten)]
+    pub key_size: NewKeySize,
     /// Replace existing key files.
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
     pub user_password: UserPasswordArgs,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -628,15 +645,10 @@ pub struct KeygenArgs {
     /// Replace existing key files (regular files only). The old private key is lost.
     #[arg(long)]
     pub force: bool,
-    /// Read the new key's password from this file (else PGSEAL_KEY_PASSWORD, else a prompt).
-    #[arg(long, value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
-    /// Run this shell command and use its output as the new key's password.
-    #[arg(long, value_name = "CMD")]
-    pub password_command: Option<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub password: KeyPasswordArgs,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -650,12 +662,10 @@ pub enum KeyCommand {
 pub struct KeyInfoArgs {
     /// A PEM key file (public or private).
     pub file: PathBuf,
-    #[arg(long, value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
-    #[arg(long, value_name = "CMD")]
-    pub password_command: Option<String>,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub password: KeyPasswordArgs,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 /// How the signing (user) key's password is found.
@@ -738,8 +748,8 @@ pub struct EncryptArgs {
     #[arg(long)]
     pub force: bool,
     /// Print a summary as JSON (on standard error when OUT is -, else on standard output).
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
@@ -772,16 +782,16 @@ pub struct VerifyArgs {
     pub decrypt_check: bool,
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Sealed file, or - for standard input.
     pub input: String,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: Json,
 }
 
 fn parse_key_size(s: &str) -> Result<u32, String> {

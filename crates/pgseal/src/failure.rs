@@ -105,6 +105,7 @@ pub fn message(failure: &Failure) -> String {
             };
             format!("opening the store {url}: {}{hint}", store_message(source))
         }
+        Failure::Exists(_) => format!("{failure}; pass --force to replace it"),
         Failure::NoSite => format!(
             "{failure}: run `pgseal init --dir DIR`, or point at one with --config FILE, \
              PGSEAL_CONFIG or --store URL"

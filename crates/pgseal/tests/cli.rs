@@ -634,6 +634,10 @@ fn a_reader_that_goes_away_is_an_io_failure_not_a_panic() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("writing standard output"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("writing standard output"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }

@@ -61,7 +61,7 @@ pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
             limit: Some(args.limit),
         },
     )?;
-    if args.json {
+    if args.json.on {
         print_json(&json!(rows.iter().map(row_json).collect::<Vec<_>>()));
         return Ok(());
     }
@@ -118,7 +118,7 @@ pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
 
 pub fn stats(args: AuditStatsArgs, ctx: &mut Context) -> CliResult {
     let s = audit::stats(ctx, args.hours)?;
-    if args.json {
+    if args.json.on {
         print_json(&json!({
             "entries": s.entries,
             "by_action": s.by_action.iter().map(|(a, c)| (a.clone(), json!({ "ok": c.ok, "failed": c.failed }))).collect::<serde_json::Map<_, _>>(),
@@ -171,7 +171,7 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
     let newest_anchor = r.newest_anchor();
     let dir = &r.repository;
     let store_read = r.no_store.is_none();
-    if args.json {
+    if args.json.on {
         print_json(&json!({
             "valid": r.intact(),
             "store": r.store,
@@ -250,7 +250,7 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
             }
         }
     }
-    if !args.json {
+    if !args.json.on {
         for p in &r.problems {
             eprintln!("pgseal: not intact: {p}");
         }

@@ -38,7 +38,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
             excludes: &args.excludes,
         };
         let report = backup::backup_all(ctx, &request, all)?;
-        summarize(&report, args.json);
+        summarize(&report, args.json.on);
         return report.result();
     }
     let source = match (&args.database, &args.dbname) {
@@ -55,7 +55,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         }
     };
     let record = backup::backup(ctx, &request, source)?;
-    report(&record, args.json);
+    report(&record, args.json.on);
     Ok(())
 }
 

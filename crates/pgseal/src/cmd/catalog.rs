@@ -16,7 +16,7 @@ use crate::progress::human;
 
 pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
     let backups = pgseal_ops::catalog::list(ctx, args.db.as_deref())?;
-    if args.json {
+    if args.json.on {
         print_json(&json!(backups.iter().map(record_json).collect::<Vec<_>>()));
         return Ok(());
     }
@@ -85,7 +85,7 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
         Outcome::Refused(r) => Some(r.to_string()),
         _ => None,
     };
-    if args.json {
+    if args.json.on {
         print_json(&json!(
             report
                 .items

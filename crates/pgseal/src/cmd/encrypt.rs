@@ -52,7 +52,7 @@ pub fn run(args: EncryptArgs, ctx: &mut Context) -> CliResult {
             source_host: host_name(),
         },
     )?;
-    if args.json {
+    if args.json.on {
         let digest = hex::encode(sealed.digest);
         let recipients: Vec<String> = sealed.recipients.iter().map(ToString::to_string).collect();
         let report = match sealed.format {

@@ -22,7 +22,7 @@ pub fn run(args: ImportDjangoArgs, ctx: &mut Context) -> CliResult {
     } else {
         "imported"
     };
-    if args.json {
+    if args.json.on {
         let pair = |c: Count| json!({ "new": c.new, "already_here": c.already_here });
         print_json(&json!({
             "dry_run": args.dry_run,

@@ -12,7 +12,7 @@ use pgseal_store::StoreUrl;
 use serde_json::json;
 
 use super::{print_json, server_password};
-use crate::cli::{InitArgs, JsonArg};
+use crate::cli::{InitArgs, Json};
 use crate::config::{Config, ENV_EXAMPLE, TEMPLATE};
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
@@ -77,7 +77,7 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
     write_new(&config_path, &template, 0o600)?;
 
     let store = ctx.config()?.store.to_string();
-    if args.json {
+    if args.json.on {
         print_json(&json!({
             "config": config_path,
             "store": store,
@@ -122,7 +122,7 @@ fn toml_string(s: &str) -> String {
 }
 
 /// `pgseal config`: the configuration in effect, after the file, `.env` and the environment.
-pub fn show_config(args: JsonArg, ctx: &mut Context) -> CliResult {
+pub fn show_config(args: Json, ctx: &mut Context) -> CliResult {
     let c = ctx.config()?;
     let v = json!({
         "file": c.file,
@@ -135,7 +135,7 @@ pub fn show_config(args: JsonArg, ctx: &mut Context) -> CliResult {
         "retention_days": c.retention_days,
         "postgresql_bin_path": c.postgresql_bin_path,
     });
-    if args.json {
+    if args.on {
         print_json(&v);
     } else if let Some(map) = v.as_object() {
         for (k, val) in map {

@@ -46,7 +46,7 @@ pub fn run(args: InspectArgs) -> CliResult {
             "file_bytes": len,
         }),
     };
-    if args.json {
+    if args.json.on {
         let mut facts = facts;
         facts["file"] = json!(found.name);
         print_json(&facts);

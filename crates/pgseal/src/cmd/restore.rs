@@ -39,7 +39,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
     // cleanly (and a Ctrl-C at a password prompt still simply ends pgseal).
     match restore::restore(ctx, &request, interrupt::Guard::install)? {
         Restored::Into(target) => {
-            if args.json {
+            if args.json.on {
                 print_json(&json!({ "restored": args.file, "target_db": target }));
             } else {
                 outln!(
@@ -50,7 +50,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
             }
         }
         Restored::Checked(counts) => {
-            if args.json {
+            if args.json.on {
                 print_json(&json!({
                     "file": args.file,
                     "restorable": true,

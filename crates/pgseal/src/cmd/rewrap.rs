@@ -27,7 +27,7 @@ pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
         outln!("nothing to rewrap");
         return Ok(());
     }
-    if args.json {
+    if args.json.on {
         print_json(&json!(
             report
                 .items

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{emit, new_password, print_json, server_password};
 use crate::cli::{
-    JsonArg, ServerKeyExportArgs, ServerKeyGenerateArgs, ServerKeyRetireArgs, ServerKeyRotateArgs,
+    Json, ServerKeyExportArgs, ServerKeyGenerateArgs, ServerKeyRetireArgs, ServerKeyRotateArgs,
 };
 use crate::context::{Context, opt};
 use crate::failure::CliResult;
@@ -17,12 +17,12 @@ pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
     let record = server_keys::generate(
         ctx,
         &Generate {
-            bits: args.key_size,
+            bits: args.key_size.bits,
             password: &password,
             notes: args.notes.as_deref(),
         },
     )?;
-    if args.json {
+    if args.json.on {
         print_json(&key_json(&record));
     } else {
         outln!(
@@ -45,13 +45,13 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
     let rotated = server_keys::rotate(
         ctx,
         &Rotate {
-            bits: args.key_size,
+            bits: args.key_size.bits,
             current_password: &current,
             new_password: &new,
             notes: args.notes.as_deref(),
         },
     )?;
-    if args.json {
+    if args.json.on {
         print_json(&json!({
             "old": rotated.old.to_string(),
             "new": key_json(&rotated.new),
@@ -110,9 +110,9 @@ fn key_json(k: &ServerKeyRecord) -> serde_json::Value {
     })
 }
 
-pub fn list(args: JsonArg, ctx: &mut Context) -> CliResult {
+pub fn list(args: Json, ctx: &mut Context) -> CliResult {
     let keys = server_keys::list(ctx)?;
-    if args.json {
+    if args.on {
         print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
         return Ok(());
     }

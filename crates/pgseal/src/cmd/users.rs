@@ -43,7 +43,7 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
                 RoleArg::Auditor => Role::Auditor,
             };
             let user = users::add(ctx, &name, role)?;
-            if json {
+            if json.on {
                 print_json(&user_json(&user));
             } else {
                 outln!(
@@ -58,7 +58,7 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
         }
         UserCommand::List(args) => {
             let users = users::list(ctx)?;
-            if args.json {
+            if args.on {
                 print_json(&json!(users.iter().map(user_json).collect::<Vec<_>>()));
             } else {
                 outln!(
@@ -83,7 +83,7 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
         }
         UserCommand::Show { name, json } => {
             let (user, keys) = users::show(ctx, &username(&name)?)?;
-            if json {
+            if json.on {
                 let mut v = user_json(&user);
                 v["keys"] = json!(keys.iter().map(key_json).collect::<Vec<_>>());
                 print_json(&v);
@@ -130,12 +130,12 @@ pub fn generate_key(args: UserKeyGenerateArgs, ctx: &mut Context) -> CliResult {
         &GenerateKey {
             name: &args.name,
             out: args.out.as_deref(),
-            bits: args.key_size,
+            bits: args.key_size.bits,
             force: args.force,
             password: &password,
         },
     )?;
-    if args.json {
+    if args.json.on {
         let mut v = key_json(&made.record);
         v["private_key"] = json!(made.private_key);
         v["public_key"] = json!(made.public_key);
@@ -166,7 +166,7 @@ pub fn user_key(cmd: UserKeyCommand, ctx: &mut Context) -> CliResult {
         UserKeyCommand::List { name, json } => {
             let name = username(&name)?;
             let keys = users::keys(ctx, &name)?;
-            if json {
+            if json.on {
                 print_json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
             } else if keys.is_empty() {
                 outln!("{name} has no keys; generate one with `pgseal user-key generate {name}`");
@@ -221,11 +221,11 @@ pub fn rotate_key(args: UserKeyRotateArgs, ctx: &mut Context) -> CliResult {
             name: &args.name,
             proof,
             out: args.out.as_deref(),
-            bits: args.key_size,
+            bits: args.key_size.bits,
             new_password: &new,
         },
     )?;
-    if args.json {
+    if args.json.on {
         let mut v = key_json(&rotated.record);
         v["old_fingerprint"] = json!(rotated.old.to_string());
         v["private_key"] = json!(rotated.private_key);

@@ -22,7 +22,7 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
     match v.result {
         Ok(proof) => {
             let (format, lines, mut report, warnings) = describe(&proof, &v.input);
-            if args.json {
+            if args.json.on {
                 report["valid"] = json!(true);
                 report["format"] = json!(format);
                 report["file"] = json!(v.input);
@@ -39,7 +39,7 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
             Ok(())
         }
         Err(failure) => {
-            if args.json {
+            if args.json.on {
                 print_json(&json!({
                     "valid": false,
                     "file": v.input,
