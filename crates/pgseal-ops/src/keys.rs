@@ -60,6 +60,18 @@ pub fn load_private(
     }
 }
 
+/// Private key files the caller named, each unlocked with `password` if encrypted.
+fn load_privates(
+    session: &Session,
+    files: &[PathBuf],
+    password: &dyn Secret,
+) -> Result<Vec<PrivateKey>> {
+    files
+        .iter()
+        .map(|p| load_private(session.observer().as_ref(), p, password))
+        .collect()
+}
+
 /// The creator's public keys for a v2 file signed by `signer`, and the creator's user id when
 /// the store knows the key.
 pub fn v2_signers(
@@ -90,10 +102,7 @@ pub fn v2_identities(
     recipients: &[Fingerprint],
 ) -> Result<Vec<PrivateKey>> {
     if !files.is_empty() {
-        return files
-            .iter()
-            .map(|p| load_private(session.observer().as_ref(), p, password))
-            .collect();
+        return load_privates(session, files, password);
     }
     let Some(store) = session.store_if_configured()? else {
         return Err(Missing::Identity.into());
@@ -119,10 +128,7 @@ pub fn legacy_identities(
     password: &dyn Secret,
 ) -> Result<Vec<PrivateKey>> {
     if !files.is_empty() {
-        return files
-            .iter()
-            .map(|p| load_private(session.observer().as_ref(), p, password))
-            .collect();
+        return load_privates(session, files, password);
     }
     let Some(store) = session.store_if_configured()? else {
         return Err(Missing::Identity.into());
