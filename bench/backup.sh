@@ -4,14 +4,18 @@
 #   bash bench/backup.sh          # scale 70 (about 1 GiB of tables), 5 runs each (~5 min)
 #
 # Environment knobs: BENCH_SCALE (pgbench scale, default 70), BENCH_RUNS (default 5),
-# BENCH_TMPDIR (parent of the scratch directory; default bench/out, must not be tmpfs),
-# PGSEAL_BIN (binary to use; default: build target/release/pgseal first), BENCH_LOAD_MAX (1.5),
+# BENCH_TMPDIR (parent of the scratch directory; default bench/out, on disk: tmpfs makes pgseal's
+# fsync and the server's free, so use it only to compare two binaries' CPU cost),
+# PGSEAL_BIN (binary to use; default: build target/release/pgseal first), BENCH_SOURCE (what
+# PGSEAL_BIN was built from, for the report), BENCH_LOAD_MAX (1.5),
 # BENCH_RETRIES (2), BENCH_SETTLE (10): a run that starts while the 1-minute load average is above
 # BENCH_LOAD_MAX is repeated up to BENCH_RETRIES times, each after waiting up to BENCH_SETTLE s
 # for the load to drop, and the attempt that started at the lowest load is kept.
 #
 # Compared, each as a median of BENCH_RUNS wall times with the peak RSS (the rows of each group
-# run round-robin: run 1 of every row, then run 2, ...):
+# run round-robin: run 1 of every row, then run 2, ...). bench/out/backup-run.log also has each
+# run's user + sys CPU seconds (the command and the children it waits for, e.g. pgseal's pg_dump;
+# not the server):
 #   backup:  pg_dump -Fc (its default compression) to a file
 #            pg_dump -Fc -Z0 | zstd -3 > file              (what pgseal does, minus the crypto)
 #            the same, then fsync the file                 (pgseal backup fsyncs too)
@@ -89,7 +93,7 @@ log() { echo "bench: $*" | tee -a "$REPO/bench/out/backup-run.log" >&2; }
 # that started at the lowest load is kept.
 declare -A CMD PREP OUT WALLS LOADS RSS
 run_once() {
-    local label=$1 i=$2 a w e m load bw="" bl="" bm=0
+    local label=$1 i=$2 a w e m u s load bw="" bl="" bm=0
     for ((a = 0; a <= RETRIES; a++)); do
         if ((a > 0)); then
             for ((w = 0; w < SETTLE; w++)); do above "$(load1)" "$LOAD_MAX" || break; sleep 1; done
@@ -97,11 +101,11 @@ run_once() {
         if [ -n "${PREP[$label]:-}" ]; then eval "${PREP[$label]}"; fi
         sync
         load=$(load1)
-        if ! /usr/bin/time -f '%e %M' -o "$WORK/time" bash -c "${CMD[$label]}" >/dev/null 2>"$WORK/err"; then
+        if ! /usr/bin/time -f '%e %M %U %S' -o "$WORK/time" bash -c "${CMD[$label]}" >/dev/null 2>"$WORK/err"; then
             echo "bench: $label failed: $(cat "$WORK/err")" >&2; exit 1
         fi
-        read -r e m < <(tail -n 1 "$WORK/time")
-        log "$label run $i attempt $((a + 1)): ${e}s wall, $((m / 1024)) MiB RSS (load at start $load)"
+        read -r e m u s < <(tail -n 1 "$WORK/time")
+        log "$label run $i attempt $((a + 1)): ${e}s wall, ${u}s user, ${s}s sys, $((m / 1024)) MiB RSS (load at start $load)"
         if [ -z "$bl" ] || above "$bl" "$load"; then bw=$e bl=$load bm=$m; fi
         above "$load" "$LOAD_MAX" || break
     done
@@ -158,7 +162,7 @@ group "$R1" "$R2" "$R3"
 
 {
     echo "- pgbench scale $SCALE ($DBSIZE on disk, $RAWSIZE as an uncompressed \`pg_dump -Fc -Z0\` archive), $RUNS runs each, median wall time; $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $("$PGBIN/pg_dump" --version), zstd $(zstd -V | grep -o 'v[0-9.]*' | head -1)"
-    echo "- pgseal: $("$PGSEAL" --version), binary $PGSEAL_BIN (sha256 $(sha256sum "$PGSEAL" | cut -c1-12), built $(date -u -r "$PGSEAL_BIN" '+%Y-%m-%d %H:%M UTC'))"
+    echo "- pgseal: $("$PGSEAL" --version), binary $PGSEAL_BIN (sha256 $(sha256sum "$PGSEAL" | cut -c1-12), built $(date -u -r "$PGSEAL_BIN" '+%Y-%m-%d %H:%M UTC'), source: ${BENCH_SOURCE:-not given}); scratch: $(df --output=fstype "$WORK" | tail -1 | tr -d ' ')"
     echo "- load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg); rows run round-robin; a run starting above load $LOAD_MAX was repeated up to $RETRIES times, keeping the quietest attempt (all attempts in bench/out/backup-run.log)"
     echo
     echo "| operation | median wall s | kept runs s (in run order) | peak RSS MiB | output MiB | 1-min load at start of kept runs |"
