@@ -274,11 +274,16 @@ pub enum RepoError {
         /// The engine's error code (`InvalidAccessKeyId`, `SignatureDoesNotMatch`...).
         code: String,
     },
-    /// The credentials hold no permission for the request.
-    #[error("permission denied while {doing}")]
+    /// The object store refused the request (HTTP 403): the credentials hold no permission
+    /// for it — or, on engines that answer every refusal alike (Garage), they are wrong.
+    #[error("the object store denied access while {doing} ({code}: {message})")]
     AccessDenied {
         /// What was being done.
         doing: String,
+        /// The engine's error code (`AccessDenied`...).
+        code: String,
+        /// The engine's message.
+        message: String,
     },
     /// The object store did not answer: connection refused, name not resolved, TLS, timeout.
     #[error("cannot reach the object store at {endpoint} while {doing}: {reason}")]

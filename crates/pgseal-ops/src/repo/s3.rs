@@ -341,10 +341,12 @@ impl Fault {
                     code: c.to_owned(),
                 }
                 .into(),
-                Some("AccessDenied" | "AllAccessDisabled") => {
-                    RepoError::AccessDenied { doing }.into()
+                _ if status == 403 => RepoError::AccessDenied {
+                    doing,
+                    code: code.unwrap_or_default(),
+                    message: message.unwrap_or_default(),
                 }
-                _ if status == 403 => RepoError::AccessDenied { doing }.into(),
+                .into(),
                 _ => RepoError::Engine {
                     doing,
                     status,
@@ -1264,6 +1266,19 @@ impl NewS3Object {
         Ok(())
     }
 
+    /// A failed request of the upload, said: if the key was taken meanwhile, that is why
+    /// (Garage drops an unfinished upload when another write completes at its key, and answers
+    /// its next part by closing the connection).
+    fn explain(&self, fault: Fault) -> Error {
+        if let Some(upload) = &self.upload
+            && let Ok(Some(_)) = self.repo.head(&upload.key)
+            && let Ok(location) = self.repo.location_of_key(&upload.key)
+        {
+            return RepoError::Taken(location).into();
+        }
+        fault.into_error(&self.repo, &self.doing())
+    }
+
     /// Waits for the part in flight, if any.
     fn settle(&mut self) -> Result<()> {
         let Some(handle) = self.upload.as_mut().and_then(|u| u.in_flight.take()) else {
@@ -1275,7 +1290,7 @@ impl NewS3Object {
             .block_on(handle)
             .map_err(|e| Fault::Other(e.to_string()))
             .and_then(|r| r)
-            .map_err(|f| f.into_error(&self.repo, &self.doing()))?;
+            .map_err(|f| self.explain(f))?;
         self.upload
             .as_mut()
             .expect("a part was in flight")
@@ -1396,7 +1411,7 @@ impl NewS3Object {
                 Ok(location)
             }
             Err(f) if f.is_precondition() => Err(RepoError::Taken(location).into()),
-            Err(f) => Err(f.into_error(&self.repo, &self.doing())),
+            Err(f) => Err(self.explain(f)),
         }
     }
 
