@@ -28,8 +28,9 @@ pub struct Decrypted {
     pub streamed: bool,
 }
 
-/// Decrypts `input` (a path, or `-` for standard input) to `output` (`-` for standard output;
-/// an existing regular file is replaced only with `force`), audited as `DECRYPT`.
+/// Decrypts `input` (a path, `-` for standard input, or an `s3://` location the session
+/// reaches) to `output` (`-` for standard output; an existing regular file is replaced only
+/// with `force`), audited as `DECRYPT`.
 pub fn decrypt(
     session: &mut Session,
     input: &str,
@@ -42,7 +43,7 @@ pub fn decrypt(
     audit.detail("output", output);
     let result = (|| {
         check_waiver(session, keys.verify)?;
-        let mut input = Input::open(input)?;
+        let mut input = Input::open_in(&crate::repo::reach(session), input)?;
         // The output is checked before any work: not a directory, socket or the input itself.
         if output != "-" {
             check_output(Path::new(output), force, Some(&input))?;

@@ -72,6 +72,30 @@ impl Input {
         })
     }
 
+    /// Opens `spec` as [`open`](Self::open) does, but an `s3://BUCKET/KEY` location is opened
+    /// in its repository, streamed (when `reach` reaches object stores; else refused with
+    /// [`RepoError::NoObjectStore`](crate::repo::RepoError::NoObjectStore)).
+    pub fn open_in(reach: &crate::repo::Reach, spec: &str) -> Result<Self> {
+        use crate::repo::{Location, RepoError};
+        if !spec.starts_with("s3://") {
+            return Self::open(spec);
+        }
+        let location = Location::parse(spec).map_err(|e| Error::usage(e.to_string()))?;
+        let repository = reach
+            .repository_of(&location)?
+            .ok_or_else(|| Error::from(RepoError::NoObjectStore(location.clone())))?;
+        let object = repository
+            .open(&location)?
+            .ok_or_else(|| Error::from(RepoError::NotFound(location.clone())))?;
+        Ok(Input {
+            name: spec.to_owned(),
+            len: Some(object.size),
+            path: None,
+            id: None,
+            reader: Box::new(BufReader::with_capacity(256 * 1024, object)),
+        })
+    }
+
     /// Reads up to `n` bytes from the start and puts them back: returns them, and the input
     /// continues from the beginning.
     pub fn peek(&mut self, n: usize) -> Result<Vec<u8>> {

@@ -61,7 +61,7 @@ pub enum Destination {
 
 /// A restore to run.
 pub struct Restore<'a> {
-    /// The backup.
+    /// The backup: a path, or an `s3://BUCKET/KEY` location the session reaches.
     pub file: &'a Path,
     /// Where its keys come from.
     pub keys: OpenKeys<'a>,
@@ -86,6 +86,8 @@ pub enum Restored {
 
 /// What every step of one restore shares.
 struct Job<'a> {
+    /// What the backup is opened through (again, for a second pass): an `s3://` location.
+    reach: crate::repo::Reach,
     scratch_dir: std::path::PathBuf,
     file: &'a Path,
     opener: &'a Opener,
@@ -114,11 +116,13 @@ pub fn restore<G>(
     audit.backup_file = Some(request.file.display().to_string());
     let result = (|| {
         check_waiver(session, request.keys.verify)?;
-        let mut input = Input::open(&request.file.display().to_string())?;
+        let reach = crate::repo::reach(session);
+        let mut input = Input::open_in(&reach, &request.file.display().to_string())?;
         let sealed = recognise(&mut input)?;
         let opener = prepare(session, sealed, &request.keys)?;
         let _guard = guard()?;
         let job = Job {
+            reach,
             scratch_dir: session.scratch_dir().to_path_buf(),
             file: request.file,
             opener: &opener,
@@ -299,8 +303,10 @@ fn restore_archive(job: &Job<'_>, target: &str, mut session: Option<&mut Session
         }
     };
     let open = |out: &mut (dyn Write + Send)| -> Result<()> {
-        job.opener
-            .reopen(Input::open(&job.file.display().to_string())?, out)?;
+        job.opener.reopen(
+            Input::open_in(&job.reach, &job.file.display().to_string())?,
+            out,
+        )?;
         Ok(())
     };
     let db = Target::Name(target.to_owned());

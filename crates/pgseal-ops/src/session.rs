@@ -106,6 +106,8 @@ pub struct Session {
     /// Where scratch files go (unnamed where the system allows; never plaintext but the
     /// private archive a parallel restore needs).
     scratch_dir: PathBuf,
+    /// Access to object stores, when the front end configured it.
+    s3: Option<Arc<crate::repo::s3::S3Connection>>,
 }
 
 impl Session {
@@ -127,7 +129,20 @@ impl Session {
             audit: None,
             written_early: None,
             scratch_dir: PathBuf::from("/tmp"),
+            s3: None,
         }
+    }
+
+    /// Gives the session access to object stores (the CLI builds the connection from the AWS
+    /// configuration it reads): `s3:` locations are then within reach ([`crate::repo::reach`]).
+    pub fn with_s3(mut self, connection: Arc<crate::repo::s3::S3Connection>) -> Self {
+        self.s3 = Some(connection);
+        self
+    }
+
+    /// Access to object stores, if the front end gave it.
+    pub fn s3(&self) -> Option<&Arc<crate::repo::s3::S3Connection>> {
+        self.s3.as_ref()
     }
 
     /// Sets where scratch files go (the CLI: the system's temporary directory, `$TMPDIR`).

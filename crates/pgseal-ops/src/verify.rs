@@ -75,11 +75,12 @@ pub struct Verification {
     pub result: Result<Proof>,
 }
 
-/// Verifies `input` (a path, or `-` for standard input), audited as `VERIFY`.
+/// Verifies `input` (a path, `-` for standard input, or an `s3://` location the session
+/// reaches), audited as `VERIFY`.
 pub fn verify(session: &mut Session, input: &str, keys: &VerifyKeys<'_>) -> Verification {
     session.audit(Action::Verify).backup_file = Some(input.to_owned());
     let mut format = None;
-    let result = Input::open(input).and_then(|mut input| {
+    let result = Input::open_in(&crate::repo::reach(session), input).and_then(|mut input| {
         format = Some(format_name(&input.peek(DETECT_LEN)?));
         match recognise(&mut input)? {
             Sealed::V2(prelude) => verify_v2(session, *prelude, &mut input, keys),

@@ -13,6 +13,13 @@
 //! `/srv/pgseal/backups` for another's. The host is the name the host gives itself
 //! (`gethostname`), compared as text; `file:///path` (no host) is a location whose host was
 //! not known.
+//!
+//! An object in an S3 bucket is `s3://BUCKET/KEY` ([`Location::s3`]): the bucket a valid S3
+//! bucket name (3 to 63 lowercase letters, digits, `.` and `-`, starting and ending with a
+//! letter or digit), the key's `/`-separated names each percent-encoded like a path segment.
+//! Keys are checked both ways ([`Location::s3`] and [`Location::s3_object`]): at most 1024
+//! bytes, no empty name (no leading `/`, no `//`, no trailing `/`), no `.` or `..` name, no
+//! control character.
 
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -109,6 +116,58 @@ impl Location {
         Ok(Location(text))
     }
 
+    /// The location of the object `key` in the S3 bucket `bucket`: `s3://BUCKET/KEY`, each name
+    /// of the key percent-encoded as a path segment. Both are checked (see the module docs).
+    pub fn s3(bucket: &str, key: &str) -> Result<Self, InvalidLocation> {
+        let shown = || format!("s3://{bucket}/{key}");
+        check_bucket(bucket).map_err(|reason| InvalidLocation {
+            text: shown(),
+            reason,
+        })?;
+        check_key(key.as_bytes()).map_err(|reason| InvalidLocation {
+            text: shown(),
+            reason,
+        })?;
+        let mut text = format!("s3://{bucket}");
+        for name in key.split('/') {
+            text.push('/');
+            text.extend(percent_encode(name.as_bytes(), SEGMENT));
+        }
+        Ok(Location(text))
+    }
+
+    /// For an `s3:` location, its bucket and its key (decoded), both checked as
+    /// [`Location::s3`] checks them; `None` for another scheme.
+    pub fn s3_object(&self) -> Option<Result<(String, String), InvalidLocation>> {
+        if self.scheme() != "s3" {
+            return None;
+        }
+        let bad = |reason| InvalidLocation {
+            text: self.0.clone(),
+            reason,
+        };
+        Some((|| {
+            let bucket = self.authority();
+            check_bucket(bucket).map_err(bad)?;
+            let path = self
+                .encoded_path()
+                .strip_prefix('/')
+                .ok_or_else(|| bad("it names a bucket but no object in it"))?;
+            let key: Vec<u8> = path
+                .split('/')
+                .map(|s| percent_decode_str(s).collect::<Vec<u8>>())
+                .collect::<Vec<_>>()
+                .join(&b'/');
+            // An encoded `/` in a name would make the key another key than the names say.
+            if path.split('/').count() != key.split(|b| *b == b'/').count() {
+                return Err(bad("a name of its key holds an encoded `/`"));
+            }
+            check_key(&key).map_err(bad)?;
+            let key = String::from_utf8(key).map_err(|_| bad("its key is not UTF-8"))?;
+            Ok((bucket.to_owned(), key))
+        })())
+    }
+
     /// A file location for a path that was recorded relative (only a store written behind
     /// pgseal's back holds one): the whole path becomes one name, its `/` encoded, so no
     /// repository takes it for one of its files.
@@ -180,6 +239,54 @@ impl Location {
     fn rest(&self) -> &str {
         self.0.split_once("://").map_or("", |(_, r)| r)
     }
+}
+
+/// Checks an S3 bucket name: 3 to 63 lowercase letters, digits, `.` and `-`, starting and
+/// ending with a letter or digit, no `..`, and not shaped like an IP address.
+fn check_bucket(bucket: &str) -> Result<(), &'static str> {
+    let b = bucket.as_bytes();
+    if !(3..=63).contains(&b.len()) {
+        return Err("a bucket name has 3 to 63 characters");
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+    {
+        return Err("a bucket name holds only lowercase letters, digits, `.` and `-`");
+    }
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !alnum(&b[0]) || !alnum(&b[b.len() - 1]) {
+        return Err("a bucket name starts and ends with a letter or digit");
+    }
+    if bucket.contains("..") {
+        return Err("a bucket name holds no `..`");
+    }
+    if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("a bucket name is not an IP address");
+    }
+    Ok(())
+}
+
+/// Checks an object key (see the module docs).
+fn check_key(key: &[u8]) -> Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("it names a bucket but no object in it");
+    }
+    if key.len() > 1024 {
+        return Err("an object key has at most 1024 bytes");
+    }
+    if key.iter().any(|c| c.is_ascii_control()) {
+        return Err("its key holds a control character");
+    }
+    for name in key.split(|b| *b == b'/') {
+        if name.is_empty() {
+            return Err("its key holds an empty name (a leading, trailing or doubled `/`)");
+        }
+        if name == b"." || name == b".." {
+            return Err("its key holds a `.` or `..` name");
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `text` holds only what a URL may hold unescaped (plus `extra`), and that every
@@ -284,6 +391,62 @@ mod tests {
             "file://h o/x",
         ] {
             assert!(Location::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_s3_location_names_a_valid_bucket_and_a_plain_key() {
+        let l = Location::s3("pgseal-backups", "site a/shop_1.pgseal").unwrap();
+        assert_eq!(l.as_str(), "s3://pgseal-backups/site%20a/shop_1.pgseal");
+        assert_eq!((l.scheme(), l.authority()), ("s3", "pgseal-backups"));
+        assert_eq!(Location::parse(l.as_str()).unwrap(), l);
+        assert_eq!(
+            l.s3_object().unwrap().unwrap(),
+            (
+                "pgseal-backups".to_owned(),
+                "site a/shop_1.pgseal".to_owned()
+            )
+        );
+        assert!(
+            Location::file("h", Path::new("/x"))
+                .unwrap()
+                .s3_object()
+                .is_none()
+        );
+
+        for (bucket, key) in [
+            ("ab", "x"),
+            ("Upper", "x"),
+            ("-bucket", "x"),
+            ("a..b", "x"),
+            ("a_b", "x"),
+            ("192.168.1.1", "x"),
+            (&"b".repeat(64), "x"),
+            ("bucket", ""),
+            ("bucket", "/x"),
+            ("bucket", "a//x"),
+            ("bucket", "a/"),
+            ("bucket", "a/../x"),
+            ("bucket", "./x"),
+            ("bucket", "a\nb"),
+            ("bucket", "a\u{7f}b"),
+            ("bucket", &"k".repeat(1025)),
+        ] {
+            assert!(Location::s3(bucket, key).is_err(), "{bucket:?} {key:?}");
+        }
+        // What the store accepts as a URL is still checked when read as an object.
+        for bad in [
+            "s3://bucket",
+            "s3://bucket/",
+            "s3://bucket/a/../x",
+            "s3://bucket/a%2F..%2Fx",
+            "s3://bucket/a%0Ab",
+            "s3://bucket/a%2Fb",
+            "s3://BUCKET/x",
+            "s3://bu/x",
+        ] {
+            let l = Location::parse(bad).unwrap();
+            assert!(l.s3_object().unwrap().is_err(), "{bad}");
         }
     }
 

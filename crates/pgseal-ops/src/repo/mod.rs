@@ -1,7 +1,7 @@
 //! Where backups live: the [`Repository`] interface, and the locations the catalog records.
 //!
 //! A repository is a place that holds sealed backups as named objects — a directory on this
-//! host ([`local::LocalRepository`]) today, an S3 bucket next. Every operation that writes,
+//! host ([`local::LocalRepository`]) or a prefix of an S3 bucket ([`s3::S3Repository`]). Every operation that writes,
 //! reads, rewraps, deletes or lists backups goes through it, so a new backend is one new
 //! implementation, and nothing above it knows about paths, descriptors or buckets:
 //!
@@ -33,18 +33,24 @@
 //! shop_20260101T000000.000Z.pgseal`, each byte a URL must escape percent-encoded. The host is
 //! the name the host gives itself, compared as text, so a store shared between hosts never
 //! takes one host's `/srv/pgseal/backups` for another's; `file:///path` (no host) is a
-//! location written where the host had no name. An S3 location will be `s3://BUCKET/KEY`.
+//! location written where the host had no name. An S3 location is `s3://BUCKET/KEY`
+//! ([`Location::s3`]: a valid bucket name; a key of plain names, no `.` or `..`, no control
+//! character).
 //!
 //! "Is this backup here?" is one decision, the repository's: [`Repository::contains`] (a
 //! local repository: a `file:` location on this host, whose path is plain — absolute, no `.`
 //! or `..`, no name holding `/` or NUL — and names a file directly in its directory, by
-//! canonical path). [`Reach`] finds the repository that holds a location, when this process
-//! can reach it at all (for now: a file location on this host, in whatever directory).
+//! canonical path; an S3 repository: an `s3:` location in its bucket, directly under its
+//! prefix). [`Reach`] finds the repository that holds a location, when this process can reach
+//! it at all (a file location on this host, in whatever directory; an `s3:` location when the
+//! front end gave the session access to object stores).
 //! Names from outside become object names only through [`check_name`].
 
 pub mod local;
+pub mod s3;
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use pgseal_core::v2::Rewrap;
 
@@ -251,13 +257,91 @@ pub enum RepoError {
         /// How many names the file has.
         links: u64,
     },
+    /// The bucket does not exist (at this endpoint).
+    #[error("the bucket {bucket} does not exist at {endpoint}")]
+    NoSuchBucket {
+        /// The bucket.
+        bucket: String,
+        /// The endpoint asked.
+        endpoint: String,
+    },
+    /// The object store refused the credentials: an unknown access key, a wrong secret, an
+    /// expired token (front ends say where credentials come from).
+    #[error("the object store refused the credentials while {doing} ({code})")]
+    BadCredentials {
+        /// What was being done.
+        doing: String,
+        /// The engine's error code (`InvalidAccessKeyId`, `SignatureDoesNotMatch`...).
+        code: String,
+    },
+    /// The object store refused the request (HTTP 403): the credentials hold no permission
+    /// for it — or, on engines that answer every refusal alike (Garage), they are wrong.
+    #[error("the object store denied access while {doing} ({code}: {message})")]
+    AccessDenied {
+        /// What was being done.
+        doing: String,
+        /// The engine's error code (`AccessDenied`...).
+        code: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The object store did not answer: connection refused, name not resolved, TLS, timeout.
+    #[error("cannot reach the object store at {endpoint} while {doing}: {reason}")]
+    Unreachable {
+        /// The endpoint.
+        endpoint: String,
+        /// What was being done.
+        doing: String,
+        /// Why, as the client says it.
+        reason: String,
+    },
+    /// The object store answered with an error not named above.
+    #[error("the object store failed while {doing}: HTTP {status} {code} {message}")]
+    Engine {
+        /// What was being done.
+        doing: String,
+        /// The HTTP status (0: no answer could be read).
+        status: u16,
+        /// The engine's error code.
+        code: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The key a new object was being written to was taken before the write completed; the
+    /// upload was aborted, nothing was replaced.
+    #[error("{0} appeared while the backup was being written; it was not replaced")]
+    Taken(Location),
+    /// A location in an object store, and no access to object stores was configured.
+    #[error("{0} is in an object store, and no object store access is configured")]
+    NoObjectStore(Location),
+    /// A rewrap replaced the object, but the bucket keeps versions and the replaced version,
+    /// which still holds the old wrapping, could not be deleted.
+    #[error(
+        "{location} was rewritten, but the bucket keeps versions and the replaced version \
+         {version_id} (which the old key still opens) could not be deleted: {reason}"
+    )]
+    OldVersionKept {
+        /// The object.
+        location: Location,
+        /// The version that remains.
+        version_id: String,
+        /// Why it could not be deleted.
+        reason: String,
+    },
 }
 
 impl RepoError {
     /// What kind of problem this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            RepoError::Changed(_) | RepoError::NotFound(_) => ErrorKind::Io,
+            RepoError::Changed(_)
+            | RepoError::NotFound(_)
+            | RepoError::AccessDenied { .. }
+            | RepoError::Unreachable { .. }
+            | RepoError::Engine { .. }
+            | RepoError::Taken(_)
+            | RepoError::OldVersionKept { .. } => ErrorKind::Io,
+            RepoError::BadCredentials { .. } => ErrorKind::Key,
             RepoError::Elsewhere { .. }
             | RepoError::NotPlain { .. }
             | RepoError::BadName { .. }
@@ -265,7 +349,9 @@ impl RepoError {
             | RepoError::Outside { .. }
             | RepoError::Symlink(_)
             | RepoError::NotRegular(_)
-            | RepoError::Linked { .. } => ErrorKind::Usage,
+            | RepoError::Linked { .. }
+            | RepoError::NoSuchBucket { .. }
+            | RepoError::NoObjectStore(_) => ErrorKind::Usage,
         }
     }
 }
@@ -342,18 +428,29 @@ impl Read for RangeReader<'_> {
     }
 }
 
-/// The repositories this process can reach, by location: for now, the directories of this
-/// host (a `file:` location naming this host); other hosts' files and other schemes are out
-/// of reach.
+/// The repositories this process can reach, by location: the directories of this host (a
+/// `file:` location naming this host) and, when the front end configured access to object
+/// stores, every `s3:` location (a repository per bucket and prefix, sharing one
+/// [`s3::S3Connection`]); other hosts' files and other schemes are out of reach.
 #[derive(Debug, Clone)]
 pub struct Reach {
     host: String,
+    s3: Option<Arc<s3::S3Connection>>,
 }
 
 impl Reach {
     /// Reaching from `host` (the name this host gives itself; see [`Location`]).
     pub fn new(host: impl Into<String>) -> Self {
-        Reach { host: host.into() }
+        Reach {
+            host: host.into(),
+            s3: None,
+        }
+    }
+
+    /// Also reaching object stores, through `connection`.
+    pub fn with_s3(mut self, connection: Arc<s3::S3Connection>) -> Self {
+        self.s3 = Some(connection);
+        self
     }
 
     /// This host's name, as locations spell it.
@@ -361,16 +458,34 @@ impl Reach {
         &self.host
     }
 
-    /// Whether `location` is within reach: a file location naming this host.
+    /// Whether `location` is within reach: a file location naming this host, or an `s3:`
+    /// location when object stores are reached.
     pub fn reaches(&self, location: &Location) -> bool {
-        location.scheme() == "file" && location.host() == self.host
+        match location.scheme() {
+            "file" => location.host() == self.host,
+            "s3" => self.s3.is_some(),
+            _ => false,
+        }
     }
 
     /// The repository that holds `location`, opened — `Ok(None)` when it is out of reach
-    /// (another host's, another scheme). A location whose path is not plain is refused.
+    /// (another host's, another scheme, an object store when none is reached). A location
+    /// whose path is not plain is refused. An `s3:` location's repository is its bucket and
+    /// the folder its key is in.
     pub fn repository_of(&self, location: &Location) -> Result<Option<Box<dyn Repository>>> {
         if !self.reaches(location) {
             return Ok(None);
+        }
+        if let Some(object) = location.s3_object() {
+            let (bucket, key) = object.map_err(|e| RepoError::NotPlain {
+                location: location.clone(),
+                why: e.reason,
+            })?;
+            let prefix = key.rsplit_once('/').map_or("", |(folder, _)| folder);
+            let connection = self.s3.clone().expect("reaches() checked it");
+            return Ok(Some(Box::new(s3::S3Repository::new(
+                connection, &bucket, prefix,
+            )?)));
         }
         let (dir, _) = local::plain_parts(location)?;
         Ok(Some(Box::new(local::LocalRepository::open(
@@ -387,10 +502,15 @@ impl Reach {
     }
 }
 
-/// What the session's host reaches: its directories (see [`Reach`]). The host is the acting
-/// identity's (the front end says where it runs); none is the empty name.
+/// What the session reaches: its host's directories, and object stores when the front end
+/// gave it access ([`Session::with_s3`]) (see [`Reach`]). The host is the acting identity's
+/// (the front end says where it runs); none is the empty name.
 pub fn reach(session: &Session) -> Reach {
-    Reach::new(session.actor().host.clone().unwrap_or_default())
+    let reach = Reach::new(session.actor().host.clone().unwrap_or_default());
+    match session.s3() {
+        Some(connection) => reach.with_s3(connection.clone()),
+        None => reach,
+    }
 }
 
 /// The site's repository: its backup directory, on the session's host.
