@@ -232,7 +232,7 @@ pub fn stats(session: &mut Session, hours: Option<u32>) -> Result<Stats> {
 pub fn verify(session: &mut Session, given: &[PathBuf]) -> Result<VerifyReport> {
     let repository = repo::site_repository(session)?;
     let reach = repo::reach(session);
-    crate::anchors::verify(session, &repository, &reach, given)
+    crate::anchors::verify(session, repository.as_ref(), &reach, given)
 }
 
 impl VerifyReport {

@@ -45,6 +45,9 @@ pub struct Backup<'a> {
     /// The host to record as the dump's source (the front end knows it: the CLI takes
     /// `PGHOST` when it names a host, else this host's name).
     pub source_host: Option<String>,
+    /// After a run, discard the repository's unfinished writes (a killed backup's incomplete
+    /// upload) older than this ([`crate::cleanup::sweep`]); `None`: leave them.
+    pub sweep_older_than: Option<std::time::Duration>,
 }
 
 /// The database one backup dumps.
@@ -121,7 +124,11 @@ pub fn backup(session: &mut Session, request: &Backup<'_>, source: Source) -> Re
             (target, name)
         }
     };
-    job.backup(session, &target, &name)
+    let record = job.backup(session, &target, &name)?;
+    if let Some(age) = request.sweep_older_than {
+        crate::cleanup::sweep(session, request.repository, age);
+    }
+    Ok(record)
 }
 
 /// Backs up every database but templates and the excluded ones, each its own operation with
@@ -173,6 +180,9 @@ pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> 
                 .failed(&format!("backup of {}", show::name(&db)), f);
         }
         results.push((db, result));
+    }
+    if let Some(age) = request.sweep_older_than {
+        crate::cleanup::sweep(session, request.repository, age);
     }
     Ok(AllReport { results })
 }
@@ -418,6 +428,7 @@ mod tests {
             repository: &repository,
             schemas: &[],
             source_host: Some("db.example".into()),
+            sweep_older_than: None,
         };
         let all = All {
             conninfo: None,

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod backup;
 pub mod cancel;
 pub mod catalog;
+pub mod cleanup;
 pub mod crashpoint;
 pub mod decrypt;
 pub mod encrypt;

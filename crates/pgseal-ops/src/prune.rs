@@ -479,6 +479,7 @@ mod tests {
         let site = Site {
             store: url.clone(),
             backup_dir: backups,
+            repository: None,
             user_keys_dir: tmp.path().join("keys"),
             server_keys_dir: tmp.path().join("keys"),
             signature_required: true,

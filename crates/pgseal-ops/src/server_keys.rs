@@ -264,7 +264,7 @@ pub fn retire(session: &mut Session, request: &Retire<'_>) -> Result<Retired> {
     }
     let repo = crate::repo::site_repository(session)?;
     let reach = crate::repo::reach(session);
-    let holding = crate::holders::backups_holding(session, &repo, &reach, &fp)?;
+    let holding = crate::holders::backups_holding(session, repo.as_ref(), &reach, &fp)?;
     if !holding.is_empty() {
         let Some(confirm) = request.force else {
             return Err(Refused::StillHeld { key: fp, holding }.into());

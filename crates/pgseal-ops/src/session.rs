@@ -22,8 +22,11 @@ use crate::observe::Observer;
 pub struct Site {
     /// The store.
     pub store: StoreUrl,
-    /// Where backups are written (the local repository).
+    /// Where backups are written when no repository URL is given (a local repository).
     pub backup_dir: PathBuf,
+    /// The repository the front end chose, as a URL (`file:///DIR`, `s3://BUCKET/PREFIX`);
+    /// `None`: the backup directory.
+    pub repository: Option<String>,
     /// Where users' private keys are written and looked for (`NAME.key.pem`).
     pub user_keys_dir: PathBuf,
     /// Where exported server public keys go.
@@ -107,7 +110,7 @@ pub struct Session {
     /// private archive a parallel restore needs).
     scratch_dir: PathBuf,
     /// Access to object stores, when the front end configured it.
-    s3: Option<Arc<crate::repo::s3::S3Connection>>,
+    s3: Option<Arc<crate::repo::S3Access>>,
 }
 
 impl Session {
@@ -133,15 +136,21 @@ impl Session {
         }
     }
 
-    /// Gives the session access to object stores (the CLI builds the connection from the AWS
-    /// configuration it reads): `s3:` locations are then within reach ([`crate::repo::reach`]).
-    pub fn with_s3(mut self, connection: Arc<crate::repo::s3::S3Connection>) -> Self {
-        self.s3 = Some(connection);
+    /// Gives the session access to object stores through a connection already made:
+    /// `s3:` locations are then within reach ([`crate::repo::reach`]).
+    pub fn with_s3(self, connection: Arc<crate::repo::s3::S3Connection>) -> Self {
+        self.with_s3_access(crate::repo::S3Access::ready(connection))
+    }
+
+    /// Gives the session access to object stores through `access` (the CLI's makes its
+    /// connection from the AWS configuration the first time an `s3:` location is reached).
+    pub fn with_s3_access(mut self, access: Arc<crate::repo::S3Access>) -> Self {
+        self.s3 = Some(access);
         self
     }
 
     /// Access to object stores, if the front end gave it.
-    pub fn s3(&self) -> Option<&Arc<crate::repo::s3::S3Connection>> {
+    pub fn s3(&self) -> Option<&Arc<crate::repo::S3Access>> {
         self.s3.as_ref()
     }
 

@@ -68,6 +68,7 @@ pub(crate) mod testing {
         Site {
             store: StoreUrl::Sqlite(dir.join("pgseal.db")),
             backup_dir: dir.join("backups"),
+            repository: None,
             user_keys_dir: dir.join("keys/users"),
             server_keys_dir: dir.join("keys/server"),
             signature_required: true,

@@ -68,6 +68,7 @@ impl TestSite {
         let site = Site {
             store: StoreUrl::Sqlite(tmp.path().join("pgseal.db")),
             backup_dir: tmp.path().join("backups"),
+            repository: None,
             user_keys_dir: tmp.path().join("keys/users"),
             server_keys_dir: tmp.path().join("keys/server"),
             signature_required: true,

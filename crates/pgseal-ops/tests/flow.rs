@@ -89,6 +89,7 @@ fn backup_verify_restore_rotate_rewrap_through_the_operations_api() {
     let site = Site {
         store: StoreUrl::Sqlite(tmp.path().join("pgseal.db")),
         backup_dir: tmp.path().join("backups"),
+        repository: None,
         user_keys_dir: tmp.path().join("keys/users"),
         server_keys_dir: tmp.path().join("keys/server"),
         signature_required: true,
@@ -170,6 +171,7 @@ fn backup_verify_restore_rotate_rewrap_through_the_operations_api() {
             repository: &repository,
             schemas: &[],
             source_host: Some(HOST.into()),
+            sweep_older_than: None,
         },
         Source::Name(db.clone()),
     );

@@ -47,6 +47,9 @@ pub enum Action {
     KeyRetire,
     /// `IMPORT`: the legacy system's data imported.
     Import,
+    /// `REPO_CLEANUP`: unfinished writes (a killed backup's incomplete upload) discarded from
+    /// a repository.
+    RepoCleanup,
     /// Text pgseal never writes, read back exactly as stored (an imported legacy row).
     Other(OtherAction),
 }
@@ -65,7 +68,7 @@ impl OtherAction {
 
 impl Action {
     /// Every action pgseal writes (all but [`Other`](Action::Other)).
-    pub const WRITTEN: [Action; 16] = [
+    pub const WRITTEN: [Action; 17] = [
         Action::Encrypt,
         Action::Decrypt,
         Action::DecryptStart,
@@ -82,6 +85,7 @@ impl Action {
         Action::Rewrap,
         Action::KeyRetire,
         Action::Import,
+        Action::RepoCleanup,
     ];
 
     /// The text the log stores and the chain hashes (`REWRAP`, `DECRYPT_START`, …).
@@ -103,6 +107,7 @@ impl Action {
             Action::Rewrap => "REWRAP",
             Action::KeyRetire => "KEY_RETIRE",
             Action::Import => "IMPORT",
+            Action::RepoCleanup => "REPO_CLEANUP",
             Action::Other(other) => other.as_str(),
         }
     }
@@ -196,6 +201,7 @@ mod tests {
             "REWRAP",
             "KEY_RETIRE",
             "IMPORT",
+            "REPO_CLEANUP",
         ];
         assert_eq!(Action::WRITTEN.map(|a| a.as_str().to_owned()), texts);
         for a in Action::WRITTEN {

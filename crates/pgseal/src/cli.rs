@@ -82,6 +82,9 @@ pub enum Command {
     /// Read the audit log: every operation, failures included.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The repository where backups live (a directory, or an S3 bucket and prefix).
+    #[command(subcommand)]
+    Repo(RepoCommand),
     /// Generate a standalone RSA key pair: NAME.key.pem (encrypted, 0600) and NAME.pub.pem.
     Keygen(KeygenArgs),
     /// Show facts about key files.
@@ -145,6 +148,7 @@ impl Command {
             Command::Prune(a) => on(a.json.on),
             Command::Rewrap(a) => on(a.json.on),
             Command::ImportDjango(a) => on(a.json.on),
+            Command::Repo(RepoCommand::Cleanup(a)) => on(a.json.on),
             Command::Audit(c) => match c {
                 AuditCommand::List(a) => on(a.json.on),
                 AuditCommand::Stats(a) => on(a.json.on),
@@ -253,9 +257,11 @@ pub struct BackupArgs {
     /// Dump only this schema. Repeatable.
     #[arg(long = "schema", value_name = "SCHEMA")]
     pub schemas: Vec<String>,
-    /// Where to write the backup (default: the config's backup directory).
-    #[arg(long, value_name = "DIR")]
+    /// Where to write the backup (default: the configured repository).
+    #[arg(long, value_name = "DIR", conflicts_with = "url")]
     pub output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
     /// Directory of pg_dump and psql (else POSTGRESQL_BIN_PATH, else PATH).
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
@@ -333,6 +339,12 @@ pub struct ListArgs {
     /// Only backups of this database.
     #[arg(long, value_name = "DB")]
     pub db: Option<String>,
+    /// Compare the catalog with what the repository holds: entries whose object is gone, and
+    /// objects no entry names.
+    #[arg(long)]
+    pub remote: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
     #[command(flatten)]
     pub json: Json,
 }
@@ -352,7 +364,46 @@ pub struct PruneArgs {
     #[arg(long)]
     pub yes: bool,
     #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
     pub json: Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Discard unfinished writes: the incomplete multipart uploads a killed backup (or rewrap)
+    /// left in a bucket, the hidden partial files one left in a directory. Audited.
+    ///
+    /// Only writes started more than --older-than ago are discarded, so a backup running now
+    /// keeps its upload; every backup also does this for those older than the configured
+    /// abort_uploads_after_hours.
+    Cleanup(RepoCleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RepoCleanupArgs {
+    /// Discard only writes started longer ago than this (e.g. 24h, 2d, 30m; default: the
+    /// config's abort_uploads_after_hours).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Only show what would be discarded.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+/// Which repository a command reads or writes backups in.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RepoArgs {
+    /// The repository: file:///ABSOLUTE/DIR or s3://BUCKET/PREFIX (default: PGSEAL_REPOSITORY,
+    /// else the config's [repository] url, else its backup directory). S3 endpoint, region and
+    /// credentials come from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE.
+    #[arg(long = "repo", value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +445,8 @@ pub struct ServerKeyRetireArgs {
     /// With --force and no terminal: the full fingerprint again.
     #[arg(long, value_name = "FINGERPRINT", requires = "force")]
     pub confirm: Option<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -423,6 +476,8 @@ pub struct AuditVerifyArgs {
     /// backup directory and every catalogued backup on this host). Repeatable.
     #[arg(long = "anchor", value_name = "FILE")]
     pub anchors: Vec<PathBuf>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
     #[command(flatten)]
     pub json: Json,
 }

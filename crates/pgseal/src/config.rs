@@ -52,6 +52,18 @@ retention_days = 90                       # BACKUP_RETENTION_DAYS
 
 [postgresql]
 bin_path = ""                             # POSTGRESQL_BIN_PATH: pg_dump/pg_restore dir ("" = PATH)
+
+[repository]
+# Where backups are written and looked for: "" for the backup dir above, file:///ABSOLUTE/PATH
+# for another directory, or s3://BUCKET/PREFIX for S3-compatible object storage. The S3
+# endpoint, region and credentials come from the AWS conventions, never from this file:
+# AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
+# or AWS_PROFILE with ~/.aws/credentials and ~/.aws/config.
+url = ""                                  # PGSEAL_REPOSITORY (or --repo URL on a command)
+s3_addressing = "auto"                    # PGSEAL_S3_ADDRESSING: path, virtual-host or auto
+s3_part_size_mib = 8                      # PGSEAL_S3_PART_SIZE_MIB: multipart part size, 5-16
+abort_uploads_after_hours = 24            # PGSEAL_ABORT_UPLOADS_AFTER_HOURS: a backup aborts
+                                          #   incomplete uploads older than this (repo cleanup)
 "#;
 
 /// `.env.example`, written beside the config by `pgseal init`.
@@ -87,6 +99,8 @@ struct File {
     backup: BackupSection,
     #[serde(default)]
     postgresql: PgSection,
+    #[serde(default)]
+    repository: RepositorySection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +133,28 @@ struct PgSection {
     bin_path: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepositorySection {
+    url: Option<String>,
+    s3_addressing: Option<String>,
+    s3_part_size_mib: Option<u32>,
+    abort_uploads_after_hours: Option<u32>,
+}
+
+/// The `[repository]` settings: where backups live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySettings {
+    /// `file:///PATH` or `s3://BUCKET/PREFIX`; `None`: the backup directory.
+    pub url: Option<String>,
+    /// `path`, `virtual-host` or `auto`.
+    pub s3_addressing: String,
+    /// The multipart part size, in MiB.
+    pub s3_part_size_mib: u32,
+    /// How old an incomplete upload must be before a backup aborts it, in hours.
+    pub abort_uploads_after_hours: u32,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -132,6 +168,7 @@ pub struct Config {
     pub signature_required: bool,
     pub retention_days: u32,
     pub postgresql_bin_path: Option<PathBuf>,
+    pub repository: RepositorySettings,
 }
 
 impl Config {
@@ -253,6 +290,37 @@ impl Config {
             .map(PathBuf::from)
             .or(f.postgresql.bin_path)
             .filter(|p| !p.as_os_str().is_empty());
+        let number = |var: &str, value: Option<u32>, default: u32| match env(var) {
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|_| Failure::usage(format!("{var}={v} is not a number"))),
+            None => Ok(value.unwrap_or(default)),
+        };
+        let s3_part_size_mib = number("PGSEAL_S3_PART_SIZE_MIB", f.repository.s3_part_size_mib, 8)?;
+        if !(5..=16).contains(&s3_part_size_mib) {
+            return Err(Failure::usage(format!(
+                "s3_part_size_mib = {s3_part_size_mib}: use 5 to 16 (S3's smallest part is 5 MiB; \
+                 two parts are held in memory, which must stay under 64 MiB)"
+            )));
+        }
+        let s3_addressing = env("PGSEAL_S3_ADDRESSING")
+            .or(f.repository.s3_addressing)
+            .unwrap_or_else(|| "auto".into());
+        if !["path", "virtual-host", "auto"].contains(&s3_addressing.as_str()) {
+            return Err(Failure::usage(format!(
+                "s3_addressing = {s3_addressing:?}: use path, virtual-host or auto"
+            )));
+        }
+        let repository = RepositorySettings {
+            url: env("PGSEAL_REPOSITORY").or(f.repository.url.filter(|u| !u.is_empty())),
+            s3_addressing,
+            s3_part_size_mib,
+            abort_uploads_after_hours: number(
+                "PGSEAL_ABORT_UPLOADS_AFTER_HOURS",
+                f.repository.abort_uploads_after_hours,
+                24,
+            )?,
+        };
         Ok(Config {
             file,
             store,
@@ -263,6 +331,7 @@ impl Config {
             signature_required,
             retention_days,
             postgresql_bin_path: bin.map(rel),
+            repository,
         })
     }
 }
@@ -406,6 +475,15 @@ mod tests {
             (4096, 90, true)
         );
         assert_eq!(c.postgresql_bin_path, None);
+        assert_eq!(
+            c.repository,
+            RepositorySettings {
+                url: None,
+                s3_addressing: "auto".into(),
+                s3_part_size_mib: 8,
+                abort_uploads_after_hours: 24,
+            }
+        );
     }
 
     #[test]

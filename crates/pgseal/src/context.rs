@@ -8,10 +8,13 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use pgseal_ops::repo::Repository;
+use pgseal_ops::repo::local::LocalRepository;
 use pgseal_ops::{Actor, Session, Site};
 use pgseal_store::Username;
 use serde_json::Value;
 
+use crate::cli::RepoArgs;
 use crate::config::Config;
 use crate::failure::{CliResult, ExitCode, Failure};
 
@@ -24,13 +27,15 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Option<Config>, store_flag: Option<String>) -> CliResult<Self> {
+        let s3 = crate::s3::access(config.as_ref().map(|c| &c.repository));
         let session = Session::new(
             config.as_ref().map(site),
             actor()?,
             Arc::new(crate::progress::Terminal),
             describe,
         )
-        .with_scratch_dir(std::env::temp_dir());
+        .with_scratch_dir(std::env::temp_dir())
+        .with_s3_access(s3);
         Ok(Context {
             config,
             store_flag,
@@ -47,6 +52,36 @@ impl Context {
     pub fn set_config(&mut self, config: Config) {
         self.session.set_site(site(&config));
         self.config = Some(config);
+    }
+
+    /// Uses the repository `args` name (`--repo`) instead of the configured one, for the
+    /// operations that read the site's repository.
+    pub fn use_repo(&mut self, args: &RepoArgs) -> CliResult {
+        if let Some(url) = &args.url {
+            let mut config = self.config()?.clone();
+            config.repository.url = Some(url.clone());
+            self.set_config(config);
+        }
+        Ok(())
+    }
+
+    /// The repository `args` name (`--repo`), else the configured one; with `create`, a
+    /// directory that does not exist yet is made (a backup's).
+    pub fn repository(&mut self, args: &RepoArgs, create: bool) -> CliResult<Box<dyn Repository>> {
+        self.use_repo(args)?;
+        let c = self.config()?;
+        let reach = pgseal_ops::repo::reach(self);
+        match &c.repository.url {
+            Some(url) => pgseal_ops::repo::open_url(&reach, url, create),
+            None if create => Ok(Box::new(LocalRepository::create_dir(
+                &c.backup_dir,
+                reach.host(),
+            )?)),
+            None => Ok(Box::new(LocalRepository::open(
+                &c.backup_dir,
+                reach.host(),
+            )?)),
+        }
     }
 
     /// Writes the command's audit entry with its outcome (fail closed).
@@ -74,6 +109,7 @@ fn site(c: &Config) -> Site {
     Site {
         store: c.store.clone(),
         backup_dir: c.backup_dir.clone(),
+        repository: c.repository.url.clone(),
         user_keys_dir: c.user_keys_dir.clone(),
         server_keys_dir: c.server_keys_dir.clone(),
         signature_required: c.signature_required,

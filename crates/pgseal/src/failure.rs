@@ -105,6 +105,7 @@ pub fn message(failure: &Failure) -> String {
             };
             format!("opening the store {url}: {}{hint}", store_message(source))
         }
+        Failure::Repository(e) => repository_message(e),
         Failure::Exists(_) => format!("{failure}; pass --force to replace it"),
         Failure::NoSite => format!(
             "{failure}: run `pgseal init --dir DIR`, or point at one with --config FILE, \
@@ -128,6 +129,29 @@ pub fn message(failure: &Failure) -> String {
             message(inner)
         ),
         other => other.to_string(),
+    }
+}
+
+/// A repository's error, with what to check where the cause is the front end's configuration.
+fn repository_message(e: &pgseal_ops::repo::RepoError) -> String {
+    use pgseal_ops::repo::RepoError as R;
+    match e {
+        R::BadCredentials { .. } => format!(
+            "{e}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or \
+             AWS_PROFILE and ~/.aws/credentials"
+        ),
+        R::AccessDenied { .. } => format!(
+            "{e}: check that the credentials (AWS_ACCESS_KEY_ID, or AWS_PROFILE) are right and \
+             may read, write and delete objects in the bucket"
+        ),
+        R::Unreachable { .. } => {
+            format!("{e}: check AWS_ENDPOINT_URL and that the object store is up")
+        }
+        R::NoSuchBucket { .. } => format!(
+            "{e}: create it, or fix the repository URL (--repo, PGSEAL_REPOSITORY or \
+             [repository] url) or AWS_ENDPOINT_URL"
+        ),
+        _ => e.to_string(),
     }
 }
 

@@ -12,6 +12,7 @@ mod failure;
 mod interrupt;
 mod pgtools;
 mod progress;
+mod s3;
 mod secrets;
 
 use pgseal_ops::{files, show};

@@ -17,9 +17,10 @@ use pgseal_core::Password;
 
 use crate::failure::{CliResult, Failure};
 
-/// The variables pgseal reads secrets from, and `PGSEAL_STORE` (a store URL may carry a
-/// password). Every [`PasswordSource`] reads one of these.
-pub const SECRET_VARS: [&str; 7] = [
+/// The variables pgseal reads secrets from: every [`PasswordSource`] reads one of these;
+/// `PGSEAL_STORE` (a store URL may carry a password); the AWS secrets an object store's
+/// credentials come from.
+pub const SECRET_VARS: [&str; 10] = [
     "SERVER_KEY_PASSWORD",
     "PGSEAL_USER_KEY_PASSWORD",
     "PGSEAL_KEY_PASSWORD",
@@ -27,6 +28,9 @@ pub const SECRET_VARS: [&str; 7] = [
     "PGSEAL_NEW_USER_KEY_PASSWORD",
     "BACKUP_ENCRYPTION_PASSWORD",
     "PGSEAL_STORE",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
 ];
 
 /// Removes from a child's environment everything that may hold one of pgseal's secrets —

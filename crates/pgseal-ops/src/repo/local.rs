@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use pgseal_core::v2::Rewrap;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use super::{Listed, Listing, Location, NewObject, Object, RepoError, Repository, Version};
+use super::{
+    Listed, Listing, Location, NewObject, Object, RepoError, Repository, Unfinished, Version,
+};
 use crate::crashpoint;
 use crate::error::{Error, Result};
 use crate::files::{AtomicFile, sweep_replace_leftovers};
@@ -407,6 +409,55 @@ impl Repository for LocalRepository {
             }
         }
         Ok(listing)
+    }
+
+    fn unfinished(&self) -> Result<Vec<Unfinished>> {
+        let Some((dir, fd)) = &self.open else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for location in self.list()?.partial {
+            let (_, name) = plain_parts(&location)?;
+            let started = match rustix::fs::statat(fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => std::time::UNIX_EPOCH
+                    .checked_add(std::time::Duration::from_secs(st.st_mtime.max(0) as u64)),
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("reading {}", dir.join(&name).display()),
+                        e.into(),
+                    ));
+                }
+            };
+            found.push(Unfinished {
+                location,
+                id: name.to_string_lossy().into_owned(),
+                started,
+            });
+        }
+        Ok(found)
+    }
+
+    fn discard(&self, unfinished: &Unfinished) -> Result<()> {
+        let (_, fd) = self.fd()?;
+        let Some(name) = self.member(&unfinished.location)? else {
+            return Ok(());
+        };
+        // Only a hidden partial file is ever discarded here, whatever the caller names.
+        if !name.as_bytes().starts_with(PARTIAL_PREFIX.as_bytes()) {
+            return Err(RepoError::BadName {
+                name: name.to_string_lossy().into_owned(),
+                why: "it is not an unfinished write",
+            }
+            .into());
+        }
+        match rustix::fs::unlinkat(fd, &name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::io(
+                format!("removing {}", unfinished.location.shown()),
+                e.into(),
+            )),
+        }
     }
 }
 

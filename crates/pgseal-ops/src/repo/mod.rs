@@ -138,6 +138,20 @@ pub struct Listing {
     pub other: Vec<Location>,
 }
 
+/// A write that was started and never finished — a killed backup's (or an S3 rewrap's)
+/// incomplete upload, a hidden partial file a killed write left in a directory: not a backup,
+/// and invisible to readers, but it takes space (an incomplete upload is billed) until it is
+/// discarded ([`Repository::discard`]; `pgseal repo cleanup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Where the object would have been (a partial file: where it is).
+    pub location: Location,
+    /// The backend's handle for it: an upload id; a partial file's name.
+    pub id: String,
+    /// When it was started, if the backend says.
+    pub started: Option<std::time::SystemTime>,
+}
+
 /// Where backups live (see the module docs).
 pub trait Repository: Send + Sync {
     /// The repository as shown to people: its directory, its bucket's URL.
@@ -191,6 +205,12 @@ pub trait Repository: Send + Sync {
 
     /// Everything the repository holds.
     fn list(&self) -> Result<Listing>;
+
+    /// The writes started here and never finished (see [`Unfinished`]).
+    fn unfinished(&self) -> Result<Vec<Unfinished>>;
+
+    /// Discards one unfinished write; one that is gone already is not an error.
+    fn discard(&self, unfinished: &Unfinished) -> Result<()>;
 }
 
 /// Why a repository refused or failed an operation on a location.
@@ -435,7 +455,58 @@ impl Read for RangeReader<'_> {
 #[derive(Debug, Clone)]
 pub struct Reach {
     host: String,
-    s3: Option<Arc<s3::S3Connection>>,
+    s3: Option<Arc<S3Access>>,
+}
+
+/// How a session reaches object stores: one [`s3::S3Connection`], made the first time an `s3:`
+/// location is reached, from what the front end supplied — so a command that never touches an
+/// object store never reads the AWS configuration (whose region lookup may ask the network).
+pub struct S3Access {
+    make: Box<dyn Fn() -> Result<Arc<s3::S3Connection>> + Send + Sync>,
+    made: std::sync::Mutex<Option<Arc<s3::S3Connection>>>,
+}
+
+impl S3Access {
+    /// Access through a connection `make` builds when it is first needed (and again after a
+    /// failure, if asked again).
+    pub fn lazy(
+        make: impl Fn() -> Result<Arc<s3::S3Connection>> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(S3Access {
+            make: Box::new(make),
+            made: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Access through a connection already made.
+    pub fn ready(connection: Arc<s3::S3Connection>) -> Arc<Self> {
+        Arc::new(S3Access {
+            make: Box::new(|| {
+                unreachable!("a ready connection is never made again: `made` holds it")
+            }),
+            made: std::sync::Mutex::new(Some(connection)),
+        })
+    }
+
+    /// The connection, made now if it was not yet.
+    pub fn connection(&self) -> Result<Arc<s3::S3Connection>> {
+        // A poisoned lock only means a thread panicked while making the connection: the
+        // `Option` inside is still either a finished connection or nothing.
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = made.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = (self.make)()?;
+        *made = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl std::fmt::Debug for S3Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        f.debug_struct("S3Access").field("made", &*made).finish()
+    }
 }
 
 impl Reach {
@@ -448,8 +519,13 @@ impl Reach {
     }
 
     /// Also reaching object stores, through `connection`.
-    pub fn with_s3(mut self, connection: Arc<s3::S3Connection>) -> Self {
-        self.s3 = Some(connection);
+    pub fn with_s3(self, connection: Arc<s3::S3Connection>) -> Self {
+        self.with_s3_access(S3Access::ready(connection))
+    }
+
+    /// Also reaching object stores, through `access` (its connection made when first needed).
+    pub fn with_s3_access(mut self, access: Arc<S3Access>) -> Self {
+        self.s3 = Some(access);
         self
     }
 
@@ -482,7 +558,11 @@ impl Reach {
                 why: e.reason,
             })?;
             let prefix = key.rsplit_once('/').map_or("", |(folder, _)| folder);
-            let connection = self.s3.clone().expect("reaches() checked it");
+            let connection = self
+                .s3
+                .as_ref()
+                .expect("reaches() checked that object stores are reached")
+                .connection()?;
             return Ok(Some(Box::new(s3::S3Repository::new(
                 connection, &bucket, prefix,
             )?)));
@@ -508,14 +588,70 @@ impl Reach {
 pub fn reach(session: &Session) -> Reach {
     let reach = Reach::new(session.actor().host.clone().unwrap_or_default());
     match session.s3() {
-        Some(connection) => reach.with_s3(connection.clone()),
+        Some(access) => reach.with_s3_access(access.clone()),
         None => reach,
     }
 }
 
-/// The site's repository: its backup directory, on the session's host.
-pub fn site_repository(session: &Session) -> Result<local::LocalRepository> {
-    local::LocalRepository::open(&session.site()?.backup_dir, reach(session).host())
+/// The site's repository: the one its URL names ([`Site::repository`](crate::Site)), else its
+/// backup directory on the session's host.
+pub fn site_repository(session: &Session) -> Result<Box<dyn Repository>> {
+    let site = session.site()?;
+    let reach = reach(session);
+    match site.repository.as_deref() {
+        None => Ok(Box::new(local::LocalRepository::open(
+            &site.backup_dir,
+            reach.host(),
+        )?)),
+        Some(url) => open_url(&reach, url, false),
+    }
+}
+
+/// The repository `url` names: `file:///ABSOLUTE/DIR` (a directory on this host: no host, or
+/// this host's name) or `s3://BUCKET/PREFIX` (the prefix may be empty). With `create`, a
+/// directory that does not exist is made (mode 0700), as a backup needs.
+pub fn open_url(reach: &Reach, url: &str, create: bool) -> Result<Box<dyn Repository>> {
+    let bad = |why: &str| {
+        Error::usage(format!(
+            "{url:?} is not a repository URL: {why} (use file:///ABSOLUTE/DIR or \
+             s3://BUCKET/PREFIX)"
+        ))
+    };
+    if url.starts_with("s3://") {
+        let access = reach
+            .s3
+            .as_ref()
+            .ok_or_else(|| bad("this program has no access to object stores"))?;
+        return Ok(Box::new(s3::S3Repository::from_url(
+            access.connection()?,
+            url,
+        )?));
+    }
+    if !url.starts_with("file://") {
+        return Err(bad("its scheme is neither file nor s3"));
+    }
+    let location = Location::parse(url).map_err(|e| bad(e.reason))?;
+    let host = location.host();
+    if !host.is_empty() && host != reach.host() {
+        return Err(bad("it names another host"));
+    }
+    let segments = location.segments();
+    if segments
+        .iter()
+        .any(|s| s == b"." || s == b".." || s.contains(&0))
+    {
+        return Err(bad("its path holds `.`, `..` or NUL"));
+    }
+    let dir = location
+        .file_path()
+        .filter(|p| p.is_absolute())
+        .ok_or_else(|| bad("its path is not absolute"))?;
+    let repository = if create {
+        local::LocalRepository::create_dir(&dir, reach.host())?
+    } else {
+        local::LocalRepository::open(&dir, reach.host())?
+    };
+    Ok(Box::new(repository))
 }
 
 impl From<RepoError> for Error {

@@ -80,7 +80,9 @@ use bytes::Bytes;
 use pgseal_core::v2::Rewrap;
 use tokio::task::JoinHandle;
 
-use super::{Listed, Listing, Location, NewObject, Object, RepoError, Repository, Version};
+use super::{
+    Listed, Listing, Location, NewObject, Object, RepoError, Repository, Unfinished, Version,
+};
 use crate::crashpoint;
 use crate::error::{Error, Result};
 
@@ -166,18 +168,36 @@ impl std::fmt::Debug for S3Connection {
 impl S3Connection {
     /// A connection with `settings`. A part size out of range is refused.
     pub fn new(settings: S3Settings) -> Result<Arc<Self>> {
+        Self::build(runtime()?, settings)
+    }
+
+    /// A connection whose AWS configuration `load` reads — on the connection's own runtime,
+    /// so that what the configuration holds (its HTTP client, credential providers) runs where
+    /// it will be used. The front end's loader reads the environment (`aws_config`); this
+    /// crate reads none.
+    pub fn load<F>(load: F, addressing: Addressing, part_size: usize) -> Result<Arc<Self>>
+    where
+        F: Future<Output = aws_types::SdkConfig>,
+    {
+        let runtime = runtime()?;
+        let sdk = runtime.block_on(load);
+        Self::build(
+            runtime,
+            S3Settings {
+                sdk,
+                addressing,
+                part_size,
+            },
+        )
+    }
+
+    fn build(runtime: tokio::runtime::Runtime, settings: S3Settings) -> Result<Arc<Self>> {
         if settings.part_size < MIN_PART || settings.part_size as u64 > MAX_PART {
             return Err(Error::usage(format!(
                 "a part size of {} bytes is out of range: S3 parts are 5 MiB to 5 GiB",
                 settings.part_size
             )));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("pgseal-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the object store client", e))?;
         let client = |path_style: bool| {
             let config = aws_sdk_s3::config::Builder::from(&settings.sdk)
                 .force_path_style(path_style)
@@ -221,6 +241,16 @@ impl S3Connection {
             .clone()
             .unwrap_or_else(|| "the AWS S3 endpoint".to_owned())
     }
+}
+
+/// The runtime a connection's requests run on: two worker threads.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pgseal-s3")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the object store client", e))
 }
 
 /// An upload that was started and never completed nor aborted: a killed backup's, or a killed
@@ -1177,6 +1207,26 @@ impl Repository for S3Repository {
             .collect();
         listing.objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(listing)
+    }
+
+    fn unfinished(&self) -> Result<Vec<Unfinished>> {
+        Ok(self
+            .incomplete_uploads()?
+            .into_iter()
+            .map(|u| Unfinished {
+                location: u.location,
+                id: u.upload_id,
+                started: u.initiated,
+            })
+            .collect())
+    }
+
+    fn discard(&self, unfinished: &Unfinished) -> Result<()> {
+        self.abort_upload(&Incomplete {
+            location: unfinished.location.clone(),
+            upload_id: unfinished.id.clone(),
+            initiated: unfinished.started,
+        })
     }
 }
 

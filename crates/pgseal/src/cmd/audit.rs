@@ -154,6 +154,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
+    ctx.use_repo(&args.repo)?;
     let mut r = audit::verify(ctx, &args.anchors)?;
     if let Some(absent) = &r.no_store {
         r.problems.insert(

@@ -2,6 +2,8 @@
 //! zstd → encrypt + sign → a new object in the repository → its location catalogued); this
 //! module says where, with what, and what came of it.
 
+use std::time::Duration;
+
 use pgseal_ops::backup::{self, All, AllReport, Backup, Source};
 use pgseal_ops::repo::local::LocalRepository;
 use pgseal_store::BackupRecord;
@@ -17,20 +19,25 @@ use crate::show;
 pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
     let cfg = ctx.config()?.clone();
     let tools = crate::pgtools::locate(args.pg_bin.as_deref(), cfg.postgresql_bin_path.as_deref())?;
-    let out_dir = args
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| cfg.backup_dir.clone());
-    let repository = LocalRepository::create_dir(&out_dir, pgseal_ops::repo::reach(ctx).host())?;
+    let repository = match &args.output_dir {
+        Some(dir) => Box::new(LocalRepository::create_dir(
+            dir,
+            pgseal_ops::repo::reach(ctx).host(),
+        )?),
+        None => ctx.repository(&args.repo, true)?,
+    };
     let password = user_password(&args.user_password);
     let request = Backup {
         creator: &args.user,
         sign_key: args.sign_key.as_deref(),
         creator_password: &password,
         tools: &tools,
-        repository: &repository,
+        repository: repository.as_ref(),
         schemas: &args.schemas,
         source_host: source_host(),
+        sweep_older_than: Some(Duration::from_secs(
+            u64::from(cfg.repository.abort_uploads_after_hours) * 3600,
+        )),
     };
     if args.all {
         let all = All {

@@ -9,12 +9,19 @@ use pgseal_store::Action;
 use serde_json::json;
 
 use super::{print_json, record_json};
-use crate::cli::{ListArgs, PruneArgs};
+use std::time::{Duration, UNIX_EPOCH};
+
+use pgseal_core::time::Timestamp;
+
+use crate::cli::{ListArgs, PruneArgs, RepoCleanupArgs};
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
 use crate::progress::human;
 
 pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
+    if args.remote {
+        return remote(args, ctx);
+    }
     let backups = pgseal_ops::catalog::list(ctx, args.db.as_deref())?;
     if args.json.on {
         print_json(&json!(backups.iter().map(record_json).collect::<Vec<_>>()));
@@ -44,6 +51,124 @@ pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
     Ok(())
 }
 
+/// `list --remote`: the catalog beside what the repository holds.
+fn remote(args: ListArgs, ctx: &mut Context) -> CliResult {
+    let repository = ctx.repository(&args.repo, false)?;
+    let c = pgseal_ops::catalog::compare(ctx, repository.as_ref(), args.db.as_deref())?;
+    if args.json.on {
+        print_json(&json!({
+            "repository": c.repository,
+            "present": c.present.iter().map(record_json).collect::<Vec<_>>(),
+            "missing": c.missing.iter().map(record_json).collect::<Vec<_>>(),
+            "uncatalogued": c.uncatalogued.iter().map(|o| json!({
+                "location": o.location.as_str(),
+                "size_bytes": o.size,
+            })).collect::<Vec<_>>(),
+            "unfinished": c.unfinished,
+        }));
+        return Ok(());
+    }
+    outln!("repository: {}", crate::show::text(&c.repository));
+    outln!(
+        "{} catalogued and present, {} catalogued but missing, {} not catalogued, {} unfinished \
+         write(s)",
+        c.present.len(),
+        c.missing.len(),
+        c.uncatalogued.len(),
+        c.unfinished
+    );
+    for b in &c.missing {
+        outln!(
+            "MISSING       {:<5} {:<20} {}  {}",
+            b.id,
+            crate::show::name(&b.entry.database),
+            b.entry.created_at.rfc3339(),
+            crate::show::text(&b.entry.location.shown())
+        );
+    }
+    for o in &c.uncatalogued {
+        outln!(
+            "UNCATALOGUED  {:>10}  {}",
+            human(o.size),
+            crate::show::text(&o.location.shown())
+        );
+    }
+    if !c.uncatalogued.is_empty() {
+        outln!("(objects not catalogued are not trusted: check one with `pgseal verify URL`)");
+    }
+    if c.unfinished > 0 {
+        outln!("(unfinished writes: `pgseal repo cleanup` discards the old ones)");
+    }
+    Ok(())
+}
+
+/// `repo cleanup`: discards the repository's old unfinished writes.
+pub fn cleanup(args: RepoCleanupArgs, ctx: &mut Context) -> CliResult {
+    let cfg = ctx.config()?.clone();
+    let older_than = match &args.older_than {
+        Some(text) => Duration::from_millis(parse_age_or_zero(text)? as u64),
+        None => Duration::from_secs(u64::from(cfg.repository.abort_uploads_after_hours) * 3600),
+    };
+    let repository = ctx.repository(&args.repo, false)?;
+    let cleaned = pgseal_ops::cleanup::cleanup(ctx, repository.as_ref(), older_than, args.dry_run)?;
+    let verb = if args.dry_run {
+        "would discard"
+    } else {
+        "discarded"
+    };
+    if args.json.on {
+        let named = |u: &pgseal_ops::repo::Unfinished| {
+            json!({
+                "location": u.location.as_str(),
+                "id": u.id,
+                "started": u.started.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| {
+                    Timestamp::from_unix_secs(d.as_secs() as i64).rfc3339()
+                }),
+            })
+        };
+        print_json(&json!({
+            "repository": cleaned.repository,
+            "dry_run": args.dry_run,
+            "discarded": cleaned.discarded.iter().map(named).collect::<Vec<_>>(),
+            "kept": cleaned.kept.iter().map(named).collect::<Vec<_>>(),
+            "failed": cleaned.failed.iter().map(|(u, e)| json!({
+                "location": u.location.as_str(),
+                "error": crate::failure::message(e),
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        for u in &cleaned.discarded {
+            outln!("{verb}: {}", crate::show::text(&u.location.shown()));
+        }
+        for (u, e) in &cleaned.failed {
+            outln!(
+                "FAILED: {}: {}",
+                crate::show::text(&u.location.shown()),
+                crate::failure::message(e)
+            );
+        }
+        outln!(
+            "{}: {verb} {} unfinished write(s), kept {} younger than {}",
+            crate::show::text(&cleaned.repository),
+            cleaned.discarded.len(),
+            cleaned.kept.len(),
+            args.older_than.as_deref().map_or_else(
+                || format!("{}h", cfg.repository.abort_uploads_after_hours),
+                str::to_owned
+            )
+        );
+    }
+    cleaned.result()
+}
+
+/// An age as [`parse_age`] reads it, where `0` (no unit) also means "any age".
+fn parse_age_or_zero(text: &str) -> CliResult<i64> {
+    if text == "0" {
+        return Ok(0);
+    }
+    parse_age(text)
+}
+
 /// Parses an age such as `90d`, `12h`, `2w`, `30m` into milliseconds.
 fn parse_age(text: &str) -> CliResult<i64> {
     let bad = || {
@@ -71,10 +196,10 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
         (None, Some(text)) => Retention::OlderThan(parse_age(text)?),
         (None, None) => Retention::OlderThan(i64::from(cfg.retention_days) * 86_400_000),
     };
-    let repository = pgseal_ops::repo::site_repository(ctx)?;
+    let repository = ctx.repository(&args.repo, false)?;
     let report = pgseal_ops::prune::prune(
         ctx,
-        &repository,
+        repository.as_ref(),
         &PruneRequest {
             database: args.db.clone(),
             retention,

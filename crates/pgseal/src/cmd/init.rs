@@ -134,6 +134,10 @@ pub fn show_config(args: Json, ctx: &mut Context) -> CliResult {
         "signature_required": c.signature_required,
         "retention_days": c.retention_days,
         "postgresql_bin_path": c.postgresql_bin_path,
+        "repository": c.repository.url,
+        "s3_addressing": c.repository.s3_addressing,
+        "s3_part_size_mib": c.repository.s3_part_size_mib,
+        "abort_uploads_after_hours": c.repository.abort_uploads_after_hours,
     });
     if args.on {
         print_json(&v);

@@ -20,8 +20,8 @@ use std::path::Path;
 use pgseal_core::PrivateKey;
 
 use crate::cli::{
-    AuditCommand, Command, KeyCommand, NewPasswordArgs, ServerKeyCommand, ServerPasswordArgs,
-    UserKeyCommand, UserPasswordArgs,
+    AuditCommand, Command, KeyCommand, NewPasswordArgs, RepoCommand, ServerKeyCommand,
+    ServerPasswordArgs, UserKeyCommand, UserPasswordArgs,
 };
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
@@ -53,6 +53,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Restore(args) => restore::run(args, ctx),
         Command::List(args) => catalog::list(args, ctx),
         Command::Prune(args) => catalog::prune(args, ctx),
+        Command::Repo(RepoCommand::Cleanup(args)) => catalog::cleanup(args, ctx),
         Command::Audit(AuditCommand::List(args)) => audit::list(args, ctx),
         Command::Audit(AuditCommand::Stats(args)) => audit::stats(args, ctx),
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(args, ctx),

@@ -77,6 +77,7 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
 }
 
 pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
+    ctx.use_repo(&args.repo)?;
     let confirm = |holding: usize| match &args.confirm {
         Some(typed) => Ok(typed.clone()),
         None => crate::secrets::ask_line(&format!(
