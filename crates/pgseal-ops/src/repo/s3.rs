@@ -92,6 +92,11 @@ pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// The most parts one upload may have.
 const MAX_PARTS: u64 = 10_000;
+/// The size of a rewrap's copied parts (larger when a file would need more than
+/// [`MAX_PARTS`]; at most [`MAX_PART`]).
+const COPY_PART: u64 = 256 * 1024 * 1024;
+/// How many parts a rewrap copies at once.
+const COPY_CONCURRENCY: usize = 4;
 
 /// How bucket names become URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -831,32 +836,44 @@ impl S3Repository {
                         .set_e_tag(first.e_tag().map(str::to_owned))
                         .build(),
                 ];
+                // The rest in copied parts, a few at a time: engines that read what they copy
+                // (Garage computes each part's MD5) work on several at once.
+                let copy_part = COPY_PART
+                    .max((size - direct).div_ceil(MAX_PARTS - 1))
+                    .min(MAX_PART);
+                let mut copies = tokio::task::JoinSet::new();
                 let mut from = direct;
                 let mut number = 2;
-                while from < size {
-                    let to = (from + MAX_PART).min(size);
-                    let copied = client
-                        .upload_part_copy()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .upload_id(&upload_id)
-                        .part_number(number)
-                        .copy_source(&source)
-                        .copy_source_range(format!("bytes={from}-{}", to - 1))
-                        .copy_source_if_match(&etag)
-                        .send()
-                        .await
-                        .map_err(Fault::from_sdk)?;
-                    let result = copied.copy_part_result();
-                    parts.push(
-                        CompletedPart::builder()
+                while from < size || !copies.is_empty() {
+                    while from < size && copies.len() < COPY_CONCURRENCY {
+                        let to = (from + copy_part).min(size);
+                        let request = client
+                            .upload_part_copy()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .upload_id(&upload_id)
                             .part_number(number)
-                            .set_e_tag(result.and_then(|r| r.e_tag()).map(str::to_owned))
-                            .build(),
-                    );
-                    from = to;
-                    number += 1;
+                            .copy_source(&source)
+                            .copy_source_range(format!("bytes={from}-{}", to - 1))
+                            .copy_source_if_match(&etag);
+                        copies.spawn(async move {
+                            let copied = request.send().await.map_err(Fault::from_sdk)?;
+                            let result = copied.copy_part_result();
+                            Ok::<_, Fault>(
+                                CompletedPart::builder()
+                                    .part_number(number)
+                                    .set_e_tag(result.and_then(|r| r.e_tag()).map(str::to_owned))
+                                    .build(),
+                            )
+                        });
+                        from = to;
+                        number += 1;
+                    }
+                    if let Some(done) = copies.join_next().await {
+                        parts.push(done.map_err(|e| Fault::Other(e.to_string()))??);
+                    }
                 }
+                parts.sort_by_key(|p| p.part_number());
                 Ok::<_, Fault>(parts)
             }
         });
