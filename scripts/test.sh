@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole pgseal test suite: the Rust unit and integration tests (the store's on SQLite and on
-# a PostgreSQL cluster the tests start themselves), then the independent Python reference decoder
-# and the OpenSSL interop tests (tests/reference). Installs what it needs.
+# a PostgreSQL cluster the tests start themselves, the S3 ones on a Garage S3 engine they start),
+# then the independent Python reference decoder and the OpenSSL interop tests (tests/reference).
+# Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v setsid >/dev/null || need_apt+=(util-linux)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 # pgseal runs PostgreSQL's tools under setpriv --pdeathsig, so they die with it.
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+# scripts/garage.sh takes a lock so that concurrent runs build Garage once.
+command -v flock >/dev/null || need_apt+=(util-linux)
 # The store and backup tests start their own throwaway PostgreSQL clusters.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
@@ -18,6 +21,13 @@ if ((${#need_apt[@]})); then
 fi
 if ! python3 -c 'import cryptography, zstandard, pytest, blake3' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/reference/requirements.txt
+fi
+
+# The S3 tests start a real Garage: built once per machine (see scripts/garage.sh for how long
+# the first build takes), unless PGSEAL_GARAGE_BIN already names a Garage 2.5.x.
+if [[ -z "${PGSEAL_GARAGE_BIN:-}" ]]; then
+    PGSEAL_GARAGE_BIN="$(bash scripts/garage.sh)"
+    export PGSEAL_GARAGE_BIN
 fi
 
 cargo build --workspace --quiet

@@ -1,4 +1,4 @@
-//! Throwaway PostgreSQL clusters for pgseal's tests.
+//! Throwaway PostgreSQL clusters — and a throwaway S3 engine — for pgseal's tests.
 //!
 //! Tests that need a real server (the key store, `backup`/`restore` through `pg_dump` and
 //! `pg_restore`) start one themselves: [`TestCluster::start`] runs `initdb` into a fresh
@@ -62,8 +62,36 @@
 //! `PGSEAL_TEST_TMPDIR` overrides where the temporary directories go (default: the system temp
 //! dir, or `/tmp` when that one is unsuitable: not traversable by `postgres`, or too long a path
 //! for a unix socket).
+//!
+//! # An S3 engine: Garage
+//!
+//! Tests of backups kept in object storage talk to a real S3 engine: [`TestGarage`] starts a
+//! single-node [Garage](https://garagehq.deuxfleurs.fr/) on loopback in its own temporary
+//! directory, with a layout, an access key and a bucket, in the same style (own process, own
+//! ports, a watchdog, [`TestGarage::shared`]):
+//!
+//! ```no_run
+//! use pgseal_testkit::TestGarage;
+//!
+//! let s3 = TestGarage::shared();
+//! // An S3 client for it: endpoint, region, static credentials, path-style addressing.
+//! let (endpoint, region) = (s3.endpoint(), s3.region());
+//! let (id, secret) = (s3.access_key_id(), s3.secret_access_key());
+//! let bucket = s3.bucket(); // or s3.create_bucket("my-own-bucket")
+//! # let _ = (endpoint, region, id, secret, bucket);
+//! ```
+//!
+//! The `garage` binary (Garage 2.5.x) is taken from `PGSEAL_GARAGE_BIN`, else from where
+//! `scripts/garage.sh` installs it (`$XDG_CACHE_HOME/pgseal/garage-2.5.0/bin/garage`, by
+//! default `~/.cache/pgseal/garage-2.5.0/bin/garage`), else from `PATH`. When none is there
+//! (or it is another version) [`TestGarage::start`] returns
+//! [`TestkitError::GarageNotInstalled`], whose message says to run `scripts/garage.sh`.
 
 #![warn(missing_docs)]
+
+mod garage;
+
+pub use garage::{BucketPermissions, GARAGE_VERSION, GarageKey, TestGarage};
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -121,7 +149,12 @@ pub enum TestkitError {
         /// The underlying error.
         source: io::Error,
     },
-    /// A program ran and failed (`initdb`, `pg_ctl`, `psql`, ...).
+    /// The `garage` binary [`TestGarage`] runs was not found, or it is not a Garage 2.5.x.
+    GarageNotInstalled {
+        /// Where it was looked for, and why each place did not qualify.
+        searched: String,
+    },
+    /// A program ran and failed (`initdb`, `pg_ctl`, `psql`, `garage`, ...).
     Command {
         /// The program and what it was asked to do.
         command: String,
@@ -145,6 +178,11 @@ impl fmt::Display for TestkitError {
                 "running as root, and PostgreSQL refuses to run as root; it must run as the \
                  `{SERVER_USER}` system user, but {reason} ({INSTALL_HINT} creates the user; \
                  runuser comes with util-linux)"
+            ),
+            TestkitError::GarageNotInstalled { searched } => write!(
+                f,
+                "Garage 2.5.x (the S3 engine of the tests) not found ({searched}): {}",
+                garage::GARAGE_HINT
             ),
             TestkitError::Io { context, source } => write!(f, "{context}: {source}"),
             TestkitError::Command { command, details } => {
