@@ -49,12 +49,17 @@
 //! new prelude — the rewrap's writes all applied in memory to the first bytes, read by a
 //! ranged `GET` with `If-Match` — extended to the 5 MiB minimum part size, and the rest is
 //! copied from the object itself by ranged `UploadPartCopy` with `x-amz-copy-source-if-match`
-//! (parts of at most 5 GiB). Completing the upload replaces the object atomically: at every
-//! instant the key holds a complete object, the old one until the completion and the new one
-//! after it, and no temporary object is ever made. Nothing of the old wrapping is left at any
-//! key; a process killed before the completion leaves the old object and an incomplete upload
-//! (cleaned up like a killed backup). The client sends the first part and a few requests
-//! whatever the size: the cost does not grow with the file. If the bucket keeps versions,
+//! (256 MiB parts, four at a time; larger parts, up to 5 GiB, for a file that would need more
+//! than 10,000). Completing the upload replaces the object atomically: at every instant the
+//! key holds a complete object, the old one until the completion and the new one after it,
+//! and no temporary object is ever made. Nothing of the old wrapping is left at any key; a
+//! process killed before the completion leaves the old object and an incomplete upload
+//! (cleaned up like a killed backup). The client sends 5 MiB and one request per copied part
+//! whatever the size: what crosses the network does not grow with the file. The engine's own
+//! work may: Garage reads every copied byte to compute the parts' MD5 ETags (on a 2-core test
+//! machine: 1 MiB in 0.05 s, 64 MiB in 0.3 s, 1 GiB in 3.2 s, against 7 s to upload 1 GiB),
+//! and the rewrite of an object below the minimum part size is a whole GET and PUT of at most
+//! 5 MiB. If the bucket keeps versions,
 //! the replaced version is deleted by its version id right after; if that fails the
 //! rewrap fails with [`RepoError::OldVersionKept`], naming the version that still holds the
 //! old wrapping. An object smaller than one minimum part is simply read, rewritten and put
@@ -1513,6 +1518,47 @@ impl Drop for NewS3Object {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn offline() -> Arc<S3Connection> {
+        let sdk = aws_types::SdkConfig::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .build();
+        S3Connection::new(S3Settings::new(sdk)).unwrap()
+    }
+
+    #[test]
+    fn a_repository_url_names_a_bucket_and_a_folder() {
+        let r = S3Repository::from_url(offline(), "s3://pgseal-backups/site1/db/").unwrap();
+        assert_eq!((r.bucket(), r.prefix()), ("pgseal-backups", "site1/db/"));
+        assert_eq!(r.describe(), "s3://pgseal-backups/site1/db/");
+        let r = S3Repository::from_url(offline(), "s3://pgseal-backups").unwrap();
+        assert_eq!(r.prefix(), "");
+        assert_eq!(
+            r.location("x.pgseal").unwrap().as_str(),
+            "s3://pgseal-backups/x.pgseal"
+        );
+        for bad in [
+            "file:///srv",
+            "s3://Bad_Bucket/x",
+            "s3://pgseal-backups/a/../b",
+            "s3://pgseal-backups/a//b",
+            "s3://pgseal-backups/a\nb",
+        ] {
+            assert!(S3Repository::from_url(offline(), bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_part_size_outside_what_s3_accepts_is_refused() {
+        let sdk = aws_types::SdkConfig::builder().build();
+        for part_size in [MIN_PART - 1, MAX_PART as usize + 1] {
+            let settings = S3Settings {
+                part_size,
+                ..S3Settings::new(sdk.clone())
+            };
+            assert!(matches!(S3Connection::new(settings), Err(Error::Usage(_))));
+        }
+    }
 
     #[test]
     fn variants_go_before_the_extension() {
