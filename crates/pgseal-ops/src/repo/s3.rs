@@ -49,12 +49,17 @@
 //! new prelude — the rewrap's writes all applied in memory to the first bytes, read by a
 //! ranged `GET` with `If-Match` — extended to the 5 MiB minimum part size, and the rest is
 //! copied from the object itself by ranged `UploadPartCopy` with `x-amz-copy-source-if-match`
-//! (parts of at most 5 GiB). Completing the upload replaces the object atomically: at every
-//! instant the key holds a complete object, the old one until the completion and the new one
-//! after it, and no temporary object is ever made. Nothing of the old wrapping is left at any
-//! key; a process killed before the completion leaves the old object and an incomplete upload
-//! (cleaned up like a killed backup). The client sends the first part and a few requests
-//! whatever the size: the cost does not grow with the file. If the bucket keeps versions,
+//! (256 MiB parts, four at a time; larger parts, up to 5 GiB, for a file that would need more
+//! than 10,000). Completing the upload replaces the object atomically: at every instant the
+//! key holds a complete object, the old one until the completion and the new one after it,
+//! and no temporary object is ever made. Nothing of the old wrapping is left at any key; a
+//! process killed before the completion leaves the old object and an incomplete upload
+//! (cleaned up like a killed backup). The client sends 5 MiB and one request per copied part
+//! whatever the size: what crosses the network does not grow with the file. The engine's own
+//! work may: Garage reads every copied byte to compute the parts' MD5 ETags (on a 2-core test
+//! machine: 1 MiB in 0.05 s, 64 MiB in 0.3 s, 1 GiB in 3.2 s, against 7 s to upload 1 GiB),
+//! and the rewrite of an object below the minimum part size is a whole GET and PUT of at most
+//! 5 MiB. If the bucket keeps versions,
 //! the replaced version is deleted by its version id right after; if that fails the
 //! rewrap fails with [`RepoError::OldVersionKept`], naming the version that still holds the
 //! old wrapping. An object smaller than one minimum part is simply read, rewritten and put
@@ -94,6 +99,11 @@ pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// The most parts one upload may have.
 const MAX_PARTS: u64 = 10_000;
+/// The size of a rewrap's copied parts (larger when a file would need more than
+/// [`MAX_PARTS`]; at most [`MAX_PART`]).
+const COPY_PART: u64 = 256 * 1024 * 1024;
+/// How many parts a rewrap copies at once.
+const COPY_CONCURRENCY: usize = 4;
 
 /// How bucket names become URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -861,32 +871,44 @@ impl S3Repository {
                         .set_e_tag(first.e_tag().map(str::to_owned))
                         .build(),
                 ];
+                // The rest in copied parts, a few at a time: engines that read what they copy
+                // (Garage computes each part's MD5) work on several at once.
+                let copy_part = COPY_PART
+                    .max((size - direct).div_ceil(MAX_PARTS - 1))
+                    .min(MAX_PART);
+                let mut copies = tokio::task::JoinSet::new();
                 let mut from = direct;
                 let mut number = 2;
-                while from < size {
-                    let to = (from + MAX_PART).min(size);
-                    let copied = client
-                        .upload_part_copy()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .upload_id(&upload_id)
-                        .part_number(number)
-                        .copy_source(&source)
-                        .copy_source_range(format!("bytes={from}-{}", to - 1))
-                        .copy_source_if_match(&etag)
-                        .send()
-                        .await
-                        .map_err(Fault::from_sdk)?;
-                    let result = copied.copy_part_result();
-                    parts.push(
-                        CompletedPart::builder()
+                while from < size || !copies.is_empty() {
+                    while from < size && copies.len() < COPY_CONCURRENCY {
+                        let to = (from + copy_part).min(size);
+                        let request = client
+                            .upload_part_copy()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .upload_id(&upload_id)
                             .part_number(number)
-                            .set_e_tag(result.and_then(|r| r.e_tag()).map(str::to_owned))
-                            .build(),
-                    );
-                    from = to;
-                    number += 1;
+                            .copy_source(&source)
+                            .copy_source_range(format!("bytes={from}-{}", to - 1))
+                            .copy_source_if_match(&etag);
+                        copies.spawn(async move {
+                            let copied = request.send().await.map_err(Fault::from_sdk)?;
+                            let result = copied.copy_part_result();
+                            Ok::<_, Fault>(
+                                CompletedPart::builder()
+                                    .part_number(number)
+                                    .set_e_tag(result.and_then(|r| r.e_tag()).map(str::to_owned))
+                                    .build(),
+                            )
+                        });
+                        from = to;
+                        number += 1;
+                    }
+                    if let Some(done) = copies.join_next().await {
+                        parts.push(done.map_err(|e| Fault::Other(e.to_string()))??);
+                    }
                 }
+                parts.sort_by_key(|p| p.part_number());
                 Ok::<_, Fault>(parts)
             }
         });
@@ -1546,6 +1568,47 @@ impl Drop for NewS3Object {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn offline() -> Arc<S3Connection> {
+        let sdk = aws_types::SdkConfig::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .build();
+        S3Connection::new(S3Settings::new(sdk)).unwrap()
+    }
+
+    #[test]
+    fn a_repository_url_names_a_bucket_and_a_folder() {
+        let r = S3Repository::from_url(offline(), "s3://pgseal-backups/site1/db/").unwrap();
+        assert_eq!((r.bucket(), r.prefix()), ("pgseal-backups", "site1/db/"));
+        assert_eq!(r.describe(), "s3://pgseal-backups/site1/db/");
+        let r = S3Repository::from_url(offline(), "s3://pgseal-backups").unwrap();
+        assert_eq!(r.prefix(), "");
+        assert_eq!(
+            r.location("x.pgseal").unwrap().as_str(),
+            "s3://pgseal-backups/x.pgseal"
+        );
+        for bad in [
+            "file:///srv",
+            "s3://Bad_Bucket/x",
+            "s3://pgseal-backups/a/../b",
+            "s3://pgseal-backups/a//b",
+            "s3://pgseal-backups/a\nb",
+        ] {
+            assert!(S3Repository::from_url(offline(), bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_part_size_outside_what_s3_accepts_is_refused() {
+        let sdk = aws_types::SdkConfig::builder().build();
+        for part_size in [MIN_PART - 1, MAX_PART as usize + 1] {
+            let settings = S3Settings {
+                part_size,
+                ..S3Settings::new(sdk.clone())
+            };
+            assert!(matches!(S3Connection::new(settings), Err(Error::Usage(_))));
+        }
+    }
 
     #[test]
     fn variants_go_before_the_extension() {
