@@ -759,6 +759,7 @@ mod flow {
         let site = Site {
             store: StoreUrl::Sqlite(tmp.path().join("pgseal.db")),
             backup_dir: tmp.path().join("backups"),
+            repository: None,
             user_keys_dir: tmp.path().join("keys/users"),
             server_keys_dir: tmp.path().join("keys/server"),
             signature_required: true,
@@ -845,6 +846,7 @@ mod flow {
                 repository: &repo,
                 schemas: &[],
                 source_host: Some("s3-flow-host".into()),
+                sweep_older_than: None,
             },
             Source::Name(db.clone()),
         );
