@@ -106,7 +106,7 @@ fn run(repository: &dyn Repository, older_than: Duration, dry_run: bool) -> Resu
         ..Cleaned::default()
     };
     for u in repository.unfinished()? {
-        if !u.started.is_some_and(|t| t < before) {
+        if u.started.is_none_or(|t| t >= before) {
             cleaned.kept.push(u);
         } else if dry_run {
             cleaned.discarded.push(u);

@@ -34,9 +34,10 @@ pub struct Inspected {
     pub what: Inspection,
 }
 
-/// Reads the header of `input` (a path, or `-` for standard input).
-pub fn inspect(input: &str) -> Result<Inspected> {
-    let mut input = Input::open(input)?;
+/// Reads the header of `input` (a path, `-` for standard input, or an `s3://` location `reach`
+/// reaches).
+pub fn inspect(reach: &crate::repo::Reach, input: &str) -> Result<Inspected> {
+    let mut input = Input::open_in(reach, input)?;
     let prefix = input.peek(DETECT_LEN)?;
     if let Err(Detected::PlainDump) = detect_format(&prefix) {
         return Ok(Inspected {

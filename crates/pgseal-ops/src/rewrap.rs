@@ -83,7 +83,8 @@ impl RewrapReport {
     }
 }
 
-/// A file to rewrap: as the caller named it (a path) or the catalog did (a location).
+/// A file to rewrap: as the caller named it (a path) or by its location (the catalog's, or an
+/// `s3://` URL the caller named).
 enum Target {
     Named(PathBuf),
     Catalogued(Location),
@@ -116,7 +117,15 @@ pub fn rewrap(
             .filter(|b| reach.reaches(&b.entry.location))
             .map(|b| Target::Catalogued(b.entry.location))
             .collect(),
-        Files::Named(paths) => paths.iter().cloned().map(Target::Named).collect(),
+        Files::Named(paths) => paths
+            .iter()
+            .map(|p| match p.to_str().filter(|s| s.starts_with("s3://")) {
+                Some(url) => Location::parse(url)
+                    .map(Target::Catalogued)
+                    .map_err(|e| Error::usage(e.to_string())),
+                None => Ok(Target::Named(p.clone())),
+            })
+            .collect::<Result<_>>()?,
     };
     let mut items = Vec::new();
     for target in &targets {

@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 use super::print_json;
 use crate::cli::InspectArgs;
+use crate::context::Context;
 use crate::failure::CliResult;
 
-pub fn run(args: InspectArgs) -> CliResult {
-    let found = inspect(&args.input)?;
+pub fn run(args: InspectArgs, ctx: &mut Context) -> CliResult {
+    let found = inspect(&pgseal_ops::repo::reach(ctx), &args.input)?;
     let len = found.file_bytes;
     let facts: Value = match &found.what {
         Inspection::V2(prelude) => v2_facts(prelude, &found.name, len),

@@ -63,7 +63,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Encrypt(args) => encrypt::run(args, ctx),
         Command::Decrypt(args) => decrypt::run(args, ctx),
         Command::Verify(args) => verify::run(args, ctx),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Inspect(args) => inspect::run(args, ctx),
     }
 }
 

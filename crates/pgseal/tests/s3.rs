@@ -1,0 +1,366 @@
+//! The command line on an S3 repository: a real Garage engine (pgseal-testkit's `TestGarage`)
+//! and a real PostgreSQL cluster, both started by the tests on loopback. The repository is
+//! named the ways users name it (`PGSEAL_REPOSITORY`, `--repo`), and the engine is reached
+//! with the AWS variables users already set — each test in a bucket of its own.
+
+mod common;
+
+use std::ffi::OsString;
+use std::process::Output;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use common::{code, ok, stderr, stdout};
+use pgseal_testkit::{TestCluster, TestGarage};
+use serde_json::Value;
+
+/// `name` made unique to this run (the engine is shared by the tests of this binary).
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{name}-{:x}{nanos:x}", std::process::id())
+}
+
+/// The AWS variables that reach the shared engine, with `secret` as the secret key.
+fn aws_env(g: &TestGarage, secret: &str) -> Vec<(OsString, OsString)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), g.endpoint().into()),
+        ("AWS_REGION".into(), g.region().into()),
+        ("AWS_ACCESS_KEY_ID".into(), g.access_key_id().into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret.into()),
+        // Nothing from the machine's own AWS files.
+        ("AWS_CONFIG_FILE".into(), "/nonexistent/aws-config".into()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".into(),
+            "/nonexistent/aws-credentials".into(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
+/// A site whose repository is `s3://BUCKET/site/backups` in a new bucket, reaching a test
+/// cluster through libpq's environment.
+struct S3Site {
+    site: common::Site,
+    bucket: String,
+    cluster: &'static TestCluster,
+}
+
+impl S3Site {
+    fn new(name: &str) -> S3Site {
+        let g = TestGarage::shared();
+        let bucket = unique(name);
+        g.create_bucket(&bucket).unwrap();
+        let cluster = TestCluster::shared();
+        let mut env: Vec<(OsString, OsString)> = cluster
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+        env.extend(aws_env(g, g.secret_access_key()));
+        env.push((
+            "PGSEAL_REPOSITORY".into(),
+            format!("s3://{bucket}/site/backups").into(),
+        ));
+        S3Site {
+            site: common::Site::with_env(env),
+            bucket,
+            cluster,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.site.run(args)
+    }
+
+    fn repo(&self) -> String {
+        format!("s3://{}/site/backups", self.bucket)
+    }
+
+    fn sample_db(&self, prefix: &str) -> String {
+        let db = self.cluster.create_database(prefix).unwrap();
+        self.cluster
+            .psql(
+                &db,
+                "CREATE TABLE t (id int PRIMARY KEY, v text);
+                 INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g;",
+            )
+            .unwrap();
+        db
+    }
+
+    /// Backs up `db` and returns the object's location from the report.
+    fn backup(&self, db: &str) -> String {
+        let out = self.run(&["backup", db, "--user", "system_backup", "--json"]);
+        ok(&out);
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["location"].as_str().unwrap().to_owned()
+    }
+
+    fn objects(&self) -> Vec<String> {
+        let client = client(TestGarage::shared());
+        block_on(
+            client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix("site/backups/")
+                .send(),
+        )
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A client of the engine's own, for what the tests do behind pgseal's back.
+fn client(g: &TestGarage) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(g.region().to_owned()))
+        .endpoint_url(g.endpoint())
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            g.access_key_id(),
+            g.secret_access_key(),
+            None,
+            None,
+            "pgseal-tests",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+#[test]
+fn backup_to_a_bucket_then_list_inspect_verify_decrypt_and_restore_check_from_it() {
+    let s = S3Site::new("pgseal-cli-flow");
+    let db = s.sample_db("s3flow");
+    let location = s.backup(&db);
+    assert!(
+        location.starts_with(&format!("{}/{db}_", s.repo())),
+        "{location}"
+    );
+    assert_eq!(s.objects().len(), 1);
+    // Nothing was written to the site's backup directory.
+    assert!(common::listing(&s.site.path("backups")).is_empty());
+
+    let listed: Value = serde_json::from_str(&stdout(&s.run(&["list", "--json"]))).unwrap();
+    assert_eq!(listed[0]["location"], location.as_str());
+    let remote = s.run(&["list", "--remote", "--json"]);
+    ok(&remote);
+    let remote: Value = serde_json::from_str(&stdout(&remote)).unwrap();
+    assert_eq!(remote["present"].as_array().unwrap().len(), 1);
+    assert_eq!(remote["missing"].as_array().unwrap().len(), 0);
+    assert_eq!(remote["uncatalogued"].as_array().unwrap().len(), 0);
+
+    let inspected = s.run(&["inspect", &location, "--json"]);
+    ok(&inspected);
+    let inspected: Value = serde_json::from_str(&stdout(&inspected)).unwrap();
+    assert_eq!(inspected["format"], "v2");
+
+    ok(&s.run(&["verify", &location]));
+    let plain = s.site.path("dump.bin");
+    ok(&s.run(&["decrypt", &location, "-o", plain.to_str().unwrap()]));
+    assert!(std::fs::read(&plain).unwrap().starts_with(b"PGDMP"));
+
+    let check = s.run(&["restore", &location, "--check", "--json"]);
+    ok(&check);
+    let check: Value = serde_json::from_str(&stdout(&check)).unwrap();
+    assert_eq!(check["restorable"], true, "{check}");
+    assert_eq!(check["tables"][0]["rows"], 2000, "{check}");
+
+    // The audit log's anchors come from the bucket's headers.
+    let verified = s.run(&["audit", "verify", "--json"]);
+    ok(&verified);
+    let verified: Value = serde_json::from_str(&stdout(&verified)).unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+    assert_eq!(
+        verified["backup_dir"]["path"],
+        format!("{}/", s.repo()),
+        "{verified}"
+    );
+    assert_eq!(verified["backup_dir"]["signed"], 1, "{verified}");
+    assert!(
+        verified["anchors_checked"].as_u64().unwrap() >= 1,
+        "{verified}"
+    );
+}
+
+#[test]
+fn list_remote_names_objects_missing_from_the_catalog_and_entries_whose_object_is_gone() {
+    let s = S3Site::new("pgseal-cli-remote");
+    let db = s.sample_db("s3remote");
+    let first = s.backup(&db);
+    let second = s.backup(&db);
+    // Someone deletes one object behind pgseal's back, and drops a file in.
+    let g = TestGarage::shared();
+    let key = second.split_once(&format!("{}/", s.bucket)).unwrap().1;
+    block_on(client(g).delete_object().bucket(&s.bucket).key(key).send()).unwrap();
+    block_on(
+        client(g)
+            .put_object()
+            .bucket(&s.bucket)
+            .key("site/backups/stranger.pgseal")
+            .body(b"not a backup".to_vec().into())
+            .send(),
+    )
+    .unwrap();
+
+    let out = s.run(&["list", "--remote", "--json"]);
+    ok(&out);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["present"][0]["location"], first.as_str(), "{v}");
+    assert_eq!(v["missing"][0]["location"], second.as_str(), "{v}");
+    assert_eq!(
+        v["uncatalogued"][0]["location"],
+        format!("{}/stranger.pgseal", s.repo()),
+        "{v}"
+    );
+    let text = stdout(&s.run(&["list", "--remote"]));
+    assert!(
+        text.contains("MISSING") && text.contains("UNCATALOGUED"),
+        "{text}"
+    );
+}
+
+#[test]
+fn repo_cleanup_aborts_old_incomplete_uploads_and_audits_each() {
+    let s = S3Site::new("pgseal-cli-cleanup");
+    let g = TestGarage::shared();
+    // What a killed backup leaves: an upload started, a part sent, never completed.
+    let started = block_on(
+        client(g)
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key("site/backups/shop_20260101T000000.000Z.pgseal")
+            .send(),
+    )
+    .unwrap();
+    let upload_id = started.upload_id().unwrap().to_owned();
+
+    // Young: kept by the default age (a backup may be writing it right now).
+    let out = s.run(&["repo", "cleanup", "--json"]);
+    ok(&out);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["discarded"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["kept"].as_array().unwrap().len(), 1, "{v}");
+
+    // Garage records the start to the second; any age below it finds it old enough.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let dry = s.run(&[
+        "repo",
+        "cleanup",
+        "--older-than",
+        "0",
+        "--dry-run",
+        "--json",
+    ]);
+    ok(&dry);
+    let v: Value = serde_json::from_str(&stdout(&dry)).unwrap();
+    assert_eq!(v["discarded"][0]["id"], upload_id.as_str(), "{v}");
+
+    let out = s.run(&["repo", "cleanup", "--older-than", "0"]);
+    ok(&out);
+    assert!(
+        stdout(&out).contains("discarded 1 unfinished"),
+        "{}",
+        stdout(&out)
+    );
+    let entry = s.site.last_audit();
+    assert_eq!(entry.entry.action.as_str(), "REPO_CLEANUP");
+    assert!(entry.entry.success);
+    assert!(
+        entry.entry.details.contains(&upload_id),
+        "{}",
+        entry.entry.details
+    );
+    let uploads = block_on(client(g).list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
+    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+
+    let again = s.run(&["repo", "cleanup", "--older-than", "0", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(v["discarded"].as_array().unwrap().len(), 0, "{v}");
+}
+
+#[test]
+fn a_wrong_secret_fails_the_backup_with_what_to_check_audited_and_nothing_in_the_bucket() {
+    let s = S3Site::new("pgseal-cli-badkey");
+    let db = s.sample_db("s3badkey");
+    let out = s
+        .site
+        .cmd()
+        .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+        .args(["backup", &db, "--user", "system_backup"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    let err = stderr(&out);
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(
+        !err.contains(&"0".repeat(64)),
+        "the secret is never shown: {err}"
+    );
+    let entry = s.site.last_audit();
+    assert_eq!(entry.entry.action.as_str(), "BACKUP");
+    assert!(!entry.entry.success);
+    assert!(s.objects().is_empty());
+    let uploads = block_on(
+        client(TestGarage::shared())
+            .list_multipart_uploads()
+            .bucket(&s.bucket)
+            .send(),
+    )
+    .unwrap();
+    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+}
+
+#[test]
+fn an_endpoint_that_is_down_and_a_missing_bucket_say_what_to_fix() {
+    let s = S3Site::new("pgseal-cli-down");
+    let db = s.sample_db("s3down");
+    let down = s
+        .site
+        .cmd()
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .args(["backup", &db, "--user", "system_backup"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&down), 1, "{}", stderr(&down));
+    assert!(
+        stderr(&down).contains("AWS_ENDPOINT_URL"),
+        "{}",
+        stderr(&down)
+    );
+
+    let missing = format!("s3://{}-gone/x", s.bucket);
+    let out = s.run(&["backup", &db, "--user", "system_backup", "--repo", &missing]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    let bad = s.run(&["list", "--remote", "--repo", "s3://a/../b"]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+}
+
+#[test]
+fn the_configuration_shows_the_repository_and_no_secret() {
+    let s = S3Site::new("pgseal-cli-config");
+    let out = s.run(&["config", "--json"]);
+    ok(&out);
+    let text = stdout(&out);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["repository"], s.repo().as_str());
+    assert!(
+        !text.contains(TestGarage::shared().secret_access_key()),
+        "{text}"
+    );
+}
