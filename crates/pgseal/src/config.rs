@@ -61,7 +61,10 @@ bin_path = ""                             # POSTGRESQL_BIN_PATH: pg_dump/pg_rest
 # or AWS_PROFILE with ~/.aws/credentials and ~/.aws/config.
 url = ""                                  # PGSEAL_REPOSITORY (or --repo URL on a command)
 s3_addressing = "auto"                    # PGSEAL_S3_ADDRESSING: path, virtual-host or auto
-s3_part_size_mib = 8                      # PGSEAL_S3_PART_SIZE_MIB: multipart part size, 5-16
+s3_part_size_mib = 8                      # PGSEAL_S3_PART_SIZE_MIB: multipart part size (5-5120).
+                                          #   A backup holds two parts in memory and may have
+                                          #   10,000: 8 MiB parts allow 78 GiB (compressed);
+                                          #   64 MiB parts 625 GiB, for ~160 MiB of memory
 abort_uploads_after_hours = 24            # PGSEAL_ABORT_UPLOADS_AFTER_HOURS: a backup aborts
                                           #   incomplete uploads older than this (repo cleanup)
 "#;
@@ -297,10 +300,9 @@ impl Config {
             None => Ok(value.unwrap_or(default)),
         };
         let s3_part_size_mib = number("PGSEAL_S3_PART_SIZE_MIB", f.repository.s3_part_size_mib, 8)?;
-        if !(5..=16).contains(&s3_part_size_mib) {
+        if !(5..=5120).contains(&s3_part_size_mib) {
             return Err(Failure::usage(format!(
-                "s3_part_size_mib = {s3_part_size_mib}: use 5 to 16 (S3's smallest part is 5 MiB; \
-                 two parts are held in memory, which must stay under 64 MiB)"
+                "s3_part_size_mib = {s3_part_size_mib}: use 5 to 5120 (S3 parts are 5 MiB to 5 GiB)"
             )));
         }
         let s3_addressing = env("PGSEAL_S3_ADDRESSING")

@@ -364,3 +364,70 @@ fn the_configuration_shows_the_repository_and_no_secret() {
         "{text}"
     );
 }
+
+#[test]
+fn prune_rotate_rewrap_and_retire_work_on_objects_and_leave_no_old_wrapping() {
+    let s = S3Site::new("pgseal-cli-rotate");
+    let db = s.sample_db("s3rotate");
+    let older = s.backup(&db);
+    let newer = s.backup(&db);
+    let pruned = s.run(&["prune", "--keep-last", "1", "--yes", "--json"]);
+    ok(&pruned);
+    let objects = s.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert!(newer.ends_with(&objects[0]), "{newer} {objects:?}");
+    assert_eq!(
+        code(&s.run(&["verify", &older])),
+        1,
+        "the pruned object is gone"
+    );
+
+    let old_fp = {
+        let v: Value =
+            serde_json::from_str(&stdout(&s.run(&["server-key", "list", "--json"]))).unwrap();
+        v[0]["fingerprint"].as_str().unwrap().to_owned()
+    };
+    const NEW_PASSWORD: &str = "another-long-server-password";
+    ok(&s
+        .site
+        .cmd()
+        .env("PGSEAL_NEW_SERVER_KEY_PASSWORD", NEW_PASSWORD)
+        .args(["server-key", "rotate", "--key-size", "2048"])
+        .output()
+        .unwrap());
+    let as_new = |args: &[&str]| {
+        s.site
+            .cmd()
+            .env("SERVER_KEY_PASSWORD", NEW_PASSWORD)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Retire refuses while the object's slots name the old key.
+    let refused = as_new(&["server-key", "retire", &old_fp]);
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains(&objects[0]),
+        "{}",
+        stderr(&refused)
+    );
+    ok(&as_new(&["rewrap", "--all"]));
+    let facts: Value =
+        serde_json::from_str(&stdout(&as_new(&["inspect", &newer, "--json"]))).unwrap();
+    let recipients = facts["slots"].to_string();
+    assert!(!recipients.contains(&old_fp), "{facts}");
+    assert!(facts["superseded_slot"].is_null(), "{facts}");
+    ok(&as_new(&["verify", &newer]));
+    ok(&as_new(&["restore", &newer, "--check"]));
+    // Nothing else in the bucket: no temporary object, no unfinished upload.
+    assert_eq!(s.objects().len(), 1);
+    let uploads = block_on(
+        client(TestGarage::shared())
+            .list_multipart_uploads()
+            .bucket(&s.bucket)
+            .send(),
+    )
+    .unwrap();
+    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    ok(&as_new(&["server-key", "retire", &old_fp]));
+}

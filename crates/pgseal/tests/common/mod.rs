@@ -20,6 +20,13 @@ pub fn bin() -> Command {
         "PGSEAL_CONFIG",
         "PGSEAL_STORE",
         "PGSEAL_USER",
+        "PGSEAL_REPOSITORY",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
     ] {
         c.env_remove(var);
     }
