@@ -21,25 +21,6 @@ fn garage() -> &'static TestGarage {
     TestGarage::shared()
 }
 
-fn sdk_config(g: &TestGarage, secret: &str) -> aws_types::SdkConfig {
-    sdk_config_for(g, g.access_key_id(), secret)
-}
-
-fn sdk_config_for(g: &TestGarage, key_id: &str, secret: &str) -> aws_types::SdkConfig {
-    aws_types::SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(g.region().to_owned()))
-        .endpoint_url(g.endpoint())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            key_id,
-            secret,
-            None,
-            None,
-            "pgseal-tests",
-        )))
-        .build()
-}
-
 fn connection_to(sdk: aws_types::SdkConfig) -> Arc<S3Connection> {
     S3Connection::new(S3Settings {
         sdk,
@@ -51,7 +32,7 @@ fn connection_to(sdk: aws_types::SdkConfig) -> Arc<S3Connection> {
 
 fn connection() -> Arc<S3Connection> {
     let g = garage();
-    connection_to(sdk_config(g, g.secret_access_key()))
+    connection_to(g.sdk_config())
 }
 
 /// `name` made unique to this run (the engine may outlive one test process).
@@ -250,7 +231,7 @@ fn a_commit_never_replaces_a_key_taken_while_it_was_written() {
 fn wrong_credentials_and_a_missing_bucket_are_named() {
     let g = garage();
     let wrong = S3Connection::new(S3Settings {
-        sdk: sdk_config(g, "not-the-secret-access-key-0000000000000"),
+        sdk: g.sdk_config_for(g.access_key_id(), "not-the-secret-access-key-0000000000000"),
         addressing: Addressing::Path,
         part_size: MIN_PART,
     })
@@ -281,7 +262,8 @@ fn wrong_credentials_and_a_missing_bucket_are_named() {
 
     // Nothing listens there.
     let nowhere = S3Connection::new(S3Settings {
-        sdk: sdk_config(g, g.secret_access_key())
+        sdk: g
+            .sdk_config()
             .into_builder()
             .endpoint_url("http://127.0.0.1:9")
             .build(),
@@ -520,11 +502,7 @@ fn a_key_that_may_only_read_can_neither_delete_nor_write() {
     )
     .unwrap();
     let ro = S3Repository::new(
-        connection_to(sdk_config_for(
-            g,
-            &reader.access_key_id,
-            &reader.secret_access_key,
-        )),
+        connection_to(g.sdk_config_for(&reader.access_key_id, &reader.secret_access_key)),
         repo.bucket(),
         "site1/backups",
     )
@@ -558,12 +536,7 @@ fn an_upload_cut_off_by_the_engine_dying_leaves_no_object_and_is_cleaned_up() {
     let g = TestGarage::start().unwrap();
     let bucket = unique("pgseal-killed");
     g.create_bucket(&bucket).unwrap();
-    let repo = S3Repository::new(
-        connection_to(sdk_config_for(&g, g.access_key_id(), g.secret_access_key())),
-        &bucket,
-        "site1/backups",
-    )
-    .unwrap();
+    let repo = S3Repository::new(connection_to(g.sdk_config()), &bucket, "site1/backups").unwrap();
     let mut new = repo.create("shop_1.pgseal").unwrap();
     new.write_all(&noise(MIN_PART + 1, 13)).unwrap();
     g.kill().unwrap();

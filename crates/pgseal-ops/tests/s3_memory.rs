@@ -5,7 +5,6 @@
 
 use std::io::Write;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use pgseal_ops::repo::Repository;
 use pgseal_ops::repo::s3::{Addressing, DEFAULT_PART_SIZE, S3Connection, S3Repository, S3Settings};
 use pgseal_testkit::TestGarage;
@@ -22,18 +21,7 @@ fn a_200_mib_upload_keeps_at_most_two_parts_in_memory() {
     let g = TestGarage::shared();
     let bucket = format!("pgseal-memory-{}", std::process::id());
     g.create_bucket(&bucket).unwrap();
-    let sdk = aws_types::SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(g.region().to_owned()))
-        .endpoint_url(g.endpoint())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            g.access_key_id(),
-            g.secret_access_key(),
-            None,
-            None,
-            "pgseal-tests",
-        )))
-        .build();
+    let sdk = g.sdk_config();
     let conn = S3Connection::new(S3Settings {
         sdk,
         addressing: Addressing::Path,

@@ -231,6 +231,34 @@ impl TestGarage {
         &self.key.secret_access_key
     }
 
+    /// The AWS configuration that reaches this engine with its own key: endpoint, region and
+    /// static credentials — built, not loaded, so tests never depend on the environment or
+    /// `~/.aws` (it is what a front end hands the S3 repository).
+    pub fn sdk_config(&self) -> aws_types::SdkConfig {
+        self.sdk_config_for(self.access_key_id(), self.secret_access_key())
+    }
+
+    /// The same with another key (one [`TestGarage::create_key`] made, or a wrong secret).
+    pub fn sdk_config_for(&self, access_key_id: &str, secret: &str) -> aws_types::SdkConfig {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+        let credentials = Credentials::new(access_key_id, secret, None, None, "pgseal-testkit");
+        aws_types::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new(self.region().to_owned()))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build()
+    }
+
+    /// An S3 client of this engine with its own key (path-style addressing), for what a test
+    /// does behind the code under test's back.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config())
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
     /// The bucket [`TestGarage::start`] created: `pgseal-test`.
     pub fn bucket(&self) -> &str {
         DEFAULT_BUCKET

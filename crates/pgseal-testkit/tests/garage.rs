@@ -6,9 +6,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation, SharedCredentialsProvider};
+use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::upload_part::UploadPartOutput;
 use aws_sdk_s3::primitives::ByteStream;
@@ -16,29 +15,10 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use common::{alive, assert_cleaned_up, processes_related_to, read_child_values, spawn_child_test};
 use pgseal_testkit::{BucketPermissions, GarageKey, TestGarage, TestkitError};
 
-/// The shared AWS configuration for `garage` with its key: endpoint, region, static
-/// credentials. Built directly (as the front end builds the one it hands the S3 repository),
-/// not loaded: the tests must not depend on the environment or `~/.aws`.
-fn shared_config(garage: &TestGarage) -> SdkConfig {
-    let credentials = Credentials::new(
-        garage.access_key_id(),
-        garage.secret_access_key(),
-        None,
-        None,
-        "pgseal-testkit",
-    );
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(garage.endpoint())
-        .region(Region::new(garage.region().to_owned()))
-        .credentials_provider(SharedCredentialsProvider::new(credentials))
-        .build()
-}
-
 /// An S3 client for `garage`: path-style addressing, and the SDK's request checksums as
 /// `checksums` says.
 fn client_with(garage: &TestGarage, checksums: RequestChecksumCalculation) -> Client {
-    let config = aws_sdk_s3::config::Builder::from(&shared_config(garage))
+    let config = aws_sdk_s3::config::Builder::from(&garage.sdk_config())
         .force_path_style(true)
         .request_checksum_calculation(checksums)
         .build();
@@ -387,17 +367,11 @@ async fn own_buckets_keys_with_fewer_rights_and_bad_credentials() {
 }
 
 fn client_for_key(garage: &TestGarage, key: &GarageKey) -> Client {
-    let credentials = Credentials::new(
-        &key.access_key_id,
-        &key.secret_access_key,
-        None,
-        None,
-        "pgseal-testkit",
-    );
-    let config = aws_sdk_s3::config::Builder::from(&shared_config(garage))
-        .credentials_provider(credentials)
-        .force_path_style(true)
-        .build();
+    let config = aws_sdk_s3::config::Builder::from(
+        &garage.sdk_config_for(&key.access_key_id, &key.secret_access_key),
+    )
+    .force_path_style(true)
+    .build();
     Client::from_conf(config)
 }
 

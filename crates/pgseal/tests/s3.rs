@@ -8,7 +8,6 @@ mod common;
 use std::ffi::OsString;
 use std::process::Output;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use common::{code, ok, stderr, stdout};
 use pgseal_testkit::{TestCluster, TestGarage};
 use serde_json::Value;
@@ -100,7 +99,7 @@ impl S3Site {
     }
 
     fn objects(&self) -> Vec<String> {
-        let client = client(TestGarage::shared());
+        let client = TestGarage::shared().client();
         block_on(
             client
                 .list_objects_v2()
@@ -122,24 +121,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
-}
-
-/// A client of the engine's own, for what the tests do behind pgseal's back.
-fn client(g: &TestGarage) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(g.region().to_owned()))
-        .endpoint_url(g.endpoint())
-        .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            g.access_key_id(),
-            g.secret_access_key(),
-            None,
-            None,
-            "pgseal-tests",
-        ))
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
 }
 
 #[test]
@@ -206,9 +187,9 @@ fn list_remote_names_objects_missing_from_the_catalog_and_entries_whose_object_i
     // Someone deletes one object behind pgseal's back, and drops a file in.
     let g = TestGarage::shared();
     let key = second.split_once(&format!("{}/", s.bucket)).unwrap().1;
-    block_on(client(g).delete_object().bucket(&s.bucket).key(key).send()).unwrap();
+    block_on(g.client().delete_object().bucket(&s.bucket).key(key).send()).unwrap();
     block_on(
-        client(g)
+        g.client()
             .put_object()
             .bucket(&s.bucket)
             .key("site/backups/stranger.pgseal")
@@ -240,7 +221,7 @@ fn repo_cleanup_aborts_old_incomplete_uploads_and_audits_each() {
     let g = TestGarage::shared();
     // What a killed backup leaves: an upload started, a part sent, never completed.
     let started = block_on(
-        client(g)
+        g.client()
             .create_multipart_upload()
             .bucket(&s.bucket)
             .key("site/backups/shop_20260101T000000.000Z.pgseal")
@@ -285,7 +266,7 @@ fn repo_cleanup_aborts_old_incomplete_uploads_and_audits_each() {
         "{}",
         entry.entry.details
     );
-    let uploads = block_on(client(g).list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
+    let uploads = block_on(g.client().list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
     assert!(uploads.uploads().is_empty(), "{uploads:?}");
 
     let again = s.run(&["repo", "cleanup", "--older-than", "0", "--json"]);
@@ -316,7 +297,8 @@ fn a_wrong_secret_fails_the_backup_with_what_to_check_audited_and_nothing_in_the
     assert!(!entry.entry.success);
     assert!(s.objects().is_empty());
     let uploads = block_on(
-        client(TestGarage::shared())
+        TestGarage::shared()
+            .client()
             .list_multipart_uploads()
             .bucket(&s.bucket)
             .send(),
@@ -422,7 +404,8 @@ fn prune_rotate_rewrap_and_retire_work_on_objects_and_leave_no_old_wrapping() {
     // Nothing else in the bucket: no temporary object, no unfinished upload.
     assert_eq!(s.objects().len(), 1);
     let uploads = block_on(
-        client(TestGarage::shared())
+        TestGarage::shared()
+            .client()
             .list_multipart_uploads()
             .bucket(&s.bucket)
             .send(),
