@@ -62,9 +62,10 @@ pub enum Command {
     List(ListArgs),
     /// Delete old backups by retention (shows what it would delete; deletes only with --yes).
     ///
-    /// The catalog only nominates: a file is deleted only if it is a regular file directly in
-    /// the backup directory (no `..`, no symbolic link) whose signed header — verified with the
-    /// creator's key — matches the catalog entry (signer, creator, time, database). Any other
+    /// The catalog only nominates: a file is deleted only if it is directly in the repository
+    /// (the backup directory, or --repo: a regular file, no `..`, no symbolic link; an object
+    /// under the bucket's prefix) and its signed header — verified with the creator's key —
+    /// matches the catalog entry (signer, creator, time, database). Any other
     /// entry is refused with the reason, audited, and the rest goes on; refusals end in exit 4.
     /// --keep-last counts only backups whose signed files are there. Backups written elsewhere
     /// with `backup --output-dir` are never deleted by prune.
@@ -458,8 +459,8 @@ pub enum AuditCommand {
     /// Check the hash chain, and the chain heads anchored in signed backups (catches edited,
     /// deleted, inserted, reordered and cut-off entries). Exit 4 names the first bad entry.
     ///
-    /// Anchors come from every pgseal file in the backup directory, catalogued or not (reading
-    /// each file's signed header only), from this host's catalogued backups, and from --anchor
+    /// Anchors come from every pgseal file in the repository (the backup directory, or --repo),
+    /// catalogued or not (reading each file's signed header only: a ranged GET on S3), from this host's catalogued backups, and from --anchor
     /// files. A file there whose header signature does not verify, or whose signer the store
     /// does not know, is a finding. A missing, empty (0-byte) or schema-less store, or an empty
     /// audit log, is never reported intact: exit 4. Where the catalog and the backup directory
