@@ -414,3 +414,51 @@ fn prune_rotate_rewrap_and_retire_work_on_objects_and_leave_no_old_wrapping() {
     assert!(uploads.uploads().is_empty(), "{uploads:?}");
     ok(&as_new(&["server-key", "retire", &old_fp]));
 }
+
+#[test]
+fn a_backup_aborts_incomplete_uploads_older_than_the_configured_age() {
+    let s = S3Site::new("pgseal-cli-sweep");
+    let db = s.sample_db("s3sweep");
+    let g = TestGarage::shared();
+    let started = block_on(
+        g.client()
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key("site/backups/killed_20260101T000000.000Z.pgseal")
+            .send(),
+    )
+    .unwrap();
+    let upload_id = started.upload_id().unwrap().to_owned();
+    // Garage records the start to the second: let one pass, so an age of 0 h finds it old.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    // The default age (24 h) keeps it: a backup may be writing it right now.
+    ok(&s.run(&["backup", &db, "--user", "system_backup"]));
+    let uploads = block_on(g.client().list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
+    assert_eq!(uploads.uploads().len(), 1, "{uploads:?}");
+
+    let out = s
+        .site
+        .cmd()
+        .env("PGSEAL_ABORT_UPLOADS_AFTER_HOURS", "0")
+        .args(["backup", &db, "--user", "system_backup"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let uploads = block_on(g.client().list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
+    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    let cleanup = s
+        .site
+        .audit()
+        .into_iter()
+        .filter(|e| e.entry.action.as_str() == "REPO_CLEANUP")
+        .collect::<Vec<_>>();
+    assert_eq!(
+        cleanup.len(),
+        1,
+        "one entry, for the sweep that discarded something"
+    );
+    assert!(cleanup[0].entry.details.contains(&upload_id));
+    assert!(cleanup[0].entry.details.contains("\"after_backup\":true"));
+    assert_eq!(s.objects().len(), 2, "both backups are there");
+}
