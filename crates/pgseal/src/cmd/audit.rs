@@ -202,16 +202,22 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
                 r.entries
             );
         }
+        // A directory is "the backup directory"; a bucket's prefix is a repository.
+        let what = if dir.starts_with("s3://") {
+            "repository"
+        } else {
+            "backup directory"
+        };
         if r.repository_exists {
             outln!(
-                "backup directory {dir}: {} ({} with a verified signed header), {}, {} ignored",
+                "{what} {dir}: {} ({} with a verified signed header), {}, {} ignored",
                 plural(r.found.pgseal_files.len(), "pgseal file", "pgseal files"),
                 r.found.signed,
                 plural(r.found.legacy, "legacy file", "legacy files"),
                 plural(r.found.ignored.len(), "other entry", "other entries"),
             );
         } else {
-            outln!("backup directory {dir}: does not exist");
+            outln!("{what} {dir}: does not exist");
         }
         match newest_anchor {
             Some(seq) if r.problems.is_empty() => outln!(
