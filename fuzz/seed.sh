@@ -124,6 +124,14 @@ else
         >"$corpus/legacy_symmetric/shape.backup"
 fi
 
-for t in v2_prelude v2_open legacy_hybrid legacy_symmetric keys; do
+# Locations: whole URLs, and (bucket or host) NUL (key or path) pairs.
+mkdir -p "$corpus/location"
+printf 's3://pgseal-backups/db1/shop_20260101T000000.000Z.pgseal' >"$corpus/location/s3"
+printf 'file://db1.example/srv/pgseal/backups/shop_1.pgseal' >"$corpus/location/file"
+printf 'file:///srv/a%%2Fb/%%E2%%9C%%93.pgseal' >"$corpus/location/encoded"
+printf 'pgseal-backups\0site/backups/shop_1.pgseal' >"$corpus/location/s3-parts"
+printf 'db1\0/srv/pgseal/backups/x y.pgseal' >"$corpus/location/file-parts"
+
+for t in v2_prelude v2_open legacy_hybrid legacy_symmetric keys location; do
     printf '%-17s %4d files in corpus\n' "$t" "$(ls "$corpus/$t" | wc -l)"
 done
