@@ -37,8 +37,8 @@ pub mod server_keys;
 pub mod session;
 pub mod show;
 pub mod site;
-#[cfg(test)]
-mod testsite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testsite;
 pub mod users;
 pub mod verify;
 

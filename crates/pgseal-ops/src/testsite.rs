@@ -1,6 +1,8 @@
-//! A throwaway site for the operations' unit tests: a real SQLite store in a temp dir, made
-//! through the session, with one user (`system_backup`) whose signing key is in the user keys
-//! directory, and an active server key — everything under one password.
+//! A throwaway site for the operations' tests (unit tests, and integration tests through the
+//! `test-support` feature): a real SQLite store in a temp dir, made through the session, with
+//! one user (`system_backup`) whose signing key is in the user keys directory, and an active
+//! server key — everything under one password.
+#![allow(missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +58,12 @@ pub fn new_server_key(key: &PrivateKey) -> NewServerKey {
 
 fn describe(e: &Error) -> (String, i32) {
     (e.to_string(), 1)
+}
+
+impl Default for TestSite {
+    fn default() -> Self {
+        TestSite::new()
+    }
 }
 
 impl TestSite {

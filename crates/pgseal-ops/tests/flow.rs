@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pgseal_core::keys::KeyBits;
-use pgseal_core::{Fingerprint, Password, PrivateKey};
+use pgseal_core::Fingerprint;
 use pgseal_ops::backup::{self, Backup, Source};
 use pgseal_ops::keys::ServerKeyring;
 use pgseal_ops::observe::Silent;
@@ -15,41 +14,11 @@ use pgseal_ops::pgtools::PgTools;
 use pgseal_ops::repo::local::LocalRepository;
 use pgseal_ops::restore::{self, Destination, Restore, Restored};
 use pgseal_ops::rewrap::{self, Files, Outcome};
-use pgseal_ops::secret::Given;
+use pgseal_ops::testsite::{HOST, TestSite, encrypted, key, new_server_key, password};
 use pgseal_ops::verify::{self, Proof, VerifyKeys};
-use pgseal_ops::{Actor, Error, ErrorKind, Session, Site};
-use pgseal_store::{Action, NewServerKey, NewUserKey, Role, StoreUrl, Username};
+use pgseal_ops::{Error, ErrorKind, Session};
+use pgseal_store::Action;
 use pgseal_testkit::TestCluster;
-
-const PASSWORD: &str = "correct-horse-battery-staple";
-const HOST: &str = "flow-test-host";
-
-fn describe(e: &Error) -> (String, i32) {
-    (e.to_string(), 1)
-}
-
-fn password() -> Given {
-    Given(Password::new(PASSWORD.into()))
-}
-
-fn new_server_key(key: &PrivateKey) -> NewServerKey {
-    let public = key.public();
-    NewServerKey {
-        fingerprint: public.fingerprint(),
-        legacy_fingerprint: Some(public.legacy_fingerprint().to_string()),
-        private_key_pem: key
-            .to_encrypted_pem(&Password::new(PASSWORD.into()))
-            .unwrap()
-            .to_string(),
-        public_key_pem: public.to_pem(),
-        key_size: public.bits() as i64,
-        notes: None,
-    }
-}
-
-fn key() -> PrivateKey {
-    PrivateKey::generate(KeyBits::from_bits(2048).unwrap()).unwrap()
-}
 
 /// Verifies `file`, proving it decrypts with `identity` (a key file) or else with the store's
 /// server keys; the session's entry is written.
@@ -85,55 +54,15 @@ fn verify_decrypts(
 #[test]
 fn backup_verify_restore_rotate_rewrap_through_the_operations_api() {
     let cluster = TestCluster::shared();
-    let tmp = tempfile::tempdir().unwrap();
-    let site = Site {
-        store: StoreUrl::Sqlite(tmp.path().join("pgseal.db")),
-        backup_dir: tmp.path().join("backups"),
-        repository: None,
-        user_keys_dir: tmp.path().join("keys/users"),
-        server_keys_dir: tmp.path().join("keys/server"),
-        signature_required: true,
-        rsa_key_size: 2048,
-        retention_days: 30,
-    };
-    let actor = Actor {
-        user: None,
-        os_user: Some("tester".into()),
-        host: Some(HOST.into()),
-        address: Some("127.0.0.1".into()),
-    };
-    let mut session = Session::new(Some(site.clone()), actor, Arc::new(Silent), describe);
-
     // A site: the store (made by the operations layer), a user with a signing key in the
     // user keys directory, and an active server key.
-    let creator = Username::parse("system_backup").unwrap();
-    let signer = key();
-    let old_server = key();
-    {
-        let store = session.create_store().unwrap();
-        let user = store.add_user(&creator, Role::Operator).unwrap();
-        store
-            .add_user_key(
-                user.id,
-                &NewUserKey {
-                    fingerprint: signer.fingerprint(),
-                    legacy_fingerprint: None,
-                    public_key_pem: signer.public().to_pem(),
-                    key_size: 2048,
-                },
-            )
-            .unwrap();
-        store.add_server_key(&new_server_key(&old_server)).unwrap();
-    }
-    std::fs::create_dir_all(&site.user_keys_dir).unwrap();
-    std::fs::write(
-        site.user_keys_dir.join("system_backup.key.pem"),
-        signer
-            .to_encrypted_pem(&Password::new(PASSWORD.into()))
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
+    let TestSite {
+        tmp,
+        site,
+        mut session,
+        server: old_server,
+        ..
+    } = TestSite::new();
 
     // A small database.
     let db = cluster.create_database("ops_flow").unwrap();
@@ -262,14 +191,7 @@ fn backup_verify_restore_rotate_rewrap_through_the_operations_api() {
 
     // The old key opens it no more; the new one (found in the store by the file's slot) does.
     let old_file = tmp.path().join("old-server.key.pem");
-    std::fs::write(
-        &old_file,
-        old_server
-            .to_encrypted_pem(&Password::new(PASSWORD.into()))
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
+    std::fs::write(&old_file, encrypted(&old_server)).unwrap();
     let refused = verify_decrypts(&mut session, &file, Some(&old_file)).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Key, "{refused}");
     assert!(

@@ -642,29 +642,18 @@ mod flow {
 
     use std::path::Path;
 
-    use pgseal_core::Password;
+    use pgseal_ops::Session;
     use pgseal_ops::backup::{self, Backup, Source};
     use pgseal_ops::observe::Silent;
     use pgseal_ops::open::OpenKeys;
     use pgseal_ops::pgtools::PgTools;
     use pgseal_ops::restore::{self, Destination, Restore, Restored};
-    use pgseal_ops::secret::Given;
+    use pgseal_ops::testsite::{HOST, TestSite, password};
     use pgseal_ops::verify::{self, Proof, VerifyKeys};
-    use pgseal_ops::{Actor, Session, Site};
-    use pgseal_store::{Action, NewServerKey, NewUserKey, Role, StoreUrl, Username};
+    use pgseal_store::Action;
     use pgseal_testkit::TestCluster;
 
     use super::*;
-
-    const PASSWORD: &str = "correct-horse-battery-staple";
-
-    fn password() -> Given {
-        Given(Password::new(PASSWORD.into()))
-    }
-
-    fn describe(e: &Error) -> (String, i32) {
-        (e.to_string(), 1)
-    }
 
     fn verify(session: &mut Session, input: &str) -> Result<Proof, Error> {
         let pw = password();
@@ -728,66 +717,14 @@ mod flow {
     fn backup_verify_restore_through_an_s3_repository_and_a_tampered_object_is_refused() {
         let cluster = TestCluster::shared();
         let repo = repository("pgseal-flow");
-        let tmp = tempfile::tempdir().unwrap();
-        let site = Site {
-            store: StoreUrl::Sqlite(tmp.path().join("pgseal.db")),
-            backup_dir: tmp.path().join("backups"),
-            repository: None,
-            user_keys_dir: tmp.path().join("keys/users"),
-            server_keys_dir: tmp.path().join("keys/server"),
-            signature_required: true,
-            rsa_key_size: 2048,
-            retention_days: 30,
-        };
-        let actor = Actor {
-            user: None,
-            os_user: Some("tester".into()),
-            host: Some("s3-flow-host".into()),
-            address: Some("127.0.0.1".into()),
-        };
-        let mut session = Session::new(Some(site.clone()), actor, Arc::new(Silent), describe)
-            .with_s3(repo.connection().clone());
-        let (signer, server) = (key(), key());
-        {
-            let store = session.create_store().unwrap();
-            let user = store
-                .add_user(&Username::parse("system_backup").unwrap(), Role::Operator)
-                .unwrap();
-            store
-                .add_user_key(
-                    user.id,
-                    &NewUserKey {
-                        fingerprint: signer.fingerprint(),
-                        legacy_fingerprint: None,
-                        public_key_pem: signer.public().to_pem(),
-                        key_size: 2048,
-                    },
-                )
-                .unwrap();
-            let public = server.public();
-            store
-                .add_server_key(&NewServerKey {
-                    fingerprint: public.fingerprint(),
-                    legacy_fingerprint: None,
-                    private_key_pem: server
-                        .to_encrypted_pem(&Password::new(PASSWORD.into()))
-                        .unwrap()
-                        .to_string(),
-                    public_key_pem: public.to_pem(),
-                    key_size: 2048,
-                    notes: None,
-                })
-                .unwrap();
-        }
-        std::fs::create_dir_all(&site.user_keys_dir).unwrap();
-        std::fs::write(
-            site.user_keys_dir.join("system_backup.key.pem"),
-            signer
-                .to_encrypted_pem(&Password::new(PASSWORD.into()))
-                .unwrap()
-                .as_bytes(),
-        )
-        .unwrap();
+        let TestSite {
+            tmp: _tmp,
+            site,
+            session,
+            server,
+            ..
+        } = TestSite::new();
+        let mut session = session.with_s3(repo.connection().clone());
 
         let db = cluster.create_database("s3_flow").unwrap();
         cluster
@@ -818,7 +755,7 @@ mod flow {
                 tools: &tools,
                 repository: &repo,
                 schemas: &[],
-                source_host: Some("s3-flow-host".into()),
+                source_host: Some(HOST.into()),
                 sweep_older_than: None,
             },
             Source::Name(db.clone()),
