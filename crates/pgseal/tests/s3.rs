@@ -98,6 +98,22 @@ impl S3Site {
         v["location"].as_str().unwrap().to_owned()
     }
 
+    /// The upload ids of the bucket's unfinished multipart uploads.
+    fn uploads(&self) -> Vec<String> {
+        block_on(
+            TestGarage::shared()
+                .client()
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .send(),
+        )
+        .unwrap()
+        .uploads()
+        .iter()
+        .filter_map(|u| u.upload_id().map(str::to_owned))
+        .collect()
+    }
+
     fn objects(&self) -> Vec<String> {
         let client = TestGarage::shared().client();
         block_on(
@@ -266,8 +282,8 @@ fn repo_cleanup_aborts_old_incomplete_uploads_and_audits_each() {
         "{}",
         entry.entry.details
     );
-    let uploads = block_on(g.client().list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
-    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    let uploads = s.uploads();
+    assert!(uploads.is_empty(), "{uploads:?}");
 
     let again = s.run(&["repo", "cleanup", "--older-than", "0", "--json"]);
     let v: Value = serde_json::from_str(&stdout(&again)).unwrap();
@@ -296,15 +312,8 @@ fn a_wrong_secret_fails_the_backup_with_what_to_check_audited_and_nothing_in_the
     assert_eq!(entry.entry.action.as_str(), "BACKUP");
     assert!(!entry.entry.success);
     assert!(s.objects().is_empty());
-    let uploads = block_on(
-        TestGarage::shared()
-            .client()
-            .list_multipart_uploads()
-            .bucket(&s.bucket)
-            .send(),
-    )
-    .unwrap();
-    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    let uploads = s.uploads();
+    assert!(uploads.is_empty(), "{uploads:?}");
 }
 
 #[test]
@@ -403,15 +412,8 @@ fn prune_rotate_rewrap_and_retire_work_on_objects_and_leave_no_old_wrapping() {
     ok(&as_new(&["restore", &newer, "--check"]));
     // Nothing else in the bucket: no temporary object, no unfinished upload.
     assert_eq!(s.objects().len(), 1);
-    let uploads = block_on(
-        TestGarage::shared()
-            .client()
-            .list_multipart_uploads()
-            .bucket(&s.bucket)
-            .send(),
-    )
-    .unwrap();
-    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    let uploads = s.uploads();
+    assert!(uploads.is_empty(), "{uploads:?}");
     ok(&as_new(&["server-key", "retire", &old_fp]));
 }
 
@@ -434,8 +436,8 @@ fn a_backup_aborts_incomplete_uploads_older_than_the_configured_age() {
 
     // The default age (24 h) keeps it: a backup may be writing it right now.
     ok(&s.run(&["backup", &db, "--user", "system_backup"]));
-    let uploads = block_on(g.client().list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
-    assert_eq!(uploads.uploads().len(), 1, "{uploads:?}");
+    let uploads = s.uploads();
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
 
     let out = s
         .site
@@ -445,8 +447,8 @@ fn a_backup_aborts_incomplete_uploads_older_than_the_configured_age() {
         .output()
         .unwrap();
     ok(&out);
-    let uploads = block_on(g.client().list_multipart_uploads().bucket(&s.bucket).send()).unwrap();
-    assert!(uploads.uploads().is_empty(), "{uploads:?}");
+    let uploads = s.uploads();
+    assert!(uploads.is_empty(), "{uploads:?}");
     let cleanup = s
         .site
         .audit()
