@@ -50,6 +50,9 @@ pub enum Action {
     /// `REPO_CLEANUP`: unfinished writes (a killed backup's incomplete upload) discarded from
     /// a repository.
     RepoCleanup,
+    /// `COPY`: a backup copied into another repository and the copy verified (catalogued only
+    /// when it verified).
+    Copy,
     /// Text pgseal never writes, read back exactly as stored (an imported legacy row).
     Other(OtherAction),
 }
@@ -68,7 +71,7 @@ impl OtherAction {
 
 impl Action {
     /// Every action pgseal writes (all but [`Other`](Action::Other)).
-    pub const WRITTEN: [Action; 17] = [
+    pub const WRITTEN: [Action; 18] = [
         Action::Encrypt,
         Action::Decrypt,
         Action::DecryptStart,
@@ -86,6 +89,7 @@ impl Action {
         Action::KeyRetire,
         Action::Import,
         Action::RepoCleanup,
+        Action::Copy,
     ];
 
     /// The text the log stores and the chain hashes (`REWRAP`, `DECRYPT_START`, …).
@@ -108,6 +112,7 @@ impl Action {
             Action::KeyRetire => "KEY_RETIRE",
             Action::Import => "IMPORT",
             Action::RepoCleanup => "REPO_CLEANUP",
+            Action::Copy => "COPY",
             Action::Other(other) => other.as_str(),
         }
     }
@@ -202,6 +207,7 @@ mod tests {
             "KEY_RETIRE",
             "IMPORT",
             "REPO_CLEANUP",
+            "COPY",
         ];
         assert_eq!(Action::WRITTEN.map(|a| a.as_str().to_owned()), texts);
         for a in Action::WRITTEN {

@@ -165,6 +165,20 @@ CREATE UNIQUE INDEX pgseal_backups_live_location ON pgseal_backups (location)
     WHERE status = 'ok';
 "#,
     },
+    Migration {
+        version: 5,
+        name: "copies of backups",
+        // A row is one stored copy of a backup; a copy made by `pgseal copy` names the row
+        // first catalogued for that backup (never another copy), so one backup's copies are
+        // that row and those naming it. Each copy keeps its own location, status and server
+        // keys: it is pruned and rewrapped on its own.
+        sql: r#"
+ALTER TABLE pgseal_backups ADD COLUMN copy_of {bigint} REFERENCES pgseal_backups (id);
+CREATE INDEX pgseal_backups_copy_of ON pgseal_backups (copy_of);
+"#,
+        data: None,
+        after: "",
+    },
 ];
 
 /// Migration 4: each catalog row's location, from the path and host it recorded. A path

@@ -270,6 +270,9 @@ pub struct BackupRecord {
     pub id: i64,
     /// What was recorded when the backup was made.
     pub entry: NewBackup,
+    /// For a copy made from another repository, the entry of the backup as first catalogued
+    /// (the copy of a copy names that same entry); `None` for the first.
+    pub copy_of: Option<i64>,
     /// Live or pruned.
     pub status: BackupStatus,
     /// When it was pruned, if it was.

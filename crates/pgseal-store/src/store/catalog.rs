@@ -13,18 +13,22 @@ use crate::model::{BackupRecord, NewBackup};
 
 const BACKUP_COLUMNS: &str = "id, database, location, size_bytes, created_at, creator_user_id, \
      creator_key_fingerprint, server_key_fingerprints, format_version, ciphertext_blake3, status, \
-     pruned_at";
+     pruned_at, copy_of";
 
 impl Store {
     /// Records a backup that has just been written.
     pub fn add_backup(&mut self, b: &NewBackup) -> Result<BackupRecord> {
+        self.insert_backup(b, None)
+    }
+
+    fn insert_backup(&mut self, b: &NewBackup, copy_of: Option<i64>) -> Result<BackupRecord> {
         let keys: Vec<String> = b.server_keys.iter().map(ToString::to_string).collect();
         let rows = self.db.query(
             &format!(
                 "INSERT INTO pgseal_backups (database, location, size_bytes, created_at, \
                  creator_user_id, creator_key_fingerprint, server_key_fingerprints, \
-                 format_version, ciphertext_blake3, status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ok') RETURNING {BACKUP_COLUMNS}"
+                 format_version, ciphertext_blake3, status, copy_of) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ok', $10) RETURNING {BACKUP_COLUMNS}"
             ),
             &[
                 b.database.as_str().into(),
@@ -39,9 +43,59 @@ impl Store {
                 b.ciphertext_blake3
                     .map_or_else(String::new, |h| h.to_string())
                     .into(),
+                copy_of.into(),
             ],
         )?;
         one(rows, backup_from_row)
+    }
+
+    /// Records a verified copy of the backup `of` (a live entry, or a copy of one) at
+    /// `copy.location`: the new entry names the backup's first entry. The copy's own fields
+    /// (location, size, server keys) are its own; its database, time, creator and digest must
+    /// be the backup's.
+    pub fn add_copy(&mut self, of: i64, copy: &NewBackup) -> Result<BackupRecord> {
+        let original = self.backup(of)?;
+        let root = original.copy_of.unwrap_or(original.id);
+        let same = |a: &NewBackup, b: &NewBackup| {
+            a.database == b.database
+                && a.created_at == b.created_at
+                && a.creator_key == b.creator_key
+                && a.ciphertext_blake3 == b.ciphertext_blake3
+        };
+        if !same(&original.entry, copy) {
+            return Err(StoreError::Conflict(format!(
+                "backup {of} and the copy at {} are not the same backup",
+                copy.location.as_str()
+            )));
+        }
+        self.insert_backup(copy, Some(root))
+    }
+
+    /// The catalog entry `id`, live or pruned.
+    pub fn backup(&mut self, id: i64) -> Result<BackupRecord> {
+        let rows = self.db.query(
+            &format!("SELECT {BACKUP_COLUMNS} FROM pgseal_backups WHERE id = $1"),
+            &[id.into()],
+        )?;
+        rows.first()
+            .map(backup_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("no backup with id {id}")))
+    }
+
+    /// The live copies of the backup entry `id` belongs to (its first entry and every copy),
+    /// `id`'s own entry included when it is live, oldest entry first.
+    pub fn copies(&mut self, id: i64) -> Result<Vec<BackupRecord>> {
+        let entry = self.backup(id)?;
+        let root = entry.copy_of.unwrap_or(entry.id);
+        let rows = self.db.query(
+            &format!(
+                "SELECT {BACKUP_COLUMNS} FROM pgseal_backups WHERE status = 'ok' \
+                 AND (id = $1 OR copy_of = $1) ORDER BY id"
+            ),
+            &[root.into()],
+        )?;
+        rows.iter().map(backup_from_row).collect()
     }
 
     /// Live (not pruned) backups, oldest first, optionally of one database.
@@ -142,5 +196,6 @@ fn backup_from_row(r: &Row) -> Result<BackupRecord> {
         },
         status: r.text(10)?.parse()?,
         pruned_at: r.opt_time(11)?,
+        copy_of: r.opt_int(12)?,
     })
 }

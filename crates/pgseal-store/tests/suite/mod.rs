@@ -334,6 +334,10 @@ macro_rules! backend_suite {
             );
         }
         #[test]
+        fn a_backups_copies_are_entries_naming_its_first() {
+            $crate::suite::a_backups_copies_are_entries_naming_its_first(<$backend>::fresh());
+        }
+        #[test]
         fn migrating_gives_old_rows_their_location_from_path_and_host() {
             $crate::suite::migrating_gives_old_rows_their_location_from_path_and_host::<$backend>(
                 <$backend>::fresh(),
@@ -695,6 +699,59 @@ pub fn the_catalog_records_a_location_per_backup<B: Backend>(url: StoreUrl) {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A copy is an entry of its own (location, status, server keys) naming the backup's first
+/// entry; the copy of a copy names that same first entry; a copy that is not the same backup
+/// (database, time, creator, digest) is refused; a pruned copy is no longer among the copies.
+pub fn a_backups_copies_are_entries_naming_its_first(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let digest = Some(Hash32([7; 32]));
+    let first = s.add_backup(&backup(1, digest)).unwrap();
+    assert_eq!(first.copy_of, None);
+    let at = |l: &str| Location::parse(l).unwrap();
+    let mut copy = backup(1, digest);
+    copy.location = at("s3://bucket/site/db1.pgseal");
+    copy.server_keys = vec![fp(102)];
+    let second = s.add_copy(first.id, &copy).unwrap();
+    assert_eq!(second.copy_of, Some(first.id));
+    assert_eq!(second.entry, copy);
+    copy.location = at("file://h2/elsewhere/db1.pgseal");
+    let third = s.add_copy(second.id, &copy).unwrap();
+    assert_eq!(
+        third.copy_of,
+        Some(first.id),
+        "a copy of a copy names the first"
+    );
+    let ids = |v: Vec<BackupRecord>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
+    for id in [first.id, second.id, third.id] {
+        assert_eq!(ids(s.copies(id).unwrap()), [first.id, second.id, third.id]);
+    }
+    assert_eq!(s.backup(third.id).unwrap(), third);
+    assert_eq!(s.backups(None).unwrap().len(), 3);
+
+    // Not the same backup: another digest, time, database or creator.
+    let mut other = backup(1, Some(Hash32([8; 32])));
+    other.location = at("s3://bucket/site/other.pgseal");
+    assert!(matches!(
+        s.add_copy(first.id, &other),
+        Err(StoreError::Conflict(_))
+    ));
+    let mut other = backup(2, digest);
+    other.location = at("s3://bucket/site/other.pgseal");
+    assert!(matches!(
+        s.add_copy(first.id, &other),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.add_copy(9999, &copy),
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Each copy is pruned on its own; the first may go while its copies stay.
+    s.mark_pruned(first.id).unwrap();
+    assert_eq!(ids(s.copies(third.id).unwrap()), [second.id, third.id]);
+    assert_eq!(ids(s.copies(first.id).unwrap()), [second.id, third.id]);
 }
 
 /// A store made before locations (schema 3) keeps its catalog: opening it migrates each row's
