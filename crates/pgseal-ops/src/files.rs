@@ -87,13 +87,18 @@ impl Input {
         let object = repository
             .open(&location)?
             .ok_or_else(|| Error::from(RepoError::NotFound(location.clone())))?;
-        Ok(Input {
-            name: spec.to_owned(),
+        Ok(Self::object(spec.to_owned(), object))
+    }
+
+    /// A repository's object, called `name` in messages.
+    pub fn object(name: String, object: crate::repo::Object) -> Self {
+        Input {
+            name,
             len: Some(object.size),
             path: None,
             id: None,
             reader: Box::new(BufReader::with_capacity(256 * 1024, object)),
-        })
+        }
     }
 
     /// Reads up to `n` bytes from the start and puts them back: returns them, and the input

@@ -14,6 +14,7 @@ pub mod backup;
 pub mod cancel;
 pub mod catalog;
 pub mod cleanup;
+pub mod copy;
 pub mod crashpoint;
 pub mod decrypt;
 pub mod encrypt;

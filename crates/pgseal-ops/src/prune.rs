@@ -7,7 +7,8 @@
 //! with the creator's key from the store — matches the catalog entry: signer, creator, time and
 //! database ([`examine::header_mismatch`]). Any other entry is refused with the reason, and the
 //! rest is still pruned; whoever can write the store cannot make prune delete anything else.
-//! Entries of other hosts (other repositories) are left alone; a file that is already gone
+//! Entries of other repositories (other hosts' files, copies elsewhere) are left alone and do
+//! not count towards what a repository keeps; a file that is already gone
 //! has its entry marked pruned.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +26,7 @@ use crate::session::Session;
 /// Which backups a prune removes.
 #[derive(Debug, Clone, Copy)]
 pub enum Retention {
-    /// All but the newest N of each database (on each host), counting only backups whose
+    /// All but the newest N of each database in the repository, counting only backups whose
     /// signed files are there.
     KeepLast(usize),
     /// Those made more than this many milliseconds ago.
@@ -235,18 +236,15 @@ pub fn prune(
                 checked.push((b.clone(), check(session, repo, b)?));
             }
             refuse_duplicates(&mut checked);
-            let mut kept = BTreeMap::<(String, &str), usize>::new();
+            // Retention is per repository: only this repository's objects count (entries of
+            // other repositories — other hosts', copies elsewhere — are never deleted here).
+            let mut kept = BTreeMap::<&str, usize>::new();
             let mut newest_first: Vec<&(BackupRecord, Verdict)> = checked.iter().collect();
             newest_first.sort_by_key(|(b, _)| std::cmp::Reverse((b.entry.created_at, b.id)));
             let mut keep_ids = BTreeSet::new();
             for (b, verdict) in newest_first {
-                if matches!(verdict, Verdict::Genuine(_) | Verdict::Elsewhere) {
-                    let place = format!(
-                        "{}://{}",
-                        b.entry.location.scheme(),
-                        b.entry.location.authority()
-                    );
-                    let n = kept.entry((place, b.entry.database.as_str())).or_default();
+                if matches!(verdict, Verdict::Genuine(_)) {
+                    let n = kept.entry(b.entry.database.as_str()).or_default();
                     if *n < keep {
                         *n += 1;
                         keep_ids.insert(b.id);
@@ -319,6 +317,10 @@ fn check(session: &mut Session, repo: &dyn Repository, b: &BackupRecord) -> Resu
         Ok(Some(object)) => object,
         Ok(None) => return Ok(Verdict::Gone),
         Err(Error::Repository(RepoError::Elsewhere { .. })) => return Ok(Verdict::Elsewhere),
+        // A copy in another directory of this host is another repository's, not a stray path.
+        Err(Error::Repository(RepoError::Outside { .. })) if is_copy(session, b)? => {
+            return Ok(Verdict::Elsewhere);
+        }
         Err(e) => {
             return Ok(Verdict::Refused(
                 refusal(&e).unwrap_or_else(|| Refusal::Unreadable(e.to_string())),
@@ -338,6 +340,11 @@ fn check(session: &mut Session, repo: &dyn Repository, b: &BackupRecord) -> Resu
             Examined::Unvouched { reason, .. } => Verdict::Refused(Refusal::Unvouched(reason)),
         },
     )
+}
+
+/// Whether the entry is one of several copies of a backup (`pgseal copy`).
+fn is_copy(session: &mut Session, b: &BackupRecord) -> Result<bool> {
+    Ok(b.copy_of.is_some() || session.store()?.copies(b.id)?.len() > 1)
 }
 
 /// The refusal a repository's answer amounts to, if it is one.

@@ -26,7 +26,7 @@ use crate::decrypt::record_signature_outcome;
 use crate::error::{Error, ErrorKind, Result, signal_name};
 use crate::files::{Holdback, Input, PrivateScratch};
 use crate::observe::Observer;
-use crate::open::{OpenKeys, Opener, check_waiver, prepare, recognise};
+use crate::open::{OpenKeys, Opener, Sealed, check_waiver, prepare, recognise};
 use crate::pgtools::{PgTools, RestoreOptions, Target, quote_ident, quote_literal};
 use crate::session::Session;
 use crate::show;
@@ -114,40 +114,69 @@ pub fn restore<G>(
 ) -> Result<Restored> {
     let audit = session.audit(Action::Restore);
     audit.backup_file = Some(request.file.display().to_string());
+    let mut guard = Some(guard);
+    let mut held = None;
     let result = (|| {
         check_waiver(session, request.keys.verify)?;
         let reach = crate::repo::reach(session);
-        let mut input = Input::open_in(&reach, &request.file.display().to_string())?;
-        let sealed = recognise(&mut input)?;
-        let opener = prepare(session, sealed, &request.keys)?;
-        let _guard = guard()?;
-        let job = Job {
-            reach,
-            scratch_dir: session.scratch_dir().to_path_buf(),
-            file: request.file,
-            opener: &opener,
-            tools: request.tools,
-            observer: session.observer().clone(),
-            clean: request.clean,
-            jobs: request.jobs,
+        let requested = request.file.display().to_string();
+        // The other copies of the backup, when the catalog knows the one asked for: a copy
+        // that cannot be read or does not verify before anything was committed gives way to
+        // the next.
+        let (expected, mut others) = match catalogued(&reach, &requested) {
+            Some(location) => match crate::copy::alternatives(session, &location)? {
+                Some((entry, others)) => (Some(entry), others.into_iter()),
+                None => (None, Vec::new().into_iter()),
+            },
+            None => (None, Vec::new().into_iter()),
         };
-        match &request.destination {
-            Destination::Check => check(&job, session).map(Restored::Checked),
-            Destination::Into {
-                database,
-                create,
-                merge,
-            } => {
-                if let Some(a) = session.audit_mut() {
-                    a.detail("target_db", database.clone());
+        let mut spec = requested;
+        let mut failed = Vec::new();
+        loop {
+            let attempt = attempt(
+                session,
+                request,
+                &reach,
+                &spec,
+                (!failed.is_empty()).then_some(expected.as_ref()).flatten(),
+                &mut || {
+                    if held.is_none() {
+                        let make = guard.take().expect("the guard is made once, then held");
+                        held = Some(make()?);
+                    }
+                    Ok(())
+                },
+            );
+            let error = match attempt {
+                Ok(restored) => {
+                    if !failed.is_empty()
+                        && let Some(a) = session.audit_mut()
+                    {
+                        a.detail("restored_from", spec.clone());
+                        a.detail("failed_copies", failed.clone());
+                    }
+                    return Ok(restored);
                 }
-                let how = if *create {
-                    How::New { comment: None }
-                } else {
-                    How::Existing { merge: *merge }
-                };
-                restore_into(&job, database, how, Some(session))?;
-                Ok(Restored::Into(database.clone()))
+                Err(e) => e,
+            };
+            // Another copy only while nothing was committed (the entry is still unwritten)
+            // and for what another copy can mend: an unreadable or damaged copy.
+            let mendable = matches!(
+                error.kind(),
+                ErrorKind::Io | ErrorKind::Invalid | ErrorKind::Authentication
+            );
+            let next = others
+                .by_ref()
+                .find_map(|c| reachable_spec(&reach, &c.entry.location));
+            match next {
+                Some(next) if mendable && session.audit_mut().is_some() => {
+                    session.observer().warn(&format!(
+                        "{spec} could not be restored ({error}); trying its copy {next}"
+                    ));
+                    failed.push(serde_json::json!({"copy": spec, "error": error.to_string()}));
+                    spec = next;
+                }
+                _ => return Err(error),
             }
         }
     })();
@@ -158,6 +187,90 @@ pub fn restore<G>(
     }
     record_signature_outcome(session, result.as_ref().map(drop), request.keys.verify);
     result
+}
+
+/// One restore of the copy `spec`; with `expected`, a copy the catalog named in place of the
+/// one asked for, whose signed header must be that backup's.
+fn attempt(
+    session: &mut Session,
+    request: &Restore<'_>,
+    reach: &crate::repo::Reach,
+    spec: &str,
+    expected: Option<&pgseal_store::BackupRecord>,
+    guard: &mut dyn FnMut() -> Result<()>,
+) -> Result<Restored> {
+    let mut input = Input::open_in(reach, spec)?;
+    let sealed = recognise(&mut input)?;
+    if let Some(entry) = expected {
+        let why = match &sealed {
+            Sealed::V2(prelude) => crate::examine::header_mismatch(&prelude.header, &entry.entry),
+            _ => Some("it is not a pgseal v2 backup".to_owned()),
+        };
+        if let Some(why) = why {
+            return Err(Error::invalid(format!(
+                "{spec} is not a copy of the backup asked for: {why}"
+            )));
+        }
+    }
+    let opener = prepare(session, sealed, &request.keys)?;
+    guard()?;
+    let file = Path::new(spec);
+    let job = Job {
+        reach: reach.clone(),
+        scratch_dir: session.scratch_dir().to_path_buf(),
+        file,
+        opener: &opener,
+        tools: request.tools,
+        observer: session.observer().clone(),
+        clean: request.clean,
+        jobs: request.jobs,
+    };
+    match &request.destination {
+        Destination::Check => check(&job, session).map(Restored::Checked),
+        Destination::Into {
+            database,
+            create,
+            merge,
+        } => {
+            if let Some(a) = session.audit_mut() {
+                a.detail("target_db", database.clone());
+            }
+            let how = if *create {
+                How::New { comment: None }
+            } else {
+                How::Existing { merge: *merge }
+            };
+            restore_into(&job, database, how, Some(session))?;
+            Ok(Restored::Into(database.clone()))
+        }
+    }
+}
+
+/// The location `spec` (a path or an `s3://` location) names, as the catalog would spell it:
+/// a path need not exist any more (a deleted copy is what its other copies are for).
+fn catalogued(reach: &crate::repo::Reach, spec: &str) -> Option<crate::repo::Location> {
+    if spec.starts_with("s3://") {
+        return crate::repo::Location::parse(spec).ok();
+    }
+    if spec == "-" {
+        return None;
+    }
+    let path = std::fs::canonicalize(spec)
+        .or_else(|_| std::path::absolute(spec))
+        .ok()?;
+    crate::repo::Location::file(reach.host(), &path).ok()
+}
+
+/// How `location` is opened from here (a path on this host, an `s3://` location when object
+/// stores are reached), or `None` when it is out of reach.
+fn reachable_spec(reach: &crate::repo::Reach, location: &crate::repo::Location) -> Option<String> {
+    if !reach.reaches(location) {
+        return None;
+    }
+    match location.scheme() {
+        "s3" => Some(location.as_str().to_owned()),
+        _ => location.file_path().map(|p| p.display().to_string()),
+    }
 }
 
 /// Restores into `target`, created first or existing (see [`How`]). With `session`,
