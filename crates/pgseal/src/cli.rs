@@ -67,9 +67,19 @@ pub enum Command {
     /// under the bucket's prefix) and its signed header — verified with the creator's key —
     /// matches the catalog entry (signer, creator, time, database). Any other
     /// entry is refused with the reason, audited, and the rest goes on; refusals end in exit 4.
-    /// --keep-last counts only backups whose signed files are there. Backups written elsewhere
-    /// with `backup --output-dir` are never deleted by prune.
+    /// Retention is per repository: --keep-last counts only backups whose signed files are in
+    /// this repository; copies in other repositories (`pgseal copy`) are neither counted nor
+    /// touched. Backups written elsewhere with `backup --output-dir` are never deleted by prune.
     Prune(PruneArgs),
+    /// Copy backups into another repository (local → S3 and back), verifying each copy.
+    ///
+    /// Every catalogued backup of the source repository (--repo, else the configured one) that
+    /// has no copy in --to yet is streamed there, read back and verified — both signatures with
+    /// the creator's key from the store, every chunk, the ciphertext digest against the catalog
+    /// — and only then catalogued as a copy; a copy that does not verify is deleted. Re-running
+    /// copies only what is missing. Restore falls back on another copy when the one named
+    /// cannot be read or does not verify; prune keeps its retention in each repository.
+    Copy(CopyArgs),
     /// Re-wrap backups' file keys to the active server key (after a rotation) and wipe the old
     /// wrapping, so the rotated-out key opens nothing; data and signatures untouched.
     ///
@@ -147,6 +157,7 @@ impl Command {
             Command::Restore(a) => on(a.json.on),
             Command::List(a) => on(a.json.on),
             Command::Prune(a) => on(a.json.on),
+            Command::Copy(a) => on(a.json.on),
             Command::Rewrap(a) => on(a.json.on),
             Command::ImportDjango(a) => on(a.json.on),
             Command::Repo(RepoCommand::Cleanup(a)) => on(a.json.on),
@@ -263,6 +274,11 @@ pub struct BackupArgs {
     pub output_dir: Option<PathBuf>,
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// After each backup, copy it into this repository too (file:///ABSOLUTE/DIR or
+    /// s3://BUCKET/PREFIX), verified before it is catalogued, as `pgseal copy` does; a copy
+    /// that fails makes the command fail (the backup itself stays).
+    #[arg(long, value_name = "URL")]
+    pub copy_to: Option<String>,
     /// Directory of pg_dump and psql (else POSTGRESQL_BIN_PATH, else PATH).
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
@@ -351,8 +367,26 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The repository to copy into: file:///ABSOLUTE/DIR or s3://BUCKET/PREFIX.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Only backups of this database.
+    #[arg(long, value_name = "DB")]
+    pub db: Option<String>,
+    /// Only show what would be copied.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The repository to copy from (see --repo of the other commands).
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+#[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Keep the newest N backups of each database.
+    /// Keep the newest N backups of each database in the repository.
     #[arg(long, value_name = "N", conflicts_with = "older_than")]
     pub keep_last: Option<usize>,
     /// Delete backups older than this (e.g. 90d, 12h, 2w; default: BACKUP_RETENTION_DAYS days).

@@ -516,42 +516,9 @@ fn verify_notes_a_damaged_inactive_slot() {
 /// Runs `args` under the new password, stopping at the crash point `point`, and kills it there
 /// with SIGKILL. Panics if the process ends without reaching the point.
 fn kill_at(site: &Site, point: &str, args: &[&str]) {
-    // pgseal directly (not through setsid), so the signals hit exactly it.
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pgseal"));
-    c.env("XDG_CONFIG_HOME", "/nonexistent-pgseal-test");
-    let mut child = with_passwords(c)
-        .current_dir(&site.dir)
-        .env("SERVER_KEY_PASSWORD", NEW_PASSWORD)
-        .env("PGSEAL_TEST_STOP_AT", point)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stat = format!("/proc/{}/stat", child.id());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("pgseal ended ({status}) without reaching {point}: {err}");
-        }
-        let state = std::fs::read_to_string(&stat).unwrap_or_default();
-        // The state follows the parenthesised command name: "pid (comm) S ...".
-        if state
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T'))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{point} not reached in time"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut c = site.direct();
+    c.env("SERVER_KEY_PASSWORD", NEW_PASSWORD).args(args);
+    common::kill_at(c, point);
 }
 
 #[test]

@@ -464,3 +464,250 @@ fn a_backup_aborts_incomplete_uploads_older_than_the_configured_age() {
     assert!(cleanup[0].entry.details.contains("\"after_backup\":true"));
     assert_eq!(s.objects().len(), 2, "both backups are there");
 }
+
+impl S3Site {
+    /// The site's backup directory as a repository URL.
+    fn local(&self) -> String {
+        format!("file://{}", self.site.path("backups").display())
+    }
+
+    /// Backs up `db` into the repository `repo`; returns its catalog entry as `--json` shows it.
+    fn backup_into(&self, db: &str, repo: &str) -> Value {
+        let out = self.run(&[
+            "backup",
+            db,
+            "--user",
+            "system_backup",
+            "--repo",
+            repo,
+            "--json",
+        ]);
+        ok(&out);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+
+    /// `pgseal copy ARGS --json`, succeeding; its report.
+    fn copy(&self, args: &[&str]) -> Value {
+        let mut all = vec!["copy", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        ok(&out);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    }
+
+    fn list(&self) -> Vec<Value> {
+        let out = self.run(&["list", "--json"]);
+        ok(&out);
+        serde_json::from_str::<Value>(&stdout(&out))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Flips one byte in the middle of a file: inside its sealed chunks.
+fn flip_middle(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn copies_to_a_bucket_and_back_are_verified_catalogued_once_and_restore_uses_a_good_one() {
+    let s = S3Site::new("pgseal-cli-copy");
+    let db = s.sample_db("s3copy");
+    let original = s.backup_into(&db, &s.local());
+    let id = original["id"].as_i64().unwrap();
+
+    // Local → S3: copied, read back, verified, catalogued as a copy of the backup.
+    let report = s.copy(&["--repo", &s.local(), "--to", &s.repo()]);
+    let item = &report["backups"][0];
+    assert_eq!(item["outcome"], "copied", "{report}");
+    let in_bucket = item["copy"]["location"].as_str().unwrap().to_owned();
+    assert!(
+        in_bucket.starts_with(&format!("{}/{db}_", s.repo())),
+        "{in_bucket}"
+    );
+    assert_eq!(item["copy"]["copy_of"], id);
+    assert_eq!(
+        item["copy"]["ciphertext_blake3"], original["ciphertext_blake3"],
+        "{report}"
+    );
+    assert_eq!(s.objects().len(), 1);
+    let audit = s.site.audit();
+    let copies: Vec<_> = audit
+        .iter()
+        .filter(|e| e.entry.action == pgseal_store::Action::Copy)
+        .collect();
+    assert_eq!(copies.len(), 2, "the run's entry and the backup's");
+    assert!(copies.iter().all(|e| e.entry.success));
+
+    // Again: nothing to do, nothing written twice.
+    let again = s.copy(&["--repo", &s.local(), "--to", &s.repo()]);
+    assert_eq!(again["backups"][0]["outcome"], "present", "{again}");
+    assert_eq!(s.objects().len(), 1);
+
+    // S3 → another directory: the bucket is the source now.
+    let elsewhere = s.site.path("elsewhere");
+    let elsewhere_url = format!("file://{}", elsewhere.display());
+    let back = s.copy(&["--repo", &s.repo(), "--to", &elsewhere_url]);
+    assert_eq!(back["backups"][0]["outcome"], "copied", "{back}");
+    assert_eq!(
+        back["backups"][0]["copy"]["copy_of"], id,
+        "a copy of a copy names the first"
+    );
+    let listed = s.list();
+    assert_eq!(listed.len(), 3);
+
+    // The original gone and the local copy damaged: restore falls back on a good copy.
+    let original_path = original["path"].as_str().unwrap().to_owned();
+    let local_copy = back["backups"][0]["copy"]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    flip_middle(std::path::Path::new(&local_copy));
+    std::fs::remove_file(&original_path).unwrap();
+    let check = s.run(&["restore", &local_copy, "--check", "--json"]);
+    ok(&check);
+    let check: Value = serde_json::from_str(&stdout(&check)).unwrap();
+    assert_eq!(check["tables"][0]["rows"], 2000, "{check}");
+    assert_eq!(
+        code(&s.run(&["verify", &local_copy])),
+        4,
+        "the local copy is damaged"
+    );
+    let restored = s
+        .site
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|e| e.entry.action == pgseal_store::Action::Restore)
+        .unwrap();
+    let details: Value = serde_json::from_str(&restored.entry.details).unwrap();
+    assert!(restored.entry.success);
+    assert_eq!(details["restored_from"], in_bucket.as_str(), "{details}");
+    assert_eq!(
+        details["failed_copies"].as_array().unwrap().len(),
+        2,
+        "{details}"
+    );
+
+    // Restoring the deleted original by name works the same way.
+    let check = s.run(&["restore", &original_path, "--check"]);
+    ok(&check);
+    assert!(
+        stderr(&check).contains("trying its copy"),
+        "{}",
+        stderr(&check)
+    );
+}
+
+#[test]
+fn a_copy_that_does_not_verify_is_deleted_never_catalogued_and_audited() {
+    let s = S3Site::new("pgseal-cli-copy-bad");
+    let db = s.sample_db("s3copybad");
+    let original = s.backup_into(&db, &s.local());
+    flip_middle(std::path::Path::new(original["path"].as_str().unwrap()));
+    let out = s.run(&["copy", "--repo", &s.local(), "--to", &s.repo()]);
+    assert_ne!(code(&out), 0);
+    assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("did not verify"), "{}", stderr(&out));
+    assert!(s.objects().is_empty(), "{:?}", s.objects());
+    assert!(s.uploads().is_empty());
+    assert_eq!(s.list().len(), 1);
+    // The backup's entry and the run's, both failed.
+    let failed: Vec<Option<String>> = s
+        .site
+        .audit()
+        .into_iter()
+        .filter(|e| e.entry.action == pgseal_store::Action::Copy && !e.entry.success)
+        .map(|e| e.entry.backup_file)
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(
+        failed[0].as_deref(),
+        original["path"].as_str(),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn a_copy_killed_after_writing_is_verified_and_adopted_by_the_next_run() {
+    let s = S3Site::new("pgseal-cli-copy-kill");
+    let db = s.sample_db("s3copykill");
+    s.backup_into(&db, &s.local());
+    let mut c = s.site.direct();
+    c.args(["copy", "--repo", &s.local(), "--to", &s.repo()]);
+    common::kill_at(c, "copy:written");
+    assert_eq!(s.objects().len(), 1, "written, never catalogued");
+    assert_eq!(s.list().len(), 1);
+    let report = s.copy(&["--repo", &s.local(), "--to", &s.repo()]);
+    assert_eq!(report["backups"][0]["outcome"], "adopted", "{report}");
+    assert_eq!(s.objects().len(), 1, "not written twice");
+    assert_eq!(s.list().len(), 2);
+}
+
+#[test]
+fn backup_copy_to_and_prune_keeps_its_retention_in_each_repository() {
+    let s = S3Site::new("pgseal-cli-copy-prune");
+    let db = s.sample_db("s3copyprune");
+    let elsewhere = format!("file://{}", s.site.path("elsewhere").display());
+    let first = s.backup_into(&db, &s.local());
+    s.copy(&["--repo", &s.local(), "--to", &s.repo()]);
+    s.copy(&["--repo", &s.local(), "--to", &elsewhere]);
+    let out = s.run(&[
+        "backup",
+        &db,
+        "--user",
+        "system_backup",
+        "--repo",
+        &s.local(),
+        "--copy-to",
+        &s.repo(),
+    ]);
+    ok(&out);
+    assert!(stdout(&out).contains("verified"), "{}", stdout(&out));
+    assert_eq!(s.objects().len(), 2);
+    // The newest backup's copy in another directory of this host is catalogued after it.
+    s.copy(&["--repo", &s.local(), "--to", &elsewhere]);
+    assert_eq!(s.list().len(), 6);
+    let newest = s
+        .list()
+        .iter()
+        .map(|b| b["path"].as_str().unwrap().to_owned())
+        .filter(|p| std::path::Path::new(p).starts_with(s.site.path("backups")))
+        .max()
+        .unwrap();
+
+    // The local directory keeps its newest; the copies elsewhere are not its to count or judge.
+    let out = s.run(&[
+        "prune",
+        "--keep-last",
+        "1",
+        "--yes",
+        "--repo",
+        &s.local(),
+        "--json",
+    ]);
+    ok(&out);
+    assert!(!std::path::Path::new(first["path"].as_str().unwrap()).exists());
+    assert!(std::path::Path::new(&newest).exists(), "{newest}");
+    assert_eq!(common::listing(&s.site.path("elsewhere")).len(), 2);
+    assert_eq!(s.objects().len(), 2);
+    // The bucket keeps its newest.
+    ok(&s.run(&["prune", "--keep-last", "1", "--yes"]));
+    assert_eq!(s.objects().len(), 1);
+    let live: Vec<String> = s
+        .list()
+        .iter()
+        .map(|b| b["location"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(live.len(), 4, "{live:?}");
+    assert_eq!(
+        live.iter().filter(|l| l.starts_with("s3://")).count(),
+        1,
+        "{live:?}"
+    );
+}

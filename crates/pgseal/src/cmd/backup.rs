@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use pgseal_ops::backup::{self, All, AllReport, Backup, Source};
+use pgseal_ops::copy::Outcome;
+use pgseal_ops::repo::Repository;
 use pgseal_ops::repo::local::LocalRepository;
 use pgseal_store::BackupRecord;
 use serde_json::json;
@@ -46,7 +48,13 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         };
         let report = backup::backup_all(ctx, &request, all)?;
         summarize(&report, args.json.on);
-        return report.result();
+        let made = report
+            .results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .collect();
+        let copied = copy_to(ctx, &args, repository.as_ref(), made);
+        return report.result().and(copied);
     }
     let source = match (&args.database, &args.dbname) {
         (Some(db), None) => Source::Name(db.clone()),
@@ -63,7 +71,49 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
     };
     let record = backup::backup(ctx, &request, source)?;
     report(&record, args.json.on);
-    Ok(())
+    copy_to(ctx, &args, repository.as_ref(), vec![record])
+}
+
+/// `--copy-to`: the backups just made, copied and verified there; a copy that fails fails the
+/// command (the backups stay).
+fn copy_to(
+    ctx: &mut Context,
+    args: &BackupArgs,
+    from: &dyn Repository,
+    made: Vec<BackupRecord>,
+) -> CliResult {
+    let Some(url) = &args.copy_to else {
+        return Ok(());
+    };
+    let to = pgseal_ops::repo::open_url(&pgseal_ops::repo::reach(ctx), url, true)?;
+    let items = pgseal_ops::copy::copy_entries(ctx, from, to.as_ref(), made, false)?;
+    let failed: Vec<_> = items
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Failed(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    if !args.json.on {
+        for (b, o) in &items {
+            if let Outcome::Copied(c) | Outcome::Adopted(c) | Outcome::Present(c) = o {
+                outln!(
+                    "copy of {} verified: {}",
+                    show::name(&b.entry.database),
+                    c.entry.location.shown()
+                );
+            }
+        }
+    }
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(pgseal_ops::Error::Several {
+            failed: failed.len(),
+            total: items.len(),
+            what: "copies failed",
+            kind: first.kind(),
+        }),
+    }
 }
 
 /// The host a dump comes from: `PGHOST` when it names a host (not a socket directory), else

@@ -3,6 +3,7 @@
 mod audit;
 mod backup;
 mod catalog;
+mod copy;
 mod decrypt;
 mod encrypt;
 mod import;
@@ -53,6 +54,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Restore(args) => restore::run(args, ctx),
         Command::List(args) => catalog::list(args, ctx),
         Command::Prune(args) => catalog::prune(args, ctx),
+        Command::Copy(args) => copy::run(args, ctx),
         Command::Repo(RepoCommand::Cleanup(args)) => catalog::cleanup(args, ctx),
         Command::Audit(AuditCommand::List(args)) => audit::list(args, ctx),
         Command::Audit(AuditCommand::Stats(args)) => audit::stats(args, ctx),
@@ -204,6 +206,7 @@ pub fn record_json(r: &pgseal_store::BackupRecord) -> serde_json::Value {
             .ciphertext_blake3
             .map_or_else(String::new, |h| h.to_string()),
         "status": r.status.as_str(),
+        "copy_of": r.copy_of,
     })
 }
 

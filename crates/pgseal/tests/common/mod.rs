@@ -157,6 +157,11 @@ impl Site {
         self.cmd().args(args).output().expect("spawn pgseal")
     }
 
+    /// pgseal itself, in the site with its environment, not through `setsid` (for [`kill_at`]).
+    pub fn direct(&self) -> Command {
+        direct(&self.dir, &self.env)
+    }
+
     pub fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.join(name)
     }
@@ -178,4 +183,50 @@ impl Site {
     pub fn last_audit(&self) -> pgseal_store::AuditEntry {
         self.audit().pop().expect("an audit entry")
     }
+}
+
+/// Runs `c` (pgseal itself, not through `setsid`, so signals hit exactly it) until it stops at
+/// the crash point `point` (debug builds stop themselves there), then kills it with SIGKILL.
+/// Panics if it ends without reaching the point.
+pub fn kill_at(mut c: Command, point: &str) {
+    let mut child = c
+        .env("PGSEAL_TEST_STOP_AT", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("pgseal ended ({status}) without reaching {point}: {err}");
+        }
+        let state = std::fs::read_to_string(&stat).unwrap_or_default();
+        // The state follows the parenthesised command name: "pid (comm) S ...".
+        if state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T'))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{point} not reached in time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// pgseal itself (not through `setsid`) with the passwords and `env`, run in `dir`: for
+/// [`kill_at`].
+pub fn direct(dir: &Path, env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pgseal"));
+    c.env("XDG_CONFIG_HOME", "/nonexistent-pgseal-test");
+    let mut c = with_passwords(c);
+    c.envs(env.iter().map(|(k, v)| (k, v))).current_dir(dir);
+    c
 }
