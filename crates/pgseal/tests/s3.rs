@@ -560,6 +560,12 @@ fn copies_to_a_bucket_and_back_are_verified_catalogued_once_and_restore_uses_a_g
     );
     let listed = s.list();
     assert_eq!(listed.len(), 3);
+    let text = stdout(&s.run(&["list"]));
+    assert_eq!(
+        text.matches(&format!("(copy of {id})")).count(),
+        2,
+        "{text}"
+    );
 
     // The original gone and the local copy damaged: restore falls back on a good copy.
     let original_path = original["path"].as_str().unwrap().to_owned();

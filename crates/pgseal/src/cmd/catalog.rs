@@ -39,8 +39,11 @@ pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
         "SIZE"
     );
     for b in &backups {
+        let copy = b
+            .copy_of
+            .map_or_else(String::new, |id| format!("  (copy of {id})"));
         outln!(
-            "{:<5} {:<20} {:<25} {:>10}  {}",
+            "{:<5} {:<20} {:<25} {:>10}  {}{copy}",
             b.id,
             crate::show::name(&b.entry.database),
             b.entry.created_at.rfc3339(),
