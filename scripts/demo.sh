@@ -137,4 +137,12 @@ step "verify and test-restore the object, and anchor the audit log in the bucket
 "$pgseal" restore "$object" --check
 "$pgseal" audit verify --repo "$repo"
 
+step "copy the local backups into the bucket too: each read back and verified before it is catalogued"
+"$pgseal" copy --to "$repo"
+"$pgseal" list
+
+step "the local file lost: restore finds its verified copy in the bucket"
+rm "$file"
+"$pgseal" restore "$file" --check
+
 step "done (everything above lived in $work and is removed now)"

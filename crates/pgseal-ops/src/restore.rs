@@ -84,6 +84,16 @@ pub enum Restored {
     Checked(Vec<(String, i64)>),
 }
 
+/// What a restore did, and from which copy.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    /// Where it went.
+    pub restored: Restored,
+    /// The copy restored in place of the backup named, when that one could not be read or did
+    /// not verify (a location the catalog knows as another copy of the same backup).
+    pub from_copy: Option<String>,
+}
+
 /// What every step of one restore shares.
 struct Job<'a> {
     /// What the backup is opened through (again, for a second pass): an `s3://` location.
@@ -111,7 +121,7 @@ pub fn restore<G>(
     session: &mut Session,
     request: &Restore<'_>,
     guard: impl FnOnce() -> Result<G>,
-) -> Result<Restored> {
+) -> Result<RestoreReport> {
     let audit = session.audit(Action::Restore);
     audit.backup_file = Some(request.file.display().to_string());
     let mut guard = Some(guard);
@@ -149,13 +159,17 @@ pub fn restore<G>(
             );
             let error = match attempt {
                 Ok(restored) => {
-                    if !failed.is_empty()
+                    let from_copy = (!failed.is_empty()).then(|| spec.clone());
+                    if let Some(copy) = &from_copy
                         && let Some(a) = session.audit_mut()
                     {
-                        a.detail("restored_from", spec.clone());
+                        a.detail("restored_from", copy.clone());
                         a.detail("failed_copies", failed.clone());
                     }
-                    return Ok(restored);
+                    return Ok(RestoreReport {
+                        restored,
+                        from_copy,
+                    });
                 }
                 Err(e) => e,
             };

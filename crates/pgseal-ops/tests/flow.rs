@@ -154,7 +154,7 @@ fn backup_verify_restore_rotate_rewrap_through_the_operations_api() {
         }
         Err(e) => panic!("restore failed: {e}"),
     };
-    assert!(matches!(&restored, Restored::Into(d) if *d == copy));
+    assert!(matches!(&restored.restored, Restored::Into(d) if *d == copy));
     let original = restore::row_counts(&tools, &db).unwrap();
     assert_eq!(
         original,

@@ -710,7 +710,7 @@ mod flow {
                 .map(drop)
                 .map_err(|e| Error::invalid(e.to_string())),
         );
-        result
+        result.map(|r| r.restored)
     }
 
     #[test]

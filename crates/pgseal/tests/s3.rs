@@ -594,6 +594,7 @@ fn copies_to_a_bucket_and_back_are_verified_catalogued_once_and_restore_uses_a_g
     let details: Value = serde_json::from_str(&restored.entry.details).unwrap();
     assert!(restored.entry.success);
     assert_eq!(details["restored_from"], in_bucket.as_str(), "{details}");
+    assert_eq!(check["from_copy"], in_bucket.as_str(), "{check}");
     assert_eq!(
         details["failed_copies"].as_array().unwrap().len(),
         2,

@@ -37,22 +37,28 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
     };
     // The keys are in hand when the guard is taken: from then on a signal stops the restore
     // cleanly (and a Ctrl-C at a password prompt still simply ends pgseal).
-    match restore::restore(ctx, &request, interrupt::Guard::install)? {
+    let report = restore::restore(ctx, &request, interrupt::Guard::install)?;
+    let from = match &report.from_copy {
+        Some(copy) => format!("{} (from its copy {copy})", args.file.display()),
+        None => args.file.display().to_string(),
+    };
+    match report.restored {
         Restored::Into(target) => {
             if args.json.on {
-                print_json(&json!({ "restored": args.file, "target_db": target }));
+                print_json(&json!({
+                    "restored": args.file,
+                    "from_copy": report.from_copy,
+                    "target_db": target,
+                }));
             } else {
-                outln!(
-                    "restored {} into {}",
-                    args.file.display(),
-                    show::name(&target)
-                );
+                outln!("restored {from} into {}", show::name(&target));
             }
         }
         Restored::Checked(counts) => {
             if args.json.on {
                 print_json(&json!({
                     "file": args.file,
+                    "from_copy": report.from_copy,
                     "restorable": true,
                     "tables": counts
                         .iter()
@@ -60,11 +66,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
                         .collect::<Vec<_>>(),
                 }));
             } else {
-                outln!(
-                    "{} restores cleanly ({} tables):",
-                    args.file.display(),
-                    counts.len()
-                );
+                outln!("{from} restores cleanly ({} tables):", counts.len());
                 for (table, rows) in &counts {
                     outln!("  {:<50} {rows:>12}", show::name(table));
                 }
