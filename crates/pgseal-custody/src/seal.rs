@@ -137,7 +137,7 @@ fn agree(
     then: impl FnOnce(&[u8]) -> Result<LessSafeKey, SealError>,
 ) -> Result<LessSafeKey, SealError> {
     let peer = UnparsedPublicKey::new(&X25519, peer);
-    agreement::agree_ephemeral(private, &peer, SealError::BadPublicKey, then)
+    agreement::agree_ephemeral(private, peer, SealError::BadPublicKey, then)
 }
 
 fn derive(
