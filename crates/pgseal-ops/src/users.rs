@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use pgseal_core::keys::PssSalt;
 use pgseal_core::{Fingerprint, PrivateKey, PublicKey};
-use pgseal_store::{Action, NewUserKey, Role, StoreError, User, UserKeyRecord, Username};
+use pgseal_store::{
+    Action, NewUserKey, Role, ServiceRole, StoreError, User, UserKeyRecord, Username,
+};
 
 use crate::error::{Error, Missing, Refused, Result};
 use crate::files::{AtomicFile, refuse_existing};
@@ -69,6 +71,43 @@ pub fn disable(session: &mut Session, name: &str) -> Result<User> {
         }
         e => e.into(),
     })
+}
+
+/// Grants the service roles `add` to the user `name` and revokes `remove`, audited as
+/// `USER_ROLE` (one entry, naming what changed); returns the roles they hold afterwards. What
+/// the key-custody service lets a user ask depends on these (docs/CUSTODY.md).
+pub fn set_roles(
+    session: &mut Session,
+    name: &str,
+    add: &[ServiceRole],
+    remove: &[ServiceRole],
+) -> Result<Vec<ServiceRole>> {
+    let audit = session.audit(Action::UserRole);
+    audit.detail("username", name);
+    let name = username(name)?;
+    let store = session.store()?;
+    let user = store.user(&name)?;
+    let (mut granted, mut revoked) = (Vec::new(), Vec::new());
+    for &role in add {
+        if store.grant_role(user.id, role)? {
+            granted.push(role.as_str());
+        }
+    }
+    for &role in remove {
+        if store.revoke_role(user.id, role)? {
+            revoked.push(role.as_str());
+        }
+    }
+    let roles = store.roles(user.id)?;
+    if let Some(a) = session.audit_mut() {
+        a.detail("granted", granted);
+        a.detail("revoked", revoked);
+        a.detail(
+            "roles",
+            roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        );
+    }
+    Ok(roles)
 }
 
 /// A user's keys, retired ones included, oldest first (read-only).

@@ -53,6 +53,18 @@ pub enum Action {
     /// `COPY`: a backup copied into another repository and the copy verified (catalogued only
     /// when it verified).
     Copy,
+    /// `USER_ROLE`: a service role granted to or revoked from a user.
+    UserRole,
+    /// `CUSTODY_START`: the key-custody service unlocked its keys and began serving (or failed
+    /// to).
+    CustodyStart,
+    /// `CUSTODY_UNWRAP`: a request to the key-custody service to unwrap a file key (answered or
+    /// refused).
+    CustodyUnwrap,
+    /// `CUSTODY_REWRAP`: a request to the key-custody service for a file's rewrap plan.
+    CustodyRewrap,
+    /// `CUSTODY_KEYS`: a request to the key-custody service for the server keys' public halves.
+    CustodyKeys,
     /// Text pgseal never writes, read back exactly as stored (an imported legacy row).
     Other(OtherAction),
 }
@@ -71,7 +83,7 @@ impl OtherAction {
 
 impl Action {
     /// Every action pgseal writes (all but [`Other`](Action::Other)).
-    pub const WRITTEN: [Action; 18] = [
+    pub const WRITTEN: [Action; 23] = [
         Action::Encrypt,
         Action::Decrypt,
         Action::DecryptStart,
@@ -90,6 +102,11 @@ impl Action {
         Action::Import,
         Action::RepoCleanup,
         Action::Copy,
+        Action::UserRole,
+        Action::CustodyStart,
+        Action::CustodyUnwrap,
+        Action::CustodyRewrap,
+        Action::CustodyKeys,
     ];
 
     /// The text the log stores and the chain hashes (`REWRAP`, `DECRYPT_START`, …).
@@ -113,6 +130,11 @@ impl Action {
             Action::Import => "IMPORT",
             Action::RepoCleanup => "REPO_CLEANUP",
             Action::Copy => "COPY",
+            Action::UserRole => "USER_ROLE",
+            Action::CustodyStart => "CUSTODY_START",
+            Action::CustodyUnwrap => "CUSTODY_UNWRAP",
+            Action::CustodyRewrap => "CUSTODY_REWRAP",
+            Action::CustodyKeys => "CUSTODY_KEYS",
             Action::Other(other) => other.as_str(),
         }
     }
@@ -208,6 +230,11 @@ mod tests {
             "IMPORT",
             "REPO_CLEANUP",
             "COPY",
+            "USER_ROLE",
+            "CUSTODY_START",
+            "CUSTODY_UNWRAP",
+            "CUSTODY_REWRAP",
+            "CUSTODY_KEYS",
         ];
         assert_eq!(Action::WRITTEN.map(|a| a.as_str().to_owned()), texts);
         for a in Action::WRITTEN {

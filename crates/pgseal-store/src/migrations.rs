@@ -179,6 +179,22 @@ CREATE INDEX pgseal_backups_copy_of ON pgseal_backups (copy_of);
         data: None,
         after: "",
     },
+    Migration {
+        version: 6,
+        name: "service roles",
+        // What a user may ask of the key-custody service (`pgseal serve`): one row per role
+        // granted. A user with none may ask it nothing.
+        sql: r#"
+CREATE TABLE pgseal_user_roles (
+    user_id {bigint} NOT NULL REFERENCES pgseal_users (id),
+    role TEXT NOT NULL CHECK (role IN ('restore', 'rewrap', 'admin', 'auditor')),
+    granted_at {ts} NOT NULL,
+    PRIMARY KEY (user_id, role)
+);
+"#,
+        data: None,
+        after: "",
+    },
 ];
 
 /// Migration 4: each catalog row's location, from the path and host it recorded. A path

@@ -51,6 +51,55 @@ impl fmt::Display for Role {
     }
 }
 
+/// What a user may ask of the key-custody service (`pgseal serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceRole {
+    /// Have file keys unwrapped: decrypt, restore, verify with decryption.
+    Restore,
+    /// Have files rewrapped to the active server key.
+    Rewrap,
+    /// Administer the server keys held by the service (rotate, retire).
+    Admin,
+    /// Read what the service knows of the audit log.
+    Auditor,
+}
+
+impl ServiceRole {
+    /// Every role.
+    pub const ALL: [ServiceRole; 4] = [
+        ServiceRole::Restore,
+        ServiceRole::Rewrap,
+        ServiceRole::Admin,
+        ServiceRole::Auditor,
+    ];
+
+    /// The text the store keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceRole::Restore => "restore",
+            ServiceRole::Rewrap => "rewrap",
+            ServiceRole::Admin => "admin",
+            ServiceRole::Auditor => "auditor",
+        }
+    }
+}
+
+impl FromStr for ServiceRole {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        ServiceRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown service role {s}")))
+    }
+}
+
+impl fmt::Display for ServiceRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A person or job that makes or opens backups. Ids are never reused: legacy files carry them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -146,6 +146,7 @@ impl Command {
                 UserCommand::Add { json, .. } | UserCommand::Show { json, .. } => on(json.on),
                 UserCommand::List(a) => on(a.on),
                 UserCommand::Disable { .. } => None,
+                UserCommand::Role { json, .. } => on(json.on),
             },
             Command::UserKey(c) => match c {
                 UserKeyCommand::Generate(a) => on(a.json.on),
@@ -680,6 +681,41 @@ pub enum UserCommand {
     },
     /// Disable a user: they can no longer make backups; their keys stay for verification.
     Disable { name: String },
+    /// Show, grant or revoke a user's service roles: what they may ask of the key-custody
+    /// service (`pgseal serve`). restore: have file keys unwrapped (decrypt, restore, verify
+    /// --identity); rewrap: have files rewrapped; admin: rotate and retire the keys the service
+    /// holds; auditor: read the service's view of the audit log. Audited as USER_ROLE.
+    Role {
+        name: String,
+        /// Grant this role. Repeatable.
+        #[arg(long = "add", value_enum, value_name = "ROLE")]
+        add: Vec<ServiceRoleArg>,
+        /// Revoke this role. Repeatable.
+        #[arg(long = "remove", value_enum, value_name = "ROLE")]
+        remove: Vec<ServiceRoleArg>,
+        #[command(flatten)]
+        json: Json,
+    },
+}
+
+/// A service role (see `pgseal user role --help`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ServiceRoleArg {
+    Restore,
+    Rewrap,
+    Admin,
+    Auditor,
+}
+
+impl From<ServiceRoleArg> for pgseal_store::ServiceRole {
+    fn from(r: ServiceRoleArg) -> Self {
+        match r {
+            ServiceRoleArg::Restore => pgseal_store::ServiceRole::Restore,
+            ServiceRoleArg::Rewrap => pgseal_store::ServiceRole::Rewrap,
+            ServiceRoleArg::Admin => pgseal_store::ServiceRole::Admin,
+            ServiceRoleArg::Auditor => pgseal_store::ServiceRole::Auditor,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

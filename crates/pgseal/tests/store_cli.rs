@@ -288,6 +288,44 @@ fn users_are_listed_shown_and_disabled() {
 }
 
 #[test]
+fn service_roles_are_granted_revoked_shown_and_audited() {
+    let site = Site::new();
+    let roles = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["user", "role", "system_backup", "--json"];
+        all.extend_from_slice(args);
+        let o = site.run(&all);
+        ok(&o);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["roles"].clone()
+    };
+    assert_eq!(roles(&[]), serde_json::json!([]));
+    assert_eq!(
+        roles(&["--add", "rewrap", "--add", "restore"]),
+        serde_json::json!(["restore", "rewrap"])
+    );
+    assert_eq!(
+        roles(&["--remove", "rewrap", "--add", "admin"]),
+        serde_json::json!(["restore", "admin"])
+    );
+    let o = site.run(&["user", "role", "system_backup"]);
+    assert_eq!(common::stdout(&o).trim(), "system_backup: restore, admin");
+    let o = site.run(&["user", "role", "nobody", "--add", "admin"]);
+    assert_ne!(code(&o), 0);
+    assert_eq!(
+        code(&site.run(&["user", "role", "system_backup", "--add", "root"])),
+        2
+    );
+    let changes: Vec<serde_json::Value> = site
+        .audit()
+        .into_iter()
+        .filter(|e| e.entry.action == pgseal_store::Action::UserRole && e.entry.success)
+        .map(|e| serde_json::from_str(&e.entry.details).unwrap())
+        .collect();
+    assert_eq!(changes.len(), 4, "{changes:?}");
+    assert_eq!(changes[2]["granted"], serde_json::json!(["admin"]));
+    assert_eq!(changes[2]["revoked"], serde_json::json!(["rewrap"]));
+}
+
+#[test]
 fn two_processes_racing_server_key_generate_have_one_winner() {
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", tmp.path().join("race.db").display());

@@ -5,7 +5,7 @@ use pgseal_core::time::Timestamp;
 use super::{Store, one};
 use crate::db::Row;
 use crate::error::{Result, StoreError};
-use crate::model::{Role, User};
+use crate::model::{Role, ServiceRole, User};
 use crate::username::Username;
 
 const USER_COLUMNS: &str = "id, username, role, is_active, created_at, disabled_at";
@@ -65,6 +65,45 @@ impl Store {
             &[],
         )?;
         rows.iter().map(user_from_row).collect()
+    }
+
+    /// Grants `role` to the user `user_id`; `false` if they had it already.
+    pub fn grant_role(&mut self, user_id: i64, role: ServiceRole) -> Result<bool> {
+        if self.roles(user_id)?.contains(&role) {
+            return Ok(false);
+        }
+        self.db.execute(
+            "INSERT INTO pgseal_user_roles (user_id, role, granted_at) VALUES ($1, $2, $3)",
+            &[
+                user_id.into(),
+                role.as_str().into(),
+                Timestamp::now().into(),
+            ],
+        )?;
+        Ok(true)
+    }
+
+    /// Revokes `role` from the user `user_id`; `false` if they did not have it.
+    pub fn revoke_role(&mut self, user_id: i64, role: ServiceRole) -> Result<bool> {
+        let n = self.db.execute(
+            "DELETE FROM pgseal_user_roles WHERE user_id = $1 AND role = $2",
+            &[user_id.into(), role.as_str().into()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The service roles of the user `user_id`, in [`ServiceRole::ALL`] order.
+    pub fn roles(&mut self, user_id: i64) -> Result<Vec<ServiceRole>> {
+        let rows = self.db.query(
+            "SELECT role FROM pgseal_user_roles WHERE user_id = $1",
+            &[user_id.into()],
+        )?;
+        let mut roles = rows
+            .iter()
+            .map(|r| r.text(0)?.parse())
+            .collect::<Result<Vec<ServiceRole>>>()?;
+        roles.sort();
+        Ok(roles)
     }
 
     /// Disables a user: they can no longer sign new backups; their keys stay for verification.

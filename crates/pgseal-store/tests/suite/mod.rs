@@ -334,6 +334,10 @@ macro_rules! backend_suite {
             );
         }
         #[test]
+        fn service_roles_are_granted_and_revoked_per_user() {
+            $crate::suite::service_roles_are_granted_and_revoked_per_user(<$backend>::fresh());
+        }
+        #[test]
         fn a_backups_copies_are_entries_naming_its_first() {
             $crate::suite::a_backups_copies_are_entries_naming_its_first(<$backend>::fresh());
         }
@@ -822,4 +826,30 @@ pub fn migrating_gives_old_rows_their_location_from_path_and_host<B: Backend>(ur
         B::raw(&url, "UPDATE pgseal_backups SET path = '/x'");
     });
     assert!(old_column.is_err(), "the path column is still there");
+}
+
+/// Service roles are per user, granted once, revoked, and come back in one order.
+pub fn service_roles_are_granted_and_revoked_per_user(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let alice = s.add_user(&name("alice"), Role::Operator).unwrap();
+    let bob = s.add_user(&name("bob"), Role::Operator).unwrap();
+    assert!(s.roles(alice.id).unwrap().is_empty());
+    assert!(s.grant_role(alice.id, ServiceRole::Rewrap).unwrap());
+    assert!(s.grant_role(alice.id, ServiceRole::Restore).unwrap());
+    assert!(!s.grant_role(alice.id, ServiceRole::Restore).unwrap());
+    assert_eq!(
+        s.roles(alice.id).unwrap(),
+        [ServiceRole::Restore, ServiceRole::Rewrap]
+    );
+    assert!(s.roles(bob.id).unwrap().is_empty());
+    assert!(s.revoke_role(alice.id, ServiceRole::Restore).unwrap());
+    assert!(!s.revoke_role(alice.id, ServiceRole::Restore).unwrap());
+    assert_eq!(s.roles(alice.id).unwrap(), [ServiceRole::Rewrap]);
+    assert!(
+        s.grant_role(9999, ServiceRole::Admin).is_err(),
+        "no such user"
+    );
+    for r in ServiceRole::ALL {
+        assert_eq!(r.as_str().parse::<ServiceRole>().unwrap(), r);
+    }
 }

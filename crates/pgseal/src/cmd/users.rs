@@ -111,6 +111,25 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
             }
             Ok(())
         }
+        UserCommand::Role {
+            name,
+            add,
+            remove,
+            json,
+        } => {
+            let add: Vec<_> = add.into_iter().map(Into::into).collect();
+            let remove: Vec<_> = remove.into_iter().map(Into::into).collect();
+            let roles = users::set_roles(ctx, &name, &add, &remove)?;
+            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            if json.on {
+                print_json(&json!({ "username": name, "roles": roles }));
+            } else if roles.is_empty() {
+                outln!("{}: no service roles", crate::show::text(&name));
+            } else {
+                outln!("{}: {}", crate::show::text(&name), roles.join(", "));
+            }
+            Ok(())
+        }
         UserCommand::Disable { name } => {
             let user = users::disable(ctx, &name)?;
             outln!(
