@@ -236,7 +236,7 @@ fn check_copy(
     let size = object.size;
     let mut input = Input::object(location.shown(), object);
     let prelude: Prelude = match recognise(&mut input)? {
-        Sealed::V2(p) => *p,
+        Sealed::V2(p, _) => *p,
         _ => {
             return Err(Error::invalid(format!(
                 "{} is not a pgseal v2 backup",

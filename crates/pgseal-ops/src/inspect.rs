@@ -47,7 +47,7 @@ pub fn inspect(reach: &crate::repo::Reach, input: &str) -> Result<Inspected> {
         });
     }
     let what = match recognise(&mut input)? {
-        Sealed::V2(prelude) => Inspection::V2(prelude),
+        Sealed::V2(prelude, _) => Inspection::V2(prelude),
         Sealed::LegacyHybrid(header) => Inspection::LegacyHybrid(header),
         Sealed::LegacySymmetric => {
             // The header, then at least the GCM tag: anything shorter was cut off.

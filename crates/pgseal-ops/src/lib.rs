@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod cleanup;
 pub mod copy;
 pub mod crashpoint;
+pub mod custody;
 pub mod decrypt;
 pub mod encrypt;
 pub mod error;

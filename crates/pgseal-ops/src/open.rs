@@ -28,8 +28,9 @@ use crate::session::Session;
 /// A sealed file whose format is known and whose header has been read (not yet trusted).
 #[derive(Debug)]
 pub enum Sealed {
-    /// The v2 format: everything before the chunks.
-    V2(Box<Prelude>),
+    /// The v2 format: everything before the chunks, and the bytes it was read from (what a
+    /// key-custody service is sent).
+    V2(Box<Prelude>, Vec<u8>),
     /// The legacy `PGBACKUP_HYBRID_V1` format: its (unauthenticated) header.
     LegacyHybrid(hybrid::LegacyHeader),
     /// The legacy `PGBACKUP_AES256_V1` format: its header is read with the data.
@@ -62,7 +63,7 @@ impl Sealed {
     /// Which format.
     pub fn format(&self) -> Format {
         match self {
-            Sealed::V2(_) => Format::V2,
+            Sealed::V2(..) => Format::V2,
             Sealed::LegacyHybrid(_) => Format::LegacyHybrid,
             Sealed::LegacySymmetric => Format::LegacySymmetric,
         }
@@ -71,7 +72,7 @@ impl Sealed {
     /// The creator's user id, as the header says it (unverified).
     pub fn creator_id(&self) -> Option<i64> {
         match self {
-            Sealed::V2(p) => p.header.metadata.creator_user_id.map(|id| id as i64),
+            Sealed::V2(p, _) => p.header.metadata.creator_user_id.map(|id| id as i64),
             Sealed::LegacyHybrid(h) => i64::try_from(h.user_id).ok(),
             Sealed::LegacySymmetric => None,
         }
@@ -95,7 +96,14 @@ pub fn detect_format(prefix: &[u8]) -> std::result::Result<Format, Detected> {
 pub fn recognise(input: &mut Input) -> Result<Sealed> {
     let prefix = input.peek(DETECT_LEN)?;
     match detect_format(&prefix) {
-        Ok(Format::V2) => Ok(Sealed::V2(Box::new(v2::read_prelude(input)?))),
+        Ok(Format::V2) => {
+            let mut raw = Vec::new();
+            let prelude = v2::read_prelude(&mut crate::files::Tee {
+                reader: &mut *input,
+                copy: &mut raw,
+            })?;
+            Ok(Sealed::V2(Box::new(prelude), raw))
+        }
         Ok(Format::LegacyHybrid) => {
             let len = input.len;
             Ok(Sealed::LegacyHybrid(hybrid::read_header(input, len)?))
@@ -135,8 +143,8 @@ pub enum Opener {
     V2 {
         /// Its prelude.
         prelude: Box<Prelude>,
-        /// The private keys its active slot names that are at hand.
-        identities: Vec<PrivateKey>,
+        /// The keys its active slot names that are at hand.
+        identities: Vec<Held>,
         /// The creator's public keys.
         signers: Vec<PublicKey>,
         /// Whether signatures are checked.
@@ -157,6 +165,31 @@ pub enum Opener {
     },
     /// A legacy symmetric file, with its password.
     LegacySymmetric(Password),
+}
+
+/// A key that opens a v2 file's active slot: a server private key at hand, or the file key a
+/// key-custody service unwrapped for this file.
+pub enum Held {
+    /// A private key.
+    Key(PrivateKey),
+    /// The service's answer.
+    Custody(crate::custody::CustodyKey),
+}
+
+impl Identity for Held {
+    fn fingerprint(&self) -> Fingerprint {
+        match self {
+            Held::Key(k) => k.fingerprint(),
+            Held::Custody(k) => k.fingerprint(),
+        }
+    }
+
+    fn unwrap_file_key(&self, wrapped: &[u8]) -> pgseal_core::Result<pgseal_core::secret::FileKey> {
+        match self {
+            Held::Key(k) => k.unwrap_file_key(wrapped),
+            Held::Custody(k) => k.unwrap_file_key(wrapped),
+        }
+    }
 }
 
 /// What opening the data established.
@@ -188,7 +221,7 @@ pub fn prepare(session: &mut Session, sealed: Sealed, keys: &OpenKeys<'_>) -> Re
     }
     let password = Cached::new(keys.server_password);
     match sealed {
-        Sealed::V2(prelude) => {
+        Sealed::V2(prelude, raw) => {
             let (signers, creator) =
                 keys::v2_signers(session, keys.signers, &prelude.header.signer)?;
             if let Some(a) = session.audit_mut() {
@@ -199,9 +232,7 @@ pub fn prepare(session: &mut Session, sealed: Sealed, keys: &OpenKeys<'_>) -> Re
                 // Before any password is asked: a file whose origin fails is refused first.
                 prelude.verify_header_signature(&signers)?;
             }
-            let (_, slot) = prelude.active_slot()?;
-            let identities =
-                keys::v2_identities(session, keys.identities, &password, &slot.recipients())?;
+            let identities = v2_held(session, &prelude, &raw, keys.identities, &password)?;
             let refs: Vec<&dyn Identity> = identities.iter().map(|k| k as &dyn Identity).collect();
             let recipient = prelude.check_key(&refs)?;
             Ok(Opener::V2 {
@@ -239,6 +270,35 @@ pub fn prepare(session: &mut Session, sealed: Sealed, keys: &OpenKeys<'_>) -> Re
             Ok(Opener::LegacySymmetric(keys.legacy_password.get()?))
         }
     }
+}
+
+/// The keys that open a v2 file: the key files given; else, with a key-custody service, the
+/// file key it unwraps (the service checks the header signature and the caller's role); else
+/// the stored server keys the active slot names.
+pub fn v2_held(
+    session: &mut Session,
+    prelude: &Prelude,
+    raw: &[u8],
+    files: &[PathBuf],
+    password: &dyn Secret,
+) -> Result<Vec<Held>> {
+    if files.is_empty()
+        && let Some(custody) = session.custody().cloned()
+    {
+        let file = session.audit_mut().and_then(|a| a.backup_file.clone());
+        let key = custody.unwrap(raw, file.as_deref())?;
+        if let Some(a) = session.audit_mut() {
+            a.detail("custody", custody.describe());
+        }
+        return Ok(vec![Held::Custody(key)]);
+    }
+    let (_, slot) = prelude.active_slot()?;
+    Ok(
+        keys::v2_identities(session, files, password, &slot.recipients())?
+            .into_iter()
+            .map(Held::Key)
+            .collect(),
+    )
 }
 
 impl Opener {
@@ -298,7 +358,7 @@ impl Opener {
     pub fn reopen(&self, mut input: Input, out: impl Write + Send) -> Result<Opened> {
         let sealed = recognise(&mut input)?;
         let same = match (self, &sealed) {
-            (Opener::V2 { prelude, .. }, Sealed::V2(again)) => {
+            (Opener::V2 { prelude, .. }, Sealed::V2(again, _)) => {
                 prelude.header_hash == again.header_hash
             }
             (Opener::LegacyHybrid { header, .. }, Sealed::LegacyHybrid(again)) => header == again,

@@ -217,7 +217,9 @@ fn attempt(
     let sealed = recognise(&mut input)?;
     if let Some(entry) = expected {
         let why = match &sealed {
-            Sealed::V2(prelude) => crate::examine::header_mismatch(&prelude.header, &entry.entry),
+            Sealed::V2(prelude, _) => {
+                crate::examine::header_mismatch(&prelude.header, &entry.entry)
+            }
             _ => Some("it is not a pgseal v2 backup".to_owned()),
         };
         if let Some(why) = why {

@@ -69,6 +69,9 @@ pub struct Operation {
     pub signature_valid: Option<bool>,
     /// Everything else worth recording.
     pub details: Map<String, Value>,
+    /// The address the request came from, when the operation serves one from elsewhere (the
+    /// key-custody service); else the [`Actor`]'s.
+    pub address: Option<String>,
 }
 
 impl Operation {
@@ -81,6 +84,7 @@ impl Operation {
             backup_file: None,
             signature_valid: None,
             details: Map::new(),
+            address: None,
         }
     }
 
@@ -111,6 +115,8 @@ pub struct Session {
     scratch_dir: PathBuf,
     /// Access to object stores, when the front end configured it.
     s3: Option<Arc<crate::repo::S3Access>>,
+    /// The key-custody service that holds the server keys, when the front end named one.
+    custody: Option<Arc<crate::custody::CustodyClient>>,
 }
 
 impl Session {
@@ -133,6 +139,7 @@ impl Session {
             written_early: None,
             scratch_dir: PathBuf::from("/tmp"),
             s3: None,
+            custody: None,
         }
     }
 
@@ -152,6 +159,19 @@ impl Session {
     /// Access to object stores, if the front end gave it.
     pub fn s3(&self) -> Option<&Arc<crate::repo::S3Access>> {
         self.s3.as_ref()
+    }
+
+    /// Has the key-custody service `client` reaches open files in place of the stored server
+    /// keys: decrypt, restore, verify's decryption check and rewrap then never need the server
+    /// password.
+    pub fn with_custody(mut self, client: Arc<crate::custody::CustodyClient>) -> Self {
+        self.custody = Some(client);
+        self
+    }
+
+    /// The key-custody service, if the front end named one.
+    pub fn custody(&self) -> Option<&Arc<crate::custody::CustodyClient>> {
+        self.custody.as_ref()
     }
 
     /// Sets where scratch files go (the CLI: the system's temporary directory, `$TMPDIR`).
@@ -339,6 +359,7 @@ impl Session {
             backup_file: current.backup_file.clone(),
             signature_valid: None,
             details: current.details.clone(),
+            address: current.address.clone(),
         };
         self.record(start, None)
     }
@@ -385,7 +406,7 @@ impl Session {
                 signature_valid: audit.signature_valid,
                 timestamp: Timestamp::now(),
                 host: actor.host.clone(),
-                ip_address: actor.address.clone(),
+                ip_address: audit.address.clone().or_else(|| actor.address.clone()),
                 details: Value::Object(audit.details.clone()).to_string(),
             };
             store.append_audit(&entry).map_err(Error::AuditUnwritable)

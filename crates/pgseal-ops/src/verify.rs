@@ -4,18 +4,18 @@
 use std::path::PathBuf;
 
 use pgseal_core::Detected;
+use pgseal_core::Fingerprint;
 use pgseal_core::detect::DETECT_LEN;
 use pgseal_core::keys::Identity;
 use pgseal_core::legacy::hybrid;
 use pgseal_core::v2::SlotState;
-use pgseal_core::{Fingerprint, PrivateKey};
 use pgseal_store::Action;
 
 use crate::decrypt::record_signature_outcome;
 use crate::error::{Error, Result};
 use crate::files::Input;
 use crate::keys;
-use crate::open::{Sealed, legacy_signer, recognise};
+use crate::open::{Held, Sealed, legacy_signer, recognise};
 use crate::secret::{Cached, Secret};
 use crate::session::Session;
 
@@ -83,7 +83,7 @@ pub fn verify(session: &mut Session, input: &str, keys: &VerifyKeys<'_>) -> Veri
     let result = Input::open_in(&crate::repo::reach(session), input).and_then(|mut input| {
         format = Some(format_name(&input.peek(DETECT_LEN)?));
         match recognise(&mut input)? {
-            Sealed::V2(prelude) => verify_v2(session, *prelude, &mut input, keys),
+            Sealed::V2(prelude, raw) => verify_v2(session, *prelude, &raw, &mut input, keys),
             Sealed::LegacyHybrid(header) => verify_legacy_hybrid(session, header, &mut input, keys),
             Sealed::LegacySymmetric => Err(Error::invalid(
                 "legacy symmetric files carry no signature, so there is nothing to verify with \
@@ -116,6 +116,7 @@ fn format_name(prefix: &[u8]) -> &'static str {
 fn verify_v2(
     session: &mut Session,
     prelude: pgseal_core::v2::Prelude,
+    raw: &[u8],
     input: &mut Input,
     keys: &VerifyKeys<'_>,
 ) -> Result<Proof> {
@@ -124,16 +125,15 @@ fn verify_v2(
         a.backup_creator_id =
             creator.or(prelude.header.metadata.creator_user_id.map(|id| id as i64));
     }
-    let identity: Option<PrivateKey> = match (keys.identity, keys.decrypt_check) {
-        (Some(path), _) => Some(keys::load_private(
+    let identity: Option<Held> = match (keys.identity, keys.decrypt_check) {
+        (Some(path), _) => Some(Held::Key(keys::load_private(
             session.observer().as_ref(),
             path,
             keys.server_password,
-        )?),
+        )?)),
         (None, true) => {
-            let (_, slot) = prelude.active_slot()?;
             let password = Cached::new(keys.server_password);
-            keys::v2_identities(session, &[], &password, &slot.recipients())?
+            crate::open::v2_held(session, &prelude, raw, &[], &password)?
                 .into_iter()
                 .next()
         }

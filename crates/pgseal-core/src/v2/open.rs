@@ -8,6 +8,7 @@ use crate::error::{Error, FormatError, Result};
 use crate::hash::Sha256;
 use crate::io_util::{read_exact_or_truncated, read_full, read_vec};
 use crate::keys::{Fingerprint, Identity, PssSalt, PublicKey};
+use crate::secret::FileKey;
 
 use super::header::{Compression, Header};
 use super::pipeline::{self, Sender, StageResult};
@@ -170,6 +171,17 @@ impl Prelude {
         let (_, _, recipient) =
             slot.unlock(identities, &h.salt, &h.key_commitment, &self.header_hash)?;
         Ok(recipient)
+    }
+
+    /// The file key of the active slot, checked against the commitment and the slot MAC, and the
+    /// identity that unwrapped it: what a key-custody service hands (sealed) to a caller it has
+    /// authorised, and only after verifying the header signature itself.
+    pub fn unlock_file_key(&self, identities: &[&dyn Identity]) -> Result<(FileKey, Fingerprint)> {
+        let (_, slot) = self.active_slot()?;
+        let h = &self.header;
+        let (file_key, _, recipient) =
+            slot.unlock(identities, &h.salt, &h.key_commitment, &self.header_hash)?;
+        Ok((file_key, recipient))
     }
 
     /// Decrypts the chunks that follow the prelude in `input` into `output`.

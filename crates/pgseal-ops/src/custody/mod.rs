@@ -1,0 +1,364 @@
+//! The key-custody service (issue 14; docs/CUSTODY.md): the server keys held by one long-running
+//! process, asked to unwrap or rewrap by callers who never hold the server password.
+//!
+//! [`service`] is the service's side — what `pgseal serve` does with each request. [`client`]
+//! is the caller's: a [`client::CustodyClient`] signs requests with the caller's user key and
+//! sends them over a [`client::Link`] (the front end supplies the HTTP transport); the session
+//! carries one ([`Session::with_custody`](crate::session::Session::with_custody)), and then
+//! decrypt, restore, verify's decryption check and rewrap ask the service instead of unlocking
+//! stored server keys.
+
+pub mod client;
+pub mod service;
+
+pub use client::{CustodyClient, CustodyHolder, CustodyKey, Link};
+pub use service::{Call, Caller, Custody, Policy, Refusal};
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use pgseal_core::v2::{self, SealParams};
+    use pgseal_core::{Password, PrivateKey};
+    use pgseal_custody::auth::Credentials;
+    use pgseal_store::{Action, ServiceRole};
+
+    use super::*;
+    use crate::error::{Error, ErrorKind, Result};
+    use crate::observe::Silent;
+    use crate::open::OpenKeys;
+    use crate::secret::Secret;
+    use crate::session::{Actor, Session};
+    use crate::testsite::{PASSWORD, TestSite, encrypted, password};
+
+    /// A password nobody may ask for: the client never holds the server password.
+    struct Never;
+
+    impl Secret for Never {
+        fn get(&self) -> Result<Password> {
+            panic!("the server password was asked for");
+        }
+    }
+
+    fn describe(e: &Error) -> (String, i32) {
+        (e.to_string(), 1)
+    }
+
+    fn session(t: &TestSite, address: &str) -> Session {
+        let actor = Actor {
+            user: None,
+            os_user: Some("tester".into()),
+            host: Some("custody-test".into()),
+            address: Some(address.into()),
+        };
+        Session::new(Some(t.site.clone()), actor, Arc::new(Silent), describe)
+    }
+
+    /// The service in the same process: each request answered through `respond`, from
+    /// 192.0.2.7.
+    struct InProcess {
+        custody: Arc<Custody>,
+        session: Mutex<Session>,
+    }
+
+    impl Link for InProcess {
+        fn send(
+            &self,
+            method: &str,
+            path: &str,
+            headers: &[(&str, String)],
+            body: &[u8],
+        ) -> Result<(u16, Vec<u8>)> {
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let call = Call {
+                method,
+                path,
+                header: &header,
+                body,
+                peer: Some("192.0.2.7".parse().unwrap()),
+                peer_label: String::new(),
+            };
+            let answer = self
+                .custody
+                .respond(&mut self.session.lock().unwrap(), &call);
+            Ok((answer.status, answer.body))
+        }
+
+        fn describe(&self) -> String {
+            "in-process".into()
+        }
+    }
+
+    fn signer(t: &TestSite) -> PrivateKey {
+        PrivateKey::from_pem(&encrypted(&t.signer), "test", || {
+            Ok(Password::new(PASSWORD.into()))
+        })
+        .unwrap()
+    }
+
+    fn sealed_file(t: &TestSite, name: &str, data: &[u8]) -> std::path::PathBuf {
+        let path = t.path(name);
+        let recipients = [t.server.public().clone()];
+        let params = SealParams::new(&t.signer, &recipients);
+        let mut out = Vec::new();
+        v2::seal(data, &mut out, &params).unwrap();
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+
+    fn custody_entries(t: &mut TestSite) -> Vec<(Action, bool, Option<String>)> {
+        t.session
+            .store()
+            .unwrap()
+            .audit_entries(1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.entry.action,
+                    Action::CustodyUnwrap | Action::CustodyRewrap | Action::CustodyStart
+                )
+            })
+            .map(|e| (e.entry.action, e.entry.success, e.entry.ip_address))
+            .collect()
+    }
+
+    #[test]
+    fn a_client_without_the_server_password_decrypts_and_rewraps_through_the_service() {
+        let mut t = TestSite::new();
+        let data = b"rows of a database".repeat(1000);
+        let file = sealed_file(&t, "a.pgseal", &data);
+        let mut service_session = session(&t, "10.0.0.1");
+        let custody =
+            Arc::new(Custody::start(&mut service_session, &password(), Policy::default()).unwrap());
+        service_session.finish(Ok(())).unwrap();
+        let link = InProcess {
+            custody: custody.clone(),
+            session: Mutex::new(service_session),
+        };
+        let client = CustodyClient::new(Box::new(link), "system_backup", signer(&t));
+        let mut caller = session(&t, "10.0.0.2").with_custody(client.clone());
+        let keys = OpenKeys {
+            identities: &[],
+            signers: &[],
+            server_password: &Never,
+            legacy_password: &Never,
+            verify: true,
+        };
+        let out = t.path("out");
+        let decrypt = |caller: &mut Session| {
+            let r = crate::decrypt::decrypt(
+                caller,
+                file.to_str().unwrap(),
+                out.to_str().unwrap(),
+                true,
+                &keys,
+            );
+            let _ = caller.finish(
+                r.as_ref()
+                    .map(drop)
+                    .map_err(|e| Error::invalid(e.to_string())),
+            );
+            r
+        };
+
+        // No service role: refused, and the refusal audited with the caller's address.
+        let refused = decrypt(&mut caller).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Authentication, "{refused}");
+        assert!(refused.to_string().contains("restore"), "{refused}");
+        assert!(!out.exists());
+
+        let user = t.user.id;
+        t.session
+            .store()
+            .unwrap()
+            .grant_role(user, ServiceRole::Restore)
+            .unwrap();
+        let done = decrypt(&mut caller).unwrap();
+        assert_eq!(done.server_key, Some(t.server.fingerprint()));
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+
+        let entries = custody_entries(&mut t);
+        let address = Some("192.0.2.7".to_owned());
+        assert_eq!(
+            entries,
+            [
+                (Action::CustodyStart, true, Some("10.0.0.1".to_owned())),
+                (Action::CustodyUnwrap, false, address.clone()),
+                (Action::CustodyUnwrap, true, address.clone()),
+            ]
+        );
+
+        // Rewrap after a rotation: the plan comes from the service (which wraps to the active
+        // key's public half); the old wrapping is wiped.
+        let new = t.rotate();
+        t.session
+            .store()
+            .unwrap()
+            .grant_role(user, ServiceRole::Rewrap)
+            .unwrap();
+        let mut holder = CustodyHolder::new(client.clone()).unwrap();
+        let files = [file.clone()];
+        let report = crate::rewrap::rewrap(
+            &mut caller,
+            &mut holder,
+            crate::rewrap::Files::Named(&files),
+        )
+        .unwrap();
+        assert_eq!(report.failed(), 0, "{:?}", report.items);
+        let prelude = v2::read_prelude(&mut std::fs::File::open(&file).unwrap()).unwrap();
+        assert_eq!(
+            prelude.active_slot().unwrap().1.recipients(),
+            [new.fingerprint()]
+        );
+        assert!(prelude.superseded_slot().is_none());
+    }
+
+    #[test]
+    fn replayed_stale_forged_and_unknown_requests_are_refused_and_audited() {
+        let mut t = TestSite::new();
+        let mut service_session = session(&t, "10.0.0.1");
+        let custody = Custody::start(&mut service_session, &password(), Policy::default()).unwrap();
+        service_session.finish(Ok(())).unwrap();
+        let user = t.user.id;
+        t.session
+            .store()
+            .unwrap()
+            .grant_role(user, ServiceRole::Restore)
+            .unwrap();
+        let file = sealed_file(&t, "b.pgseal", b"data");
+        let raw = std::fs::read(&file).unwrap();
+        let prelude_len = {
+            let p = v2::read_prelude(&mut &raw[..]).unwrap();
+            p.slots_offset as usize + 2 * p.header.slot_size as usize
+        };
+        let one_time = pgseal_custody::seal::OneTimeKey::generate().unwrap();
+        let body = serde_json::to_vec(&pgseal_custody::wire::UnwrapRequest {
+            prelude: pgseal_custody::wire::Bytes(raw[..prelude_len].to_vec()),
+            client_key: pgseal_custody::wire::Bytes(one_time.public().to_vec()),
+            file: None,
+        })
+        .unwrap();
+        let now = pgseal_core::time::Timestamp::now().millis();
+        let send = |credentials: &Credentials, body: &[u8], session: &mut Session| {
+            let headers = credentials.headers();
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let call = Call {
+                method: "POST",
+                path: "/v1/unwrap",
+                header: &header,
+                body,
+                peer: Some("198.51.100.9".parse().unwrap()),
+                peer_label: String::new(),
+            };
+            custody.respond(session, &call).status
+        };
+        let key = signer(&t);
+        let good = Credentials::sign(
+            &key,
+            "system_backup",
+            "POST",
+            "/v1/unwrap",
+            &body,
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(send(&good, &body, &mut service_session), 200);
+        // A header changed in the prelude: its signature fails, the service refuses to open it.
+        let mut tampered = raw[..prelude_len].to_vec();
+        tampered[20] ^= 1;
+        let tampered_body = serde_json::to_vec(&pgseal_custody::wire::UnwrapRequest {
+            prelude: pgseal_custody::wire::Bytes(tampered),
+            client_key: pgseal_custody::wire::Bytes(one_time.public().to_vec()),
+            file: None,
+        })
+        .unwrap();
+        let c = Credentials::sign(
+            &key,
+            "system_backup",
+            "POST",
+            "/v1/unwrap",
+            &tampered_body,
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(send(&c, &tampered_body, &mut service_session), 422);
+        assert_eq!(send(&good, &body, &mut service_session), 401, "replayed");
+        let stale = Credentials::sign(
+            &key,
+            "system_backup",
+            "POST",
+            "/v1/unwrap",
+            &body,
+            None,
+            now - 10 * 60 * 1000,
+        )
+        .unwrap();
+        assert_eq!(send(&stale, &body, &mut service_session), 401, "stale");
+        let forged = Credentials::sign(
+            &crate::testsite::key(),
+            "system_backup",
+            "POST",
+            "/v1/unwrap",
+            &body,
+            None,
+            now,
+        )
+        .unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                send(&forged, &body, &mut service_session),
+                401,
+                "another key"
+            );
+        }
+        let unknown =
+            Credentials::sign(&key, "nobody", "POST", "/v1/unwrap", &body, None, now).unwrap();
+        assert_eq!(
+            send(&unknown, &body, &mut service_session),
+            401,
+            "no such user"
+        );
+        // Five failures from one address: the sixth request, even a good one, is throttled.
+        let fresh = Credentials::sign(
+            &key,
+            "system_backup",
+            "POST",
+            "/v1/unwrap",
+            &body,
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(send(&fresh, &body, &mut service_session), 429);
+
+        let entries = custody_entries(&mut t);
+        let outcomes: Vec<bool> = entries
+            .iter()
+            .filter(|(a, ..)| *a == Action::CustodyUnwrap)
+            .map(|(_, ok, _)| *ok)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [true, false, false, false, false, false, false, false]
+        );
+        assert!(
+            entries
+                .iter()
+                .filter(|(a, ..)| *a == Action::CustodyUnwrap)
+                .all(|(.., ip)| ip.as_deref() == Some("198.51.100.9"))
+        );
+    }
+}

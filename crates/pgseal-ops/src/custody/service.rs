@@ -1,0 +1,634 @@
+//! The key-custody service's operations (`pgseal serve`; docs/CUSTODY.md): the server keys,
+//! unlocked once when the service starts and held only in its memory, used on request for
+//! callers the service has authenticated and authorised — every request, answered or refused,
+//! an audit entry written before any answer leaves (fail closed).
+//!
+//! A request is checked in this order: the caller's address is not throttled; its credentials
+//! are well-formed, timely, signed by the named user's active key and not replayed
+//! ([`pgseal_custody::auth`]); the user is active and holds the route's service role. Then the
+//! route's work: an unwrap verifies the file's header signature with its creator's key from the
+//! store (a file this site made), opens its active slot with a held key and returns the file
+//! key sealed to the caller's one-time key ([`pgseal_custody::seal`]); a rewrap returns only
+//! the new slot bytes for the active key — the file key never leaves.
+//!
+//! The held keys are aws-lc's RSA keys, whose memory aws-lc clears when they are freed; the
+//! front end keeps the process from dumping core.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pgseal_core::keys::Identity;
+use pgseal_core::time::Timestamp;
+use pgseal_core::v2::{self, Prelude};
+use pgseal_core::{Fingerprint, PrivateKey, PublicKey};
+use pgseal_custody::auth::{AuthError, Credentials, NonceCache};
+use pgseal_custody::seal;
+use pgseal_custody::wire::{
+    Bytes, PublicKeyInfo, RewrapRequest, RewrapResponse, SlotWrite, UnwrapRequest, UnwrapResponse,
+};
+use pgseal_store::{Action, ServiceRole, User, Username};
+
+use crate::error::{Error, Result};
+use crate::examine::store_signer;
+use crate::secret::Secret;
+use crate::session::{Operation, Session};
+
+/// How the service treats callers.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Proxies whose `X-Forwarded-For` header is believed: a request from one of them is
+    /// recorded (and throttled) under the address it forwards for. From anyone else the header
+    /// is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Failed authentications from one address or for one user name before they are refused
+    /// for a while.
+    pub max_failures: u32,
+    /// How long an address or user name is refused after too many failures (and how long
+    /// failures are remembered).
+    pub lockout: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            trusted_proxies: Vec::new(),
+            max_failures: 5,
+            lockout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One request, as the front end received it.
+pub struct Call<'a> {
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The path, with its query, exactly as sent (it is signed).
+    pub path: &'a str,
+    /// Looks a header up by its lowercase name.
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+    /// The peer's IP address; `None` over a Unix socket.
+    pub peer: Option<IpAddr>,
+    /// The peer as recorded when it has no IP address (`unix:uid=N`).
+    pub peer_label: String,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user.
+    pub user: User,
+    /// Their service roles.
+    pub roles: Vec<ServiceRole>,
+}
+
+/// Why a request was refused; each maps to one HTTP status in the front end.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The credentials are missing, malformed, stale, replayed or do not verify, or name no
+    /// active user with an active key.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// Too many failed authentications from this address or for this user name.
+    #[error("too many failed authentications from {who}: try again in {retry_after_secs} s")]
+    Throttled {
+        /// The address or user name.
+        who: String,
+        /// When to try again.
+        retry_after_secs: u64,
+    },
+    /// The caller lacks the route's service role.
+    #[error(
+        "user {user} does not hold the service role {role} (pgseal user role {user} --add {role})"
+    )]
+    Forbidden {
+        /// Who.
+        user: String,
+        /// The role needed.
+        role: ServiceRole,
+    },
+    /// The body is not what the route takes.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The audit entry could not be written, so nothing was answered.
+    #[error("the request was refused because its audit entry could not be written: {0}")]
+    Unaudited(String),
+    /// The work itself failed (a file this site did not make, no held key opens it, …).
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<pgseal_store::StoreError> for Refusal {
+    fn from(e: pgseal_store::StoreError) -> Self {
+        Refusal::Failed(e.into())
+    }
+}
+
+impl Refusal {
+    /// A stable name for the refusal (in the audit entry and the error body).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated(_) => "unauthenticated",
+            Refusal::Throttled { .. } => "throttled",
+            Refusal::Forbidden { .. } => "forbidden",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::Unaudited(_) => "unaudited",
+            Refusal::Failed(e) => match e.kind() {
+                crate::error::ErrorKind::Key => "key",
+                crate::error::ErrorKind::Invalid | crate::error::ErrorKind::Authentication => {
+                    "invalid"
+                }
+                _ => "internal",
+            },
+        }
+    }
+
+    /// As an operation error, for the audit entry.
+    fn as_error(&self) -> Error {
+        match self {
+            Refusal::Failed(e) => Error::Invalid(e.to_string()),
+            other => Error::Authentication(other.to_string()),
+        }
+    }
+}
+
+/// Failed authentications per address and per user name, remembered for the lockout time.
+#[derive(Debug, Default)]
+struct Throttle {
+    failures: HashMap<String, Vec<Instant>>,
+}
+
+impl Throttle {
+    /// When `who` may try again, if it is locked out now.
+    fn locked(&mut self, who: &str, policy: &Policy, now: Instant) -> Option<Duration> {
+        let list = self.failures.get_mut(who)?;
+        list.retain(|t| now.duration_since(*t) < policy.lockout);
+        if list.len() < policy.max_failures as usize {
+            return None;
+        }
+        let oldest = list[list.len() - policy.max_failures as usize];
+        Some(policy.lockout.saturating_sub(now.duration_since(oldest)))
+    }
+
+    fn fail(&mut self, who: &str, now: Instant) {
+        if self.failures.len() > 100_000 {
+            // A flood of distinct names: forget the oldest half of what is remembered rather
+            // than grow without bound (the lockout still holds for the rest).
+            let mut keys: Vec<_> = self.failures.keys().cloned().collect();
+            keys.truncate(keys.len() / 2);
+            for k in keys {
+                self.failures.remove(&k);
+            }
+        }
+        self.failures.entry(who.to_owned()).or_default().push(now);
+    }
+}
+
+/// The service: the held keys and what it remembers of requests (see the module docs).
+pub struct Custody {
+    keys: BTreeMap<Fingerprint, PrivateKey>,
+    nonces: Mutex<NonceCache>,
+    throttle: Mutex<Throttle>,
+    policy: Policy,
+}
+
+impl std::fmt::Debug for Custody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Custody")
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Custody {
+    /// Unlocks every stored server key with `password`, audited as `CUSTODY_START`: a wrong
+    /// password, or a store with no server key, fails here and the service does not start.
+    pub fn start(session: &mut Session, password: &dyn Secret, policy: Policy) -> Result<Custody> {
+        session.audit(Action::CustodyStart);
+        let stored = session.store()?.server_keys()?;
+        if stored.is_empty() {
+            return Err(Error::key(
+                "the store holds no server key: there is nothing to hold",
+            ));
+        }
+        let pw = password.get()?;
+        let mut keys = BTreeMap::new();
+        for k in stored {
+            let key = PrivateKey::from_pem(
+                &k.private_key_pem,
+                &format!("server key {}", k.fingerprint),
+                || Ok(pw.clone()),
+            )?;
+            keys.insert(k.fingerprint, key);
+        }
+        if let Some(a) = session.audit_mut() {
+            a.detail(
+                "keys",
+                keys.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            );
+        }
+        Ok(Custody {
+            keys,
+            nonces: Mutex::new(NonceCache::default()),
+            throttle: Mutex::new(Throttle::default()),
+            policy,
+        })
+    }
+
+    /// The fingerprints of the keys held.
+    pub fn held(&self) -> Vec<Fingerprint> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// The address a call is recorded under: its peer, or — from a trusted proxy — the nearest
+    /// address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn address(&self, call: &Call<'_>) -> String {
+        let Some(peer) = call.peer else {
+            return call.peer_label.clone();
+        };
+        if !self.policy.trusted_proxies.contains(&peer) {
+            return peer.to_string();
+        }
+        let forwarded = (call.header)("x-forwarded-for").unwrap_or("");
+        forwarded
+            .rsplit(',')
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .find(|a| !self.policy.trusted_proxies.contains(a))
+            .map_or_else(|| peer.to_string(), |a| a.to_string())
+    }
+
+    /// Unwraps a file key for an authenticated caller holding `restore`, audited as
+    /// `CUSTODY_UNWRAP`.
+    pub fn unwrap(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+    ) -> std::result::Result<UnwrapResponse, Refusal> {
+        self.serve(
+            session,
+            call,
+            Action::CustodyUnwrap,
+            ServiceRole::Restore,
+            |this, session, audit| {
+                let request: UnwrapRequest = parse_body(call.body)?;
+                name_file(audit, request.file.as_deref());
+                let prelude = this.verified_prelude(session, audit, &request.prelude.0)?;
+                let identities: Vec<&dyn Identity> =
+                    this.keys.values().map(|k| k as &dyn Identity).collect();
+                let (file_key, opened_with) = prelude
+                    .unlock_file_key(&identities)
+                    .map_err(|e| Refusal::Failed(e.into()))?;
+                let context = sha256(&request.prelude.0);
+                let sealed = seal::seal(&request.client_key.0, &file_key, &context)
+                    .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+                audit.detail("opened_with", opened_with.to_string());
+                Ok(UnwrapResponse {
+                    service_key: Bytes(sealed.service_public.to_vec()),
+                    sealed_key: Bytes(sealed.ciphertext),
+                    opened_with: opened_with.to_string(),
+                })
+            },
+        )
+    }
+
+    /// Plans a file's rewrap to the active server key for an authenticated caller holding
+    /// `rewrap`, audited as `CUSTODY_REWRAP`. The file key never leaves the service.
+    pub fn rewrap(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+    ) -> std::result::Result<RewrapResponse, Refusal> {
+        self.serve(
+            session,
+            call,
+            Action::CustodyRewrap,
+            ServiceRole::Rewrap,
+            |this, session, audit| {
+                let request: RewrapRequest = parse_body(call.body)?;
+                name_file(audit, request.file.as_deref());
+                let keep = request
+                    .keep
+                    .iter()
+                    .map(|f| {
+                        f.parse::<Fingerprint>()
+                            .map_err(|_| Refusal::BadRequest(format!("{f:?} is no fingerprint")))
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let prelude = this.verified_prelude(session, audit, &request.prelude.0)?;
+                let active = session
+                    .store()?
+                    .active_server_key()?
+                    .ok_or_else(|| Error::key("the store has no active server key"))?;
+                let active = PublicKey::from_pem(&active.public_key_pem).map_err(Error::from)?;
+                let identities: Vec<&dyn Identity> =
+                    this.keys.values().map(|k| k as &dyn Identity).collect();
+                let plan = prelude
+                    .plan_rewrap(&identities, std::slice::from_ref(&active), &keep)
+                    .map_err(|e| Refusal::Failed(e.into()))?;
+                audit.detail("to", active.fingerprint().to_string());
+                Ok(RewrapResponse {
+                    writes: plan
+                        .writes
+                        .into_iter()
+                        .map(|w| SlotWrite {
+                            step: w.step.name().to_owned(),
+                            slot: w.slot,
+                            offset: w.offset,
+                            bytes: Bytes(w.bytes),
+                        })
+                        .collect(),
+                    generation: plan.generation,
+                    recipients: plan.recipients.iter().map(ToString::to_string).collect(),
+                })
+            },
+        )
+    }
+
+    /// The server keys' public halves, for any authenticated caller, audited as
+    /// `CUSTODY_KEYS`.
+    pub fn public_keys(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+    ) -> std::result::Result<Vec<PublicKeyInfo>, Refusal> {
+        self.serve_as(session, call, Action::CustodyKeys, None, |_, session, _| {
+            Ok(session
+                .store()?
+                .server_keys()?
+                .into_iter()
+                .map(|k| PublicKeyInfo {
+                    fingerprint: k.fingerprint.to_string(),
+                    status: k.status.as_str().to_owned(),
+                    public_key_pem: k.public_key_pem,
+                })
+                .collect())
+        })
+    }
+
+    fn serve<T>(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+        action: Action,
+        role: ServiceRole,
+        work: impl FnOnce(&Self, &mut Session, &mut Operation) -> std::result::Result<T, Refusal>,
+    ) -> std::result::Result<T, Refusal> {
+        self.serve_as(session, call, action, Some(role), work)
+    }
+
+    /// Authenticates the call, checks `role`, does `work`, and records the outcome: the answer
+    /// leaves only once its entry is written.
+    fn serve_as<T>(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+        action: Action,
+        role: Option<ServiceRole>,
+        work: impl FnOnce(&Self, &mut Session, &mut Operation) -> std::result::Result<T, Refusal>,
+    ) -> std::result::Result<T, Refusal> {
+        let mut audit = Operation::new(action);
+        let address = self.address(call);
+        audit.address = Some(address.clone());
+        audit.detail("route", call.path.to_owned());
+        let result = self
+            .authenticate(session, call, &address)
+            .and_then(|caller| {
+                audit.user_id = Some(caller.user.id);
+                audit.detail("user", caller.user.username.to_string());
+                if let Some(role) = role
+                    && !caller.roles.contains(&role)
+                {
+                    return Err(Refusal::Forbidden {
+                        user: caller.user.username.to_string(),
+                        role,
+                    });
+                }
+                work(self, session, &mut audit)
+            });
+        match result {
+            Ok(answer) => match session.record(audit, None) {
+                Ok(()) => Ok(answer),
+                Err(e) => Err(Refusal::Unaudited(e.to_string())),
+            },
+            Err(refusal) => {
+                audit.detail("refused", refusal.kind());
+                match session.record(audit, Some(&refusal.as_error())) {
+                    Ok(()) => Err(refusal),
+                    Err(e) => Err(Refusal::Unaudited(format!("{e} (refusing: {refusal})"))),
+                }
+            }
+        }
+    }
+
+    /// Who is calling, or why they are refused (see the module docs for the order).
+    fn authenticate(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+        address: &str,
+    ) -> std::result::Result<Caller, Refusal> {
+        let now = Instant::now();
+        let locked = {
+            // A poisoned lock only means a thread panicked while counting: the counts stand.
+            let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+            throttle.locked(address, &self.policy, now)
+        };
+        if let Some(wait) = locked {
+            return Err(Refusal::Throttled {
+                who: address.to_owned(),
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        let result = self.check_credentials(session, call);
+        if let Err(Refusal::Unauthenticated(_)) = &result {
+            let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+            throttle.fail(address, now);
+            if let Some(user) = (call.header)(pgseal_custody::auth::USER) {
+                throttle.fail(&format!("user {user}"), now);
+            }
+        }
+        let caller = result?;
+        let by_name = format!("user {}", caller.user.username);
+        let locked = {
+            let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+            throttle.locked(&by_name, &self.policy, now)
+        };
+        if let Some(wait) = locked {
+            return Err(Refusal::Throttled {
+                who: by_name,
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        Ok(caller)
+    }
+
+    fn check_credentials(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+    ) -> std::result::Result<Caller, Refusal> {
+        let unauthenticated = |e: AuthError| Refusal::Unauthenticated(e.to_string());
+        let credentials = Credentials::from_headers(call.header).map_err(unauthenticated)?;
+        let now = Timestamp::now().millis();
+        credentials.check_time(now).map_err(unauthenticated)?;
+        let name = Username::parse(&credentials.user)
+            .map_err(|e| Refusal::Unauthenticated(format!("the user name is not one: {e}")))?;
+        let store = session.store()?;
+        let user = match store.user(&name) {
+            Ok(u) => u,
+            Err(pgseal_store::StoreError::UnknownUser(_)) => {
+                return Err(Refusal::Unauthenticated(format!("no user {name}")));
+            }
+            Err(e) => return Err(Refusal::Failed(e.into())),
+        };
+        if !user.is_active {
+            return Err(Refusal::Unauthenticated(format!("user {name} is disabled")));
+        }
+        let key = store
+            .active_user_key(user.id)?
+            .ok_or_else(|| Refusal::Unauthenticated(format!("user {name} has no active key")))?;
+        let key = PublicKey::from_pem(&key.public_key_pem).map_err(Error::from)?;
+        credentials
+            .verify(&key, call.method, call.path, call.body)
+            .map_err(unauthenticated)?;
+        self.nonces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(&credentials, now)
+            .map_err(unauthenticated)?;
+        let roles = store.roles(user.id)?;
+        Ok(Caller { user, roles })
+    }
+
+    /// Parses a prelude sent by a caller and verifies its header signature with its creator's
+    /// key from the store: the service opens only files this site's users made.
+    fn verified_prelude(
+        &self,
+        session: &mut Session,
+        audit: &mut Operation,
+        raw: &[u8],
+    ) -> std::result::Result<Prelude, Refusal> {
+        let prelude = v2::read_prelude(&mut &raw[..])
+            .map_err(|e| Refusal::BadRequest(format!("the prelude is not a v2 prelude: {e}")))?;
+        audit.detail("header_sha256", hex::encode(prelude.header_hash));
+        let signer = store_signer(session, &prelude.header.signer)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "the file is signed by {}, a key this site's store does not know",
+                prelude.header.signer
+            ))
+        })?;
+        if let Some(user) = session.store()?.user_key(&prelude.header.signer)? {
+            audit.backup_creator_id = Some(user.user_id);
+        }
+        let verified = prelude.verify_header_signature(std::slice::from_ref(&signer));
+        audit.signature_valid = Some(verified.is_ok());
+        verified.map_err(|e| Refusal::Failed(e.into()))?;
+        Ok(prelude)
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| Refusal::BadRequest(format!("the body: {e}")))
+}
+
+/// Records the file the caller names (their word only: at most 1024 characters, no control
+/// characters).
+fn name_file(audit: &mut Operation, file: Option<&str>) {
+    if let Some(file) = file {
+        let shown: String = file
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(1024)
+            .collect();
+        audit.backup_file = Some(shown);
+    }
+}
+
+/// The context a file key is sealed for: the SHA-256 of the prelude as sent.
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+/// A response, ready for the transport.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(status: u16, value: &impl serde::Serialize) -> Self {
+        Answer {
+            status,
+            body: serde_json::to_vec(value).expect("the wire types always serialize"),
+        }
+    }
+
+    fn error(status: u16, kind: &str, message: String) -> Self {
+        Answer::json(
+            status,
+            &pgseal_custody::wire::ErrorBody {
+                message,
+                kind: kind.to_owned(),
+            },
+        )
+    }
+}
+
+impl Custody {
+    /// Routes one request (docs/CUSTODY.md lists the routes and statuses). The health check
+    /// needs no credentials and is not audited (monitors ask it every few seconds); an unknown
+    /// route is a 404 and not audited either; every other request is audited, answered or
+    /// refused.
+    pub fn respond(&self, session: &mut Session, call: &Call<'_>) -> Answer {
+        use pgseal_custody::wire::path;
+        let route = call.path.split('?').next().unwrap_or("");
+        let result = match (call.method, route) {
+            ("GET", path::HEALTH) => {
+                return Answer::json(
+                    200,
+                    &serde_json::json!({ "status": "ok", "api": "v1", "keys": self.keys.len() }),
+                );
+            }
+            ("GET", path::PUBLIC_KEYS) => self
+                .public_keys(session, call)
+                .map(|a| Answer::json(200, &a)),
+            ("POST", path::UNWRAP) => self.unwrap(session, call).map(|a| Answer::json(200, &a)),
+            ("POST", path::REWRAP) => self.rewrap(session, call).map(|a| Answer::json(200, &a)),
+            (_, path::HEALTH | path::PUBLIC_KEYS | path::UNWRAP | path::REWRAP) => {
+                return Answer::error(
+                    405,
+                    "bad_request",
+                    format!("{} is not a method of {route}", call.method),
+                );
+            }
+            _ => {
+                return Answer::error(404, "not_found", format!("no route {route}"));
+            }
+        };
+        result.unwrap_or_else(|refusal| {
+            let status = match &refusal {
+                Refusal::Unauthenticated(_) => 401,
+                Refusal::Throttled { .. } => 429,
+                Refusal::Forbidden { .. } => 403,
+                Refusal::BadRequest(_) => 400,
+                Refusal::Unaudited(_) => 503,
+                Refusal::Failed(e) => match e.kind() {
+                    crate::error::ErrorKind::Key
+                    | crate::error::ErrorKind::Invalid
+                    | crate::error::ErrorKind::Authentication => 422,
+                    _ => 500,
+                },
+            };
+            Answer::error(status, refusal.kind(), refusal.to_string())
+        })
+    }
+}
