@@ -169,6 +169,11 @@ impl Session {
         self
     }
 
+    /// Sets the key-custody service (see [`with_custody`](Self::with_custody)).
+    pub fn set_custody(&mut self, client: Arc<crate::custody::CustodyClient>) {
+        self.custody = Some(client);
+    }
+
     /// The key-custody service, if the front end named one.
     pub fn custody(&self) -> Option<&Arc<crate::custody::CustodyClient>> {
         self.custody.as_ref()

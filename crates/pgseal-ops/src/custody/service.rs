@@ -205,8 +205,9 @@ impl std::fmt::Debug for Custody {
 }
 
 impl Custody {
-    /// Unlocks every stored server key with `password`, audited as `CUSTODY_START`: a wrong
-    /// password, or a store with no server key, fails here and the service does not start.
+    /// Unlocks every stored server key with `password`, audited as `CUSTODY_START` (the entry
+    /// written before this returns): a wrong password, a store with no server key, or an audit
+    /// log that cannot be written fails here and the service does not start.
     pub fn start(session: &mut Session, password: &dyn Secret, policy: Policy) -> Result<Custody> {
         session.audit(Action::CustodyStart);
         let stored = session.store()?.server_keys()?;
@@ -231,6 +232,9 @@ impl Custody {
                 keys.keys().map(ToString::to_string).collect::<Vec<_>>(),
             );
         }
+        // Written now (the service runs until stopped), and fail closed: a service that cannot
+        // audit does not start.
+        session.audit_before_commit()?;
         Ok(Custody {
             keys,
             nonces: Mutex::new(NonceCache::default()),
