@@ -41,6 +41,7 @@ pub mod show;
 pub mod site;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testsite;
+pub mod totp;
 pub mod users;
 pub mod verify;
 

@@ -55,6 +55,8 @@ pub enum Action {
     Copy,
     /// `USER_ROLE`: a service role granted to or revoked from a user.
     UserRole,
+    /// `USER_TOTP`: a second factor (TOTP authenticator) enrolled for a user.
+    UserTotp,
     /// `CUSTODY_START`: the key-custody service unlocked its keys and began serving (or failed
     /// to).
     CustodyStart,
@@ -83,7 +85,7 @@ impl OtherAction {
 
 impl Action {
     /// Every action pgseal writes (all but [`Other`](Action::Other)).
-    pub const WRITTEN: [Action; 23] = [
+    pub const WRITTEN: [Action; 24] = [
         Action::Encrypt,
         Action::Decrypt,
         Action::DecryptStart,
@@ -103,6 +105,7 @@ impl Action {
         Action::RepoCleanup,
         Action::Copy,
         Action::UserRole,
+        Action::UserTotp,
         Action::CustodyStart,
         Action::CustodyUnwrap,
         Action::CustodyRewrap,
@@ -131,6 +134,7 @@ impl Action {
             Action::RepoCleanup => "REPO_CLEANUP",
             Action::Copy => "COPY",
             Action::UserRole => "USER_ROLE",
+            Action::UserTotp => "USER_TOTP",
             Action::CustodyStart => "CUSTODY_START",
             Action::CustodyUnwrap => "CUSTODY_UNWRAP",
             Action::CustodyRewrap => "CUSTODY_REWRAP",
@@ -231,6 +235,7 @@ mod tests {
             "REPO_CLEANUP",
             "COPY",
             "USER_ROLE",
+            "USER_TOTP",
             "CUSTODY_START",
             "CUSTODY_UNWRAP",
             "CUSTODY_REWRAP",

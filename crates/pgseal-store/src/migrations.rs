@@ -195,6 +195,24 @@ CREATE TABLE pgseal_user_roles (
         data: None,
         after: "",
     },
+    Migration {
+        version: 7,
+        name: "second factors",
+        // A user's TOTP secret (RFC 6238), sealed to a server key (RSA-OAEP): only a process
+        // holding that key — the key-custody service — can check a code. `last_step` is the
+        // time step of the last code accepted, so a code is accepted once.
+        sql: r#"
+CREATE TABLE pgseal_totp (
+    user_id {bigint} PRIMARY KEY REFERENCES pgseal_users (id),
+    secret_sealed TEXT NOT NULL,
+    sealed_to TEXT NOT NULL,
+    enrolled_at {ts} NOT NULL,
+    last_step {bigint} NOT NULL DEFAULT 0
+);
+"#,
+        data: None,
+        after: "",
+    },
 ];
 
 /// Migration 4: each catalog row's location, from the path and host it recorded. A path

@@ -100,6 +100,21 @@ impl fmt::Display for ServiceRole {
     }
 }
 
+/// A user's second factor: their TOTP secret, sealed to a server key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRecord {
+    /// Whose.
+    pub user_id: i64,
+    /// The secret, RSA-OAEP-wrapped to `sealed_to`.
+    pub secret_sealed: Vec<u8>,
+    /// The server key it is wrapped to.
+    pub sealed_to: Fingerprint,
+    /// When it was enrolled.
+    pub enrolled_at: Timestamp,
+    /// The time step of the last code accepted (0: none yet).
+    pub last_step: i64,
+}
+
 /// A person or job that makes or opens backups. Ids are never reused: legacy files carry them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

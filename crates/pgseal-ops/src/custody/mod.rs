@@ -361,4 +361,118 @@ mod tests {
                 .all(|(.., ip)| ip.as_deref() == Some("198.51.100.9"))
         );
     }
+
+    #[test]
+    fn a_second_factor_is_needed_when_the_policy_says_and_each_code_is_accepted_once() {
+        let mut t = TestSite::new();
+        let mut service_session = session(&t, "10.0.0.1");
+        let policy = Policy {
+            second_factor_for_unwrap: true,
+            max_failures: 100,
+            ..Policy::default()
+        };
+        let custody = Custody::start(&mut service_session, &password(), policy).unwrap();
+        service_session.finish(Ok(())).unwrap();
+        let user = t.user.id;
+        t.session
+            .store()
+            .unwrap()
+            .grant_role(user, ServiceRole::Restore)
+            .unwrap();
+        let file = sealed_file(&t, "c.pgseal", b"data");
+        let raw = std::fs::read(&file).unwrap();
+        let prelude_len = {
+            let p = v2::read_prelude(&mut &raw[..]).unwrap();
+            p.slots_offset as usize + 2 * p.header.slot_size as usize
+        };
+        let key = signer(&t);
+        let ask = |code: Option<&str>, session: &mut Session| {
+            let one_time = pgseal_custody::seal::OneTimeKey::generate().unwrap();
+            let body = serde_json::to_vec(&pgseal_custody::wire::UnwrapRequest {
+                prelude: pgseal_custody::wire::Bytes(raw[..prelude_len].to_vec()),
+                client_key: pgseal_custody::wire::Bytes(one_time.public().to_vec()),
+                file: None,
+            })
+            .unwrap();
+            let now = pgseal_core::time::Timestamp::now().millis();
+            let c = Credentials::sign(
+                &key,
+                "system_backup",
+                "POST",
+                "/v1/unwrap",
+                &body,
+                code,
+                now,
+            )
+            .unwrap();
+            let headers = c.headers();
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let call = Call {
+                method: "POST",
+                path: "/v1/unwrap",
+                header: &header,
+                body: &body,
+                peer: Some("192.0.2.1".parse().unwrap()),
+                peer_label: String::new(),
+            };
+            let a = custody.respond(session, &call);
+            let kind = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["kind"]
+                .as_str()
+                .map(str::to_owned);
+            (a.status, kind)
+        };
+        let second_factor = (401, Some("second_factor".to_owned()));
+        assert_eq!(ask(None, &mut service_session), second_factor, "no code");
+        assert_eq!(
+            ask(Some("123456"), &mut service_session),
+            second_factor,
+            "not enrolled"
+        );
+
+        let enrolled = crate::totp::enroll(&mut t.session, "system_backup").unwrap();
+        t.session.finish(Ok(())).unwrap();
+        assert!(
+            enrolled
+                .uri
+                .starts_with("otpauth://totp/pgseal:system_backup?")
+        );
+        let authenticator = totp_rs::TOTP::from_url(enrolled.uri.as_str()).unwrap();
+        let code = authenticator.generate_current().unwrap();
+        let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+        assert_eq!(
+            ask(Some(&wrong), &mut service_session),
+            second_factor,
+            "wrong code"
+        );
+        assert_eq!(ask(Some(&code), &mut service_session), (200, None));
+        assert_eq!(
+            ask(Some(&code), &mut service_session),
+            second_factor,
+            "used once"
+        );
+        let entries: Vec<String> = t
+            .session
+            .store()
+            .unwrap()
+            .audit_entries(100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.entry.action == Action::CustodyUnwrap)
+            .map(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.entry.details).unwrap()
+                    ["second_factor"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(entries[3], "accepted");
+        assert!(entries[4].contains("used already"), "{entries:?}");
+    }
 }

@@ -48,6 +48,8 @@ pub struct Policy {
     /// How long an address or user name is refused after too many failures (and how long
     /// failures are remembered).
     pub lockout: Duration,
+    /// Whether an unwrap needs a fresh second-factor code too (key administration always does).
+    pub second_factor_for_unwrap: bool,
 }
 
 impl Default for Policy {
@@ -56,6 +58,7 @@ impl Default for Policy {
             trusted_proxies: Vec::new(),
             max_failures: 5,
             lockout: Duration::from_secs(60),
+            second_factor_for_unwrap: false,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Caller {
     pub user: User,
     /// Their service roles.
     pub roles: Vec<ServiceRole>,
+    /// The second-factor code the request carried, if any.
+    pub totp: Option<String>,
 }
 
 /// Why a request was refused; each maps to one HTTP status in the front end.
@@ -110,6 +115,9 @@ pub enum Refusal {
         /// The role needed.
         role: ServiceRole,
     },
+    /// The route needs a second factor and the request's did not pass.
+    #[error("second factor: {0}")]
+    SecondFactor(crate::totp::SecondFactor),
     /// The body is not what the route takes.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -134,6 +142,7 @@ impl Refusal {
             Refusal::Unauthenticated(_) => "unauthenticated",
             Refusal::Throttled { .. } => "throttled",
             Refusal::Forbidden { .. } => "forbidden",
+            Refusal::SecondFactor(_) => "second_factor",
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Unaudited(_) => "unaudited",
             Refusal::Failed(e) => match e.kind() {
@@ -394,7 +403,7 @@ impl Custody {
         role: Option<ServiceRole>,
         work: impl FnOnce(&Self, &mut Session, &mut Operation) -> std::result::Result<T, Refusal>,
     ) -> std::result::Result<T, Refusal> {
-        let mut audit = Operation::new(action);
+        let mut audit = Operation::new(action.clone());
         let address = self.address(call);
         audit.address = Some(address.clone());
         audit.detail("route", call.path.to_owned());
@@ -411,6 +420,9 @@ impl Custody {
                         role,
                     });
                 }
+                if self.needs_second_factor(&action) {
+                    self.second_factor(session, &caller, &mut audit)?;
+                }
                 work(self, session, &mut audit)
             });
         match result {
@@ -424,6 +436,38 @@ impl Custody {
                     Ok(()) => Err(refusal),
                     Err(e) => Err(Refusal::Unaudited(format!("{e} (refusing: {refusal})"))),
                 }
+            }
+        }
+    }
+
+    fn needs_second_factor(&self, action: &Action) -> bool {
+        matches!(action, Action::CustodyUnwrap) && self.policy.second_factor_for_unwrap
+    }
+
+    /// Checks the caller's second-factor code (accepted once), recording the outcome.
+    fn second_factor(
+        &self,
+        session: &mut Session,
+        caller: &Caller,
+        audit: &mut Operation,
+    ) -> std::result::Result<(), Refusal> {
+        let held: Vec<&dyn Identity> = self.keys.values().map(|k| k as &dyn Identity).collect();
+        let checked = crate::totp::check(
+            session,
+            caller.user.id,
+            caller.user.username.as_str(),
+            caller.totp.as_deref(),
+            &held,
+            Timestamp::now(),
+        )?;
+        match checked {
+            Ok(()) => {
+                audit.detail("second_factor", "accepted");
+                Ok(())
+            }
+            Err(why) => {
+                audit.detail("second_factor", why.to_string());
+                Err(Refusal::SecondFactor(why))
             }
         }
     }
@@ -505,7 +549,11 @@ impl Custody {
             .admit(&credentials, now)
             .map_err(unauthenticated)?;
         let roles = store.roles(user.id)?;
-        Ok(Caller { user, roles })
+        Ok(Caller {
+            user,
+            roles,
+            totp: credentials.totp,
+        })
     }
 
     /// Parses a prelude sent by a caller and verifies its header signature with its creator's
@@ -620,7 +668,7 @@ impl Custody {
         };
         result.unwrap_or_else(|refusal| {
             let status = match &refusal {
-                Refusal::Unauthenticated(_) => 401,
+                Refusal::Unauthenticated(_) | Refusal::SecondFactor(_) => 401,
                 Refusal::Throttled { .. } => 429,
                 Refusal::Forbidden { .. } => 403,
                 Refusal::BadRequest(_) => 400,

@@ -1,11 +1,12 @@
 //! Users: people and jobs that make or open backups.
 
+use pgseal_core::Fingerprint;
 use pgseal_core::time::Timestamp;
 
 use super::{Store, one};
-use crate::db::Row;
+use crate::db::{Row, in_transaction};
 use crate::error::{Result, StoreError};
-use crate::model::{Role, ServiceRole, User};
+use crate::model::{Role, ServiceRole, TotpRecord, User};
 use crate::username::Username;
 
 const USER_COLUMNS: &str = "id, username, role, is_active, created_at, disabled_at";
@@ -104,6 +105,65 @@ impl Store {
             .collect::<Result<Vec<ServiceRole>>>()?;
         roles.sort();
         Ok(roles)
+    }
+
+    /// Enrols (or re-enrols, replacing the old one) the user's TOTP secret, sealed to the
+    /// server key `sealed_to`.
+    pub fn set_totp(&mut self, user_id: i64, sealed: &[u8], sealed_to: &Fingerprint) -> Result<()> {
+        use base64::Engine;
+        let sealed = base64::engine::general_purpose::STANDARD.encode(sealed);
+        in_transaction(self.db.as_mut(), |db| {
+            db.execute(
+                "DELETE FROM pgseal_totp WHERE user_id = $1",
+                &[user_id.into()],
+            )?;
+            db.execute(
+                "INSERT INTO pgseal_totp (user_id, secret_sealed, sealed_to, enrolled_at, \
+                 last_step) VALUES ($1, $2, $3, $4, 0)",
+                &[
+                    user_id.into(),
+                    sealed.into(),
+                    sealed_to.to_string().into(),
+                    Timestamp::now().into(),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The user's second factor, if they enrolled one.
+    pub fn totp(&mut self, user_id: i64) -> Result<Option<TotpRecord>> {
+        use base64::Engine;
+        let rows = self.db.query(
+            "SELECT user_id, secret_sealed, sealed_to, enrolled_at, last_step FROM pgseal_totp \
+             WHERE user_id = $1",
+            &[user_id.into()],
+        )?;
+        rows.first()
+            .map(|r| {
+                let sealed = base64::engine::general_purpose::STANDARD
+                    .decode(r.text(1)?)
+                    .map_err(|e| StoreError::Corrupt(format!("a TOTP secret: {e}")))?;
+                Ok(TotpRecord {
+                    user_id: r.int(0)?,
+                    secret_sealed: sealed,
+                    sealed_to: super::fingerprint(r.text(2)?)?,
+                    enrolled_at: r.time(3)?,
+                    last_step: r.int(4)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Marks the TOTP time step `step` used by the user: `false` if a code of that step or a
+    /// later one was accepted already (a code is accepted once, even by racing requests).
+    pub fn use_totp_step(&mut self, user_id: i64, step: i64) -> Result<bool> {
+        let n = self.db.execute(
+            // SQLite numbers parameters in order of first appearance: $1 comes first.
+            "UPDATE pgseal_totp SET last_step = $1 WHERE last_step < $1 AND user_id = $2",
+            &[step.into(), user_id.into()],
+        )?;
+        Ok(n == 1)
     }
 
     /// Disables a user: they can no longer sign new backups; their keys stay for verification.

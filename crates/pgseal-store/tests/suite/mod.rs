@@ -334,6 +334,10 @@ macro_rules! backend_suite {
             );
         }
         #[test]
+        fn a_totp_step_is_accepted_once() {
+            $crate::suite::a_totp_step_is_accepted_once(<$backend>::fresh());
+        }
+        #[test]
         fn service_roles_are_granted_and_revoked_per_user() {
             $crate::suite::service_roles_are_granted_and_revoked_per_user(<$backend>::fresh());
         }
@@ -852,4 +856,31 @@ pub fn service_roles_are_granted_and_revoked_per_user(url: StoreUrl) {
     for r in ServiceRole::ALL {
         assert_eq!(r.as_str().parse::<ServiceRole>().unwrap(), r);
     }
+}
+
+/// A second factor is enrolled (and replaced by re-enrolling); a time step is accepted once,
+/// and never one older than the last accepted.
+pub fn a_totp_step_is_accepted_once(url: StoreUrl) {
+    let mut s = Store::open(&url).unwrap();
+    let alice = s.add_user(&name("alice"), Role::Operator).unwrap();
+    assert_eq!(s.totp(alice.id).unwrap(), None);
+    s.set_totp(alice.id, b"sealed secret", &fp(9)).unwrap();
+    let t = s.totp(alice.id).unwrap().unwrap();
+    assert_eq!(
+        (t.secret_sealed.as_slice(), t.sealed_to, t.last_step),
+        (&b"sealed secret"[..], fp(9), 0)
+    );
+    assert!(s.use_totp_step(alice.id, 100).unwrap());
+    assert!(
+        !s.use_totp_step(alice.id, 100).unwrap(),
+        "the same step again"
+    );
+    assert!(!s.use_totp_step(alice.id, 99).unwrap(), "an older step");
+    assert!(s.use_totp_step(alice.id, 101).unwrap());
+    s.set_totp(alice.id, b"another", &fp(10)).unwrap();
+    let t = s.totp(alice.id).unwrap().unwrap();
+    assert_eq!(
+        (t.secret_sealed.as_slice(), t.last_step),
+        (&b"another"[..], 0)
+    );
 }
