@@ -324,7 +324,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> Response;
 
     /// Told of a request the transport refused itself (too large, too slow, a bad header), on
-    /// a blocking thread too, after the answer was sent; for the audit log. Does nothing unless
+    /// a blocking thread too, while the answer is sent; for the audit log. Does nothing unless
     /// implemented.
     fn refused(&self, refusal: Refusal) {
         let _ = refusal;
@@ -781,7 +781,7 @@ async fn answer(
             why: why.clone(),
         };
         let handler = shared.handler.clone();
-        // After the answer: the refusal is reported on a blocking thread of its own.
+        // Reported on a blocking thread, without holding up the answer.
         drop(tokio::task::spawn_blocking(move || {
             handler.refused(refusal)
         }));

@@ -183,9 +183,13 @@ fn raw_unix(path: &Path, request: &[u8]) -> String {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     stream.write_all(request).unwrap();
+    status_line(&mut stream)
+}
+
+/// Reads an HTTP/1.1 answer until its headers are in, and returns its status line.
+fn status_line(stream: &mut impl Read) -> String {
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
-    // Read until the headers are in; the status line is all the tests need.
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = stream.read(&mut buf).unwrap();
         if n == 0 {
@@ -198,6 +202,37 @@ fn raw_unix(path: &Path, request: &[u8]) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A TLS connection to the server by rustls itself, offering `alpn`, with only `versions`.
+fn raw_tls(
+    running: &Running,
+    ca: &Path,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connection =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(running.addrs[0]).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    stream
 }
 
 #[test]
@@ -241,6 +276,53 @@ fn a_request_over_tls_reaches_the_handler_whole_and_its_answer_comes_back() {
     let (status, _) = client.send("GET", "/missing", &[], b"").unwrap();
     assert_eq!(status, 404);
     assert_eq!(echo.calls.load(Ordering::SeqCst), 2);
+    // The client left no connection open: the server stops at once, not after its grace
+    // period.
+    let stopping = Instant::now();
+    running.stop().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+#[test]
+fn the_server_speaks_h2_and_http_1_1_by_alpn_over_tls_1_2_and_1_3() {
+    let pki = make_pki("good");
+    let echo = Arc::new(Echo::default());
+    let running = tls_server(&pki, &echo);
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let tls13 = &[&rustls::version::TLS13];
+    let tls12 = &[&rustls::version::TLS12];
+
+    let stream = raw_tls(&running, &pki.ca, both, tls13);
+    assert_eq!(stream.conn.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(
+        stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    drop(stream);
+
+    for versions in [tls13, tls12] {
+        let mut stream = raw_tls(&running, &pki.ca, &[b"http/1.1"], versions);
+        assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        stream
+            .write_all(b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let status = status_line(&mut stream);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    }
+    let mut stream = raw_tls(&running, &pki.ca, &[], tls12);
+    assert_eq!(
+        stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    stream
+        .write_all(b"GET /v1/health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    assert!(status_line(&mut stream).starts_with("HTTP/1.1 200"));
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 3);
     running.stop().unwrap();
 }
 
