@@ -25,6 +25,10 @@ pub mod path {
     pub const UNWRAP: &str = "/v1/unwrap";
     /// `POST` [`super::RewrapRequest`] → [`super::RewrapResponse`].
     pub const REWRAP: &str = "/v1/rewrap";
+
+    /// Every route. The transport labels its metrics by these paths (anything else is counted
+    /// as `other`, so that a scanner cannot grow the label set): add a new route here.
+    pub const ROUTES: &[&str] = &[HEALTH, METRICS, PUBLIC_KEYS, UNWRAP, REWRAP];
 }
 
 /// Binary data as standard base64 in JSON.
