@@ -785,11 +785,7 @@ async fn answer(
         drop(tokio::task::spawn_blocking(move || {
             handler.refused(refusal)
         }));
-        let kind = match status {
-            408 | 413 | 400 => "bad_request",
-            _ => "invalid",
-        };
-        Response::error(status, kind, why)
+        Response::error(status, "bad_request", why)
     };
 
     let mut headers = Vec::with_capacity(parts.headers.len());

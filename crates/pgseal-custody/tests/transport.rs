@@ -93,6 +93,9 @@ impl Handler for Echo {
             "body_len": request.body.len(),
             "peer": peer,
         });
+        if route == "/huge" {
+            return Response::json(200, vec![b' '; pgseal_custody::transport::MAX_RESPONSE + 1]);
+        }
         let status = if route == "/missing" { 404 } else { 200 };
         Response::json(status, serde_json::to_vec(&body).unwrap())
     }
@@ -763,5 +766,52 @@ fn a_plain_http_url_is_refused() {
             assert!(error.to_string().contains("https://"), "{error}");
         }
         other => panic!("expected Url, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_response_over_max_response_is_refused_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("custody.sock");
+    let echo = Arc::new(Echo::default());
+    let running = unix_server(&socket, &echo);
+    match unix_client(&socket).send("GET", "/huge", &[], b"") {
+        Err(TransportError::ResponseTooLarge { .. }) => {}
+        other => panic!("expected ResponseTooLarge, got {other:?}"),
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_service_that_hangs_up_mid_request_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("custody.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // A service that dies once it has read the request's first bytes.
+    let dying = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 16];
+        stream.read_exact(&mut buf).unwrap();
+    });
+    let error = unix_client(&socket)
+        .send("POST", wire::path::UNWRAP, &[], b"{}")
+        .expect_err("a request nobody answered succeeded");
+    dying.join().unwrap();
+    assert!(
+        matches!(error, TransportError::Protocol { .. }),
+        "expected Protocol, got {error:?}"
+    );
+    assert!(error.to_string().contains("custody.sock"), "{error}");
+
+    // And nothing listening at all is a Connect error naming the endpoint.
+    std::fs::remove_file(&socket).unwrap();
+    match unix_client(&socket).send("GET", wire::path::HEALTH, &[], b"") {
+        Err(error @ TransportError::Connect { .. }) => {
+            assert!(
+                error.to_string().contains("is the service running"),
+                "{error}"
+            );
+        }
+        other => panic!("expected Connect, got {other:?}"),
     }
 }
