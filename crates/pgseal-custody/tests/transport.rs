@@ -815,3 +815,36 @@ fn a_service_that_hangs_up_mid_request_is_a_clear_error() {
         other => panic!("expected Connect, got {other:?}"),
     }
 }
+
+#[test]
+fn concurrent_clients_are_all_answered_each_with_its_own_body() {
+    let pki = make_pki("good");
+    let echo = Arc::new(Echo::default());
+    let running = tls_server(&pki, &echo);
+    // Two threads with a client each, two sharing one.
+    let shared = Arc::new(tls_client(&running, &pki.ca));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let client = if t < 2 {
+                Arc::new(tls_client(&running, &pki.ca))
+            } else {
+                shared.clone()
+            };
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let sent = format!("{t}-{i}");
+                    let (status, body) = client
+                        .send("POST", wire::path::UNWRAP, &[], sent.as_bytes())
+                        .unwrap();
+                    assert_eq!(status, 200);
+                    assert_eq!(json_of(&body)["body"], sent.as_str());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 100);
+    running.stop().unwrap();
+}
