@@ -785,11 +785,7 @@ async fn answer(
         drop(tokio::task::spawn_blocking(move || {
             handler.refused(refusal)
         }));
-        let kind = match status {
-            408 | 413 | 400 => "bad_request",
-            _ => "invalid",
-        };
-        Response::error(status, kind, why)
+        Response::error(status, "bad_request", why)
     };
 
     let mut headers = Vec::with_capacity(parts.headers.len());
@@ -1086,10 +1082,11 @@ fn https_target(authority: &str) -> Result<(String, u16), &'static str> {
     Ok((host.to_owned(), port))
 }
 
-/// A blocking client of the service: each [`send`](Client::send) opens a connection, sends one
-/// request and reads the whole answer (TLS session tickets make the next handshake short). It
-/// runs hyper on a current-thread tokio runtime of its own: do not call it from inside a
-/// runtime.
+/// A blocking client of the service: each [`send`](Client::send) opens a connection (HTTP/2 or
+/// HTTP/1.1 by ALPN over TLS, HTTP/1.1 on a Unix socket), sends one request, reads the whole
+/// answer and closes the connection (TLS session resumption keeps the next handshake short).
+/// It runs hyper on a current-thread tokio runtime of its own: do not call it from inside a
+/// runtime. It may be shared between threads.
 pub struct Client {
     endpoint: Endpoint,
     target: Target,

@@ -93,6 +93,9 @@ impl Handler for Echo {
             "body_len": request.body.len(),
             "peer": peer,
         });
+        if route == "/huge" {
+            return Response::json(200, vec![b' '; pgseal_custody::transport::MAX_RESPONSE + 1]);
+        }
         let status = if route == "/missing" { 404 } else { 200 };
         Response::json(status, serde_json::to_vec(&body).unwrap())
     }
@@ -764,4 +767,84 @@ fn a_plain_http_url_is_refused() {
         }
         other => panic!("expected Url, got {other:?}"),
     }
+}
+
+#[test]
+fn a_response_over_max_response_is_refused_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("custody.sock");
+    let echo = Arc::new(Echo::default());
+    let running = unix_server(&socket, &echo);
+    match unix_client(&socket).send("GET", "/huge", &[], b"") {
+        Err(TransportError::ResponseTooLarge { .. }) => {}
+        other => panic!("expected ResponseTooLarge, got {other:?}"),
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_service_that_hangs_up_mid_request_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("custody.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // A service that dies once it has read the request's first bytes.
+    let dying = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 16];
+        stream.read_exact(&mut buf).unwrap();
+    });
+    let error = unix_client(&socket)
+        .send("POST", wire::path::UNWRAP, &[], b"{}")
+        .expect_err("a request nobody answered succeeded");
+    dying.join().unwrap();
+    assert!(
+        matches!(error, TransportError::Protocol { .. }),
+        "expected Protocol, got {error:?}"
+    );
+    assert!(error.to_string().contains("custody.sock"), "{error}");
+
+    // And nothing listening at all is a Connect error naming the endpoint.
+    std::fs::remove_file(&socket).unwrap();
+    match unix_client(&socket).send("GET", wire::path::HEALTH, &[], b"") {
+        Err(error @ TransportError::Connect { .. }) => {
+            assert!(
+                error.to_string().contains("is the service running"),
+                "{error}"
+            );
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_clients_are_all_answered_each_with_its_own_body() {
+    let pki = make_pki("good");
+    let echo = Arc::new(Echo::default());
+    let running = tls_server(&pki, &echo);
+    // Two threads with a client each, two sharing one.
+    let shared = Arc::new(tls_client(&running, &pki.ca));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let client = if t < 2 {
+                Arc::new(tls_client(&running, &pki.ca))
+            } else {
+                shared.clone()
+            };
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let sent = format!("{t}-{i}");
+                    let (status, body) = client
+                        .send("POST", wire::path::UNWRAP, &[], sent.as_bytes())
+                        .unwrap();
+                    assert_eq!(status, 200);
+                    assert_eq!(json_of(&body)["body"], sent.as_str());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 100);
+    running.stop().unwrap();
 }
