@@ -90,8 +90,10 @@
 #![warn(missing_docs)]
 
 mod garage;
+mod pki;
 
 pub use garage::{BucketPermissions, GARAGE_VERSION, GarageKey, TestGarage};
+pub use pki::TestPki;
 
 use std::ffi::OsStr;
 use std::fmt;

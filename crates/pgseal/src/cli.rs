@@ -96,6 +96,14 @@ pub enum Command {
     /// The repository where backups live (a directory, or an S3 bucket and prefix).
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Run the key-custody service: hold the server keys in memory and unwrap or rewrap for
+    /// authenticated, authorised callers, auditing every request (docs/CUSTODY.md).
+    ///
+    /// Unlocks every stored server key once (the password from --server-password-file,
+    /// --server-password-command, $CREDENTIALS_DIRECTORY/server-key-password, SERVER_KEY_PASSWORD
+    /// or a prompt), then listens on TLS (--listen, with the certificate and key from [serve] or
+    /// the flags) and/or a Unix socket (--unix) until SIGTERM or SIGINT. Core dumps are off.
+    Serve(ServeArgs),
     /// Generate a standalone RSA key pair: NAME.key.pem (encrypted, 0600) and NAME.pub.pem.
     Keygen(KeygenArgs),
     /// Show facts about key files.
@@ -147,6 +155,7 @@ impl Command {
                 UserCommand::List(a) => on(a.on),
                 UserCommand::Disable { .. } => None,
                 UserCommand::Role { json, .. } => on(json.on),
+                UserCommand::Totp(_) => None,
             },
             Command::UserKey(c) => match c {
                 UserKeyCommand::Generate(a) => on(a.json.on),
@@ -169,6 +178,7 @@ impl Command {
                 AuditCommand::Export(_) => None,
             },
             Command::Keygen(a) => on(a.json.on),
+            Command::Serve(_) => None,
             Command::Key(KeyCommand::Info(a)) => on(a.json.on),
             Command::Encrypt(a) if a.json.on && a.output == "-" => Some(JsonTo::Stderr),
             Command::Encrypt(a) => on(a.json.on),
@@ -306,6 +316,29 @@ pub struct OpenKeyArgs {
     /// Password file for legacy symmetric files (else BACKUP_ENCRYPTION_PASSWORD, else a prompt).
     #[arg(long, value_name = "FILE")]
     pub legacy_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub custody: CustodyArgs,
+}
+
+/// Asking a key-custody service (`pgseal serve`) instead of using the stored server keys.
+#[derive(Debug, Args, Clone)]
+pub struct CustodyArgs {
+    /// Ask the key-custody service at URL (https://HOST:PORT or unix:///PATH; default:
+    /// PGSEAL_CUSTODY, else the config's [custody] url) to open files: no server password
+    /// needed. Requests are signed with the key of the acting user (PGSEAL_USER), unlocked with
+    /// PGSEAL_USER_KEY_PASSWORD or the flags below.
+    #[arg(long, value_name = "URL")]
+    pub custody: Option<String>,
+    /// The CA that signed the service's certificate (default: PGSEAL_CUSTODY_CA, else the
+    /// config's [custody] ca_file, else the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub custody_ca: Option<PathBuf>,
+    /// A second-factor code from your authenticator, for a service that asks one (else
+    /// PGSEAL_TOTP).
+    #[arg(long, value_name = "CODE")]
+    pub totp: Option<String>,
+    #[command(flatten)]
+    pub user_password: UserPasswordArgs,
 }
 
 #[derive(Debug, Args)]
@@ -365,6 +398,24 @@ pub struct ListArgs {
     pub repo: RepoArgs,
     #[command(flatten)]
     pub json: Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen for TLS on ADDR:PORT (default: the config's [serve] listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The certificate chain, PEM (default: [serve] cert_file).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM (default: [serve] key_file).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Also (or only) listen on this Unix socket (default: [serve] unix_socket).
+    #[arg(long, value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+    #[command(flatten)]
+    pub server_password: ServerPasswordArgs,
 }
 
 #[derive(Debug, Args)]
@@ -466,6 +517,9 @@ pub struct RewrapArgs {
     /// The password of the stored server keys (SERVER_KEY_PASSWORD, or these flags).
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
+    /// Or: the key-custody service plans each rewrap (v2 files), and no password is needed.
+    #[command(flatten)]
+    pub custody: CustodyArgs,
     #[command(flatten)]
     pub json: Json,
 }
@@ -696,6 +750,17 @@ pub enum UserCommand {
         #[command(flatten)]
         json: Json,
     },
+    /// A user's second factor (a TOTP authenticator) for the key-custody service.
+    #[command(subcommand)]
+    Totp(TotpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpCommand {
+    /// Enrol a new authenticator (replacing any earlier one): prints the otpauth:// URI and,
+    /// on a terminal, its QR code, once. The secret is sealed to the active server key: only
+    /// the custody service can check codes, and nothing shows it again. Audited as USER_TOTP.
+    Enroll { name: String },
 }
 
 /// A service role (see `pgseal user role --help`).
@@ -903,11 +968,14 @@ pub struct VerifyArgs {
     /// Also prove the file decrypts (unwrap, commitment, every tag), writing no plaintext.
     #[arg(long = "identity", value_name = "KEY.pem")]
     pub identity: Option<PathBuf>,
-    /// With a store: also prove the file decrypts, using the stored server key it names.
+    /// With a store: also prove the file decrypts, using the stored server key it names (or
+    /// the key-custody service, with --custody).
     #[arg(long, conflicts_with = "identity")]
     pub decrypt_check: bool,
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
+    #[command(flatten)]
+    pub custody: CustodyArgs,
     #[command(flatten)]
     pub json: Json,
 }

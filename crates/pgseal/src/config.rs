@@ -67,6 +67,25 @@ s3_part_size_mib = 8                      # PGSEAL_S3_PART_SIZE_MIB: multipart p
                                           #   64 MiB parts 625 GiB, for ~160 MiB of memory
 abort_uploads_after_hours = 24            # PGSEAL_ABORT_UPLOADS_AFTER_HOURS: a backup aborts
                                           #   incomplete uploads older than this (repo cleanup)
+
+[custody]
+# A key-custody service (`pgseal serve`, docs/CUSTODY.md) that holds the server keys: decrypt,
+# restore, verify's decryption check and rewrap then ask it, signing with the acting user's
+# key, and never need SERVER_KEY_PASSWORD. "" = use the stored keys and the password.
+url = ""                                  # PGSEAL_CUSTODY (or --custody URL): https://HOST:PORT
+                                          #   or unix:///ABSOLUTE/PATH
+ca_file = ""                              # PGSEAL_CUSTODY_CA: the CA that signed the service's
+                                          #   certificate ("" = the system's roots)
+
+[serve]
+# `pgseal serve`: the key-custody service itself.
+listen = ""                               # --listen ADDR:PORT (TLS; needs the two files below)
+cert_file = ""                            # the service's certificate chain, PEM
+key_file = ""                             # its private key, PEM (0600)
+unix_socket = ""                          # --unix PATH: a socket for callers on this host
+trusted_proxies = []                      # addresses whose X-Forwarded-For is believed
+second_factor_for_unwrap = false          # also require a TOTP code for every unwrap
+                                          #   (pgseal user totp enroll NAME)
 "#;
 
 /// `.env.example`, written beside the config by `pgseal init`.
@@ -104,6 +123,55 @@ struct File {
     postgresql: PgSection,
     #[serde(default)]
     repository: RepositorySection,
+    #[serde(default)]
+    custody: CustodySection,
+    #[serde(default)]
+    serve: ServeSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustodySection {
+    url: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSection {
+    listen: Option<String>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    unix_socket: Option<PathBuf>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    second_factor_for_unwrap: Option<bool>,
+}
+
+/// The `[custody]` settings: the key-custody service this site's commands ask.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CustodySettings {
+    /// `https://HOST:PORT` or `unix:///PATH`; `None`: no service.
+    pub url: Option<String>,
+    /// The CA that signed the service's certificate; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The `[serve]` settings: `pgseal serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServeSettings {
+    /// A TCP address for TLS.
+    pub listen: Option<String>,
+    /// The certificate chain, PEM.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM.
+    pub key_file: Option<PathBuf>,
+    /// A Unix socket.
+    pub unix_socket: Option<PathBuf>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Whether every unwrap needs a second-factor code.
+    pub second_factor_for_unwrap: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +240,8 @@ pub struct Config {
     pub retention_days: u32,
     pub postgresql_bin_path: Option<PathBuf>,
     pub repository: RepositorySettings,
+    pub custody: CustodySettings,
+    pub serve: ServeSettings,
 }
 
 impl Config {
@@ -323,6 +393,33 @@ impl Config {
                 24,
             )?,
         };
+        let nonempty = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty()).map(&rel);
+        let custody = CustodySettings {
+            url: env("PGSEAL_CUSTODY").or(f.custody.url.filter(|u| !u.is_empty())),
+            ca_file: env("PGSEAL_CUSTODY_CA")
+                .map(PathBuf::from)
+                .or(f.custody.ca_file)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(&rel),
+        };
+        let trusted_proxies = f
+            .serve
+            .trusted_proxies
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    Failure::usage(format!("trusted_proxies: {a:?} is not an IP address"))
+                })
+            })
+            .collect::<CliResult<Vec<_>>>()?;
+        let serve = ServeSettings {
+            listen: f.serve.listen.filter(|l| !l.is_empty()),
+            cert_file: nonempty(f.serve.cert_file),
+            key_file: nonempty(f.serve.key_file),
+            unix_socket: nonempty(f.serve.unix_socket),
+            trusted_proxies,
+            second_factor_for_unwrap: f.serve.second_factor_for_unwrap.unwrap_or(false),
+        };
         Ok(Config {
             file,
             store,
@@ -332,8 +429,10 @@ impl Config {
             backup_dir: path_setting("PGSEAL_BACKUP_DIR", f.backup.dir, "backups"),
             signature_required,
             retention_days,
-            postgresql_bin_path: bin.map(rel),
+            postgresql_bin_path: bin.map(&rel),
             repository,
+            custody,
+            serve,
         })
     }
 }

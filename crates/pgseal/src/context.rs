@@ -105,6 +105,19 @@ impl DerefMut for Context {
 }
 
 /// The site the operations layer sees in a configuration.
+/// A session on the site `config` describes, acting as this process does: what the key-custody
+/// service answers each request in (one per request in flight, each with its own store
+/// connection).
+pub fn session_for(config: &Config) -> CliResult<Session> {
+    Ok(Session::new(
+        Some(site(config)),
+        actor()?,
+        Arc::new(crate::progress::Terminal),
+        describe,
+    )
+    .with_scratch_dir(std::env::temp_dir()))
+}
+
 fn site(c: &Config) -> Site {
     Site {
         store: c.store.clone(),

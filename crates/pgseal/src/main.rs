@@ -8,6 +8,7 @@ mod cmd;
 mod config;
 mod context;
 mod crashpoint;
+mod custody;
 mod failure;
 mod interrupt;
 mod pgtools;

@@ -63,6 +63,17 @@ impl CustodyClient {
         })
     }
 
+    /// Calls the service over `link` as `user`, signing with `key`, sending the second-factor
+    /// `totp` code with each request.
+    pub fn with_totp(link: Box<dyn Link>, user: &str, key: PrivateKey, totp: String) -> Arc<Self> {
+        Arc::new(CustodyClient {
+            link,
+            user: user.to_owned(),
+            key,
+            totp: Some(totp),
+        })
+    }
+
     /// The service, as shown in messages.
     pub fn describe(&self) -> String {
         self.link.describe()

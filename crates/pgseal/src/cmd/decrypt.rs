@@ -8,6 +8,7 @@ use crate::context::Context;
 use crate::failure::CliResult;
 
 pub fn run(args: DecryptArgs, ctx: &mut Context) -> CliResult {
+    crate::custody::attach(ctx, &args.keys.custody)?;
     let sources = OpenKeySources::new(&args.keys);
     decrypt::decrypt(
         ctx,

@@ -138,6 +138,10 @@ pub fn show_config(args: Json, ctx: &mut Context) -> CliResult {
         "s3_addressing": c.repository.s3_addressing,
         "s3_part_size_mib": c.repository.s3_part_size_mib,
         "abort_uploads_after_hours": c.repository.abort_uploads_after_hours,
+        "custody": c.custody.url,
+        "custody_ca_file": c.custody.ca_file,
+        "serve_listen": c.serve.listen,
+        "serve_unix_socket": c.serve.unix_socket,
     });
     if args.on {
         print_json(&v);

@@ -12,6 +12,7 @@ mod inspect;
 mod keygen;
 mod restore;
 mod rewrap;
+mod serve;
 mod server_key;
 mod users;
 mod verify;
@@ -61,6 +62,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(args, ctx),
         Command::Audit(AuditCommand::Export(args)) => audit::export(args, ctx),
         Command::Keygen(args) => keygen::keygen(args),
+        Command::Serve(args) => serve::run(args, ctx),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
         Command::Encrypt(args) => encrypt::run(args, ctx),
         Command::Decrypt(args) => decrypt::run(args, ctx),

@@ -12,6 +12,7 @@ use crate::interrupt;
 use crate::show;
 
 pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
+    crate::custody::attach(ctx, &args.keys.custody)?;
     let configured_bin = ctx
         .config
         .as_ref()

@@ -2,6 +2,8 @@
 //! wipes the wrappings it supersedes (`pgseal_ops::rewrap`), with the store's server keys as
 //! the key holder; this module prints what happened to each file.
 
+use pgseal_ops::custody::CustodyHolder;
+use pgseal_ops::keyholder::KeyHolder;
 use pgseal_ops::keys::ServerKeyring;
 use pgseal_ops::rewrap::{self, Files, Outcome};
 use pgseal_ops::secret::Cached;
@@ -13,16 +15,20 @@ use crate::context::Context;
 use crate::failure::CliResult;
 
 pub fn run(args: RewrapArgs, ctx: &mut Context) -> CliResult {
+    crate::custody::attach(ctx, &args.custody)?;
     let password = server_password(&args.server_password);
     // Every stored key shares the server password: asked once, when a key is first needed.
     let password = Cached::new(&password);
-    let mut keyring = ServerKeyring::load(ctx, &password)?;
+    let mut holder: Box<dyn KeyHolder + '_> = match ctx.custody().cloned() {
+        Some(client) => Box::new(CustodyHolder::new(client)?),
+        None => Box::new(ServerKeyring::load(ctx, &password)?),
+    };
     let files = if args.all {
         Files::Catalogued
     } else {
         Files::Named(&args.files)
     };
-    let report = rewrap::rewrap(ctx, &mut keyring, files)?;
+    let report = rewrap::rewrap(ctx, holder.as_mut(), files)?;
     if report.items.is_empty() {
         outln!("nothing to rewrap");
         return Ok(());

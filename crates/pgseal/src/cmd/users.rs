@@ -6,7 +6,9 @@ use pgseal_store::{Role, User, UserKeyRecord};
 use serde_json::json;
 
 use super::{emit, new_password, print_json, user_password};
-use crate::cli::{RoleArg, UserCommand, UserKeyCommand, UserKeyGenerateArgs, UserKeyRotateArgs};
+use crate::cli::{
+    RoleArg, TotpCommand, UserCommand, UserKeyCommand, UserKeyGenerateArgs, UserKeyRotateArgs,
+};
 use crate::context::{Context, opt, username};
 use crate::failure::CliResult;
 
@@ -127,6 +129,28 @@ pub fn user(cmd: UserCommand, ctx: &mut Context) -> CliResult {
                 outln!("{}: no service roles", crate::show::text(&name));
             } else {
                 outln!("{}: {}", crate::show::text(&name), roles.join(", "));
+            }
+            Ok(())
+        }
+        UserCommand::Totp(TotpCommand::Enroll { name }) => {
+            let enrolled = pgseal_ops::totp::enroll(ctx, &name)?;
+            outln!(
+                "second factor enrolled for {}; add it to the authenticator now (shown once, \
+                 sealed to server key {}):",
+                crate::show::text(&name),
+                enrolled.sealed_to
+            );
+            outln!("{}", enrolled.uri.as_str());
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                let qr = qrcode::QrCode::new(enrolled.uri.as_bytes()).map_err(|e| {
+                    crate::failure::Failure::usage(format!("making the QR code: {e}"))
+                })?;
+                outln!(
+                    "{}",
+                    qr.render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build()
+                );
             }
             Ok(())
         }

@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::failure::{CliResult, message};
 
 pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
+    crate::custody::attach(ctx, &args.custody)?;
     let password = server_password(&args.server_password);
     let keys = VerifyKeys {
         signers: &args.signers,

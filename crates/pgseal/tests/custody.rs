@@ -1,0 +1,368 @@
+//! The key-custody service end to end: `pgseal serve` started by the tests on loopback with
+//! real TLS (a CA and certificate made here, pgseal-testkit's `TestPki`) or a Unix socket, and
+//! clients that never hold the server password — decrypt, verify, restore --check and rewrap
+//! through it; refusals (no role, an untrusted certificate, the service down, an audit log that
+//! cannot be written) with clear errors and nothing committed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{PASSWORD, Site, code, ok, stderr, stdout};
+use pgseal_store::Action;
+use pgseal_testkit::{TestCluster, TestPki};
+
+/// `pgseal serve` on a site, stopped (SIGTERM, then waited for) when dropped.
+struct Service {
+    child: Child,
+    /// `https://127.0.0.1:PORT` or `unix:///PATH`.
+    url: String,
+}
+
+impl Service {
+    /// Starts the service with `args` and waits until it listens.
+    fn start(site: &Site, args: &[&str]) -> Service {
+        let mut child = site
+            .direct()
+            .arg("serve")
+            .args(args)
+            .env_remove("PGSEAL_USER_KEY_PASSWORD")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pgseal serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let listening = loop {
+            let line = match lines.next() {
+                Some(Ok(line)) => line,
+                _ => panic!("pgseal serve ended before it listened: {:?}", child.wait()),
+            };
+            if let Some(places) = line.split("listening on ").nth(1) {
+                break places.split(", ").next().unwrap().to_owned();
+            }
+        };
+        // Keep draining its standard error so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Service {
+            child,
+            url: listening,
+        }
+    }
+
+    fn tls(site: &Site, pki: &TestPki) -> Service {
+        Service::start(
+            site,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--cert",
+                pki.cert.to_str().unwrap(),
+                "--key",
+                pki.key.to_str().unwrap(),
+            ],
+        )
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // SIGTERM to exactly the process started: a clean shutdown.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// A client in the site that holds no server password: only the acting user's key password.
+fn client(site: &Site) -> Command {
+    let mut c = common::bin();
+    c.current_dir(&site.dir)
+        .env("PGSEAL_USER", "system_backup")
+        .env("PGSEAL_USER_KEY_PASSWORD", PASSWORD);
+    c
+}
+
+fn run(mut c: Command, args: &[&str]) -> Output {
+    c.args(args).output().expect("spawn pgseal")
+}
+
+/// `args` then `--custody URL --custody-ca CA`.
+fn through(service: &Service, pki: &TestPki, args: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.extend([
+        "--custody".to_owned(),
+        service.url.clone(),
+        "--custody-ca".to_owned(),
+        pki.ca.display().to_string(),
+    ]);
+    all
+}
+
+fn run_through(site: &Site, service: &Service, pki: &TestPki, args: &[&str]) -> Output {
+    let all = through(service, pki, args);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    run(client(site), &refs)
+}
+
+fn sealed(site: &Site, name: &str, data: &[u8]) -> String {
+    site.write(&format!("{name}.plain"), data);
+    ok(&site.run(&[
+        "encrypt",
+        &format!("{name}.plain"),
+        "-o",
+        &format!("{name}.pgseal"),
+        "--user",
+        "system_backup",
+    ]));
+    format!("{name}.pgseal")
+}
+
+fn custody_entries(site: &Site, action: Action) -> Vec<(bool, Option<String>, serde_json::Value)> {
+    site.audit()
+        .into_iter()
+        .filter(|e| e.entry.action == action)
+        .map(|e| {
+            (
+                e.entry.success,
+                e.entry.ip_address,
+                serde_json::from_str(&e.entry.details).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_file_decrypts_verifies_and_a_backup_restore_checks_through_the_service_with_no_password() {
+    let cluster = TestCluster::shared();
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    let site = Site::with_env(env.clone());
+    let pki = TestPki::new("custody").unwrap();
+    let data = common::data(300_000);
+    let file = sealed(&site, "a", &data);
+    let service = Service::tls(&site, &pki);
+    assert!(
+        service.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        service.url
+    );
+
+    // Without the restore role: refused (exit 4), and the refusal is audited.
+    let o = run_through(&site, &service, &pki, &["decrypt", &file, "-o", "a.out"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--add restore"), "{}", stderr(&o));
+    assert!(!site.path("a.out").exists());
+
+    ok(&site.run(&["user", "role", "system_backup", "--add", "restore"]));
+    let o = run_through(&site, &service, &pki, &["decrypt", &file, "-o", "a.out"]);
+    ok(&o);
+    assert_eq!(std::fs::read(site.path("a.out")).unwrap(), data);
+    ok(&run_through(
+        &site,
+        &service,
+        &pki,
+        &["verify", &file, "--decrypt-check"],
+    ));
+
+    // A real backup, restore-checked through the service.
+    let db = cluster.create_database("custody").unwrap();
+    cluster
+        .psql(
+            &db,
+            "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g;",
+        )
+        .unwrap();
+    let o = site.run(&["backup", &db, "--user", "system_backup", "--json"]);
+    ok(&o);
+    let backup: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let path = backup["path"].as_str().unwrap();
+    let mut c = client(&site);
+    c.envs(env.iter().map(|(k, v)| (k, v)));
+    let all = through(&service, &pki, &["restore", path, "--check", "--json"]);
+    let o = c.args(&all).output().unwrap();
+    ok(&o);
+    let check: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(check["tables"][0]["rows"], 500, "{check}");
+
+    let unwraps = custody_entries(&site, Action::CustodyUnwrap);
+    assert_eq!(
+        unwraps.iter().map(|(ok, ..)| *ok).collect::<Vec<_>>(),
+        [false, true, true, true]
+    );
+    assert!(
+        unwraps
+            .iter()
+            .all(|(_, ip, _)| ip.as_deref() == Some("127.0.0.1"))
+    );
+    assert_eq!(unwraps[0].2["refused"], "forbidden");
+    assert_eq!(unwraps[1].2["user"], "system_backup");
+    assert_eq!(custody_entries(&site, Action::CustodyStart).len(), 1);
+}
+
+#[test]
+fn an_untrusted_certificate_is_refused_and_the_service_never_asked() {
+    let site = Site::new();
+    let pki = TestPki::new("custody").unwrap();
+    let other = TestPki::new("another").unwrap();
+    ok(&site.run(&["user", "role", "system_backup", "--add", "restore"]));
+    let file = sealed(&site, "b", b"secret rows");
+    let service = Service::tls(&site, &pki);
+    let o = run_through(&site, &service, &other, &["decrypt", &file, "-o", "b.out"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not trusted") || stderr(&o).contains("certificate"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!site.path("b.out").exists());
+    assert!(custody_entries(&site, Action::CustodyUnwrap).is_empty());
+    // A URL that is not one the service is reached at is a usage error.
+    let o = run(
+        client(&site),
+        &[
+            "decrypt",
+            &file,
+            "-o",
+            "b.out",
+            "--custody",
+            "http://127.0.0.1:1",
+        ],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+#[test]
+fn a_service_that_is_down_fails_the_restore_clearly_and_nothing_is_created() {
+    let cluster = TestCluster::shared();
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    let site = Site::with_env(env.clone());
+    ok(&site.run(&["user", "role", "system_backup", "--add", "restore"]));
+    let db = cluster.create_database("custodydown").unwrap();
+    cluster.psql(&db, "CREATE TABLE t (x int);").unwrap();
+    let o = site.run(&["backup", &db, "--user", "system_backup", "--json"]);
+    ok(&o);
+    let backup: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pki = TestPki::new("custody").unwrap();
+    let mut service = Service::tls(&site, &pki);
+    service.kill();
+    let target = format!("{db}_restored");
+    let all = through(
+        &service,
+        &pki,
+        &[
+            "restore",
+            backup["path"].as_str().unwrap(),
+            "--target-db",
+            &target,
+            "--create",
+        ],
+    );
+    let mut c = client(&site);
+    c.envs(env.iter().map(|(k, v)| (k, v)));
+    let o = c.args(&all).output().unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("custody service"), "{}", stderr(&o));
+    let exists = cluster
+        .psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{target}';"),
+        )
+        .unwrap();
+    assert_eq!(exists.trim(), "0", "nothing created");
+}
+
+#[test]
+fn when_the_audit_log_cannot_be_written_the_service_answers_nothing() {
+    let site = Site::new();
+    ok(&site.run(&["user", "role", "system_backup", "--add", "restore"]));
+    let file = sealed(&site, "c", b"rows");
+    let pki = TestPki::new("custody").unwrap();
+    let service = Service::tls(&site, &pki);
+    // The store's write-ahead log made immutable: even root cannot append to it.
+    let wal = site.path("pgseal.db-wal");
+    assert!(wal.exists(), "the service keeps the store open in WAL mode");
+    let status = Command::new("chattr").arg("+i").arg(&wal).status().unwrap();
+    assert!(status.success());
+    struct Mutable(std::path::PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+    let guard = Mutable(wal);
+    let o = run_through(&site, &service, &pki, &["decrypt", &file, "-o", "c.out"]);
+    drop(guard);
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("audit"), "{}", stderr(&o));
+    assert!(!site.path("c.out").exists());
+}
+
+#[test]
+fn rewrap_through_the_service_after_a_rotation_and_a_unix_socket() {
+    let site = Site::new();
+    ok(&site.run(&[
+        "user",
+        "role",
+        "system_backup",
+        "--add",
+        "restore",
+        "--add",
+        "rewrap",
+    ]));
+    let file = sealed(&site, "d", b"rows to keep");
+    let socket = site.path("custody.sock");
+    let service = Service::start(&site, &["--unix", socket.to_str().unwrap()]);
+    assert!(service.url.starts_with("unix://"), "{}", service.url);
+    // An administrator rotates the server key (with the password); the service rewraps to the
+    // new key's public half, the file key never leaving it.
+    ok(&site
+        .cmd()
+        .env("PGSEAL_NEW_SERVER_KEY_PASSWORD", PASSWORD)
+        .args(["server-key", "rotate"])
+        .output()
+        .unwrap());
+    let o = run(
+        client(&site),
+        &["rewrap", &file, "--custody", &service.url, "--json"],
+    );
+    ok(&o);
+    assert!(stdout(&o).contains("rewrapped"), "{}", stdout(&o));
+    let o = site.run(&["inspect", &file, "--json"]);
+    let inspected: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(inspected["superseded_slot"].is_null(), "{inspected}");
+    drop(service);
+    // Restarted, it holds the new key and opens the rewrapped file.
+    let service = Service::start(&site, &["--unix", socket.to_str().unwrap()]);
+    let o = run(
+        client(&site),
+        &["decrypt", &file, "-o", "d.out", "--custody", &service.url],
+    );
+    ok(&o);
+    assert_eq!(std::fs::read(site.path("d.out")).unwrap(), b"rows to keep");
+    let unwraps = custody_entries(&site, Action::CustodyUnwrap);
+    assert!(
+        unwraps
+            .last()
+            .unwrap()
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("unix:uid=")
+    );
+    assert_eq!(custody_entries(&site, Action::CustodyRewrap).len(), 1);
+}
