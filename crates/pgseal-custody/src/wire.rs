@@ -26,9 +26,15 @@ pub mod path {
     /// `POST` [`super::RewrapRequest`] → [`super::RewrapResponse`].
     pub const REWRAP: &str = "/v1/rewrap";
 
+    /// `POST` [`super::RotateRequest`] → [`super::RotateResponse`]: role `admin` and a fresh
+    /// second-factor code.
+    pub const ROTATE: &str = "/v1/admin/rotate";
+    /// `POST` [`super::RetireRequest`] → [`super::RetireResponse`]: role `admin` and a fresh
+    /// second-factor code.
+    pub const RETIRE: &str = "/v1/admin/retire";
     /// Every route. The transport labels its metrics by these paths (anything else is counted
     /// as `other`, so that a scanner cannot grow the label set): add a new route here.
-    pub const ROUTES: &[&str] = &[HEALTH, METRICS, PUBLIC_KEYS, UNWRAP, REWRAP];
+    pub const ROUTES: &[&str] = &[HEALTH, METRICS, PUBLIC_KEYS, UNWRAP, REWRAP, ROTATE, RETIRE];
 }
 
 /// Binary data as standard base64 in JSON.
@@ -117,6 +123,41 @@ pub struct RewrapResponse {
     pub generation: u64,
     /// Who can open the file once they are done.
     pub recipients: Vec<String>,
+}
+
+/// Key administration: rotate the server key the service holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// The new key's size in bits (default: the site's).
+    #[serde(default)]
+    pub key_size: Option<u32>,
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateResponse {
+    /// The key that was active.
+    pub old: String,
+    /// The new active key.
+    pub new: String,
+}
+
+/// Key administration: retire a rotated server key (refused while backups hold it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRequest {
+    /// Its full fingerprint.
+    pub fingerprint: String,
+}
+
+/// What a retirement did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireResponse {
+    /// The key, now retired (and no longer held by the service).
+    pub retired: String,
 }
 
 /// A server key's public half.

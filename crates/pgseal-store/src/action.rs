@@ -65,6 +65,9 @@ pub enum Action {
     CustodyUnwrap,
     /// `CUSTODY_REWRAP`: a request to the key-custody service for a file's rewrap plan.
     CustodyRewrap,
+    /// `CUSTODY_ADMIN`: a key-administration request to the key-custody service (rotate,
+    /// retire), answered or refused; the rotation or retirement itself is its own entry.
+    CustodyAdmin,
     /// `CUSTODY_KEYS`: a request to the key-custody service for the server keys' public halves.
     CustodyKeys,
     /// Text pgseal never writes, read back exactly as stored (an imported legacy row).
@@ -85,7 +88,7 @@ impl OtherAction {
 
 impl Action {
     /// Every action pgseal writes (all but [`Other`](Action::Other)).
-    pub const WRITTEN: [Action; 24] = [
+    pub const WRITTEN: [Action; 25] = [
         Action::Encrypt,
         Action::Decrypt,
         Action::DecryptStart,
@@ -110,6 +113,7 @@ impl Action {
         Action::CustodyUnwrap,
         Action::CustodyRewrap,
         Action::CustodyKeys,
+        Action::CustodyAdmin,
     ];
 
     /// The text the log stores and the chain hashes (`REWRAP`, `DECRYPT_START`, …).
@@ -139,6 +143,7 @@ impl Action {
             Action::CustodyUnwrap => "CUSTODY_UNWRAP",
             Action::CustodyRewrap => "CUSTODY_REWRAP",
             Action::CustodyKeys => "CUSTODY_KEYS",
+            Action::CustodyAdmin => "CUSTODY_ADMIN",
             Action::Other(other) => other.as_str(),
         }
     }
@@ -240,6 +245,7 @@ mod tests {
             "CUSTODY_UNWRAP",
             "CUSTODY_REWRAP",
             "CUSTODY_KEYS",
+            "CUSTODY_ADMIN",
         ];
         assert_eq!(Action::WRITTEN.map(|a| a.as_str().to_owned()), texts);
         for a in Action::WRITTEN {

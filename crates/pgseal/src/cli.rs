@@ -218,6 +218,10 @@ pub struct ServerKeyRotateArgs {
     /// every server key, old and new.
     #[command(flatten)]
     pub new_password: NewPasswordArgs,
+    /// Or: have the key-custody service rotate the key it holds (role admin and --totp CODE;
+    /// no password here: the service keeps its own).
+    #[command(flatten)]
+    pub custody: CustodyArgs,
     #[command(flatten)]
     pub json: Json,
 }
@@ -537,6 +541,9 @@ pub struct ServerKeyRetireArgs {
     pub confirm: Option<String>,
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Or: have the key-custody service retire it (role admin and --totp CODE; never forced).
+    #[command(flatten)]
+    pub custody: CustodyArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -366,3 +366,82 @@ fn rewrap_through_the_service_after_a_rotation_and_a_unix_socket() {
     );
     assert_eq!(custody_entries(&site, Action::CustodyRewrap).len(), 1);
 }
+
+#[test]
+fn key_administration_through_the_service_needs_admin_and_a_fresh_second_factor() {
+    let site = Site::new();
+    ok(&site.run(&["user", "role", "system_backup", "--add", "rewrap"]));
+    let file = sealed(&site, "e", b"rows");
+    let socket = site.path("admin.sock");
+    let service = Service::start(&site, &["--unix", socket.to_str().unwrap()]);
+    let admin = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--custody", &service.url]);
+        run(client(&site), &all)
+    };
+    let old_key = {
+        let o = site.run(&["server-key", "list", "--json"]);
+        let keys: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        keys[0]["fingerprint"].as_str().unwrap().to_owned()
+    };
+
+    let o = admin(&["server-key", "rotate"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--add admin"), "{}", stderr(&o));
+    ok(&site.run(&["user", "role", "system_backup", "--add", "admin"]));
+    let o = admin(&["server-key", "rotate"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("second-factor code"), "{}", stderr(&o));
+
+    // Enrolment prints the authenticator's URI once (no QR code: not a terminal).
+    let o = site.run(&["user", "totp", "enroll", "system_backup"]);
+    ok(&o);
+    let uri = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("otpauth://"))
+        .unwrap()
+        .to_owned();
+    let authenticator = totp_rs::TOTP::from_url(&uri).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code_now = authenticator.generate(now);
+    let code_next = authenticator.generate(now + 30);
+
+    let o = admin(&["server-key", "rotate", "--totp", &code_now, "--json"]);
+    ok(&o);
+    let rotated: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(rotated["old"], old_key.as_str());
+    let new_key = rotated["new"].as_str().unwrap().to_owned();
+    // The code is spent: the same one again is refused.
+    let o = admin(&["server-key", "retire", &old_key, "--totp", &code_now]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("used already"), "{}", stderr(&o));
+
+    // The service holds the new key at once: a rewrap moves the file to it, then the old key
+    // can be retired with the next code.
+    ok(&admin(&["rewrap", &file]));
+    let o = admin(&["server-key", "retire", &old_key, "--totp", &code_next]);
+    ok(&o);
+    let o = site.run(&["server-key", "list", "--json"]);
+    let keys: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let status = |fp: &str| {
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["fingerprint"] == fp)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status(&old_key), "retired");
+    assert_eq!(status(&new_key), "active");
+    let admin_entries = custody_entries(&site, Action::CustodyAdmin);
+    assert_eq!(
+        admin_entries.iter().map(|(ok, ..)| *ok).collect::<Vec<_>>(),
+        [false, false, true, false, true]
+    );
+    let actions: Vec<Action> = site.audit().into_iter().map(|e| e.entry.action).collect();
+    assert!(actions.contains(&Action::KeyRotate) && actions.contains(&Action::KeyRetire));
+    assert!(actions.contains(&Action::UserTotp));
+}

@@ -150,6 +150,26 @@ impl CustodyClient {
         })
     }
 
+    /// Has the service rotate the server key it holds (role `admin`, and a second-factor code).
+    pub fn rotate(&self, key_size: Option<u32>) -> Result<wire::RotateResponse> {
+        self.call(
+            "POST",
+            wire::path::ROTATE,
+            &wire::RotateRequest { key_size },
+        )
+    }
+
+    /// Has the service retire a rotated server key (role `admin`, and a second-factor code).
+    pub fn retire(&self, fingerprint: &str) -> Result<wire::RetireResponse> {
+        self.call(
+            "POST",
+            wire::path::RETIRE,
+            &wire::RetireRequest {
+                fingerprint: fingerprint.to_owned(),
+            },
+        )
+    }
+
     /// The server keys' public halves, as the service has them.
     pub fn public_keys(&self) -> Result<Vec<PublicKeyInfo>> {
         self.call_get(wire::path::PUBLIC_KEYS)

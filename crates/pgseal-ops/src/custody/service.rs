@@ -198,7 +198,10 @@ impl Throttle {
 
 /// The service: the held keys and what it remembers of requests (see the module docs).
 pub struct Custody {
-    keys: BTreeMap<Fingerprint, PrivateKey>,
+    keys: std::sync::RwLock<BTreeMap<Fingerprint, std::sync::Arc<PrivateKey>>>,
+    /// The server password, kept for key administration: a rotation protects the new key
+    /// (and re-protects the old ones) under it. Zeroed on drop.
+    password: pgseal_core::Password,
     nonces: Mutex<NonceCache>,
     throttle: Mutex<Throttle>,
     policy: Policy,
@@ -207,7 +210,7 @@ pub struct Custody {
 impl std::fmt::Debug for Custody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Custody")
-            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("keys", &self.held())
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -233,7 +236,7 @@ impl Custody {
                 &format!("server key {}", k.fingerprint),
                 || Ok(pw.clone()),
             )?;
-            keys.insert(k.fingerprint, key);
+            keys.insert(k.fingerprint, std::sync::Arc::new(key));
         }
         if let Some(a) = session.audit_mut() {
             a.detail(
@@ -245,7 +248,8 @@ impl Custody {
         // audit does not start.
         session.audit_before_commit()?;
         Ok(Custody {
-            keys,
+            keys: std::sync::RwLock::new(keys),
+            password: pw,
             nonces: Mutex::new(NonceCache::default()),
             throttle: Mutex::new(Throttle::default()),
             policy,
@@ -254,7 +258,18 @@ impl Custody {
 
     /// The fingerprints of the keys held.
     pub fn held(&self) -> Vec<Fingerprint> {
-        self.keys.keys().copied().collect()
+        self.held_keys().iter().map(|k| k.fingerprint()).collect()
+    }
+
+    /// The keys held now (a rotation or retirement through the service changes them).
+    fn held_keys(&self) -> Vec<std::sync::Arc<PrivateKey>> {
+        // A poisoned lock only means a thread panicked while changing the map: it holds keys.
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The address a call is recorded under: its peer, or — from a trusted proxy — the nearest
@@ -290,8 +305,9 @@ impl Custody {
                 let request: UnwrapRequest = parse_body(call.body)?;
                 name_file(audit, request.file.as_deref());
                 let prelude = this.verified_prelude(session, audit, &request.prelude.0)?;
+                let held = this.held_keys();
                 let identities: Vec<&dyn Identity> =
-                    this.keys.values().map(|k| k as &dyn Identity).collect();
+                    held.iter().map(|k| k.as_ref() as &dyn Identity).collect();
                 let (file_key, opened_with) = prelude
                     .unlock_file_key(&identities)
                     .map_err(|e| Refusal::Failed(e.into()))?;
@@ -337,8 +353,9 @@ impl Custody {
                     .active_server_key()?
                     .ok_or_else(|| Error::key("the store has no active server key"))?;
                 let active = PublicKey::from_pem(&active.public_key_pem).map_err(Error::from)?;
+                let held = this.held_keys();
                 let identities: Vec<&dyn Identity> =
-                    this.keys.values().map(|k| k as &dyn Identity).collect();
+                    held.iter().map(|k| k.as_ref() as &dyn Identity).collect();
                 let plan = prelude
                     .plan_rewrap(&identities, std::slice::from_ref(&active), &keep)
                     .map_err(|e| Refusal::Failed(e.into()))?;
@@ -380,6 +397,101 @@ impl Custody {
                 })
                 .collect())
         })
+    }
+
+    /// Rotates the server key for an authenticated caller holding `admin` and a fresh second
+    /// factor, audited as `CUSTODY_ADMIN` (and the rotation as `KEY_ROTATE`): the new key is
+    /// made, stored under the server password the service holds, and held from then on.
+    pub fn rotate(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+    ) -> std::result::Result<pgseal_custody::wire::RotateResponse, Refusal> {
+        self.serve_as(
+            session,
+            call,
+            Action::CustodyAdmin,
+            Some(ServiceRole::Admin),
+            |this, session, audit| {
+                let request: pgseal_custody::wire::RotateRequest = parse_body(call.body)?;
+                audit.detail("operation", "rotate");
+                let password = crate::secret::Given(this.password.clone());
+                let by = audit
+                    .details
+                    .get("user")
+                    .and_then(|u| u.as_str())
+                    .unwrap_or("?")
+                    .to_owned();
+                let notes = format!("rotated through the key-custody service by {by}");
+                let rotated = crate::server_keys::rotate(
+                    session,
+                    &crate::server_keys::Rotate {
+                        bits: request.key_size,
+                        current_password: &password,
+                        new_password: &password,
+                        notes: Some(&notes),
+                    },
+                );
+                let made = rotated.as_ref().ok().map(|r| (r.old, r.new.clone()));
+                // The rotation's own entry (KEY_ROTATE), written now.
+                session.finish(rotated.map(drop))?;
+                let (old, new) = made.expect("finish passed the rotation's success on");
+                let key = PrivateKey::from_pem(
+                    &new.private_key_pem,
+                    &format!("server key {}", new.fingerprint),
+                    || Ok(this.password.clone()),
+                )
+                .map_err(Error::from)?;
+                this.keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(new.fingerprint, std::sync::Arc::new(key));
+                audit.detail("new", new.fingerprint.to_string());
+                Ok(pgseal_custody::wire::RotateResponse {
+                    old: old.to_string(),
+                    new: new.fingerprint.to_string(),
+                })
+            },
+        )
+    }
+
+    /// Retires a rotated server key for an authenticated caller holding `admin` and a fresh
+    /// second factor, audited as `CUSTODY_ADMIN` (and the retirement as `KEY_RETIRE`): refused
+    /// while any backup holds the key; the service then no longer holds it.
+    pub fn retire(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+    ) -> std::result::Result<pgseal_custody::wire::RetireResponse, Refusal> {
+        self.serve_as(
+            session,
+            call,
+            Action::CustodyAdmin,
+            Some(ServiceRole::Admin),
+            |this, session, audit| {
+                let request: pgseal_custody::wire::RetireRequest = parse_body(call.body)?;
+                audit.detail("operation", "retire");
+                audit.detail("fingerprint", request.fingerprint.clone());
+                let retired = crate::server_keys::retire(
+                    session,
+                    &crate::server_keys::Retire {
+                        fingerprint: &request.fingerprint,
+                        force: None,
+                    },
+                );
+                let fingerprint = retired.as_ref().map(|r| r.record.fingerprint).ok();
+                // The retirement's own entry (KEY_RETIRE), written now.
+                session.finish(retired.map(drop))?;
+                let fingerprint = fingerprint.expect("finish passed the retirement's success on");
+                this.keys
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&fingerprint);
+                Ok(pgseal_custody::wire::RetireResponse {
+                    retired: fingerprint.to_string(),
+                })
+            },
+        )
     }
 
     fn serve<T>(
@@ -441,7 +553,11 @@ impl Custody {
     }
 
     fn needs_second_factor(&self, action: &Action) -> bool {
-        matches!(action, Action::CustodyUnwrap) && self.policy.second_factor_for_unwrap
+        match action {
+            Action::CustodyAdmin => true,
+            Action::CustodyUnwrap => self.policy.second_factor_for_unwrap,
+            _ => false,
+        }
     }
 
     /// Checks the caller's second-factor code (accepted once), recording the outcome.
@@ -451,7 +567,8 @@ impl Custody {
         caller: &Caller,
         audit: &mut Operation,
     ) -> std::result::Result<(), Refusal> {
-        let held: Vec<&dyn Identity> = self.keys.values().map(|k| k as &dyn Identity).collect();
+        let keys = self.held_keys();
+        let held: Vec<&dyn Identity> = keys.iter().map(|k| k.as_ref() as &dyn Identity).collect();
         let checked = crate::totp::check(
             session,
             caller.user.id,
@@ -647,7 +764,7 @@ impl Custody {
             ("GET", path::HEALTH) => {
                 return Answer::json(
                     200,
-                    &serde_json::json!({ "status": "ok", "api": "v1", "keys": self.keys.len() }),
+                    &serde_json::json!({ "status": "ok", "api": "v1", "keys": self.held().len() }),
                 );
             }
             ("GET", path::PUBLIC_KEYS) => self
@@ -655,7 +772,17 @@ impl Custody {
                 .map(|a| Answer::json(200, &a)),
             ("POST", path::UNWRAP) => self.unwrap(session, call).map(|a| Answer::json(200, &a)),
             ("POST", path::REWRAP) => self.rewrap(session, call).map(|a| Answer::json(200, &a)),
-            (_, path::HEALTH | path::PUBLIC_KEYS | path::UNWRAP | path::REWRAP) => {
+            ("POST", path::ROTATE) => self.rotate(session, call).map(|a| Answer::json(200, &a)),
+            ("POST", path::RETIRE) => self.retire(session, call).map(|a| Answer::json(200, &a)),
+            (
+                _,
+                path::HEALTH
+                | path::PUBLIC_KEYS
+                | path::UNWRAP
+                | path::REWRAP
+                | path::ROTATE
+                | path::RETIRE,
+            ) => {
                 return Answer::error(
                     405,
                     "bad_request",
@@ -676,7 +803,8 @@ impl Custody {
                 Refusal::Failed(e) => match e.kind() {
                     crate::error::ErrorKind::Key
                     | crate::error::ErrorKind::Invalid
-                    | crate::error::ErrorKind::Authentication => 422,
+                    | crate::error::ErrorKind::Authentication
+                    | crate::error::ErrorKind::Usage => 422,
                     _ => 500,
                 },
             };

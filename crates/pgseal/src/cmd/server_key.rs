@@ -10,7 +10,7 @@ use crate::cli::{
     Json, ServerKeyExportArgs, ServerKeyGenerateArgs, ServerKeyRetireArgs, ServerKeyRotateArgs,
 };
 use crate::context::{Context, opt};
-use crate::failure::CliResult;
+use crate::failure::{CliResult, Failure};
 
 pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
     let password = server_password(&args.server_password);
@@ -36,6 +36,23 @@ pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
 }
 
 pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
+    crate::custody::attach(ctx, &args.custody)?;
+    if let Some(custody) = ctx.custody().cloned() {
+        let rotated = custody.rotate(args.key_size.bits)?;
+        if args.json.on {
+            print_json(
+                &json!({ "old": rotated.old, "new": rotated.new, "by": custody.describe() }),
+            );
+        } else {
+            outln!(
+                "server key rotated by the custody service {}: new active key {} (old: {})",
+                custody.describe(),
+                rotated.new,
+                rotated.old
+            );
+        }
+        return Ok(());
+    }
     let current = server_password(&args.server_password);
     let new = new_password(
         &args.new_password,
@@ -78,6 +95,22 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
 
 pub fn retire(args: ServerKeyRetireArgs, ctx: &mut Context) -> CliResult {
     ctx.use_repo(&args.repo)?;
+    crate::custody::attach(ctx, &args.custody)?;
+    if let Some(custody) = ctx.custody().cloned() {
+        if args.force {
+            return Err(Failure::usage(
+                "the custody service never forces a retirement: rewrap the backups that hold \
+                 the key first",
+            ));
+        }
+        let retired = custody.retire(&args.fingerprint)?;
+        outln!(
+            "server key {} retired by the custody service {}",
+            retired.retired,
+            custody.describe()
+        );
+        return Ok(());
+    }
     let confirm = |holding: usize| match &args.confirm {
         Some(typed) => Ok(typed.clone()),
         None => crate::secrets::ask_line(&format!(
