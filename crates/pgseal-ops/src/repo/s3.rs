@@ -11,7 +11,7 @@
 //! (environment, profiles, SSO, instance roles — read by the front end with `aws-config`,
 //! never here: ops reads no environment variable). `object_store` has no public ranged part
 //! copy. The SDK is asynchronous; the operations are not: a [`S3Connection`] owns a small
-//! tokio runtime (two worker threads) and blocks on it. Call it from synchronous code (a
+//! tokio runtime (one worker thread) and blocks on it. Call it from synchronous code (a
 //! blocking thread, not from inside an async task).
 //!
 //! The SDK's own default request checksums (which some S3-compatible engines reject) are
@@ -254,10 +254,13 @@ impl S3Connection {
     }
 }
 
-/// The runtime a connection's requests run on: two worker threads.
+/// The runtime a connection's requests run on: one worker thread. The caller's own thread
+/// drives what it blocks on; the worker runs the connections and an upload's part in flight
+/// (one at a time) or a rewrap's concurrent copies (which wait on the engine). A second
+/// worker only added its stack and its allocator heap to the resident set.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("pgseal-s3")
         .enable_all()
         .build()
