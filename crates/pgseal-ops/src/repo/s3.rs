@@ -1304,7 +1304,8 @@ struct Upload {
 /// So an upload allocates two buffers, the one being filled and the one being sent, and
 /// frees them only when it ends. Allocating a new buffer for every part and freeing each on
 /// the runtime's thread instead made the allocator (mimalloc, in the CLI) keep freed parts
-/// resident while new ones were touched: a 1 GiB backup peaked near 80 MiB instead of 60.
+/// resident (it purges freed memory a second later) while new ones were touched: 8-10 MiB
+/// more at the peak of a backup (docs/BENCHMARKS.md, "Peak RSS of S3 backups").
 struct PartBuffers {
     size: usize,
     home: mpsc::Sender<Vec<u8>>,
