@@ -10,6 +10,9 @@
 //! 54-55 MiB, where the writer as it was (a new buffer for every part, freed on the runtime's
 //! thread, and huge pages) peaked at 76-77 MiB.
 //!
+//! The test also checks, while the backup runs, that pgseal turned transparent huge pages off
+//! for itself (`THP_enabled: 0` in `/proc/PID/status`).
+//!
 //! The peak is read with
 //! `getrusage(RUSAGE_CHILDREN)`, whose `ru_maxrss` is the largest peak of any child this process
 //! (or they) waited for: after the backup it bounds pgseal's (and its pg_dump's) from above, and
@@ -19,6 +22,7 @@
 mod common;
 
 use std::ffi::OsString;
+use std::process::Stdio;
 
 use common::{ok, stdout};
 use nix::sys::resource::{UsageWho, getrusage};
@@ -86,9 +90,36 @@ fn a_multipart_backup_of_64_mib_of_random_data_in_5_mib_parts_peaks_below_64_mib
         before_mib < PEAK_MIB,
         "a child before the backup already peaked at {before_mib} MiB: nothing to measure"
     );
-    let out = site.run(&["backup", &db, "--user", "system_backup", "--json"]);
+    let mut child = site
+        .cmd()
+        .args(["backup", &db, "--user", "system_backup", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pgseal");
+    // While it runs: it asked for no transparent huge pages (alone, they cost it 3-5 MiB here,
+    // too little for the bound to catch every time; 10 MiB at 1 GiB with 8 MiB parts).
+    let status = format!("/proc/{}/status", child.id());
+    let mut huge_pages_off = false;
+    while child.try_wait().unwrap().is_none() {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.starts_with("Name:") && l.ends_with("pgseal"))
+            && text.lines().any(|l| l == "THP_enabled:\t0")
+        {
+            huge_pages_off = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
     ok(&out);
     let peak_mib = children_peak_mib();
+    assert!(
+        huge_pages_off,
+        "pgseal ran with transparent huge pages allowed (/proc/PID/status THP_enabled)"
+    );
 
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let size = report["size_bytes"].as_u64().unwrap();
