@@ -97,8 +97,8 @@ fn a_multipart_backup_of_64_mib_of_random_data_in_5_mib_parts_peaks_below_64_mib
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pgseal");
-    // While it runs: it asked for no transparent huge pages (alone, they cost it 3-5 MiB here,
-    // too little for the bound to catch every time; 10 MiB at 1 GiB with 8 MiB parts).
+    // While it runs: it asked for no transparent huge pages. With them (and the buffers
+    // reused) it peaked at 63 and 67 MiB here: the bound alone does not catch them every time.
     let status = format!("/proc/{}/status", child.id());
     let mut huge_pages_off = false;
     while child.try_wait().unwrap().is_none() {
