@@ -1,13 +1,19 @@
 //! A large upload into the S3 repository holds at most two parts in memory: 200 MiB streamed
 //! through a `NewObject` against a real Garage (pgseal-testkit's `TestGarage`) grows the peak
-//! resident set by little more than two 8 MiB parts. Its own test binary, so that no other
-//! test's allocations count.
+//! resident set by little more than two 8 MiB parts. Measured with the CLI's allocator
+//! (mimalloc) and, like the CLI, without transparent huge pages: an upload that allocated a
+//! buffer for every part and freed it on the runtime's thread grew by 24 MiB there, against 16
+//! with the buffers reused (glibc's malloc, the test's default, reused such memory at once and
+//! showed 17 MiB either way). Its own test binary, so that no other test's allocations count.
 
 use std::io::Write;
 
 use pgseal_ops::repo::Repository;
 use pgseal_ops::repo::s3::{Addressing, DEFAULT_PART_SIZE, S3Connection, S3Repository, S3Settings};
 use pgseal_testkit::TestGarage;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The peak resident set size so far, in KiB (`VmHWM`).
 fn peak_kib() -> u64 {
@@ -18,6 +24,7 @@ fn peak_kib() -> u64 {
 
 #[test]
 fn a_200_mib_upload_keeps_at_most_two_parts_in_memory() {
+    rustix::thread::disable_transparent_huge_pages(true).unwrap();
     let g = TestGarage::shared();
     let bucket = format!("pgseal-memory-{}", std::process::id());
     g.create_bucket(&bucket).unwrap();
@@ -60,5 +67,10 @@ fn a_200_mib_upload_keeps_at_most_two_parts_in_memory() {
             .map(|o| o.size),
         Some(total as u64)
     );
-    assert!(grown_mib <= 40, "peak RSS grew by {grown_mib} MiB");
+    // Two parts and 4 MiB to spare: 16 MiB measured, 24 MiB before the buffers were reused.
+    let bound = 2 * (DEFAULT_PART_SIZE as u64 >> 20) + 4;
+    assert!(
+        grown_mib <= bound,
+        "peak RSS grew by {grown_mib} MiB (at most {bound} MiB)"
+    );
 }

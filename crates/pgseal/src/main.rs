@@ -27,6 +27,12 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // No transparent huge pages for this process (and the pg_dump / pg_restore it starts,
+    // which inherit the flag and do not ask for them either): mimalloc asks for them on its
+    // arena, and then every 2 MiB region an allocation touches becomes resident whole. A
+    // multipart S3 backup peaked about 10 MiB higher with them (63-66 MiB against 53-60), a
+    // local one 32-34 against 25-29 (docs/BENCHMARKS.md, "Peak RSS of S3 backups").
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     crashpoint::install();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,

@@ -11,7 +11,7 @@
 //! (environment, profiles, SSO, instance roles — read by the front end with `aws-config`,
 //! never here: ops reads no environment variable). `object_store` has no public ranged part
 //! copy. The SDK is asynchronous; the operations are not: a [`S3Connection`] owns a small
-//! tokio runtime (two worker threads) and blocks on it. Call it from synchronous code (a
+//! tokio runtime (one worker thread) and blocks on it. Call it from synchronous code (a
 //! blocking thread, not from inside an async task).
 //!
 //! The SDK's own default request checksums (which some S3-compatible engines reject) are
@@ -28,7 +28,8 @@
 //!
 //! - **create → commit**: [`Repository::create`] returns a writer that fills one part buffer
 //!   ([`S3Settings::part_size`], 8 MiB by default) and uploads each full part while the next
-//!   fills: at most two parts are in memory. A backup smaller than one part is one `PutObject`
+//!   fills: at most two parts are in memory, and the same two buffers serve the whole upload
+//!   (a part's buffer comes back to be filled again once its request is done). A backup smaller than one part is one `PutObject`
 //!   at commit. Nothing is visible until the commit completes the upload; dropping the writer
 //!   (a failed backup) aborts it, and a killed process leaves only an incomplete upload, which
 //!   [`S3Repository::abort_incomplete`] removes (`pgseal repo cleanup`).
@@ -71,7 +72,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::SystemTime;
 
 use aws_sdk_s3::Client;
@@ -253,10 +254,13 @@ impl S3Connection {
     }
 }
 
-/// The runtime a connection's requests run on: two worker threads.
+/// The runtime a connection's requests run on: one worker thread. The caller's own thread
+/// drives what it blocks on; the worker runs the connections and an upload's part in flight
+/// (one at a time) or a rewrap's concurrent copies (which wait on the engine). A second
+/// worker only added its stack and its allocator heap to the resident set.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("pgseal-s3")
         .enable_all()
         .build()
@@ -1049,6 +1053,7 @@ impl Repository for S3Repository {
             repo: self.clone(),
             name: name.to_owned(),
             buffer: Vec::new(),
+            buffers: PartBuffers::new(self.conn.part_size),
             upload: None,
             failed: false,
         }))
@@ -1293,12 +1298,78 @@ struct Upload {
     in_flight: Option<JoinHandle<std::result::Result<CompletedPart, Fault>>>,
 }
 
+/// The part buffers of one upload. A part is sent from the buffer it was filled in, lent to
+/// the request as its body (`Bytes` that own it, no copy); when the request has dropped the
+/// body — on one of the runtime's threads — the buffer comes back here and is filled again.
+/// So an upload allocates two buffers, the one being filled and the one being sent, and
+/// frees them only when it ends. Allocating a new buffer for every part and freeing each on
+/// the runtime's thread instead made the allocator (mimalloc, in the CLI) keep freed parts
+/// resident (it purges freed memory a second later) while new ones were touched: 8-10 MiB
+/// more at the peak of a backup (docs/BENCHMARKS.md, "Peak RSS of S3 backups").
+struct PartBuffers {
+    size: usize,
+    home: mpsc::Sender<Vec<u8>>,
+    returned: mpsc::Receiver<Vec<u8>>,
+}
+
+impl PartBuffers {
+    fn new(size: usize) -> Self {
+        let (home, returned) = mpsc::channel();
+        PartBuffers {
+            size,
+            home,
+            returned,
+        }
+    }
+
+    /// An empty buffer for a part: one that came back, else a new one (the first two parts,
+    /// or a body that a request still held). Any others that came back are freed.
+    fn take(&self) -> Vec<u8> {
+        let mut buffer = match self.returned.try_recv() {
+            Ok(buffer) => buffer,
+            Err(_) => return Vec::with_capacity(self.size),
+        };
+        while self.returned.try_recv().is_ok() {}
+        buffer.clear();
+        buffer
+    }
+
+    /// `buffer` as a request body; the buffer comes back when the last clone is dropped.
+    fn lend(&self, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Lent {
+            buffer,
+            home: self.home.clone(),
+        })
+    }
+}
+
+/// A part buffer lent as a request body.
+struct Lent {
+    buffer: Vec<u8>,
+    home: mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // The upload is over if nobody waits for it: then the buffer is simply freed.
+        let _ = self.home.send(std::mem::take(&mut self.buffer));
+    }
+}
+
 /// A backup being written into an S3 repository (see the module docs).
 struct NewS3Object {
     repo: S3Repository,
     name: String,
     /// The part being filled.
     buffer: Vec<u8>,
+    /// Where parts that were sent come back to be filled again.
+    buffers: PartBuffers,
     upload: Option<Upload>,
     /// A write failed: the object can only be abandoned.
     failed: bool,
@@ -1386,10 +1457,9 @@ impl NewS3Object {
                  choose a larger part size"
             )));
         }
-        let body = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(part_size),
-        ));
+        let body = self
+            .buffers
+            .lend(std::mem::replace(&mut self.buffer, self.buffers.take()));
         let checksum = (upload.checksums == Checksums::Crc32c).then(|| crc32c(&body));
         let request = self
             .repo
