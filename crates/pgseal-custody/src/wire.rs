@@ -32,9 +32,20 @@ pub mod path {
     /// `POST` [`super::RetireRequest`] → [`super::RetireResponse`]: role `admin` and a fresh
     /// second-factor code.
     pub const RETIRE: &str = "/v1/admin/retire";
+    /// `GET` → [`super::AuditHead`]: role `auditor`.
+    pub const AUDIT_HEAD: &str = "/v1/audit/head";
     /// Every route. The transport labels its metrics by these paths (anything else is counted
     /// as `other`, so that a scanner cannot grow the label set): add a new route here.
-    pub const ROUTES: &[&str] = &[HEALTH, METRICS, PUBLIC_KEYS, UNWRAP, REWRAP, ROTATE, RETIRE];
+    pub const ROUTES: &[&str] = &[
+        HEALTH,
+        METRICS,
+        PUBLIC_KEYS,
+        UNWRAP,
+        REWRAP,
+        ROTATE,
+        RETIRE,
+        AUDIT_HEAD,
+    ];
 }
 
 /// Binary data as standard base64 in JSON.
@@ -158,6 +169,17 @@ pub struct RetireRequest {
 pub struct RetireResponse {
     /// The key, now retired (and no longer held by the service).
     pub retired: String,
+}
+
+/// The newest audit entry the service wrote: the chain must still hold it, or the log was cut
+/// back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditHead {
+    /// Its position in the chain.
+    pub seq: i64,
+    /// Its hash (hex).
+    pub entry_hash: String,
 }
 
 /// A server key's public half.

@@ -95,6 +95,9 @@ pub struct VerifyReport {
     pub repository: String,
     /// Whether it exists.
     pub repository_exists: bool,
+    /// The audit chain heads key-custody services said they wrote, checked against the log:
+    /// each service (as shown) and the entry.
+    pub service_heads: Vec<(String, i64)>,
 }
 
 /// Checks the audit chain, and the anchors the backups in `repo`, the catalogued backups
@@ -117,6 +120,7 @@ pub fn verify(
         catalog,
         repository: repo.describe(),
         repository_exists: repo.exists(),
+        service_heads: Vec::new(),
     };
 
     if let Some(absent) = session.existing_store()?.err() {

@@ -230,9 +230,30 @@ pub fn stats(session: &mut Session, hours: Option<u32>) -> Result<Stats> {
 /// repository, in the catalogued backups this host reaches and in the files `given`
 /// ([`crate::anchors::verify`]). Nothing is recorded.
 pub fn verify(session: &mut Session, given: &[PathBuf]) -> Result<VerifyReport> {
+    verify_with_heads(session, given, &[])
+}
+
+/// [`verify`], and also the audit chain heads key-custody services say they wrote (`heads`:
+/// each service, as shown, and its head): the log must still hold each, or entries were cut
+/// off after it — which backup anchors alone cannot show for entries newer than the newest
+/// backup.
+pub fn verify_with_heads(
+    session: &mut Session,
+    given: &[PathBuf],
+    heads: &[(String, pgseal_custody::wire::AuditHead)],
+) -> Result<VerifyReport> {
     let repository = repo::site_repository(session)?;
     let reach = repo::reach(session);
-    crate::anchors::verify(session, repository.as_ref(), &reach, given)
+    let mut report = crate::anchors::verify(session, repository.as_ref(), &reach, given)?;
+    if report.no_store.is_none() && report.entries > 0 {
+        for (source, head) in heads {
+            if let Some(problem) = crate::custody::service::head_problem(session, head, source)? {
+                report.problems.push(problem);
+            }
+            report.service_heads.push((source.clone(), head.seq));
+        }
+    }
+    Ok(report)
 }
 
 impl VerifyReport {

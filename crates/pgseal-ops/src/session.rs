@@ -117,6 +117,8 @@ pub struct Session {
     s3: Option<Arc<crate::repo::S3Access>>,
     /// The key-custody service that holds the server keys, when the front end named one.
     custody: Option<Arc<crate::custody::CustodyClient>>,
+    /// The `seq` of the last audit entry this session wrote.
+    last_written: Option<i64>,
 }
 
 impl Session {
@@ -140,6 +142,7 @@ impl Session {
             scratch_dir: PathBuf::from("/tmp"),
             s3: None,
             custody: None,
+            last_written: None,
         }
     }
 
@@ -172,6 +175,11 @@ impl Session {
     /// Sets the key-custody service (see [`with_custody`](Self::with_custody)).
     pub fn set_custody(&mut self, client: Arc<crate::custody::CustodyClient>) {
         self.custody = Some(client);
+    }
+
+    /// The `seq` of the last audit entry this session wrote, if it wrote one.
+    pub fn last_written(&self) -> Option<i64> {
+        self.last_written
     }
 
     /// The key-custody service, if the front end named one.
@@ -416,6 +424,9 @@ impl Session {
             };
             store.append_audit(&entry).map_err(Error::AuditUnwritable)
         });
+        if let Ok(seq) = &written {
+            self.last_written = Some(*seq);
+        }
         written.map(|_| ()).inspect_err(|f| {
             self.observer
                 .error(&format!("the audit entry could not be written: {f}"));

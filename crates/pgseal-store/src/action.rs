@@ -68,6 +68,9 @@ pub enum Action {
     /// `CUSTODY_ADMIN`: a key-administration request to the key-custody service (rotate,
     /// retire), answered or refused; the rotation or retirement itself is its own entry.
     CustodyAdmin,
+    /// `CUSTODY_AUDIT`: a request to the key-custody service for the audit chain head it
+    /// last wrote.
+    CustodyAudit,
     /// `CUSTODY_KEYS`: a request to the key-custody service for the server keys' public halves.
     CustodyKeys,
     /// Text pgseal never writes, read back exactly as stored (an imported legacy row).
@@ -88,7 +91,7 @@ impl OtherAction {
 
 impl Action {
     /// Every action pgseal writes (all but [`Other`](Action::Other)).
-    pub const WRITTEN: [Action; 25] = [
+    pub const WRITTEN: [Action; 26] = [
         Action::Encrypt,
         Action::Decrypt,
         Action::DecryptStart,
@@ -114,6 +117,7 @@ impl Action {
         Action::CustodyRewrap,
         Action::CustodyKeys,
         Action::CustodyAdmin,
+        Action::CustodyAudit,
     ];
 
     /// The text the log stores and the chain hashes (`REWRAP`, `DECRYPT_START`, …).
@@ -144,6 +148,7 @@ impl Action {
             Action::CustodyRewrap => "CUSTODY_REWRAP",
             Action::CustodyKeys => "CUSTODY_KEYS",
             Action::CustodyAdmin => "CUSTODY_ADMIN",
+            Action::CustodyAudit => "CUSTODY_AUDIT",
             Action::Other(other) => other.as_str(),
         }
     }
@@ -246,6 +251,7 @@ mod tests {
             "CUSTODY_REWRAP",
             "CUSTODY_KEYS",
             "CUSTODY_ADMIN",
+            "CUSTODY_AUDIT",
         ];
         assert_eq!(Action::WRITTEN.map(|a| a.as_str().to_owned()), texts);
         for a in Action::WRITTEN {

@@ -573,8 +573,15 @@ pub struct AuditVerifyArgs {
     /// backup directory and every catalogued backup on this host). Repeatable.
     #[arg(long = "anchor", value_name = "FILE")]
     pub anchors: Vec<PathBuf>,
+    /// Also check the audit chain head a key-custody service keeps (its head file, read
+    /// directly on its host): entries cut off after it are found even past the newest backup.
+    #[arg(long, value_name = "FILE")]
+    pub custody_head: Option<PathBuf>,
     #[command(flatten)]
     pub repo: RepoArgs,
+    /// Or ask the service itself (--custody URL; the acting user needs the auditor role).
+    #[command(flatten)]
+    pub custody: CustodyArgs,
     #[command(flatten)]
     pub json: Json,
 }

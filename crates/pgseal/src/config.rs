@@ -86,6 +86,8 @@ unix_socket = ""                          # --unix PATH: a socket for callers on
 trusted_proxies = []                      # addresses whose X-Forwarded-For is believed
 second_factor_for_unwrap = false          # also require a TOTP code for every unwrap
                                           #   (pgseal user totp enroll NAME)
+head_file = "custody-head.json"           # where the service keeps the audit chain head it
+                                          #   last wrote (audit verify --custody-head FILE)
 "#;
 
 /// `.env.example`, written beside the config by `pgseal init`.
@@ -146,6 +148,7 @@ struct ServeSection {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     second_factor_for_unwrap: Option<bool>,
+    head_file: Option<PathBuf>,
 }
 
 /// The `[custody]` settings: the key-custody service this site's commands ask.
@@ -172,6 +175,8 @@ pub struct ServeSettings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Whether every unwrap needs a second-factor code.
     pub second_factor_for_unwrap: bool,
+    /// Where the service keeps the audit chain head it last wrote.
+    pub head_file: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +424,11 @@ impl Config {
             unix_socket: nonempty(f.serve.unix_socket),
             trusted_proxies,
             second_factor_for_unwrap: f.serve.second_factor_for_unwrap.unwrap_or(false),
+            head_file: rel(f
+                .serve
+                .head_file
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| "custody-head.json".into())),
         };
         Ok(Config {
             file,

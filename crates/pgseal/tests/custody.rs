@@ -445,3 +445,79 @@ fn key_administration_through_the_service_needs_admin_and_a_fresh_second_factor(
     assert!(actions.contains(&Action::KeyRotate) && actions.contains(&Action::KeyRetire));
     assert!(actions.contains(&Action::UserTotp));
 }
+
+#[test]
+fn the_service_keeps_its_audit_head_so_a_log_cut_back_past_every_backup_is_found() {
+    let site = Site::new();
+    ok(&site.run(&[
+        "user",
+        "role",
+        "system_backup",
+        "--add",
+        "restore",
+        "--add",
+        "auditor",
+    ]));
+    let file = sealed(&site, "f", b"rows");
+    let socket = site.path("audit.sock");
+    let service = Service::start(&site, &["--unix", socket.to_str().unwrap()]);
+    ok(&run(
+        client(&site),
+        &["decrypt", &file, "-o", "f.out", "--custody", &service.url],
+    ));
+    // Asked over the service (auditor role): its head checks out against the log.
+    let o = run(
+        client(&site),
+        &["audit", "verify", "--custody", &service.url, "--json"],
+    );
+    ok(&o);
+    let verified: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+    assert_eq!(
+        verified["custody_heads"].as_array().unwrap().len(),
+        1,
+        "{verified}"
+    );
+    drop(service);
+
+    let head_file = site.path("custody-head.json");
+    let head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&head_file).unwrap()).unwrap();
+    let seq = head["seq"].as_i64().unwrap();
+    ok(&site.run(&[
+        "audit",
+        "verify",
+        "--custody-head",
+        head_file.to_str().unwrap(),
+    ]));
+
+    // Someone with the store cuts the log back to before the service's last entry: the chain
+    // that is left is intact, and no backup anchors anything after the cut...
+    let db = rusqlite::Connection::open(site.path("pgseal.db")).unwrap();
+    db.execute("DELETE FROM pgseal_audit_log WHERE seq >= ?1", [seq])
+        .unwrap();
+    drop(db);
+    ok(&site.run(&["audit", "verify"]));
+    // ...but the service's head is gone from it.
+    let o = site.run(&[
+        "audit",
+        "verify",
+        "--custody-head",
+        head_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("cut back") || stderr(&o).contains("cut back"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // And the service will not start over such a log.
+    let o = site
+        .direct()
+        .args(["serve", "--unix", socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("cut back"), "{}", stderr(&o));
+}

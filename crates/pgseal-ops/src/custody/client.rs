@@ -170,6 +170,11 @@ impl CustodyClient {
         )
     }
 
+    /// The audit chain head the service last wrote (role `auditor`).
+    pub fn audit_head(&self) -> Result<Option<wire::AuditHead>> {
+        self.call_get(wire::path::AUDIT_HEAD)
+    }
+
     /// The server keys' public halves, as the service has them.
     pub fn public_keys(&self) -> Result<Vec<PublicKeyInfo>> {
         self.call_get(wire::path::PUBLIC_KEYS)

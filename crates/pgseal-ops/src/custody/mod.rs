@@ -134,8 +134,9 @@ mod tests {
         let data = b"rows of a database".repeat(1000);
         let file = sealed_file(&t, "a.pgseal", &data);
         let mut service_session = session(&t, "10.0.0.1");
-        let custody =
-            Arc::new(Custody::start(&mut service_session, &password(), Policy::default()).unwrap());
+        let custody = Arc::new(
+            Custody::start(&mut service_session, &password(), Policy::default(), None).unwrap(),
+        );
         service_session.finish(Ok(())).unwrap();
         let link = InProcess {
             custody: custody.clone(),
@@ -223,7 +224,8 @@ mod tests {
     fn replayed_stale_forged_and_unknown_requests_are_refused_and_audited() {
         let mut t = TestSite::new();
         let mut service_session = session(&t, "10.0.0.1");
-        let custody = Custody::start(&mut service_session, &password(), Policy::default()).unwrap();
+        let custody =
+            Custody::start(&mut service_session, &password(), Policy::default(), None).unwrap();
         service_session.finish(Ok(())).unwrap();
         let user = t.user.id;
         t.session
@@ -371,7 +373,7 @@ mod tests {
             max_failures: 100,
             ..Policy::default()
         };
-        let custody = Custody::start(&mut service_session, &password(), policy).unwrap();
+        let custody = Custody::start(&mut service_session, &password(), policy, None).unwrap();
         service_session.finish(Ok(())).unwrap();
         let user = t.user.id;
         t.session

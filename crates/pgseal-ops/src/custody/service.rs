@@ -26,7 +26,8 @@ use pgseal_core::{Fingerprint, PrivateKey, PublicKey};
 use pgseal_custody::auth::{AuthError, Credentials, NonceCache};
 use pgseal_custody::seal;
 use pgseal_custody::wire::{
-    Bytes, PublicKeyInfo, RewrapRequest, RewrapResponse, SlotWrite, UnwrapRequest, UnwrapResponse,
+    AuditHead, Bytes, PublicKeyInfo, RewrapRequest, RewrapResponse, SlotWrite, UnwrapRequest,
+    UnwrapResponse,
 };
 use pgseal_store::{Action, ServiceRole, User, Username};
 
@@ -205,6 +206,9 @@ pub struct Custody {
     nonces: Mutex<NonceCache>,
     throttle: Mutex<Throttle>,
     policy: Policy,
+    /// The newest audit entry this service wrote, and where it keeps it.
+    head: Mutex<Option<AuditHead>>,
+    head_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Custody {
@@ -220,8 +224,27 @@ impl Custody {
     /// Unlocks every stored server key with `password`, audited as `CUSTODY_START` (the entry
     /// written before this returns): a wrong password, a store with no server key, or an audit
     /// log that cannot be written fails here and the service does not start.
-    pub fn start(session: &mut Session, password: &dyn Secret, policy: Policy) -> Result<Custody> {
+    ///
+    /// With `head_file`, the service keeps there the audit chain head it last wrote (durably,
+    /// after every entry), and refuses to start when the store's chain no longer holds the head
+    /// the file names: entries were cut off the log (docs/CUSTODY.md, "Closing the audit tail").
+    pub fn start(
+        session: &mut Session,
+        password: &dyn Secret,
+        policy: Policy,
+        head_file: Option<&std::path::Path>,
+    ) -> Result<Custody> {
         session.audit(Action::CustodyStart);
+        let head = match head_file {
+            Some(path) => {
+                let head = read_head(path)?;
+                if let Some(h) = &head {
+                    check_head(session, h, path)?;
+                }
+                head
+            }
+            None => None,
+        };
         let stored = session.store()?.server_keys()?;
         if stored.is_empty() {
             return Err(Error::key(
@@ -247,13 +270,67 @@ impl Custody {
         // Written now (the service runs until stopped), and fail closed: a service that cannot
         // audit does not start.
         session.audit_before_commit()?;
-        Ok(Custody {
+        let custody = Custody {
             keys: std::sync::RwLock::new(keys),
             password: pw,
+            head: Mutex::new(head),
+            head_file: head_file.map(std::path::Path::to_path_buf),
             nonces: Mutex::new(NonceCache::default()),
             throttle: Mutex::new(Throttle::default()),
             policy,
-        })
+        };
+        // Its own start entry is the first head it keeps.
+        custody.keep_head(session)?;
+        Ok(custody)
+    }
+
+    /// Records the entry `session` last wrote as the head, if it is newer than the one kept,
+    /// in the head file (written whole and durably) when there is one.
+    fn keep_head(&self, session: &mut Session) -> Result<()> {
+        let (Some(path), Some(seq)) = (&self.head_file, session.last_written()) else {
+            return Ok(());
+        };
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        if head.as_ref().is_some_and(|h| h.seq >= seq) {
+            return Ok(());
+        }
+        let entry = session
+            .store()?
+            .audit_entry(seq)?
+            .ok_or_else(|| Error::invalid(format!("audit entry {seq}, just written, is gone")))?;
+        let new = AuditHead {
+            seq,
+            entry_hash: entry.entry_hash.to_string(),
+        };
+        let text = serde_json::to_vec(&new).expect("an AuditHead always serializes");
+        let mut file = crate::files::AtomicFile::create(path, true)?;
+        file.set_mode(0o600);
+        std::io::Write::write_all(&mut file, &text)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        file.commit()?;
+        *head = Some(new);
+        Ok(())
+    }
+
+    /// The newest audit entry the service wrote, if it keeps one.
+    pub fn head(&self) -> Option<AuditHead> {
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The audit chain head the service last wrote, for an authenticated caller holding
+    /// `auditor`, audited as `CUSTODY_AUDIT`.
+    pub fn audit_head(
+        &self,
+        session: &mut Session,
+        call: &Call<'_>,
+    ) -> std::result::Result<Option<AuditHead>, Refusal> {
+        self.serve_as(
+            session,
+            call,
+            Action::CustodyAudit,
+            Some(ServiceRole::Auditor),
+            |this, _, _| Ok(this.head()),
+        )
     }
 
     /// The fingerprints of the keys held.
@@ -537,7 +614,7 @@ impl Custody {
                 }
                 work(self, session, &mut audit)
             });
-        match result {
+        let outcome = match result {
             Ok(answer) => match session.record(audit, None) {
                 Ok(()) => Ok(answer),
                 Err(e) => Err(Refusal::Unaudited(e.to_string())),
@@ -549,6 +626,12 @@ impl Custody {
                     Err(e) => Err(Refusal::Unaudited(format!("{e} (refusing: {refusal})"))),
                 }
             }
+        };
+        // The head is kept before the answer leaves: an answer whose entry could be cut off
+        // the log unnoticed is not given.
+        match self.keep_head(session) {
+            Ok(()) => outcome,
+            Err(e) => Err(Refusal::Unaudited(format!("keeping the audit head: {e}"))),
         }
     }
 
@@ -774,6 +857,9 @@ impl Custody {
             ("POST", path::REWRAP) => self.rewrap(session, call).map(|a| Answer::json(200, &a)),
             ("POST", path::ROTATE) => self.rotate(session, call).map(|a| Answer::json(200, &a)),
             ("POST", path::RETIRE) => self.retire(session, call).map(|a| Answer::json(200, &a)),
+            ("GET", path::AUDIT_HEAD) => self
+                .audit_head(session, call)
+                .map(|a| Answer::json(200, &a)),
             (
                 _,
                 path::HEALTH
@@ -781,7 +867,8 @@ impl Custody {
                 | path::UNWRAP
                 | path::REWRAP
                 | path::ROTATE
-                | path::RETIRE,
+                | path::RETIRE
+                | path::AUDIT_HEAD,
             ) => {
                 return Answer::error(
                     405,
@@ -811,4 +898,59 @@ impl Custody {
             Answer::error(status, refusal.kind(), refusal.to_string())
         })
     }
+}
+
+/// The head a head file holds; `None` when there is no file yet (a first start).
+fn read_head(path: &std::path::Path) -> Result<Option<AuditHead>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::invalid(format!(
+                "{} is not the custody service's audit head: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Refuses a store whose chain no longer holds `head` (the entry cut off, or rewritten).
+fn check_head(session: &mut Session, head: &AuditHead, path: &std::path::Path) -> Result<()> {
+    let problem = match session.store()?.audit_entry(head.seq)? {
+        None => format!(
+            "the audit log was cut back: this service wrote entry {} ({}), which the store no \
+             longer holds",
+            head.seq,
+            path.display()
+        ),
+        Some(e) if e.entry_hash.to_string() != head.entry_hash => format!(
+            "the audit log was rewritten: entry {} is not the one this service wrote ({})",
+            head.seq,
+            path.display()
+        ),
+        Some(_) => return Ok(()),
+    };
+    Err(Error::Authentication(problem))
+}
+
+/// Checks a store's chain against the head a custody service reports it wrote (for
+/// `audit verify`): `None` when the chain holds it, else what is wrong.
+pub fn head_problem(
+    session: &mut Session,
+    head: &AuditHead,
+    source: &str,
+) -> Result<Option<String>> {
+    Ok(match session.store()?.audit_entry(head.seq)? {
+        None => Some(format!(
+            "entry {} is gone, but the custody service {source} wrote it: the log was cut back \
+             after it",
+            head.seq
+        )),
+        Some(e) if e.entry_hash.to_string() != head.entry_hash => Some(format!(
+            "entry {} differs from the one the custody service {source} wrote: the log was \
+             rewritten",
+            head.seq
+        )),
+        Some(_) => None,
+    })
 }

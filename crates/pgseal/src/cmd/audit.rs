@@ -155,7 +155,25 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 pub fn verify(args: AuditVerifyArgs, ctx: &mut Context) -> CliResult {
     ctx.use_repo(&args.repo)?;
-    let mut r = audit::verify(ctx, &args.anchors)?;
+    crate::custody::attach(ctx, &args.custody)?;
+    let mut heads = Vec::new();
+    if let Some(path) = &args.custody_head {
+        let text = std::fs::read(path)
+            .map_err(|e| pgseal_ops::Error::io(format!("reading {}", path.display()), e))?;
+        let head = serde_json::from_slice(&text).map_err(|e| {
+            Failure::usage(format!(
+                "{} is not a custody service's audit head: {e}",
+                path.display()
+            ))
+        })?;
+        heads.push((path.display().to_string(), head));
+    }
+    if let Some(custody) = ctx.custody().cloned()
+        && let Some(head) = custody.audit_head()?
+    {
+        heads.push((custody.describe(), head));
+    }
+    let mut r = audit::verify_with_heads(ctx, &args.anchors, &heads)?;
     if let Some(absent) = &r.no_store {
         r.problems.insert(
             0,
@@ -181,6 +199,10 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
             "newest_anchor": newest_anchor,
             "problems": r.problems,
             "anchors_skipped": r.found.skipped,
+            "custody_heads": r.service_heads.iter().map(|(source, seq)| json!({
+                "service": source,
+                "seq": seq,
+            })).collect::<Vec<_>>(),
             "backup_dir": {
                 "path": dir,
                 "exists": r.repository_exists,
@@ -239,6 +261,9 @@ fn report(args: &AuditVerifyArgs, r: &VerifyReport) -> CliResult {
                  file) anchors the log, so a cut-off tail cannot be detected"
             ),
             None => {}
+        }
+        for (source, seq) in &r.service_heads {
+            outln!("the custody service {source} wrote entry {seq}: checked against the log");
         }
         for s in &r.found.skipped {
             outln!("note: anchor not used: {s}");

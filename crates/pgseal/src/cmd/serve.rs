@@ -36,7 +36,12 @@ pub fn run(args: ServeArgs, ctx: &mut Context) -> CliResult {
         second_factor_for_unwrap: config.serve.second_factor_for_unwrap,
         ..Policy::default()
     };
-    let custody = Arc::new(Custody::start(ctx, &password, policy)?);
+    let custody = Arc::new(Custody::start(
+        ctx,
+        &password,
+        policy,
+        Some(&config.serve.head_file),
+    )?);
     let held = custody.held().len();
     let service = Arc::new(Service {
         custody,
