@@ -3,7 +3,8 @@
 # set up beforehand: a throwaway PostgreSQL cluster with a sample database, a pgseal site (SQLite
 # store, server key, a user and their signing key; generated passwords kept in a 0600 file),
 # a backup, its verification, a restore into a new database, a row-count comparison, what a
-# one-byte change does, and the audit log of it all, with its hash chain verified. Then the same
+# one-byte change does, the audit log of it all with its hash chain verified, and a restore check
+# through the key-custody service with no server password on the client. Then the same
 # backup into an S3 bucket on a throwaway Garage engine (PGSEAL_DEMO_S3=0 skips that part; the
 # first run on a machine builds Garage with scripts/garage.sh, which takes minutes once).
 set -euo pipefail
@@ -113,6 +114,26 @@ echo "  tables in shop_tampered: $(psql -d shop_tampered -Atc "SELECT count(*) F
 step "the audit log, and its hash chain checked against the anchor in the signed backup"
 "$pgseal" audit list
 "$pgseal" audit verify
+
+step "restores without the server password: the key-custody service (pgseal serve) on a socket"
+# The password leaves the shell and the site's .env: only the service gets it, from a 0600 file.
+printf '%s' "$SERVER_KEY_PASSWORD" > "$work/server-key-password"
+sed -i '/^SERVER_KEY_PASSWORD=/d' "$site/.env"
+unset SERVER_KEY_PASSWORD
+"$pgseal" user role backup_bot --add restore
+"$pgseal" serve --unix "$work/custody.sock" --server-password-file "$work/server-key-password" \
+    2> "$work/serve.log" &
+serve_pid=$!
+for _ in $(seq 100); do [ -S "$work/custody.sock" ] && break; sleep 0.1; done
+head -n 1 "$work/serve.log"
+PGSEAL_USER=backup_bot "$pgseal" restore "$file" --check --custody "unix://$work/custody.sock"
+if setsid -w "$pgseal" restore "$file" --check 2>/dev/null </dev/null; then
+    echo "OPENED WITHOUT A PASSWORD"; exit 1
+fi
+echo "  (without the service, the same restore has no password to open the keys with)"
+"$pgseal" audit list --action CUSTODY_UNWRAP
+kill "$serve_pid"; wait "$serve_pid" || true
+SERVER_KEY_PASSWORD="$(cat "$work/server-key-password")"; export SERVER_KEY_PASSWORD
 
 if [ "${PGSEAL_DEMO_S3:-1}" = 0 ]; then
     step "done (everything above lived in $work and is removed now; PGSEAL_DEMO_S3=0 skipped the S3 part)"

@@ -521,3 +521,81 @@ fn the_service_keeps_its_audit_head_so_a_log_cut_back_past_every_backup_is_found
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     assert!(stderr(&o).contains("cut back"), "{}", stderr(&o));
 }
+
+/// The user's signing key, unlocked (the site's `system_backup`).
+fn user_key(site: &Site) -> pgseal_core::PrivateKey {
+    let pem = std::fs::read_to_string(site.path("keys/users/system_backup.key.pem")).unwrap();
+    pgseal_core::PrivateKey::from_pem(&pem, "user key", || {
+        Ok(pgseal_core::Password::new(PASSWORD.into()))
+    })
+    .unwrap()
+}
+
+#[test]
+fn forged_expired_replayed_and_unknown_requests_over_tls_are_refused_401_and_audited() {
+    use pgseal_custody::auth::Credentials;
+    use pgseal_custody::transport::{Client, Endpoint};
+
+    let site = Site::new();
+    ok(&site.run(&["user", "role", "system_backup", "--add", "restore"]));
+    let pki = TestPki::new("custody").unwrap();
+    let service = Service::tls(&site, &pki);
+    let client = Client::new(Endpoint::parse(&service.url, Some(&pki.ca)).unwrap()).unwrap();
+    let key = user_key(&site);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let path = "/v1/public-keys";
+    let send = |c: &Credentials| {
+        let headers: Vec<(&str, String)> = c.headers();
+        let (status, body) = client.send("GET", path, &headers, b"").unwrap();
+        let kind = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["kind"].as_str().map(str::to_owned));
+        (status, kind)
+    };
+    let good = Credentials::sign(&key, "system_backup", "GET", path, b"", None, now).unwrap();
+    assert_eq!(send(&good).0, 200);
+    let unauthenticated = (401, Some("unauthenticated".to_owned()));
+    assert_eq!(send(&good), unauthenticated, "replayed");
+    let mut forged = Credentials::sign(&key, "system_backup", "GET", path, b"", None, now).unwrap();
+    forged.signature[7] ^= 1;
+    assert_eq!(send(&forged), unauthenticated, "wrong signature");
+    let expired =
+        Credentials::sign(&key, "system_backup", "GET", path, b"", None, now - 600_000).unwrap();
+    assert_eq!(send(&expired), unauthenticated, "expired");
+    let unknown = Credentials::sign(&key, "nobody", "GET", path, b"", None, now).unwrap();
+    assert_eq!(send(&unknown), unauthenticated, "unknown user");
+    // No credentials at all, and the health check that needs none.
+    assert_eq!(client.send("GET", path, &[], b"").unwrap().0, 401);
+    assert_eq!(client.send("GET", "/v1/health", &[], b"").unwrap().0, 200);
+
+    let entries = custody_entries(&site, Action::CustodyKeys);
+    assert_eq!(
+        entries.iter().map(|(ok, ..)| *ok).collect::<Vec<_>>(),
+        [true, false, false, false, false, false]
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|(_, ip, _)| ip.as_deref() == Some("127.0.0.1"))
+    );
+    assert!(
+        entries[1..]
+            .iter()
+            .all(|(_, _, d)| d["refused"] == "unauthenticated")
+    );
+    // The metrics count what was answered, by route and status.
+    let (status, metrics) = client.send("GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pgseal_custody_requests_total")
+                && l.contains("/v1/public-keys")
+                && l.contains("401")),
+        "{metrics}"
+    );
+}
