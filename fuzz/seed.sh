@@ -132,6 +132,24 @@ printf 'file:///srv/a%%2Fb/%%E2%%9C%%93.pgseal' >"$corpus/location/encoded"
 printf 'pgseal-backups\0site/backups/shop_1.pgseal' >"$corpus/location/s3-parts"
 printf 'db1\0/srv/pgseal/backups/x y.pgseal' >"$corpus/location/file-parts"
 
-for t in v2_prelude v2_open legacy_hybrid legacy_symmetric keys location; do
+# Custody requests: credential headers, a URL line, then NUL and a JSON body (an unwrap of a real
+# prelude from the v2_prelude seeds, and a rewrap).
+mkdir -p "$corpus/custody_request"
+python3 - "$corpus" <<'PY'
+import base64, glob, json, os, sys
+corpus = sys.argv[1]
+head = ("https://custody.internal:8443\nx-pgseal-user: system_backup\n"
+        "x-pgseal-timestamp: 1764547200000\nx-pgseal-nonce: 00112233445566778899aabbccddeeff\n"
+        "x-pgseal-totp: 123456\nx-pgseal-signature: " + base64.b64encode(bytes(256)).decode() + "\n")
+for i, path in enumerate(sorted(glob.glob(f"{corpus}/v2_prelude/*"))[:3]):
+    prelude = open(path, "rb").read()[:8192]
+    body = json.dumps({"prelude": base64.b64encode(prelude).decode(),
+                       "client_key": base64.b64encode(bytes(32)).decode(), "file": "x.pgseal"})
+    open(f"{corpus}/custody_request/unwrap{i}", "wb").write(head.encode() + b"\0" + body.encode())
+body = json.dumps({"prelude": "AAAA", "keep": ["SHA256:abc"], "file": None})
+open(f"{corpus}/custody_request/rewrap", "wb").write(b"unix:///run/pgseal/custody.sock\n\0" + body.encode())
+PY
+
+for t in v2_prelude v2_open legacy_hybrid legacy_symmetric keys location custody_request; do
     printf '%-17s %4d files in corpus\n' "$t" "$(ls "$corpus/$t" | wc -l)"
 done
