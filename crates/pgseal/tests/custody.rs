@@ -70,12 +70,20 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        // SIGTERM to exactly the process started: a clean shutdown.
+impl Service {
+    /// SIGTERM to exactly the process started; its exit status (a clean shutdown is success).
+    fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
     }
 }
 
@@ -259,8 +267,48 @@ fn a_service_that_is_down_fails_the_restore_clearly_and_nothing_is_created() {
     let backup: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let pki = TestPki::new("custody").unwrap();
     let mut service = Service::tls(&site, &pki);
-    service.kill();
     let target = format!("{db}_restored");
+    let exists = |name: &str| {
+        cluster
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}';"),
+            )
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+
+    // Killed while the restore waits for its answer: the service stopped (SIGSTOP) so the
+    // request is in its hands, then SIGKILLed.
+    let pid = nix::unistd::Pid::from_raw(service.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mid = format!("{db}_mid");
+    let all = through(
+        &service,
+        &pki,
+        &[
+            "restore",
+            backup["path"].as_str().unwrap(),
+            "--target-db",
+            &mid,
+            "--create",
+        ],
+    );
+    let mut c = client(&site);
+    c.envs(env.iter().map(|(k, v)| (k, v)))
+        .args(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let waiting = c.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    service.kill();
+    let o = waiting.wait_with_output().unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("custody service"), "{}", stderr(&o));
+    assert_eq!(exists(&mid), "0", "nothing created");
+
+    // Down before the restore starts: the same.
     let all = through(
         &service,
         &pki,
@@ -277,13 +325,7 @@ fn a_service_that_is_down_fails_the_restore_clearly_and_nothing_is_created() {
     let o = c.args(&all).output().unwrap();
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("custody service"), "{}", stderr(&o));
-    let exists = cluster
-        .psql(
-            "postgres",
-            &format!("SELECT count(*) FROM pg_database WHERE datname = '{target}';"),
-        )
-        .unwrap();
-    assert_eq!(exists.trim(), "0", "nothing created");
+    assert_eq!(exists(&target), "0", "nothing created");
 }
 
 #[test]
@@ -478,7 +520,9 @@ fn the_service_keeps_its_audit_head_so_a_log_cut_back_past_every_backup_is_found
         1,
         "{verified}"
     );
-    drop(service);
+    let mut service = service;
+    assert!(service.stop().success(), "SIGTERM is a clean shutdown");
+    assert!(!socket.exists(), "the socket is removed");
 
     let head_file = site.path("custody-head.json");
     let head: serde_json::Value =
