@@ -477,4 +477,50 @@ mod tests {
         assert_eq!(entries[3], "accepted");
         assert!(entries[4].contains("used already"), "{entries:?}");
     }
+
+    #[test]
+    fn a_forwarded_address_is_believed_only_from_a_trusted_proxy() {
+        let t = TestSite::new();
+        let mut service_session = session(&t, "10.0.0.1");
+        let policy = Policy {
+            trusted_proxies: vec!["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()],
+            ..Policy::default()
+        };
+        let custody = Custody::start(&mut service_session, &password(), policy, None).unwrap();
+        let address = |peer: Option<&str>, forwarded: Option<&str>| {
+            let header = |name: &str| (name == "x-forwarded-for").then_some(forwarded).flatten();
+            custody.address(&Call {
+                method: "GET",
+                path: "/v1/public-keys",
+                header: &header,
+                body: b"",
+                peer: peer.map(|p| p.parse().unwrap()),
+                peer_label: "unix:uid=0".into(),
+            })
+        };
+        // From anyone else, the header is ignored.
+        assert_eq!(
+            address(Some("192.0.2.9"), Some("198.51.100.1")),
+            "192.0.2.9"
+        );
+        // From a trusted proxy: the nearest address that is not itself a trusted proxy.
+        assert_eq!(
+            address(Some("10.0.0.5"), Some("198.51.100.1")),
+            "198.51.100.1"
+        );
+        assert_eq!(
+            address(
+                Some("10.0.0.5"),
+                Some("203.0.113.7, 198.51.100.1, 10.0.0.6")
+            ),
+            "198.51.100.1",
+            "a client cannot choose its address by prepending one"
+        );
+        assert_eq!(
+            address(Some("10.0.0.5"), Some("not an address")),
+            "10.0.0.5"
+        );
+        assert_eq!(address(Some("10.0.0.5"), None), "10.0.0.5");
+        assert_eq!(address(None, Some("198.51.100.1")), "unix:uid=0");
+    }
 }
