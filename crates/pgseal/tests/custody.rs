@@ -145,8 +145,12 @@ fn custody_entries(site: &Site, action: Action) -> Vec<(bool, Option<String>, se
         .collect()
 }
 
-#[test]
-fn a_file_decrypts_verifies_and_a_backup_restore_checks_through_the_service_with_no_password() {
+/// The shared test cluster, and the environment that reaches it (libpq's variables and its
+/// binaries).
+fn cluster_env() -> (
+    &'static TestCluster,
+    Vec<(std::ffi::OsString, std::ffi::OsString)>,
+) {
     let cluster = TestCluster::shared();
     let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
         .env()
@@ -154,6 +158,12 @@ fn a_file_decrypts_verifies_and_a_backup_restore_checks_through_the_service_with
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
     env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    (cluster, env)
+}
+
+#[test]
+fn a_file_decrypts_verifies_and_a_backup_restore_checks_through_the_service_with_no_password() {
+    let (cluster, env) = cluster_env();
     let site = Site::with_env(env.clone());
     let pki = TestPki::new("custody").unwrap();
     let data = common::data(300_000);
@@ -251,13 +261,7 @@ fn an_untrusted_certificate_is_refused_and_the_service_never_asked() {
 
 #[test]
 fn a_service_that_is_down_fails_the_restore_clearly_and_nothing_is_created() {
-    let cluster = TestCluster::shared();
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    let (cluster, env) = cluster_env();
     let site = Site::with_env(env.clone());
     ok(&site.run(&["user", "role", "system_backup", "--add", "restore"]));
     let db = cluster.create_database("custodydown").unwrap();

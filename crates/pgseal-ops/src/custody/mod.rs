@@ -111,6 +111,72 @@ mod tests {
         path
     }
 
+    /// A service on the site, started (its start entry written), with the user granted `roles`.
+    fn started(t: &mut TestSite, policy: Policy, roles: &[ServiceRole]) -> (Custody, Session) {
+        let mut service_session = session(t, "10.0.0.1");
+        let custody = Custody::start(&mut service_session, &password(), policy, None).unwrap();
+        service_session.finish(Ok(())).unwrap();
+        let user = t.user.id;
+        for role in roles {
+            t.session.store().unwrap().grant_role(user, *role).unwrap();
+        }
+        (custody, service_session)
+    }
+
+    /// The prelude of a file sealed on the site (its bytes up to the end of slot B).
+    fn prelude_of(t: &TestSite, name: &str) -> Vec<u8> {
+        let raw = std::fs::read(sealed_file(t, name, b"data")).unwrap();
+        let p = v2::read_prelude(&mut &raw[..]).unwrap();
+        raw[..p.slots_offset as usize + 2 * p.header.slot_size as usize].to_vec()
+    }
+
+    /// An unwrap request's body for `prelude`, with a fresh one-time key.
+    fn unwrap_body(prelude: &[u8]) -> Vec<u8> {
+        let one_time = pgseal_custody::seal::OneTimeKey::generate().unwrap();
+        serde_json::to_vec(&pgseal_custody::wire::UnwrapRequest {
+            prelude: pgseal_custody::wire::Bytes(prelude.to_vec()),
+            client_key: pgseal_custody::wire::Bytes(one_time.public().to_vec()),
+            file: None,
+        })
+        .unwrap()
+    }
+
+    /// Sends an unwrap with `credentials` from `peer`; the status and the error kind, if any.
+    fn send_unwrap(
+        custody: &Custody,
+        session: &mut Session,
+        credentials: &Credentials,
+        body: &[u8],
+        peer: &str,
+    ) -> (u16, Option<String>) {
+        let headers = credentials.headers();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let call = Call {
+            method: "POST",
+            path: "/v1/unwrap",
+            header: &header,
+            body,
+            peer: Some(peer.parse().unwrap()),
+            peer_label: String::new(),
+        };
+        let answer = custody.respond(session, &call);
+        let kind = serde_json::from_slice::<serde_json::Value>(&answer.body).unwrap()["kind"]
+            .as_str()
+            .map(str::to_owned);
+        (answer.status, kind)
+    }
+
+    /// Credentials of the site's user (signing with `key`) for an unwrap with `body`, made now.
+    fn signed(key: &PrivateKey, body: &[u8], code: Option<&str>) -> Credentials {
+        let now = pgseal_core::time::Timestamp::now().millis();
+        Credentials::sign(key, "system_backup", "POST", "/v1/unwrap", body, code, now).unwrap()
+    }
+
     fn custody_entries(t: &mut TestSite) -> Vec<(Action, bool, Option<String>)> {
         t.session
             .store()
@@ -223,210 +289,78 @@ mod tests {
     #[test]
     fn replayed_stale_forged_and_unknown_requests_are_refused_and_audited() {
         let mut t = TestSite::new();
-        let mut service_session = session(&t, "10.0.0.1");
-        let custody =
-            Custody::start(&mut service_session, &password(), Policy::default(), None).unwrap();
-        service_session.finish(Ok(())).unwrap();
-        let user = t.user.id;
-        t.session
-            .store()
-            .unwrap()
-            .grant_role(user, ServiceRole::Restore)
-            .unwrap();
-        let file = sealed_file(&t, "b.pgseal", b"data");
-        let raw = std::fs::read(&file).unwrap();
-        let prelude_len = {
-            let p = v2::read_prelude(&mut &raw[..]).unwrap();
-            p.slots_offset as usize + 2 * p.header.slot_size as usize
-        };
-        let one_time = pgseal_custody::seal::OneTimeKey::generate().unwrap();
-        let body = serde_json::to_vec(&pgseal_custody::wire::UnwrapRequest {
-            prelude: pgseal_custody::wire::Bytes(raw[..prelude_len].to_vec()),
-            client_key: pgseal_custody::wire::Bytes(one_time.public().to_vec()),
-            file: None,
-        })
-        .unwrap();
+        let (custody, mut service) = started(&mut t, Policy::default(), &[ServiceRole::Restore]);
+        let prelude = prelude_of(&t, "b.pgseal");
+        let body = unwrap_body(&prelude);
+        let peer = "198.51.100.9";
+        let mut send =
+            |c: &Credentials, body: &[u8]| send_unwrap(&custody, &mut service, c, body, peer).0;
         let now = pgseal_core::time::Timestamp::now().millis();
-        let send = |credentials: &Credentials, body: &[u8], session: &mut Session| {
-            let headers = credentials.headers();
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            let call = Call {
-                method: "POST",
-                path: "/v1/unwrap",
-                header: &header,
-                body,
-                peer: Some("198.51.100.9".parse().unwrap()),
-                peer_label: String::new(),
-            };
-            custody.respond(session, &call).status
-        };
         let key = signer(&t);
-        let good = Credentials::sign(
-            &key,
-            "system_backup",
-            "POST",
-            "/v1/unwrap",
-            &body,
-            None,
-            now,
-        )
-        .unwrap();
-        assert_eq!(send(&good, &body, &mut service_session), 200);
-        // A header changed in the prelude: its signature fails, the service refuses to open it.
-        let mut tampered = raw[..prelude_len].to_vec();
+        let sign = |user: &str, key: &PrivateKey, at: i64, body: &[u8]| {
+            Credentials::sign(key, user, "POST", "/v1/unwrap", body, None, at).unwrap()
+        };
+        let good = sign("system_backup", &key, now, &body);
+        assert_eq!(send(&good, &body), 200);
+        // A header changed in the prelude: its signature fails, the service will not open it.
+        let mut tampered = prelude.clone();
         tampered[20] ^= 1;
-        let tampered_body = serde_json::to_vec(&pgseal_custody::wire::UnwrapRequest {
-            prelude: pgseal_custody::wire::Bytes(tampered),
-            client_key: pgseal_custody::wire::Bytes(one_time.public().to_vec()),
-            file: None,
-        })
-        .unwrap();
-        let c = Credentials::sign(
-            &key,
-            "system_backup",
-            "POST",
-            "/v1/unwrap",
-            &tampered_body,
-            None,
-            now,
-        )
-        .unwrap();
-        assert_eq!(send(&c, &tampered_body, &mut service_session), 422);
-        assert_eq!(send(&good, &body, &mut service_session), 401, "replayed");
-        let stale = Credentials::sign(
-            &key,
-            "system_backup",
-            "POST",
-            "/v1/unwrap",
-            &body,
-            None,
-            now - 10 * 60 * 1000,
-        )
-        .unwrap();
-        assert_eq!(send(&stale, &body, &mut service_session), 401, "stale");
-        let forged = Credentials::sign(
-            &crate::testsite::key(),
-            "system_backup",
-            "POST",
-            "/v1/unwrap",
-            &body,
-            None,
-            now,
-        )
-        .unwrap();
-        for _ in 0..2 {
-            assert_eq!(
-                send(&forged, &body, &mut service_session),
-                401,
-                "another key"
-            );
-        }
-        let unknown =
-            Credentials::sign(&key, "nobody", "POST", "/v1/unwrap", &body, None, now).unwrap();
+        let tampered_body = unwrap_body(&tampered);
         assert_eq!(
-            send(&unknown, &body, &mut service_session),
+            send(
+                &sign("system_backup", &key, now, &tampered_body),
+                &tampered_body
+            ),
+            422
+        );
+        assert_eq!(send(&good, &body), 401, "replayed");
+        let stale = sign("system_backup", &key, now - 10 * 60 * 1000, &body);
+        assert_eq!(send(&stale, &body), 401, "stale");
+        let forged = sign("system_backup", &crate::testsite::key(), now, &body);
+        for _ in 0..2 {
+            assert_eq!(send(&forged, &body), 401, "another key");
+        }
+        assert_eq!(
+            send(&sign("nobody", &key, now, &body), &body),
             401,
             "no such user"
         );
-        // Five failures from one address: the sixth request, even a good one, is throttled.
-        let fresh = Credentials::sign(
-            &key,
-            "system_backup",
-            "POST",
-            "/v1/unwrap",
-            &body,
-            None,
-            now,
-        )
-        .unwrap();
-        assert_eq!(send(&fresh, &body, &mut service_session), 429);
+        // Five failures from one address: the next request, even a good one, is throttled.
+        assert_eq!(send(&sign("system_backup", &key, now, &body), &body), 429);
 
         let entries = custody_entries(&mut t);
-        let outcomes: Vec<bool> = entries
+        let unwraps: Vec<_> = entries
             .iter()
             .filter(|(a, ..)| *a == Action::CustodyUnwrap)
-            .map(|(_, ok, _)| *ok)
             .collect();
+        let outcomes: Vec<bool> = unwraps.iter().map(|(_, ok, _)| *ok).collect();
         assert_eq!(
             outcomes,
             [true, false, false, false, false, false, false, false]
         );
-        assert!(
-            entries
-                .iter()
-                .filter(|(a, ..)| *a == Action::CustodyUnwrap)
-                .all(|(.., ip)| ip.as_deref() == Some("198.51.100.9"))
-        );
+        assert!(unwraps.iter().all(|(.., ip)| ip.as_deref() == Some(peer)));
     }
 
     #[test]
     fn a_second_factor_is_needed_when_the_policy_says_and_each_code_is_accepted_once() {
         let mut t = TestSite::new();
-        let mut service_session = session(&t, "10.0.0.1");
         let policy = Policy {
             second_factor_for_unwrap: true,
             max_failures: 100,
             ..Policy::default()
         };
-        let custody = Custody::start(&mut service_session, &password(), policy, None).unwrap();
-        service_session.finish(Ok(())).unwrap();
-        let user = t.user.id;
-        t.session
-            .store()
-            .unwrap()
-            .grant_role(user, ServiceRole::Restore)
-            .unwrap();
-        let file = sealed_file(&t, "c.pgseal", b"data");
-        let raw = std::fs::read(&file).unwrap();
-        let prelude_len = {
-            let p = v2::read_prelude(&mut &raw[..]).unwrap();
-            p.slots_offset as usize + 2 * p.header.slot_size as usize
-        };
+        let (custody, mut service_session) = started(&mut t, policy, &[ServiceRole::Restore]);
+        let prelude = prelude_of(&t, "c.pgseal");
         let key = signer(&t);
         let ask = |code: Option<&str>, session: &mut Session| {
-            let one_time = pgseal_custody::seal::OneTimeKey::generate().unwrap();
-            let body = serde_json::to_vec(&pgseal_custody::wire::UnwrapRequest {
-                prelude: pgseal_custody::wire::Bytes(raw[..prelude_len].to_vec()),
-                client_key: pgseal_custody::wire::Bytes(one_time.public().to_vec()),
-                file: None,
-            })
-            .unwrap();
-            let now = pgseal_core::time::Timestamp::now().millis();
-            let c = Credentials::sign(
-                &key,
-                "system_backup",
-                "POST",
-                "/v1/unwrap",
+            let body = unwrap_body(&prelude);
+            send_unwrap(
+                &custody,
+                session,
+                &signed(&key, &body, code),
                 &body,
-                code,
-                now,
+                "192.0.2.1",
             )
-            .unwrap();
-            let headers = c.headers();
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            let call = Call {
-                method: "POST",
-                path: "/v1/unwrap",
-                header: &header,
-                body: &body,
-                peer: Some("192.0.2.1".parse().unwrap()),
-                peer_label: String::new(),
-            };
-            let a = custody.respond(session, &call);
-            let kind = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["kind"]
-                .as_str()
-                .map(str::to_owned);
-            (a.status, kind)
         };
         let second_factor = (401, Some("second_factor".to_owned()));
         assert_eq!(ask(None, &mut service_session), second_factor, "no code");
