@@ -14,6 +14,9 @@ command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 # scripts/garage.sh takes a lock so that concurrent runs build Garage once.
 command -v flock >/dev/null || need_apt+=(util-linux)
+# The custody tests make the store's write-ahead log immutable (chattr) to show an audit log
+# that cannot be written refuses requests.
+command -v chattr >/dev/null || need_apt+=(e2fsprogs)
 # The store and backup tests start their own throwaway PostgreSQL clusters.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
