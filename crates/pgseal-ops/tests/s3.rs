@@ -561,6 +561,60 @@ fn an_upload_cut_off_by_the_engine_dying_leaves_no_object_and_is_cleaned_up() {
 }
 
 #[test]
+fn a_read_broken_off_by_the_engine_restarting_resumes_where_it_stopped() {
+    // An engine of its own: this one is restarted mid-read.
+    let g = TestGarage::start().unwrap();
+    let bucket = unique("pgseal-resume");
+    g.create_bucket(&bucket).unwrap();
+    let repo = S3Repository::new(connection_to(g.sdk_config()), &bucket, "site1/backups").unwrap();
+    let data = noise(48 << 20, 21);
+    let mut new = repo.create("big.pgseal").unwrap();
+    new.write_all(&data).unwrap();
+    let location = new.commit().unwrap();
+
+    let mut object = repo.open(&location).unwrap().unwrap();
+    let mut read = vec![0u8; 1 << 20];
+    object.read_exact(&mut read).unwrap();
+    // The engine goes away and comes back while the body is being read.
+    g.kill().unwrap();
+    g.restart().unwrap();
+    object.read_to_end(&mut read).unwrap();
+    assert_eq!(read.len(), data.len());
+    assert!(
+        read == data,
+        "the resumed body is the object, byte for byte"
+    );
+
+    // Replaced while being read: resuming refuses to splice another version in.
+    let mut object = repo.open(&location).unwrap().unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    object.read_exact(&mut first).unwrap();
+    g.kill().unwrap();
+    g.restart().unwrap();
+    let client = g.client();
+    let (bucket2, key) = location.s3_object().unwrap().unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(
+            client
+                .put_object()
+                .bucket(&bucket2)
+                .key(&key)
+                .body(noise(48 << 20, 22).into())
+                .send(),
+        )
+        .unwrap();
+    let mut rest = Vec::new();
+    let e = object.read_to_end(&mut rest).unwrap_err();
+    assert!(
+        e.to_string().contains("changed while it was being read"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_legacy_header_is_replaced_whole_and_the_old_wrapped_key_is_nowhere() {
     for size in [1usize << 20, 6 << 20] {
         let repo = repository(&format!("pgseal-legacy-{}m", size >> 20));

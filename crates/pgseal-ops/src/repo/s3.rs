@@ -1076,6 +1076,7 @@ impl Repository for S3Repository {
         };
         let size = out.content_length().unwrap_or(0).max(0) as u64;
         let version = version_of(out.e_tag().unwrap_or_default(), size);
+        let etag = out.e_tag().map(str::to_owned);
         Ok(Some(Object::new(
             self.location_of_key(&key)?,
             size,
@@ -1085,6 +1086,13 @@ impl Repository for S3Repository {
                 body: out.body,
                 chunk: Bytes::new(),
                 shown: location.to_string(),
+                client: self.client().clone(),
+                bucket: self.bucket.clone(),
+                key: key.clone(),
+                etag,
+                offset: 0,
+                size,
+                resumed: 0,
             }),
         )))
     }
@@ -1258,32 +1266,88 @@ impl Repository for S3Repository {
 }
 
 /// An object's body, read a chunk at a time as it arrives (the connection's flow control
-/// bounds what is buffered).
+/// bounds what is buffered). A body that breaks off — the connection dropped, the engine
+/// restarted — is resumed where it stopped with a ranged GET of the same version (`If-Match` its
+/// ETag), up to [`RESUMES`] times with a growing pause: a long restore survives a network blip,
+/// and never reads two versions spliced together.
 struct BodyReader {
     conn: Arc<S3Connection>,
     body: ByteStream,
     chunk: Bytes,
     shown: String,
+    client: Client,
+    bucket: String,
+    key: String,
+    etag: Option<String>,
+    /// Bytes delivered so far.
+    offset: u64,
+    size: u64,
+    resumed: u32,
+}
+
+/// How many times a broken-off body is resumed.
+const RESUMES: u32 = 5;
+
+impl BodyReader {
+    /// Asks again for the rest of the object, from `offset`, of the same version.
+    fn resume(&mut self, why: &str) -> io::Result<()> {
+        if self.resumed >= RESUMES || self.etag.is_none() {
+            return Err(io::Error::other(format!(
+                "reading {}: {why} (at byte {} of {}; resumed {} times)",
+                self.shown, self.offset, self.size, self.resumed
+            )));
+        }
+        self.resumed += 1;
+        std::thread::sleep(std::time::Duration::from_millis(250 << self.resumed));
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .range(format!("bytes={}-", self.offset))
+            .set_if_match(self.etag.clone());
+        match self.conn.block_on(request.send()).map_err(Fault::from_sdk) {
+            // Only the rest, from exactly where it stopped: an engine that ignored the range
+            // would splice the object's start in.
+            Ok(out)
+                if out
+                    .content_range()
+                    .is_some_and(|r| r.starts_with(&format!("bytes {}-", self.offset))) =>
+            {
+                self.body = out.body;
+                Ok(())
+            }
+            Ok(_) => Err(io::Error::other(format!(
+                "reading {}: the engine did not resume it at byte {} (it ignores ranges)",
+                self.shown, self.offset
+            ))),
+            Err(f) if f.is_precondition() => Err(io::Error::other(format!(
+                "reading {}: it changed while it was being read (at byte {})",
+                self.shown, self.offset
+            ))),
+            // The engine may still be coming back: the next read resumes again.
+            Err(_) => {
+                self.body = ByteStream::from_static(b"");
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.chunk.is_empty() {
             match self.conn.block_on(self.body.next()) {
-                None => return Ok(0),
+                None if self.offset >= self.size => return Ok(0),
+                None => self.resume("the body ended early")?,
                 Some(Ok(chunk)) => self.chunk = chunk,
-                Some(Err(e)) => {
-                    return Err(io::Error::other(format!(
-                        "reading {}: {}",
-                        self.shown,
-                        chain(&e)
-                    )));
-                }
+                Some(Err(e)) => self.resume(&chain(&e))?,
             }
         }
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk[..n]);
         let _ = self.chunk.split_to(n);
+        self.offset += n as u64;
         Ok(n)
     }
 }
