@@ -70,7 +70,7 @@ pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
         return Ok(());
     }
     outln!(
-        "{:<5} {:<24} {:<12} {:<6} {:<16} {:<20} {:<5} FILE / ERROR",
+        "{:<5} {:<24} {:<14} {:<6} {:<16} {:<20} {:<5} FILE / ERROR",
         "ID",
         "TIME",
         "ACTION",
@@ -102,7 +102,7 @@ pub fn list(args: AuditListArgs, ctx: &mut Context) -> CliResult {
             (None, None) => String::new(),
         };
         outln!(
-            "{:<5} {:<24} {:<12} {:<6} {:<16} {:<20} {:<5} {}",
+            "{:<5} {:<24} {:<14} {:<6} {:<16} {:<20} {:<5} {}",
             row.entry.id,
             x.timestamp.rfc3339(),
             x.action,
@@ -128,9 +128,9 @@ pub fn stats(args: AuditStatsArgs, ctx: &mut Context) -> CliResult {
         return Ok(());
     }
     outln!("{} entries", s.entries);
-    outln!("{:<14} {:>8} {:>8}", "ACTION", "OK", "FAILED");
+    outln!("{:<16} {:>8} {:>8}", "ACTION", "OK", "FAILED");
     for (action, c) in &s.by_action {
-        outln!("{action:<14} {:>8} {:>8}", c.ok, c.failed);
+        outln!("{action:<16} {:>8} {:>8}", c.ok, c.failed);
     }
     outln!(
         "signatures: {} valid, {} invalid, {} not checked",
