@@ -206,6 +206,8 @@ pub struct Custody {
     nonces: Mutex<NonceCache>,
     throttle: Mutex<Throttle>,
     policy: Policy,
+    /// Held while one of the service's requests appends its audit entry.
+    appending: Mutex<()>,
     /// The newest audit entry this service wrote, published before it is kept.
     written: Mutex<Option<AuditHead>>,
     /// The entry the head file holds (durable): held while the file is written.
@@ -279,6 +281,7 @@ impl Custody {
             keys: std::sync::RwLock::new(keys),
             password: pw,
             kept: std::sync::atomic::AtomicI64::new(head.as_ref().map_or(0, |h| h.seq)),
+            appending: Mutex::new(()),
             written: Mutex::new(head.clone()),
             head: Mutex::new(head),
             head_file: head_file.map(std::path::Path::to_path_buf),
@@ -650,6 +653,11 @@ impl Custody {
                 }
                 work(self, session, &mut audit)
             });
+        // One append at a time from this service: its requests queue here, each woken as the
+        // one before it is done, instead of all polling SQLite's write lock through its busy
+        // handler, which sleeps up to 100 ms between tries and serves no one in order — under
+        // load some requests waited seconds while others passed them.
+        let appending = self.appending.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = match result {
             Ok(answer) => match session.record(audit, None) {
                 Ok(()) => Ok(answer),
@@ -663,6 +671,7 @@ impl Custody {
                 }
             }
         };
+        drop(appending);
         // The head is kept before the answer leaves: an answer whose entry could be cut off
         // the log unnoticed is not given.
         match self.keep_head(session) {
