@@ -6,86 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-use common::{PASSWORD, Site, code, ok, stderr, stdout};
+use common::{PASSWORD, Service, Site, code, ok, stderr, stdout};
 use pgseal_store::Action;
 use pgseal_testkit::{TestCluster, TestPki};
-
-/// `pgseal serve` on a site, stopped (SIGTERM, then waited for) when dropped.
-struct Service {
-    child: Child,
-    /// `https://127.0.0.1:PORT` or `unix:///PATH`.
-    url: String,
-}
-
-impl Service {
-    /// Starts the service with `args` and waits until it listens.
-    fn start(site: &Site, args: &[&str]) -> Service {
-        let mut child = site
-            .direct()
-            .arg("serve")
-            .args(args)
-            .env_remove("PGSEAL_USER_KEY_PASSWORD")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pgseal serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let listening = loop {
-            let line = match lines.next() {
-                Some(Ok(line)) => line,
-                _ => panic!("pgseal serve ended before it listened: {:?}", child.wait()),
-            };
-            if let Some(places) = line.split("listening on ").nth(1) {
-                break places.split(", ").next().unwrap().to_owned();
-            }
-        };
-        // Keep draining its standard error so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Service {
-            child,
-            url: listening,
-        }
-    }
-
-    fn tls(site: &Site, pki: &TestPki) -> Service {
-        Service::start(
-            site,
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--cert",
-                pki.cert.to_str().unwrap(),
-                "--key",
-                pki.key.to_str().unwrap(),
-            ],
-        )
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Service {
-    /// SIGTERM to exactly the process started; its exit status (a clean shutdown is success).
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.stop();
-        }
-    }
-}
 
 /// A client in the site that holds no server password: only the acting user's key password.
 fn client(site: &Site) -> Command {

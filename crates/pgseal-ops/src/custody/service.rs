@@ -206,8 +206,15 @@ pub struct Custody {
     nonces: Mutex<NonceCache>,
     throttle: Mutex<Throttle>,
     policy: Policy,
-    /// The newest audit entry this service wrote, and where it keeps it.
+    /// Held while one of the service's requests appends its audit entry.
+    appending: Mutex<()>,
+    /// The newest audit entry this service wrote, published before it is kept.
+    written: Mutex<Option<AuditHead>>,
+    /// The entry the head file holds (durable): held while the file is written.
     head: Mutex<Option<AuditHead>>,
+    /// Its `seq`, readable without waiting for a write in progress (0 before the first).
+    kept: std::sync::atomic::AtomicI64,
+    /// Where the head is kept.
     head_file: Option<std::path::PathBuf>,
 }
 
@@ -273,6 +280,9 @@ impl Custody {
         let custody = Custody {
             keys: std::sync::RwLock::new(keys),
             password: pw,
+            kept: std::sync::atomic::AtomicI64::new(head.as_ref().map_or(0, |h| h.seq)),
+            appending: Mutex::new(()),
+            written: Mutex::new(head.clone()),
             head: Mutex::new(head),
             head_file: head_file.map(std::path::Path::to_path_buf),
             nonces: Mutex::new(NonceCache::default()),
@@ -286,30 +296,59 @@ impl Custody {
 
     /// Records the entry `session` last wrote as the head, if it is newer than the one kept,
     /// in the head file (written whole and durably) when there is one.
+    ///
+    /// A group commit: the entry is first published as written; then whoever holds the head
+    /// file's lock writes the newest entry published so far, so every request that was waiting
+    /// for the lock meanwhile finds its entry covered and returns without writing. Under load
+    /// one write (two fsyncs) covers many answers; each answer still leaves only once a head at
+    /// least as new as its own entry is durable.
     fn keep_head(&self, session: &mut Session) -> Result<()> {
         let (Some(path), Some(seq)) = (&self.head_file, session.last_written()) else {
             return Ok(());
         };
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        if head.as_ref().is_some_and(|h| h.seq >= seq) {
+        if self.kept_seq() >= seq {
             return Ok(());
         }
         let entry = session
             .store()?
             .audit_entry(seq)?
             .ok_or_else(|| Error::invalid(format!("audit entry {seq}, just written, is gone")))?;
-        let new = AuditHead {
-            seq,
-            entry_hash: entry.entry_hash.to_string(),
-        };
+        {
+            // A poisoned lock only means a thread panicked while publishing: the head stands.
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            if written.as_ref().is_none_or(|h| h.seq < seq) {
+                *written = Some(AuditHead {
+                    seq,
+                    entry_hash: entry.entry_hash.to_string(),
+                });
+            }
+        }
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        if head.as_ref().is_some_and(|h| h.seq >= seq) {
+            // Written, while this request waited, by a request whose entry came later.
+            return Ok(());
+        }
+        let new = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .expect("published above");
         let text = serde_json::to_vec(&new).expect("an AuditHead always serializes");
         let mut file = crate::files::AtomicFile::create(path, true)?;
         file.set_mode(0o600);
         std::io::Write::write_all(&mut file, &text)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         file.commit()?;
+        self.kept
+            .store(new.seq, std::sync::atomic::Ordering::Release);
         *head = Some(new);
         Ok(())
+    }
+
+    /// The sequence number of the head kept durably (0 before the first).
+    fn kept_seq(&self) -> i64 {
+        self.kept.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The newest audit entry the service wrote, if it keeps one.
@@ -614,6 +653,11 @@ impl Custody {
                 }
                 work(self, session, &mut audit)
             });
+        // One append at a time from this service: its requests queue here, each woken as the
+        // one before it is done, instead of all polling SQLite's write lock through its busy
+        // handler, which sleeps up to 100 ms between tries and serves no one in order — under
+        // load some requests waited seconds while others passed them.
+        let appending = self.appending.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = match result {
             Ok(answer) => match session.record(audit, None) {
                 Ok(()) => Ok(answer),
@@ -627,6 +671,7 @@ impl Custody {
                 }
             }
         };
+        drop(appending);
         // The head is kept before the answer leaves: an answer whose entry could be cut off
         // the log unnoticed is not given.
         match self.keep_head(session) {
@@ -953,4 +998,132 @@ pub fn head_problem(
         )),
         Some(_) => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pgseal_custody::auth::Credentials;
+    use pgseal_custody::wire::path;
+
+    use super::*;
+    use crate::observe::Silent;
+    use crate::session::Actor;
+    use crate::testsite::{TestSite, password};
+
+    fn session(t: &TestSite) -> Session {
+        let actor = Actor {
+            user: None,
+            os_user: Some("tester".into()),
+            host: Some("custody-test".into()),
+            address: Some("10.0.0.1".into()),
+        };
+        Session::new(Some(t.site.clone()), actor, Arc::new(Silent), |e| {
+            (e.to_string(), 1)
+        })
+    }
+
+    fn entries(probe: &mut Session, action: &Action) -> Vec<i64> {
+        probe
+            .store()
+            .unwrap()
+            .audit_entries(10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| &e.entry.action == action)
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    /// Requests whose entries are written while the head file is being written wait for that
+    /// write, and are then all covered by one write of the newest head (a group commit), not a
+    /// write (two fsyncs) each.
+    #[test]
+    fn requests_waiting_on_a_head_write_are_all_covered_by_one_more_write() {
+        use rustix::fs::inotify;
+        let t = TestSite::new();
+        let head_file = t.path("custody-head.json");
+        let mut start = session(&t);
+        let custody = Arc::new(
+            Custody::start(&mut start, &password(), Policy::default(), Some(&head_file)).unwrap(),
+        );
+        start.finish(Ok(())).unwrap();
+        let watch =
+            inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).unwrap();
+        // The head file is replaced by a rename. (Watching other events too keeps the kernel
+        // from merging consecutive renames to the same name into one event.)
+        inotify::add_watch(
+            &watch,
+            t.tmp.path(),
+            inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::CREATE,
+        )
+        .unwrap();
+
+        // A head write in progress: its lock held.
+        let writing = custody.head.lock().unwrap();
+        const WAITING: usize = 6;
+        let mut probe = session(&t);
+        let threads: Vec<_> = (1..=WAITING)
+            .map(|n| {
+                let credentials = Credentials::sign(
+                    &t.signer,
+                    "system_backup",
+                    "GET",
+                    path::PUBLIC_KEYS,
+                    b"",
+                    None,
+                    Timestamp::now().millis(),
+                )
+                .unwrap();
+                let (custody, mut session) = (custody.clone(), session(&t));
+                let thread = std::thread::spawn(move || {
+                    let headers = credentials.headers();
+                    let header = |name: &str| {
+                        headers
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, v)| v.as_str())
+                    };
+                    let call = Call {
+                        method: "GET",
+                        path: path::PUBLIC_KEYS,
+                        header: &header,
+                        body: b"",
+                        peer: Some("192.0.2.7".parse().unwrap()),
+                        peer_label: String::new(),
+                    };
+                    custody.respond(&mut session, &call).status
+                });
+                // One after the other: each entry written before the next request starts.
+                while entries(&mut probe, &Action::CustodyKeys).len() < n {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                thread
+            })
+            .collect();
+        // Let them all reach the head: each has written its entry and now waits.
+        std::thread::sleep(Duration::from_millis(200));
+        drop(writing);
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), 200);
+        }
+
+        let mut buffer = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut reader = inotify::Reader::new(&watch, &mut buffer);
+        let mut writes = 0;
+        while let Ok(event) = reader.next() {
+            if event
+                .file_name()
+                .is_some_and(|n| n.to_bytes() == b"custody-head.json")
+            {
+                writes += 1;
+            }
+        }
+        assert_eq!(writes, 1, "the head file was written {writes} times");
+        let newest = *entries(&mut probe, &Action::CustodyKeys).last().unwrap();
+        let head = read_head(&head_file).unwrap().unwrap();
+        assert_eq!(head.seq, newest);
+        assert_eq!(custody.head().unwrap().seq, newest);
+    }
 }
