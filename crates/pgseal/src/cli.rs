@@ -983,7 +983,7 @@ pub struct VerifyArgs {
     #[arg(long = "identity", value_name = "KEY.pem")]
     pub identity: Option<PathBuf>,
     /// With a store: also prove the file decrypts, using the stored server key it names (or
-    /// the key-custody service, with --custody).
+    /// the key-custody service: --custody URL implies this check).
     #[arg(long, conflicts_with = "identity")]
     pub decrypt_check: bool,
     #[command(flatten)]

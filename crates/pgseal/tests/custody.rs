@@ -116,6 +116,11 @@ fn a_file_decrypts_verifies_and_a_backup_restore_checks_through_the_service_with
         &pki,
         &["verify", &file, "--decrypt-check"],
     ));
+    // --custody alone asks the service to prove the file opens.
+    let o = run_through(&site, &service, &pki, &["verify", &file, "--json"]);
+    ok(&o);
+    let verified: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(verified["decrypts"], true, "{verified}");
 
     // A real backup, restore-checked through the service.
     let db = cluster.create_database("custody").unwrap();
@@ -140,7 +145,7 @@ fn a_file_decrypts_verifies_and_a_backup_restore_checks_through_the_service_with
     let unwraps = custody_entries(&site, Action::CustodyUnwrap);
     assert_eq!(
         unwraps.iter().map(|(ok, ..)| *ok).collect::<Vec<_>>(),
-        [false, true, true, true]
+        [false, true, true, true, true]
     );
     assert!(
         unwraps

@@ -16,7 +16,8 @@ pub fn run(args: VerifyArgs, ctx: &mut Context) -> CliResult {
     let keys = VerifyKeys {
         signers: &args.signers,
         identity: args.identity.as_deref(),
-        decrypt_check: args.decrypt_check,
+        // Naming a custody service on the command line asks it to prove the file opens.
+        decrypt_check: args.decrypt_check || args.custody.custody.is_some(),
         server_password: &password,
     };
     let v = verify::verify(ctx, &args.input, &keys);
