@@ -120,7 +120,7 @@ fn a_file_decrypts_verifies_and_a_backup_restore_checks_through_the_service_with
     let o = run_through(&site, &service, &pki, &["verify", &file, "--json"]);
     ok(&o);
     let verified: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(verified["decrypts"], true, "{verified}");
+    assert_eq!(verified["checks"]["decrypts"], true, "{verified}");
 
     // A real backup, restore-checked through the service.
     let db = cluster.create_database("custody").unwrap();
