@@ -94,10 +94,9 @@ pub fn signed_text(
     nonce: &str,
     totp: Option<&str>,
 ) -> Vec<u8> {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
     format!(
         "{DOMAIN}\n{method}\n{path}\n{}\n{timestamp_ms}\n{nonce}\n{user}\n{}\n",
-        hex::encode(digest.as_ref()),
+        hex::encode(pgseal_core::hash::sha256(body)),
         totp.unwrap_or("")
     )
     .into_bytes()

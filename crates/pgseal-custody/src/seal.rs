@@ -41,6 +41,12 @@ pub enum SealError {
     Crypto(&'static str),
 }
 
+/// The context an unwrap's file key is sealed for: the SHA-256 of the prelude the request sent
+/// (both sides compute it).
+pub fn prelude_context(prelude: &[u8]) -> [u8; 32] {
+    pgseal_core::hash::sha256(prelude)
+}
+
 /// A file key sealed to a one-time key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedKey {

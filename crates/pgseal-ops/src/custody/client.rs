@@ -99,7 +99,7 @@ impl CustodyClient {
             ciphertext: answer.sealed_key.0,
         };
         let key = one_time
-            .open(&sealed, &crate::custody::service::sha256(raw))
+            .open(&sealed, &pgseal_custody::seal::prelude_context(raw))
             .map_err(|e| Error::Authentication(format!("the custody service's answer: {e}")))?;
         let recipient = answer.opened_with.parse().map_err(|_| {
             Error::Authentication("the custody service named no key that opened the file".into())

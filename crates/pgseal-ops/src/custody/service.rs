@@ -388,6 +388,13 @@ impl Custody {
             .collect()
     }
 
+    /// `f` given the keys held now, as identities that open slots.
+    fn with_held<T>(&self, f: impl FnOnce(&[&dyn Identity]) -> T) -> T {
+        let keys = self.held_keys();
+        let held: Vec<&dyn Identity> = keys.iter().map(|k| k.as_ref() as &dyn Identity).collect();
+        f(&held)
+    }
+
     /// The address a call is recorded under: its peer, or — from a trusted proxy — the nearest
     /// address in `X-Forwarded-For` that is not itself a trusted proxy.
     pub fn address(&self, call: &Call<'_>) -> String {
@@ -412,22 +419,19 @@ impl Custody {
         session: &mut Session,
         call: &Call<'_>,
     ) -> std::result::Result<UnwrapResponse, Refusal> {
-        self.serve(
+        self.serve_as(
             session,
             call,
             Action::CustodyUnwrap,
-            ServiceRole::Restore,
+            Some(ServiceRole::Restore),
             |this, session, audit| {
                 let request: UnwrapRequest = parse_body(call.body)?;
                 name_file(audit, request.file.as_deref());
                 let prelude = this.verified_prelude(session, audit, &request.prelude.0)?;
-                let held = this.held_keys();
-                let identities: Vec<&dyn Identity> =
-                    held.iter().map(|k| k.as_ref() as &dyn Identity).collect();
-                let (file_key, opened_with) = prelude
-                    .unlock_file_key(&identities)
+                let (file_key, opened_with) = this
+                    .with_held(|held| prelude.unlock_file_key(held))
                     .map_err(|e| Refusal::Failed(e.into()))?;
-                let context = sha256(&request.prelude.0);
+                let context = seal::prelude_context(&request.prelude.0);
                 let sealed = seal::seal(&request.client_key.0, &file_key, &context)
                     .map_err(|e| Refusal::BadRequest(e.to_string()))?;
                 audit.detail("opened_with", opened_with.to_string());
@@ -447,11 +451,11 @@ impl Custody {
         session: &mut Session,
         call: &Call<'_>,
     ) -> std::result::Result<RewrapResponse, Refusal> {
-        self.serve(
+        self.serve_as(
             session,
             call,
             Action::CustodyRewrap,
-            ServiceRole::Rewrap,
+            Some(ServiceRole::Rewrap),
             |this, session, audit| {
                 let request: RewrapRequest = parse_body(call.body)?;
                 name_file(audit, request.file.as_deref());
@@ -469,11 +473,10 @@ impl Custody {
                     .active_server_key()?
                     .ok_or_else(|| Error::key("the store has no active server key"))?;
                 let active = PublicKey::from_pem(&active.public_key_pem).map_err(Error::from)?;
-                let held = this.held_keys();
-                let identities: Vec<&dyn Identity> =
-                    held.iter().map(|k| k.as_ref() as &dyn Identity).collect();
-                let plan = prelude
-                    .plan_rewrap(&identities, std::slice::from_ref(&active), &keep)
+                let plan = this
+                    .with_held(|held| {
+                        prelude.plan_rewrap(held, std::slice::from_ref(&active), &keep)
+                    })
                     .map_err(|e| Refusal::Failed(e.into()))?;
                 audit.detail("to", active.fingerprint().to_string());
                 Ok(RewrapResponse {
@@ -610,17 +613,6 @@ impl Custody {
         )
     }
 
-    fn serve<T>(
-        &self,
-        session: &mut Session,
-        call: &Call<'_>,
-        action: Action,
-        role: ServiceRole,
-        work: impl FnOnce(&Self, &mut Session, &mut Operation) -> std::result::Result<T, Refusal>,
-    ) -> std::result::Result<T, Refusal> {
-        self.serve_as(session, call, action, Some(role), work)
-    }
-
     /// Authenticates the call, checks `role`, does `work`, and records the outcome: the answer
     /// leaves only once its entry is written.
     fn serve_as<T>(
@@ -695,16 +687,16 @@ impl Custody {
         caller: &Caller,
         audit: &mut Operation,
     ) -> std::result::Result<(), Refusal> {
-        let keys = self.held_keys();
-        let held: Vec<&dyn Identity> = keys.iter().map(|k| k.as_ref() as &dyn Identity).collect();
-        let checked = crate::totp::check(
-            session,
-            caller.user.id,
-            caller.user.username.as_str(),
-            caller.totp.as_deref(),
-            &held,
-            Timestamp::now(),
-        )?;
+        let checked = self.with_held(|held| {
+            crate::totp::check(
+                session,
+                caller.user.id,
+                caller.user.username.as_str(),
+                caller.totp.as_deref(),
+                held,
+                Timestamp::now(),
+            )
+        })?;
         match checked {
             Ok(()) => {
                 audit.detail("second_factor", "accepted");
@@ -843,13 +835,6 @@ fn name_file(audit: &mut Operation, file: Option<&str>) {
             .collect();
         audit.backup_file = Some(shown);
     }
-}
-
-/// The context a file key is sealed for: the SHA-256 of the prelude as sent.
-pub fn sha256(bytes: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .to_vec()
 }
 
 /// A response, ready for the transport.
