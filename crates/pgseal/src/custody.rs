@@ -67,7 +67,7 @@ pub fn attach(ctx: &mut Context, args: &CustodyArgs) -> CliResult {
              user name (requests are signed with your key)",
         )
     })?;
-    let password = crate::cmd::user_password(&args.user_password);
+    let password = crate::secrets::user_password(&args.user_password);
     let (key, _) = pgseal_ops::keys::signing_key_for_user(ctx, &name, None, &password)?;
     let link = Box::new(HttpLink(client));
     let totp = args

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 
 use pgseal_core::Password;
 
+use crate::cli::{NewPasswordArgs, ServerPasswordArgs, UserPasswordArgs};
 use crate::failure::{CliResult, Failure};
 
 /// The variables pgseal reads secrets from: every [`PasswordSource`] reads one of these;
@@ -230,6 +231,43 @@ pub fn ask_line(question: &str) -> CliResult<String> {
         .read_line(&mut line)
         .map_err(|e| Failure::io("reading the terminal", e))?;
     Ok(line.trim_end().to_owned())
+}
+
+/// The signing (user) key's password: its flags, else `PGSEAL_USER_KEY_PASSWORD`, else a prompt.
+pub fn user_password(args: &UserPasswordArgs) -> PasswordSource {
+    PasswordSource {
+        purpose: "the signing (user) key",
+        env: "PGSEAL_USER_KEY_PASSWORD",
+        file: args.user_password_file.clone(),
+        command: args.user_password_command.clone(),
+        file_flag: "--user-password-file",
+    }
+}
+
+/// The source of a new password during rotation.
+pub fn new_password(
+    args: &NewPasswordArgs,
+    env: &'static str,
+    purpose: &'static str,
+) -> PasswordSource {
+    PasswordSource {
+        purpose,
+        env,
+        file: args.new_password_file.clone(),
+        command: args.new_password_command.clone(),
+        file_flag: "--new-password-file",
+    }
+}
+
+/// The server keys' password: its flags, else `SERVER_KEY_PASSWORD`, else a prompt.
+pub fn server_password(args: &ServerPasswordArgs) -> PasswordSource {
+    PasswordSource {
+        purpose: "the server key",
+        env: "SERVER_KEY_PASSWORD",
+        file: args.server_password_file.clone(),
+        command: args.server_password_command.clone(),
+        file_flag: "--server-password-file",
+    }
 }
 
 #[cfg(test)]

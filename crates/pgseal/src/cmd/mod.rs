@@ -22,12 +22,12 @@ use std::path::Path;
 use pgseal_core::PrivateKey;
 
 use crate::cli::{
-    AuditCommand, Command, KeyCommand, NewPasswordArgs, RepoCommand, ServerKeyCommand,
-    ServerPasswordArgs, UserKeyCommand, UserPasswordArgs,
+    AuditCommand, Command, KeyCommand, RepoCommand, ServerKeyCommand, UserKeyCommand,
 };
 use crate::context::Context;
 use crate::failure::{CliResult, Failure};
 use crate::secrets::PasswordSource;
+pub use crate::secrets::{new_password, server_password, user_password};
 use pgseal_ops::secret::Secret;
 
 pub fn run(command: Command, ctx: &mut Context) -> CliResult {
@@ -107,41 +107,6 @@ impl OpenKeySources {
 /// others may read it).
 pub fn load_private(path: &Path, password: &dyn Secret) -> CliResult<PrivateKey> {
     pgseal_ops::keys::load_private(&crate::progress::Terminal, path, password)
-}
-
-pub fn user_password(args: &UserPasswordArgs) -> PasswordSource {
-    PasswordSource {
-        purpose: "the signing (user) key",
-        env: "PGSEAL_USER_KEY_PASSWORD",
-        file: args.user_password_file.clone(),
-        command: args.user_password_command.clone(),
-        file_flag: "--user-password-file",
-    }
-}
-
-/// The source of a new password during rotation.
-pub fn new_password(
-    args: &NewPasswordArgs,
-    env: &'static str,
-    purpose: &'static str,
-) -> PasswordSource {
-    PasswordSource {
-        purpose,
-        env,
-        file: args.new_password_file.clone(),
-        command: args.new_password_command.clone(),
-        file_flag: "--new-password-file",
-    }
-}
-
-pub fn server_password(args: &ServerPasswordArgs) -> PasswordSource {
-    PasswordSource {
-        purpose: "the server key",
-        env: "SERVER_KEY_PASSWORD",
-        file: args.server_password_file.clone(),
-        command: args.server_password_command.clone(),
-        file_flag: "--server-password-file",
-    }
 }
 
 /// What `inspect` and `verify` say of a v2 file's inactive slot when it is not empty: a wrapping
