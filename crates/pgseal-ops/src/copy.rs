@@ -59,25 +59,29 @@ pub struct CopyReport {
 }
 
 impl CopyReport {
-    /// The run's verdict: it fails if any copy failed (the first failure's kind decides).
+    /// The run's verdict: it fails if any copy failed ([`verdict`]).
     pub fn result(&self) -> Result<()> {
-        let failures: Vec<&Error> = self
-            .items
-            .iter()
-            .filter_map(|(_, o)| match o {
-                Outcome::Failed(e) => Some(e),
-                _ => None,
-            })
-            .collect();
-        match failures.first() {
-            None => Ok(()),
-            Some(first) => Err(Error::Several {
-                failed: failures.len(),
-                total: self.items.len(),
-                what: "backups could not be copied",
-                kind: first.kind(),
-            }),
-        }
+        verdict(&self.items)
+    }
+}
+
+/// Whether a run of copies failed: [`Error::Several`] of the first failure's kind if any did.
+pub fn verdict(items: &[(BackupRecord, Outcome)]) -> Result<()> {
+    let failures: Vec<&Error> = items
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Failed(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    match failures.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::Several {
+            failed: failures.len(),
+            total: items.len(),
+            what: "backups could not be copied",
+            kind: first.kind(),
+        }),
     }
 }
 

@@ -87,13 +87,6 @@ fn copy_to(
     };
     let to = pgseal_ops::repo::open_url(&pgseal_ops::repo::reach(ctx), url, true)?;
     let items = pgseal_ops::copy::copy_entries(ctx, from, to.as_ref(), made, false)?;
-    let failed: Vec<_> = items
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Outcome::Failed(e) => Some(e),
-            _ => None,
-        })
-        .collect();
     if !args.json.on {
         for (b, o) in &items {
             if let Outcome::Copied(c) | Outcome::Adopted(c) | Outcome::Present(c) = o {
@@ -105,15 +98,7 @@ fn copy_to(
             }
         }
     }
-    match failed.first() {
-        None => Ok(()),
-        Some(first) => Err(pgseal_ops::Error::Several {
-            failed: failed.len(),
-            total: items.len(),
-            what: "copies failed",
-            kind: first.kind(),
-        }),
-    }
+    pgseal_ops::copy::verdict(&items)
 }
 
 /// The host a dump comes from: `PGHOST` when it names a host (not a socket directory), else
