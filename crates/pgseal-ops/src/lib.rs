@@ -33,6 +33,7 @@ pub mod pgtools;
 pub mod prune;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod rewrap;
 pub mod secret;
 pub mod server_keys;

@@ -1,17 +1,20 @@
 //! Retention: which catalogued backups go, checked against what their own bytes prove before
 //! anything is deleted.
 //!
-//! The catalog picks the candidates (the newest N of each database to keep, or those older than
-//! a cutoff); a candidate is deleted only if it is an object of the repository (on this host,
-//! directly in the backup directory, no `..`, no symbolic link) whose signed header — checked
-//! with the creator's key from the store — matches the catalog entry: signer, creator, time and
-//! database ([`examine::header_mismatch`]). Any other entry is refused with the reason, and the
-//! rest is still pruned; whoever can write the store cannot make prune delete anything else.
-//! Entries of other repositories (other hosts' files, copies elsewhere) are left alone and do
-//! not count towards what a repository keeps; a file that is already gone
-//! has its entry marked pruned.
+//! Every catalog entry of the repository is checked against its object first: it counts only
+//! if it is an object of the repository (on this host, directly in the backup directory, no
+//! `..`, no symbolic link) whose signed header — checked with the creator's key from the store
+//! — matches the entry (signer, creator, time and database: [`examine::header_mismatch`]) and
+//! whose final signature verifies over the ciphertext digest the catalog recorded. The
+//! retention policy ([`crate::retention`]) then sees only those, with the time from their
+//! signed header, database by database: a catalog row nothing backs, a file signed by a key
+//! the store does not know or a header that disagrees with its row can take no kept backup's
+//! place. Any other entry is refused with the reason (and never deleted), and the rest is
+//! still pruned; whoever can write the store cannot make prune delete anything else. Entries
+//! of other repositories (other hosts' files, copies elsewhere) are not this prune's; an entry
+//! whose object is already gone has its entry marked pruned.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use pgseal_core::time::Timestamp;
@@ -21,25 +24,16 @@ use serde_json::json;
 use crate::error::{Error, ErrorKind, Result};
 use crate::examine::{Examined, examine, header_mismatch, store_signer};
 use crate::repo::{RepoError, Repository, Version};
+use crate::retention::{Counted, Policy, Reason, decide};
 use crate::session::Session;
-
-/// Which backups a prune removes.
-#[derive(Debug, Clone, Copy)]
-pub enum Retention {
-    /// All but the newest N of each database in the repository, counting only backups whose
-    /// signed files are there.
-    KeepLast(usize),
-    /// Those made more than this many milliseconds ago.
-    OlderThan(i64),
-}
 
 /// What to prune.
 #[derive(Debug, Clone)]
 pub struct PruneRequest {
     /// Only backups of this database.
     pub database: Option<String>,
-    /// Which go.
-    pub retention: Retention,
+    /// What to keep of each database's backups.
+    pub policy: Policy,
     /// Delete (otherwise only say what would be deleted).
     pub delete: bool,
 }
@@ -65,6 +59,10 @@ pub enum Refusal {
     Unvouched(String),
     /// A genuine pgseal file, but not the backup the catalog entry describes.
     Mismatch(String),
+    /// The catalog entry records no ciphertext digest to check the final signature against.
+    NoDigest,
+    /// The final signature does not verify over the digest the catalog recorded.
+    FinalSignature(String),
     /// Another catalog entry names the same object.
     Duplicate(i64),
     /// The name pointed at another object by the time it was to be deleted.
@@ -92,6 +90,16 @@ impl fmt::Display for Refusal {
                 f,
                 "its signed header does not match the catalog entry: {why}"
             ),
+            Refusal::NoDigest => f.write_str(
+                "the catalog entry records no ciphertext digest, so its final signature cannot \
+                 be checked",
+            ),
+            Refusal::FinalSignature(why) => write!(
+                f,
+                "its final signature does not verify over the ciphertext digest the catalog \
+                 recorded ({why}): the file or its catalog entry was altered, or the file is \
+                 damaged"
+            ),
             Refusal::Duplicate(id) => write!(f, "catalog entry {id} names the same file"),
             Refusal::Changed => f.write_str("the file changed while it was being checked"),
         }
@@ -101,8 +109,8 @@ impl fmt::Display for Refusal {
 /// What happened to one candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// In another repository (another host's): not this one's to check or delete.
-    Elsewhere,
+    /// Kept, by these rules.
+    Kept(Vec<Reason>),
     /// Refused, with why.
     Refused(Refusal),
     /// The object is gone (a dry run: nothing was changed).
@@ -124,7 +132,7 @@ impl fmt::Display for Outcome {
             Some(e) => write!(f, "{done}, but the catalog was not updated: {e}"),
         };
         match self {
-            Outcome::Elsewhere => f.write_str("skipped: on another host"),
+            Outcome::Kept(_) => f.write_str("kept"),
             Outcome::Refused(_) => f.write_str("REFUSED"),
             Outcome::AlreadyGone => f.write_str("already gone"),
             Outcome::Uncatalogued(e) => unmarked(f, "already gone; uncatalogued", e),
@@ -135,13 +143,15 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// What a prune did, candidate by candidate, oldest first.
+/// What a prune did, entry by entry of the repository, oldest first.
 #[derive(Debug)]
 pub struct PruneReport {
-    /// Each candidate and what happened to it.
+    /// Each of the repository's catalog entries and what happened to it.
     pub items: Vec<(BackupRecord, Outcome)>,
     /// The repository pruned, as shown.
     pub repository: String,
+    /// The policy applied.
+    pub policy: Policy,
 }
 
 impl PruneReport {
@@ -157,6 +167,35 @@ impl PruneReport {
                     "reason": r.to_string(),
                 })),
                 _ => None,
+            })
+            .collect()
+    }
+
+    /// How many were kept.
+    pub fn kept(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Kept(_)))
+            .count()
+    }
+
+    /// Every decision, as the audit entry records them: the entry, the rules that kept it
+    /// (none when it went) and what happened.
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        self.items
+            .iter()
+            .map(|(b, o)| {
+                let kept_by: Vec<String> = match o {
+                    Outcome::Kept(reasons) => reasons.iter().map(Reason::to_string).collect(),
+                    _ => Vec::new(),
+                };
+                json!({
+                    "id": b.id,
+                    "database": b.entry.database,
+                    "created_at": b.entry.created_at.rfc3339(),
+                    "kept_by": kept_by,
+                    "outcome": o.to_string(),
+                })
             })
             .collect()
     }
@@ -182,9 +221,9 @@ impl PruneReport {
             .collect();
         if let Some((b, why)) = refused.first() {
             return Err(Error::Authentication(format!(
-                "{} catalog entries were refused: no backup in {} with a matching signed header \
-                 backs them, so the catalog cannot be trusted there (first: {}: {why}); the \
-                 rest was pruned",
+                "{} catalog entries were refused: no backup in {} whose signatures match them \
+                 backs them, so the catalog cannot be trusted there (first: {}: {why}); they \
+                 were neither counted nor deleted, and the rest was pruned",
                 refused.len(),
                 self.repository,
                 b.entry.location.shown(),
@@ -213,8 +252,9 @@ enum Verdict {
     Elsewhere,
     /// The object is no longer there.
     Gone,
-    /// The object is a backup pgseal made and the entry describes: it may be deleted.
-    Genuine(Version),
+    /// The object is a backup pgseal made and the entry describes, made at this signed time: it
+    /// counts, and may be deleted.
+    Genuine(Version, Timestamp),
     Refused(Refusal),
 }
 
@@ -227,61 +267,50 @@ pub fn prune(
     request: &PruneRequest,
 ) -> Result<PruneReport> {
     let backups = session.store()?.backups(request.database.as_deref())?;
-    let mut doomed: Vec<(BackupRecord, Verdict)> = match request.retention {
-        Retention::KeepLast(keep) => {
-            // Only backups whose signed files are here count as kept: catalog rows nothing
-            // backs cannot push real backups out of the newest N.
-            let mut checked = Vec::new();
-            for b in &backups {
-                checked.push((b.clone(), check(session, repo, b)?));
-            }
-            refuse_duplicates(&mut checked);
-            // Retention is per repository: only this repository's objects count (entries of
-            // other repositories — other hosts', copies elsewhere — are never deleted here).
-            let mut kept = BTreeMap::<&str, usize>::new();
-            let mut newest_first: Vec<&(BackupRecord, Verdict)> = checked.iter().collect();
-            newest_first.sort_by_key(|(b, _)| std::cmp::Reverse((b.entry.created_at, b.id)));
-            let mut keep_ids = BTreeSet::new();
-            for (b, verdict) in newest_first {
-                if matches!(verdict, Verdict::Genuine(_)) {
-                    let n = kept.entry(b.entry.database.as_str()).or_default();
-                    if *n < keep {
-                        *n += 1;
-                        keep_ids.insert(b.id);
-                    }
-                }
-            }
-            checked
-                .into_iter()
-                .filter(|(b, _)| !keep_ids.contains(&b.id))
-                .collect()
+    let mut checked = Vec::new();
+    for b in backups {
+        let verdict = check(session, repo, &b)?;
+        // Entries of other repositories are theirs: not checked, counted or shown here.
+        if !matches!(verdict, Verdict::Elsewhere) {
+            checked.push((b, verdict));
         }
-        Retention::OlderThan(age) => {
-            let cutoff = Timestamp::now().millis() - age;
-            // The catalog's time picks the candidates; a candidate is deleted only if its
-            // signed header carries that same time.
-            let mut checked = Vec::new();
-            for b in backups
-                .iter()
-                .filter(|b| b.entry.created_at.millis() < cutoff)
-            {
-                checked.push((b.clone(), check(session, repo, b)?));
-            }
-            refuse_duplicates(&mut checked);
-            checked
+    }
+    refuse_duplicates(&mut checked);
+    // Retention is per database (and, being a repository's prune, per repository): only
+    // the genuine objects count, at the time their signed header carries.
+    let mut counted = BTreeMap::<&str, Vec<Counted>>::new();
+    for (b, verdict) in &checked {
+        if let Verdict::Genuine(_, time) = verdict {
+            counted
+                .entry(b.entry.database.as_str())
+                .or_default()
+                .push(Counted {
+                    id: b.id,
+                    time: *time,
+                });
         }
-    };
-    doomed.sort_by_key(|(b, _)| (b.entry.created_at, b.id));
+    }
+    let now = Timestamp::now();
+    let kept: BTreeMap<i64, Vec<Reason>> = counted
+        .values()
+        .flat_map(|backups| decide(&request.policy, now, backups))
+        .filter(|d| d.kept())
+        .map(|d| (d.id, d.kept_by))
+        .collect();
+    checked.sort_by_key(|(b, _)| (b.entry.created_at, b.id));
 
     let mut items = Vec::new();
-    for (b, verdict) in doomed {
+    for (b, verdict) in checked {
         let outcome = match verdict {
-            Verdict::Elsewhere => Outcome::Elsewhere,
+            Verdict::Elsewhere => continue,
+            Verdict::Genuine(_, _) if kept.contains_key(&b.id) => {
+                Outcome::Kept(kept[&b.id].clone())
+            }
             Verdict::Refused(r) => Outcome::Refused(r),
             Verdict::Gone if !request.delete => Outcome::AlreadyGone,
             Verdict::Gone => Outcome::Uncatalogued(mark(session, b.id)),
-            Verdict::Genuine(_) if !request.delete => Outcome::WouldDelete,
-            Verdict::Genuine(version) => match repo.delete(&b.entry.location, Some(&version)) {
+            Verdict::Genuine(..) if !request.delete => Outcome::WouldDelete,
+            Verdict::Genuine(version, _) => match repo.delete(&b.entry.location, Some(&version)) {
                 Ok(()) => Outcome::Deleted(mark(session, b.id)),
                 Err(Error::Repository(RepoError::NotFound(_))) => {
                     Outcome::Uncatalogued(mark(session, b.id))
@@ -297,10 +326,14 @@ pub fn prune(
     let report = PruneReport {
         items,
         repository: repo.describe(),
+        policy: request.policy.clone(),
     };
     if let Some(a) = session.audit_mut() {
-        a.detail("candidates", report.items.len());
+        a.detail("policy", report.policy.to_string());
+        a.detail("kept", report.kept());
+        a.detail("candidates", report.items.len() - report.kept());
         a.detail("deleted", report.deleted());
+        a.detail("decisions", report.decisions());
         let refused = report.refused();
         if !refused.is_empty() {
             a.detail("refused", refused);
@@ -327,12 +360,15 @@ fn check(session: &mut Session, repo: &dyn Repository, b: &BackupRecord) -> Resu
             ));
         }
     };
-    let version = object.version.clone();
+    let (version, size) = (object.version.clone(), object.size);
     Ok(
         match examine(object, &mut |fp| store_signer(session, fp))? {
             Examined::Signed(prelude) => match header_mismatch(&prelude.header, &b.entry) {
                 Some(why) => Verdict::Refused(Refusal::Mismatch(why)),
-                None => Verdict::Genuine(version),
+                None => match final_signature(session, repo, b, &prelude, size)? {
+                    Some(refused) => Verdict::Refused(refused),
+                    None => Verdict::Genuine(version, signed_time(&prelude.header)),
+                },
             },
             Examined::Legacy(kind) | Examined::Foreign(kind) => {
                 Verdict::Refused(Refusal::NotPgseal(kind))
@@ -340,6 +376,52 @@ fn check(session: &mut Session, repo: &dyn Repository, b: &BackupRecord) -> Resu
             Examined::Unvouched { reason, .. } => Verdict::Refused(Refusal::Unvouched(reason)),
         },
     )
+}
+
+/// The time a backup's signed header carries (the header names it in milliseconds since 1970;
+/// a time beyond what a catalog can hold is the latest a catalog can).
+fn signed_time(header: &pgseal_core::v2::Header) -> Timestamp {
+    Timestamp(i64::try_from(header.metadata.created_at_ms).unwrap_or(i64::MAX))
+}
+
+/// Checks the object's final signature (its last bytes, read alone) over the ciphertext digest
+/// the catalog recorded: what the creator signed when the backup was complete. `None` when it
+/// verifies. The header has been checked already; its time is the entry's.
+fn final_signature(
+    session: &mut Session,
+    repo: &dyn Repository,
+    b: &BackupRecord,
+    prelude: &pgseal_core::v2::Prelude,
+    size: u64,
+) -> Result<Option<Refusal>> {
+    let Some(digest) = &b.entry.ciphertext_blake3 else {
+        return Ok(Some(Refusal::NoDigest));
+    };
+    let Some(signer) = store_signer(session, &prelude.header.signer)? else {
+        return Ok(Some(Refusal::Unvouched(format!(
+            "signed by {}, a key this store no longer knows",
+            prelude.header.signer
+        ))));
+    };
+    let len = usize::from(prelude.header.signature_len);
+    let Some(at) = size.checked_sub(len as u64) else {
+        return Ok(Some(Refusal::FinalSignature(
+            "the file is shorter than a signature".into(),
+        )));
+    };
+    let tail = match repo.read_at(&b.entry.location, at, len) {
+        Ok(tail) if tail.len() == len => tail,
+        Ok(_) => return Ok(Some(Refusal::Changed)),
+        Err(e) => {
+            return Ok(Some(
+                refusal(&e).unwrap_or_else(|| Refusal::Unreadable(e.to_string())),
+            ));
+        }
+    };
+    Ok(prelude
+        .check_final_signature(&signer, digest.as_bytes(), &tail)
+        .err()
+        .map(|e| Refusal::FinalSignature(e.to_string())))
 }
 
 /// Whether the entry is one of several copies of a backup (`pgseal copy`).
@@ -368,7 +450,7 @@ fn refusal(e: &Error) -> Option<Refusal> {
 fn refuse_duplicates(checked: &mut [(BackupRecord, Verdict)]) {
     let mut seen: BTreeMap<Version, i64> = BTreeMap::new();
     for (b, verdict) in checked.iter_mut() {
-        if let Verdict::Genuine(version) = verdict {
+        if let Verdict::Genuine(version, _) = verdict {
             match seen.get(version) {
                 Some(first) => *verdict = Verdict::Refused(Refusal::Duplicate(*first)),
                 None => {
@@ -393,149 +475,231 @@ fn mark(session: &mut Session, id: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use std::io::Write;
+    use std::path::PathBuf;
     use std::sync::Arc;
 
     use pgseal_core::keys::KeyBits;
     use pgseal_core::v2::{Metadata, SealParams, seal};
     use pgseal_core::{PrivateKey, PublicKey};
-    use pgseal_store::{Action, Location, NewBackup, NewUserKey, Role, Store, StoreUrl, Username};
+    use pgseal_store::{
+        Action, Hash32, Location, NewBackup, NewUserKey, Role, Store, StoreUrl, User, Username,
+    };
 
     use crate::observe::Silent;
     use crate::repo::local::LocalRepository;
     use crate::session::{Actor, Session, Site};
 
+    const DAY: i64 = 86_400_000;
+
     fn describe(e: &Error) -> (String, i32) {
         (e.to_string(), 1)
     }
 
+    /// A store with one operator whose key signs backups, a server key, and a backup
+    /// directory on host `db1`.
+    struct Bench {
+        tmp: tempfile::TempDir,
+        url: StoreUrl,
+        user: User,
+        signer: PrivateKey,
+        server: PublicKey,
+        repo: LocalRepository,
+    }
+
+    impl Bench {
+        fn new() -> Bench {
+            let tmp = tempfile::tempdir().unwrap();
+            let url = StoreUrl::Sqlite(tmp.path().join("pgseal.db"));
+            let mut store = Store::open(&url).unwrap();
+            let user = store
+                .add_user(&Username::parse("system_backup").unwrap(), Role::Operator)
+                .unwrap();
+            let signer = PrivateKey::generate(KeyBits::from_bits(2048).unwrap()).unwrap();
+            let public = signer.public();
+            store
+                .add_user_key(
+                    user.id,
+                    &NewUserKey {
+                        fingerprint: public.fingerprint(),
+                        legacy_fingerprint: None,
+                        public_key_pem: public.to_pem(),
+                        key_size: 2048,
+                    },
+                )
+                .unwrap();
+            let server = PrivateKey::generate(KeyBits::from_bits(2048).unwrap())
+                .unwrap()
+                .public()
+                .clone();
+            let repo = LocalRepository::create_dir(&tmp.path().join("backups"), "db1").unwrap();
+            Bench {
+                tmp,
+                url,
+                user,
+                signer,
+                server,
+                repo,
+            }
+        }
+
+        /// Seals a backup of `db` signed by `signer` at `created` into the repository; the
+        /// catalog entry describing it as made (not yet added).
+        fn seal(&self, name: &str, db: &str, created: Timestamp, signer: &PrivateKey) -> NewBackup {
+            let recipients = [self.server.clone()];
+            let mut params = SealParams::new(signer, &recipients);
+            params.metadata = Metadata {
+                created_at_ms: created.millis() as u64,
+                creator_user_id: Some(self.user.id as u64),
+                source_database: Some(db.into()),
+                ..Metadata::default()
+            };
+            let mut new = self.repo.create(name).unwrap();
+            let sealed = seal(&b"a dump"[..], &mut new, &params).unwrap();
+            new.flush().unwrap();
+            NewBackup {
+                database: db.into(),
+                location: new.commit().unwrap(),
+                size_bytes: sealed.output_bytes as i64,
+                created_at: created,
+                creator_user_id: Some(self.user.id),
+                creator_key: signer.public().fingerprint(),
+                server_keys: Vec::new(),
+                format_version: 2,
+                ciphertext_blake3: Some(Hash32(sealed.ciphertext_digest)),
+            }
+        }
+
+        fn add(&self, entry: &NewBackup) -> i64 {
+            Store::open(&self.url)
+                .unwrap()
+                .add_backup(entry)
+                .unwrap()
+                .id
+        }
+
+        fn session(&self) -> Session {
+            let site = Site {
+                store: self.url.clone(),
+                backup_dir: self.tmp.path().join("backups"),
+                repository: None,
+                user_keys_dir: self.tmp.path().join("keys"),
+                server_keys_dir: self.tmp.path().join("keys"),
+                signature_required: true,
+                rsa_key_size: 2048,
+                retention_days: 30,
+            };
+            let actor = Actor {
+                host: Some("db1".into()),
+                ..Actor::default()
+            };
+            Session::new(Some(site), actor, Arc::new(Silent), describe)
+        }
+
+        fn prune(&self, policy: Policy) -> (PruneReport, Session) {
+            let mut session = self.session();
+            session.audit(Action::Prune);
+            let request = PruneRequest {
+                database: None,
+                policy,
+                delete: true,
+            };
+            let report = prune(&mut session, &self.repo, &request).unwrap();
+            (report, session)
+        }
+    }
+
+    fn outcome(report: &PruneReport, id: i64) -> Option<Outcome> {
+        report
+            .items
+            .iter()
+            .find(|(b, _)| b.id == id)
+            .map(|(_, o)| o.clone())
+    }
+
+    fn path(entry: &NewBackup) -> PathBuf {
+        entry.location.file_path().unwrap()
+    }
+
+    fn days_ago(n: i64) -> Timestamp {
+        Timestamp(Timestamp::now().millis() - n * DAY)
+    }
+
     /// Through the operations' API alone, on a real store and directory: in a catalog shared
     /// with another host, prune deletes this host's genuine old backup, leaves the other
-    /// host's entry for the same path alone, and refuses (and audits) a row pointed at a file
-    /// outside the backup directory.
+    /// host's entry for the same path alone (not this repository's: not even shown), keeps the
+    /// newest, and refuses (and audits) a row pointed at a file outside the backup directory.
     #[test]
     fn prune_deletes_only_its_own_hosts_genuine_backups_in_a_shared_catalog() {
-        let tmp = tempfile::tempdir().unwrap();
-        let url = StoreUrl::Sqlite(tmp.path().join("pgseal.db"));
-        let mut store = Store::open(&url).unwrap();
-        let user = store
-            .add_user(&Username::parse("system_backup").unwrap(), Role::Operator)
-            .unwrap();
-        let signer = PrivateKey::generate(KeyBits::from_bits(2048).unwrap()).unwrap();
-        let public = signer.public();
-        store
-            .add_user_key(
-                user.id,
-                &NewUserKey {
-                    fingerprint: public.fingerprint(),
-                    legacy_fingerprint: None,
-                    public_key_pem: public.to_pem(),
-                    key_size: 2048,
-                },
-            )
-            .unwrap();
-        let server: PublicKey = PrivateKey::generate(KeyBits::from_bits(2048).unwrap())
-            .unwrap()
-            .public()
-            .clone();
-
-        let backups = tmp.path().join("backups");
-        let repo = LocalRepository::create_dir(&backups, "db1").unwrap();
-        let created = Timestamp(1_700_000_000_000);
-        let recipients = [server];
-        let mut params = SealParams::new(&signer, &recipients);
-        params.metadata = Metadata {
-            created_at_ms: created.millis() as u64,
-            creator_user_id: Some(user.id as u64),
-            source_database: Some("shop".into()),
-            ..Metadata::default()
-        };
-        let mut new = repo.create("shop_1.pgseal").unwrap();
-        seal(&b"a dump"[..], &mut new, &params).unwrap();
-        new.flush().unwrap();
-        let genuine = new.commit().unwrap();
-        let entry = NewBackup {
-            database: "shop".into(),
-            location: genuine.clone(),
-            size_bytes: 1,
-            created_at: created,
-            creator_user_id: Some(user.id),
-            creator_key: public.fingerprint(),
-            server_keys: Vec::new(),
-            format_version: 2,
-            ciphertext_blake3: None,
-        };
-        let mine = store.add_backup(&entry).unwrap();
-        let path = genuine.file_path().unwrap();
-        let theirs = store
-            .add_backup(&NewBackup {
-                location: Location::file("db2", &path).unwrap(),
-                ..entry.clone()
-            })
-            .unwrap();
-        let victim = tmp.path().join("passwd");
+        let b = Bench::new();
+        let old = b.seal("shop_1.pgseal", "shop", days_ago(3), &b.signer);
+        let mine = b.add(&old);
+        let newest = b.seal("shop_2.pgseal", "shop", days_ago(0), &b.signer);
+        let newest_id = b.add(&newest);
+        let theirs = b.add(&NewBackup {
+            location: Location::file("db2", &path(&old)).unwrap(),
+            ..old.clone()
+        });
+        let victim = b.tmp.path().join("passwd");
         std::fs::write(&victim, "root").unwrap();
-        let forged = store
-            .add_backup(&NewBackup {
-                location: Location::file("db1", &victim).unwrap(),
-                ..entry.clone()
-            })
-            .unwrap();
-        drop(store);
+        let forged = b.add(&NewBackup {
+            location: Location::file("db1", &victim).unwrap(),
+            ..old.clone()
+        });
 
-        let site = Site {
-            store: url.clone(),
-            backup_dir: backups,
-            repository: None,
-            user_keys_dir: tmp.path().join("keys"),
-            server_keys_dir: tmp.path().join("keys"),
-            signature_required: true,
-            rsa_key_size: 2048,
-            retention_days: 30,
-        };
-        let actor = Actor {
-            host: Some("db1".into()),
-            ..Actor::default()
-        };
-        let mut session = Session::new(Some(site), actor, Arc::new(Silent), describe);
-        session.audit(Action::Prune);
-        let report = prune(
-            &mut session,
-            &repo,
-            &PruneRequest {
-                database: None,
-                retention: Retention::OlderThan(86_400_000),
-                delete: true,
-            },
-        )
-        .unwrap();
-        let outcome = |id: i64| {
-            report
-                .items
-                .iter()
-                .find(|(b, _)| b.id == id)
-                .map(|(_, o)| o.clone())
-                .unwrap()
-        };
-        assert_eq!(outcome(mine.id), Outcome::Deleted(None));
-        assert_eq!(outcome(theirs.id), Outcome::Elsewhere);
-        assert!(
-            matches!(outcome(forged.id), Outcome::Refused(Refusal::Outside(_))),
-            "{:?}",
-            outcome(forged.id)
+        let (report, mut session) = b.prune(Policy {
+            younger_than_ms: Some(DAY),
+            ..Policy::default()
+        });
+        assert_eq!(outcome(&report, mine), Some(Outcome::Deleted(None)));
+        assert_eq!(
+            outcome(&report, newest_id),
+            Some(Outcome::Kept(vec![Reason::Newest, Reason::YoungerThan]))
         );
-        assert!(!path.exists(), "the genuine old backup was not deleted");
+        assert_eq!(
+            outcome(&report, theirs),
+            None,
+            "another host's entry was shown"
+        );
+        assert!(
+            matches!(
+                outcome(&report, forged),
+                Some(Outcome::Refused(Refusal::Outside(_)))
+            ),
+            "{:?}",
+            outcome(&report, forged)
+        );
+        assert!(
+            !path(&old).exists(),
+            "the genuine old backup was not deleted"
+        );
+        assert!(path(&newest).exists());
         assert!(
             victim.exists(),
             "a file outside the backup directory was deleted"
         );
         let refused = report.result().unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Authentication);
+        let details = &session.audit_mut().unwrap().details;
+        assert_eq!(details["refused"][0]["id"], forged);
+        assert_eq!(details["policy"], "delete older than 1d");
+        let decision = |id: i64| {
+            details["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["id"] == id)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(decision(mine)["outcome"], "deleted");
+        assert_eq!(decision(mine)["kept_by"], json!([]));
         assert_eq!(
-            session.audit_mut().unwrap().details["refused"][0]["id"],
-            forged.id
+            decision(newest_id)["kept_by"],
+            json!(["newest", "younger than --older-than"])
         );
-        let live: Vec<i64> = session
+        let live: BTreeSet<i64> = session
             .store()
             .unwrap()
             .backups(None)
@@ -543,7 +707,151 @@ mod tests {
             .iter()
             .map(|b| b.id)
             .collect();
-        assert_eq!(live, vec![theirs.id, forged.id]);
+        assert_eq!(live, BTreeSet::from([newest_id, theirs, forged]));
+    }
+
+    /// Backups whose times are forged — a file signed by a key the store does not know, a
+    /// catalog row whose time disagrees with the signed header, a row whose digest was
+    /// altered — count for nothing: the verified backups are kept as if they were not there,
+    /// and they are refused, never deleted.
+    #[test]
+    fn forged_future_or_past_times_never_displace_a_verified_backup() {
+        let b = Bench::new();
+        let genuine: Vec<NewBackup> = (1..=3)
+            .map(|n| {
+                b.seal(
+                    &format!("shop_{n}.pgseal"),
+                    "shop",
+                    days_ago(4 - n),
+                    &b.signer,
+                )
+            })
+            .collect();
+        let ids: Vec<i64> = genuine.iter().map(|e| b.add(e)).collect();
+        // Signed by a stranger, a year in the future (and another a year in the past).
+        let stranger = PrivateKey::generate(KeyBits::from_bits(2048).unwrap()).unwrap();
+        let future = b.seal("shop_f.pgseal", "shop", days_ago(-365), &stranger);
+        let future_id = b.add(&future);
+        let past = b.seal("shop_p.pgseal", "shop", days_ago(365), &stranger);
+        let past_id = b.add(&past);
+        // Signed by the real key ten days ago; the catalog says an hour from now.
+        let mut misdated = b.seal("shop_m.pgseal", "shop", days_ago(10), &b.signer);
+        misdated.created_at = Timestamp(Timestamp::now().millis() + 3_600_000);
+        let misdated_id = b.add(&misdated);
+        // A genuine file whose catalog digest was replaced.
+        let mut redigested = b.seal("shop_d.pgseal", "shop", days_ago(-1), &b.signer);
+        redigested.ciphertext_blake3 = Some(Hash32([7; 32]));
+        let redigested_id = b.add(&redigested);
+
+        let (report, _) = b.prune(Policy {
+            last: Some(1),
+            ..Policy::default()
+        });
+        assert_eq!(
+            outcome(&report, ids[2]),
+            Some(Outcome::Kept(vec![Reason::Newest, Reason::Last]))
+        );
+        assert_eq!(outcome(&report, ids[0]), Some(Outcome::Deleted(None)));
+        assert_eq!(outcome(&report, ids[1]), Some(Outcome::Deleted(None)));
+        for id in [future_id, past_id] {
+            assert!(
+                matches!(
+                    outcome(&report, id),
+                    Some(Outcome::Refused(Refusal::Unvouched(_)))
+                ),
+                "{:?}",
+                outcome(&report, id)
+            );
+        }
+        assert!(matches!(
+            outcome(&report, misdated_id),
+            Some(Outcome::Refused(Refusal::Mismatch(_)))
+        ));
+        assert!(matches!(
+            outcome(&report, redigested_id),
+            Some(Outcome::Refused(Refusal::FinalSignature(_)))
+        ));
+        assert!(path(&genuine[2]).exists());
+        for forged in [&future, &past, &misdated, &redigested] {
+            assert!(
+                path(forged).exists(),
+                "prune deleted a file it could not vouch for"
+            );
+        }
+        assert_eq!(
+            report.result().unwrap_err().kind(),
+            ErrorKind::Authentication
+        );
+    }
+
+    /// A genuine backup from a host whose clock runs a year fast is kept and takes no rule's
+    /// place; a backup whose file is cut short fails its final signature and is refused.
+    #[test]
+    fn a_clock_skewed_backup_is_kept_apart_and_a_truncated_one_is_refused() {
+        let b = Bench::new();
+        let real = b.seal("shop_1.pgseal", "shop", days_ago(0), &b.signer);
+        let real_id = b.add(&real);
+        let older = b.seal("shop_0.pgseal", "shop", days_ago(1), &b.signer);
+        let older_id = b.add(&older);
+        let skewed = b.seal("shop_9.pgseal", "shop", days_ago(-365), &b.signer);
+        let skewed_id = b.add(&skewed);
+        let cut = b.seal("shop_c.pgseal", "shop", days_ago(2), &b.signer);
+        let cut_id = b.add(&cut);
+        let len = std::fs::metadata(path(&cut)).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path(&cut))
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+
+        let (report, _) = b.prune(Policy {
+            daily: Some(1),
+            ..Policy::default()
+        });
+        assert_eq!(
+            outcome(&report, skewed_id),
+            Some(Outcome::Kept(vec![Reason::Future]))
+        );
+        assert!(matches!(
+            outcome(&report, real_id),
+            Some(Outcome::Kept(reasons)) if reasons.contains(&Reason::Newest)
+        ));
+        assert_eq!(outcome(&report, older_id), Some(Outcome::Deleted(None)));
+        assert!(matches!(
+            outcome(&report, cut_id),
+            Some(Outcome::Refused(Refusal::FinalSignature(_)))
+        ));
+        assert!(path(&cut).exists() && path(&skewed).exists() && !path(&older).exists());
+    }
+
+    /// Retention is per database: each keeps its own newest.
+    #[test]
+    fn each_database_keeps_its_own() {
+        let b = Bench::new();
+        let shop: Vec<i64> = (0..2)
+            .map(|n| b.add(&b.seal(&format!("shop_{n}.pgseal"), "shop", days_ago(n), &b.signer)))
+            .collect();
+        let pay: Vec<i64> = (0..2)
+            .map(|n| {
+                b.add(&b.seal(
+                    &format!("pay_{n}.pgseal"),
+                    "pay",
+                    days_ago(n + 5),
+                    &b.signer,
+                ))
+            })
+            .collect();
+        let (report, _) = b.prune(Policy::default());
+        for kept in [shop[0], pay[0]] {
+            assert!(matches!(outcome(&report, kept), Some(Outcome::Kept(_))));
+        }
+        for gone in [shop[1], pay[1]] {
+            assert_eq!(outcome(&report, gone), Some(Outcome::Deleted(None)));
+        }
+        report.result().unwrap();
+        assert_eq!(report.kept(), 2);
+        assert_eq!(report.deleted(), 2);
     }
 
     #[test]
@@ -553,7 +861,7 @@ mod tests {
             Outcome::Uncatalogued(Some("locked".into())).to_string(),
             "already gone; uncatalogued, but the catalog was not updated: locked"
         );
-        assert_eq!(Outcome::Elsewhere.to_string(), "skipped: on another host");
+        assert_eq!(Outcome::Kept(vec![Reason::Newest]).to_string(), "kept");
         assert_eq!(
             Refusal::NotPlain("holds `.` or `..`").to_string(),
             "the catalog path holds `.` or `..`"

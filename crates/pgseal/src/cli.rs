@@ -62,14 +62,25 @@ pub enum Command {
     List(ListArgs),
     /// Delete old backups by retention (shows what it would delete; deletes only with --yes).
     ///
-    /// The catalog only nominates: a file is deleted only if it is directly in the repository
-    /// (the backup directory, or --repo: a regular file, no `..`, no symbolic link; an object
-    /// under the bucket's prefix) and its signed header — verified with the creator's key —
-    /// matches the catalog entry (signer, creator, time, database). Any other
-    /// entry is refused with the reason, audited, and the rest goes on; refusals end in exit 4.
-    /// Retention is per repository: --keep-last counts only backups whose signed files are in
-    /// this repository; copies in other repositories (`pgseal copy`) are neither counted nor
-    /// touched. Backups written elsewhere with `backup --output-dir` are never deleted by prune.
+    /// The rules (--keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly,
+    /// --keep-yearly, --keep-within, --older-than) combine with OR, for each database in the
+    /// repository: a backup stays when any rule keeps it. A calendar rule keeps the newest
+    /// backup of each of the newest N hours, days, ISO weeks, months or years (UTC) that have
+    /// one; --keep-within keeps all made within AGE of the database's newest backup;
+    /// --older-than deletes what was made more than AGE before now. Without flags: the
+    /// config's [retention] rules, else --older-than retention_days. The newest backup of each
+    /// database is never deleted, whatever the rules.
+    ///
+    /// Only verified backups count: an object directly in the repository (the backup
+    /// directory, or --repo: a regular file, no `..`, no symbolic link; an object under the
+    /// bucket's prefix) whose signed header — verified with the creator's key — matches the
+    /// catalog entry (signer, creator, time, database) and whose final signature verifies
+    /// over the digest the catalog recorded; its time is the signed one. Any other entry is
+    /// refused with the reason (never deleted, never counted), audited, and the rest goes on;
+    /// refusals end in exit 4. A backup signed more than 5 minutes in the future is kept and
+    /// not counted. Each decision is shown and audited with the rules that kept it. Copies in
+    /// other repositories (`pgseal copy`) are neither counted nor touched. Backups written
+    /// elsewhere with `backup --output-dir` are never deleted by prune.
     Prune(PruneArgs),
     /// Copy backups into another repository (local → S3 and back), verifying each copy.
     ///
@@ -442,10 +453,29 @@ pub struct CopyArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Keep the newest N backups of each database in the repository.
-    #[arg(long, value_name = "N", conflicts_with = "older_than")]
-    pub keep_last: Option<usize>,
-    /// Delete backups older than this (e.g. 90d, 12h, 2w; default: BACKUP_RETENTION_DAYS days).
+    /// Keep the newest N backups of each database.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the newest N hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the newest N days (UTC) that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the newest N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the newest N months that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the newest N years that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup made within AGE of the database's newest backup (e.g. 2d, 12h, 2w).
+    #[arg(long, value_name = "AGE")]
+    pub keep_within: Option<String>,
+    /// Delete backups made more than AGE before now (e.g. 90d, 12h, 2w); with --keep-* rules,
+    /// one rule among them. Default when no rule is given anywhere: retention_days days.
     #[arg(long, value_name = "AGE")]
     pub older_than: Option<String>,
     /// Only backups of this database.

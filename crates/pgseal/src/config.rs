@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pgseal_ops::retention::{Policy, parse_span};
 use pgseal_store::StoreUrl;
 use serde::Deserialize;
 
@@ -48,7 +49,24 @@ user_keys_dir = "keys/users"              # USER_KEYS_DIR: where user-key genera
 dir = "backups"                           # PGSEAL_BACKUP_DIR
 encryption_method = "HYBRID"              # BACKUP_ENCRYPTION_METHOD: HYBRID; SYMMETRIC is refused
 signature_required = true                 # BACKUP_SIGNATURE_REQUIRED: refuse --no-verify
-retention_days = 90                       # BACKUP_RETENTION_DAYS
+retention_days = 90                       # BACKUP_RETENTION_DAYS: prune's default age, when
+                                          #   [retention] sets no rule
+
+[retention]
+# What `pgseal prune` keeps of each database's backups in each repository when no --keep-* or
+# --older-than flag is given. Rules combine with OR: a backup stays when any rule keeps it.
+# Calendar rules keep the newest backup of each of the newest N hours, days, ISO weeks, months
+# or years (UTC) that have one. Only verified backups count (signed header and final signature
+# checked, the signed time used); the newest backup of each database is always kept. With no
+# rule set here, prune deletes backups older than retention_days.
+# keep_last = 7
+# keep_hourly = 24
+# keep_daily = 14
+# keep_weekly = 8
+# keep_monthly = 12
+# keep_yearly = 5
+# keep_within = "2d"                      # all made within this span of the newest backup
+# older_than = "400d"                     # delete what is older than this (a rule like the rest)
 
 [postgresql]
 bin_path = ""                             # POSTGRESQL_BIN_PATH: pg_dump/pg_restore dir ("" = PATH)
@@ -129,6 +147,48 @@ struct File {
     custody: CustodySection,
     #[serde(default)]
     serve: ServeSection,
+    #[serde(default)]
+    retention: RetentionSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    keep_within: Option<String>,
+    older_than: Option<String>,
+}
+
+impl RetentionSection {
+    /// The policy these settings make (empty when none is set).
+    fn policy(&self) -> CliResult<Policy> {
+        let span = |key: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| {
+                    parse_span(t).ok_or_else(|| {
+                        Failure::usage(format!(
+                            "[retention] {key} = {t:?}: use a number and a unit, like 90d, 12h, 2w"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Policy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within_ms: span("keep_within", &self.keep_within)?,
+            younger_than_ms: span("older_than", &self.older_than)?,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +303,8 @@ pub struct Config {
     pub backup_dir: PathBuf,
     pub signature_required: bool,
     pub retention_days: u32,
+    /// The `[retention]` rules prune applies when given none (empty: none set).
+    pub retention: Policy,
     pub postgresql_bin_path: Option<PathBuf>,
     pub repository: RepositorySettings,
     pub custody: CustodySettings,
@@ -439,6 +501,7 @@ impl Config {
             backup_dir: path_setting("PGSEAL_BACKUP_DIR", f.backup.dir, "backups"),
             signature_required,
             retention_days,
+            retention: f.retention.policy()?,
             postgresql_bin_path: bin.map(&rel),
             repository,
             custody,

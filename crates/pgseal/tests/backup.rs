@@ -423,6 +423,84 @@ fn prune_shows_first_and_deletes_only_catalogued_files() {
     assert!(stdout(&o).contains("nothing to prune"));
 }
 
+/// Retention rules from the flags and from the config's `[retention]`, each decision shown and
+/// audited with the rules that made it.
+#[test]
+fn prune_applies_calendar_rules_and_the_configured_retention_and_says_why() {
+    let site = Site::new();
+    let db = site.sample_db("gfs");
+    for _ in 0..3 {
+        ok(&site.run(&["backup", &db, "--user", "system_backup"]));
+    }
+    // All three were made within a day: --keep-daily 1 keeps the newest, for two reasons.
+    let o = site.run(&["prune", "--keep-daily", "1", "--json"]);
+    ok(&o);
+    let items: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(items.len(), 3, "{items:?}");
+    let kept: Vec<&serde_json::Value> = items.iter().filter(|i| i["outcome"] == "kept").collect();
+    assert_eq!(kept.len(), 1, "{items:?}");
+    let newest = items
+        .iter()
+        .max_by_key(|i| i["backup"]["created_at"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert_eq!(kept[0]["backup"]["id"], newest["backup"]["id"]);
+    let day = &newest["backup"]["created_at"].as_str().unwrap()[..10];
+    assert_eq!(
+        kept[0]["kept_by"],
+        serde_json::json!([{"rule": "newest"}, {"rule": "daily", "period": day}])
+    );
+    for i in items.iter().filter(|i| i["outcome"] != "kept") {
+        assert_eq!(i["outcome"], "would delete");
+        assert_eq!(i["kept_by"], serde_json::json!([]));
+    }
+    assert_eq!(
+        listing(&site.backups_dir()).len(),
+        3,
+        "a dry run deleted something"
+    );
+
+    // Without flags, the config's [retention] rules apply.
+    let config = site.dir.join("pgseal.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains("\n[retention]\n"),
+        "the template has a [retention] section"
+    );
+    std::fs::write(
+        &config,
+        text.replace("\n[retention]\n", "\n[retention]\nkeep_last = 2\n"),
+    )
+    .unwrap();
+    let o = site.run(&["prune", "--yes"]);
+    ok(&o);
+    let out = stdout(&o);
+    assert!(out.contains("policy: keep last 2"), "{out}");
+    assert_eq!(out.matches("kept by: newest, last").count(), 1, "{out}");
+    assert_eq!(out.matches("kept by: last").count(), 1, "{out}");
+    assert_eq!(out.matches("deleted").count(), 1, "{out}");
+    assert_eq!(listing(&site.backups_dir()).len(), 2);
+    assert_eq!(site.store().backups(None).unwrap().len(), 2);
+    let e = site.last_audit().entry;
+    assert_eq!((e.action.as_str(), e.success), ("PRUNE", true));
+    let details: serde_json::Value = serde_json::from_str(&e.details).unwrap();
+    assert_eq!(details["policy"], "keep last 2");
+    assert_eq!(details["decisions"].as_array().unwrap().len(), 3);
+    assert_eq!(details["deleted"], 1);
+
+    // A bad [retention] value is a usage error naming the setting.
+    std::fs::write(
+        &config,
+        text.replace(
+            "\n[retention]\n",
+            "\n[retention]\nkeep_within = \"2 days\"\n",
+        ),
+    )
+    .unwrap();
+    let o = site.run(&["prune"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("keep_within"), "{}", stderr(&o));
+}
+
 /// A plain pg_dump archive of `db`, for building legacy backups the way the old system did.
 fn plain_archive(site: &Site, db: &str) -> PathBuf {
     let out = site.dir.join(format!("{db}.dump"));

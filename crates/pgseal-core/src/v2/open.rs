@@ -292,7 +292,11 @@ impl Prelude {
         })
     }
 
-    fn check_final_signature(
+    /// Checks the final signature (FORMAT.md §8) — the file's last `signature_len` bytes —
+    /// over this header and a ciphertext digest `D` obtained elsewhere (a catalog records it
+    /// when the backup is made). A match proves the creator signed that digest for this file;
+    /// only hashing the chunks ([`Prelude::verify`]) proves the chunks still hash to it.
+    pub fn check_final_signature(
         &self,
         signer: &PublicKey,
         ciphertext_digest: &[u8; 32],

@@ -4,7 +4,8 @@
 //! names whose signed header matches the catalog entry: whoever can write the store cannot make
 //! it delete anything else (see [`pgseal_ops::prune`]).
 
-use pgseal_ops::prune::{Outcome, PruneRequest, Retention};
+use pgseal_ops::prune::{Outcome, PruneRequest};
+use pgseal_ops::retention::Policy;
 use pgseal_store::Action;
 use serde_json::json;
 
@@ -173,31 +174,40 @@ fn parse_age_or_zero(text: &str) -> CliResult<i64> {
 }
 
 /// Parses an age such as `90d`, `12h`, `2w`, `30m` into milliseconds.
-fn parse_age(text: &str) -> CliResult<i64> {
-    let bad = || {
+pub fn parse_age(text: &str) -> CliResult<i64> {
+    pgseal_ops::retention::parse_span(text).ok_or_else(|| {
         Failure::usage(format!(
             "bad age `{text}`: use a number and a unit, like 90d, 12h, 2w"
         ))
+    })
+}
+
+/// The policy the flags set, if they set any rule.
+fn flag_policy(args: &PruneArgs) -> CliResult<Option<Policy>> {
+    let policy = Policy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within_ms: args.keep_within.as_deref().map(parse_age).transpose()?,
+        younger_than_ms: args.older_than.as_deref().map(parse_age).transpose()?,
     };
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let unit_ms = match unit {
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(unit_ms).ok_or_else(bad)
+    Ok((!policy.is_empty()).then_some(policy))
 }
 
 pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
     let cfg = ctx.config()?.clone();
     ctx.audit(Action::Prune).detail("dry_run", !args.yes);
-    let retention = match (args.keep_last, &args.older_than) {
-        (Some(keep), _) => Retention::KeepLast(keep),
-        (None, Some(text)) => Retention::OlderThan(parse_age(text)?),
-        (None, None) => Retention::OlderThan(i64::from(cfg.retention_days) * 86_400_000),
+    // The flags' rules, else the config's [retention], else the age retention_days sets.
+    let policy = match flag_policy(&args)? {
+        Some(policy) => policy,
+        None if !cfg.retention.is_empty() => cfg.retention.clone(),
+        None => Policy {
+            younger_than_ms: Some(i64::from(cfg.retention_days) * 86_400_000),
+            ..Policy::default()
+        },
     };
     let repository = ctx.repository(&args.repo, false)?;
     let report = pgseal_ops::prune::prune(
@@ -205,12 +215,20 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
         repository.as_ref(),
         &PruneRequest {
             database: args.db.clone(),
-            retention,
+            policy,
             delete: args.yes,
         },
     )?;
     let reason = |o: &Outcome| match o {
         Outcome::Refused(r) => Some(r.to_string()),
+        Outcome::Kept(rules) => Some(format!(
+            "kept by: {}",
+            rules
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
         _ => None,
     };
     if args.json.on {
@@ -221,13 +239,16 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
                 .map(|(b, o)| json!({
                     "backup": record_json(b),
                     "outcome": o.to_string(),
+                    "kept_by": match o {
+                        Outcome::Kept(rules) => json!(rules),
+                        _ => json!([]),
+                    },
                     "reason": reason(o),
                 }))
                 .collect::<Vec<_>>()
         ));
-    } else if report.items.is_empty() {
-        outln!("nothing to prune");
     } else {
+        outln!("policy: {}", report.policy);
         for (b, outcome) in &report.items {
             outln!(
                 "{:<28} {} ({}, {})",
@@ -240,7 +261,9 @@ pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {
                 outln!("{:<28}   {why}", "");
             }
         }
-        if !args.yes {
+        if report.items.len() == report.kept() {
+            outln!("nothing to prune");
+        } else if !args.yes {
             outln!("(dry run: pass --yes to delete)");
         }
     }

@@ -133,6 +133,8 @@ pub fn show_config(args: Json, ctx: &mut Context) -> CliResult {
         "backup_dir": c.backup_dir,
         "signature_required": c.signature_required,
         "retention_days": c.retention_days,
+        // The [retention] rules prune applies by default; none: retention_days alone.
+        "retention": (!c.retention.is_empty()).then(|| c.retention.to_string()),
         "postgresql_bin_path": c.postgresql_bin_path,
         "repository": c.repository.url,
         "s3_addressing": c.repository.s3_addressing,

@@ -400,6 +400,8 @@ fn prune_goes_on_past_a_forged_row_and_still_deletes_genuine_old_backups() {
     let (site, db) = site_with_database();
     let old = backup(&site, &db);
     let older_still = backup(&site, &db);
+    // The newest backup of a database is never pruned: it stays, whatever the rule.
+    let newest = backup(&site, &db);
     let elsewhere = tempfile::tempdir().unwrap();
     let victim = elsewhere.path().join("important.db");
     std::fs::write(&victim, "precious").unwrap();
@@ -424,9 +426,19 @@ fn prune_goes_on_past_a_forged_row_and_still_deletes_genuine_old_backups() {
     // The genuine backups were pruned all the same.
     assert!(!old.exists() && !older_still.exists(), "{}", stdout(&o));
     assert_eq!(stdout(&o).matches("deleted").count(), 2, "{}", stdout(&o));
-    let live = site.store().backups(None).unwrap();
-    assert_eq!(live.len(), 1, "only the forged row stays live");
-    assert_eq!(path_of(&live[0].entry), victim);
+    assert!(newest.exists(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("kept by: newest"), "{}", stdout(&o));
+    let mut live: Vec<PathBuf> = site
+        .store()
+        .backups(None)
+        .unwrap()
+        .iter()
+        .map(|b| path_of(&b.entry))
+        .collect();
+    live.sort();
+    let mut want = vec![newest, victim];
+    want.sort();
+    assert_eq!(live, want, "only the forged row and the newest stay live");
 }
 
 #[test]
