@@ -20,9 +20,9 @@ use pgseal_store::{Action, BackupRecord, NewBackup, User, Username};
 
 use crate::encrypt::zstd_workers;
 use crate::error::{Error, ErrorKind, Result};
+use crate::globals;
 use crate::keys;
 use crate::observe::{CountingReader, CountingWriter, Progress};
-use crate::globals;
 use crate::pgtools::{PgTools, Running, Target};
 use crate::repo::Repository;
 use crate::secret::Secret;
@@ -207,14 +207,21 @@ pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> 
     audit.detail("globals", true);
     audit.detail("role_passwords", all.with_role_passwords);
     audit.detail("database_shells", backed_up.clone());
-    let result = globals_script(request.tools, &maintenance, &backed_up, all.with_role_passwords)
-        .and_then(|script| job.backup(session, Payload::Globals(script), globals::NAME));
+    let result = globals_script(
+        request.tools,
+        &maintenance,
+        &backed_up,
+        all.with_role_passwords,
+    )
+    .and_then(|script| job.backup(session, Payload::Globals(script), globals::NAME));
     if let Ok(r) = &result {
         audit.backup_file = Some(r.entry.location.shown());
     }
     let result = session.record_outcome(audit, result);
     if let Err(f) = &result {
-        session.observer().failed("backup of the cluster's globals", f);
+        session
+            .observer()
+            .failed("backup of the cluster's globals", f);
     }
     results.push((globals::NAME.to_owned(), result));
     if let Some(age) = request.sweep_older_than {

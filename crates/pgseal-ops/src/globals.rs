@@ -101,8 +101,8 @@ impl Script {
             if body.contains('\\') && !(at_boundary && allowed_meta(body)) {
                 return Err(Error::invalid(format!(
                     "line {} of the globals script holds a backslash outside the psql commands \
-                     pg_dump writes (\\restrict, \\unrestrict, \\connect to a database by name): \
-                     pgseal does not apply it",
+                     pg_dump writes (\\restrict, \\unrestrict, \\encoding, \\connect to a database \
+                     by name): pgseal does not apply it",
                     number + 1
                 )));
             }
@@ -115,7 +115,7 @@ impl Script {
                 }
                 if let Some(db) = body
                     .strip_prefix("CREATE DATABASE ")
-                    .and_then(|rest| leading_ident(rest))
+                    .and_then(leading_ident)
                 {
                     databases.push(db);
                 }
@@ -139,11 +139,18 @@ impl Script {
 }
 
 /// The psql commands pg_dumpall and pg_restore write, exactly: `\restrict KEY`,
-/// `\unrestrict KEY`, and `\connect` to a database of this server by name.
+/// `\unrestrict KEY`, `\encoding NAME` (before a `\connect` to a name that needs quoting), and
+/// `\connect` to a database of this server by name.
 fn allowed_meta(line: &str) -> bool {
     let alnum = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
     if let Some(key) = line.strip_prefix("\\restrict ") {
         return alnum(key);
+    }
+    if let Some(name) = line.strip_prefix("\\encoding ") {
+        return !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     }
     if let Some(key) = line.strip_prefix("\\unrestrict ") {
         return alnum(key);
@@ -365,15 +372,17 @@ CREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER;\nCREATE ROLE \"Big \"
 COMMENT ON ROLE alice IS 'first;\nCREATE ROLE postgres;\n';\n\
 GRANT readers TO alice GRANTED BY postgres;\n\\unrestrict abc123\n\\restrict k2\n\
 CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8';\n\
-ALTER DATABASE shop OWNER TO app_owner;\n\\unrestrict k2\n\\connect shop\n\
+ALTER DATABASE shop OWNER TO app_owner;\n\\unrestrict k2\n\\connect shop\n\\encoding SQL_ASCII\n\
 \\connect -reuse-previous=on \"dbname='My \"\"db'\"\n\\restrict k3\n\
 CREATE DATABASE \"My \"\"db\" WITH TEMPLATE = template0;\n\\unrestrict k3\n";
 
     #[test]
     fn existing_roles_lose_only_their_create_role_at_a_statement_start() {
-        let script =
-            Script::prepare(DUMPALL.as_bytes().to_vec(), &roles(&["postgres", "Big \"Boss"]))
-                .unwrap();
+        let script = Script::prepare(
+            DUMPALL.as_bytes().to_vec(),
+            &roles(&["postgres", "Big \"Boss"]),
+        )
+        .unwrap();
         assert_eq!(script.existing_roles, ["postgres", "Big \"Boss"]);
         assert_eq!(script.databases, ["shop", "My \"db"]);
         // The CREATE ROLE inside the comment's text stays: it is not a statement.
@@ -384,7 +393,9 @@ CREATE DATABASE \"My \"\"db\" WITH TEMPLATE = template0;\n\\unrestrict k3\n";
         assert!(script.sql.contains("ALTER ROLE postgres WITH SUPERUSER;"));
         assert_eq!(
             script.sql.len(),
-            DUMPALL.len() - "CREATE ROLE postgres;\n".len() - "CREATE ROLE \"Big \"\"Boss\";\n".len()
+            DUMPALL.len()
+                - "CREATE ROLE postgres;\n".len()
+                - "CREATE ROLE \"Big \"\"Boss\";\n".len()
         );
     }
 
@@ -398,6 +409,7 @@ CREATE DATABASE \"My \"\"db\" WITH TEMPLATE = template0;\n\\unrestrict k3\n";
             "\\connect \"host=evil dbname=x\"\n",
             "\\restrict abc \\! id\n",
             "\\o |id\n",
+            "\\encoding UTF8 \\! id\n",
             "SELECT $$'$$;\n\\! id\n",
             "COMMENT ON ROLE a IS 'x\n\\connect shop\n';\n",
             "SELECT 'unterminated;\n",

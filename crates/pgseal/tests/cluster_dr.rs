@@ -61,7 +61,8 @@ GRANT SELECT (id, name) ON staff TO readers;
 CREATE SCHEMA private AUTHORIZATION "Mixed Case";
 "#;
 
-/// What must be the same in the rebuilt cluster, asked of the `postgres` database.
+/// What must be the same in the rebuilt cluster, asked of the `postgres` database. ACLs are
+/// sets: compared sorted (pg_dump may grant in another order than the original's).
 const CLUSTER_FACTS: &str = r#"
 SELECT 'role', rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
        rolreplication, rolconnlimit, rolvaliduntil, rolbypassrls, rolconfig
@@ -70,7 +71,7 @@ SELECT 'member', r.rolname, m.rolname, g.rolname, am.admin_option
   FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid
   JOIN pg_roles m ON m.oid = am.member JOIN pg_roles g ON g.oid = am.grantor
   ORDER BY 2, 3;
-SELECT 'database', datname, pg_get_userbyid(datdba), datacl::text, datconnlimit,
+SELECT 'database', datname, pg_get_userbyid(datdba), (SELECT array_agg(i::text ORDER BY i::text) FROM unnest(datacl) i)::text, datconnlimit,
        pg_encoding_to_char(encoding), datcollate, shobj_description(oid, 'pg_database')
   FROM pg_database WHERE datname NOT IN ('template0', 'template1', 'postgres') ORDER BY 2;
 SELECT 'setting', coalesce(d.datname, '-'), coalesce(r.rolname, '-'), s.setconfig
@@ -82,13 +83,13 @@ SELECT 'comment', rolname, shobj_description(oid, 'pg_authid') FROM pg_roles
 
 /// Owners, grants and row checksums inside one database.
 const DATABASE_FACTS: &str = r#"
-SELECT 'schema', nspname, pg_get_userbyid(nspowner), nspacl::text FROM pg_namespace
+SELECT 'schema', nspname, pg_get_userbyid(nspowner), (SELECT array_agg(i::text ORDER BY i::text) FROM unnest(nspacl) i)::text FROM pg_namespace
   WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 2;
-SELECT 'relation', n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relacl::text
+SELECT 'relation', n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), (SELECT array_agg(i::text ORDER BY i::text) FROM unnest(c.relacl) i)::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'p', 'S', 'v', 'm') AND n.nspname !~ '^pg_'
     AND n.nspname <> 'information_schema' ORDER BY 2, 3;
-SELECT 'column acl', c.relname, a.attname, a.attacl::text FROM pg_attribute a
+SELECT 'column acl', c.relname, a.attname, (SELECT array_agg(i::text ORDER BY i::text) FROM unnest(a.attacl) i)::text FROM pg_attribute a
   JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE a.attacl IS NOT NULL AND n.nspname !~ '^pg_' ORDER BY 2, 3;
 SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) FROM %I.%I t',
@@ -132,7 +133,9 @@ fn role_password(cluster: &TestCluster, role: &str) -> String {
     cluster
         .psql(
             "postgres",
-            &format!("SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = '{role}';"),
+            &format!(
+                "SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = '{role}';"
+            ),
         )
         .unwrap()
         .trim()
@@ -193,8 +196,7 @@ fn a_new_cluster_rebuilt_from_one_backup_all_has_the_same_roles_owners_grants_an
         "role|alice|f|t|f|f|t|f|5|2099-01-01",
         "member|readers|Mixed Case|postgres|t",
         "database|shop|app_owner|{",
-        "readers=c/app_owner",
-        "alice=C/app_owner",
+        "alice=C/app_owner,app_owner=CTc/app_owner,readers=c/app_owner}",
         "database|Hr Data|bob|{",
         "setting|shop|alice|{\"search_path=sales, public\"}",
         "relation|sales|orders|r|app_owner|{",
@@ -238,7 +240,11 @@ fn a_new_cluster_rebuilt_from_one_backup_all_has_the_same_roles_owners_grants_an
 
     // A new, empty cluster: the globals, then every database into the shell they made.
     let rebuilt = TestCluster::start().expect("start the new cluster");
-    let o = on(&site, &rebuilt, &["restore", "--globals", globals.to_str().unwrap(), "--json"]);
+    let o = on(
+        &site,
+        &rebuilt,
+        &["restore", "--globals", globals.to_str().unwrap(), "--json"],
+    );
     ok(&o);
     let applied: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(applied["existing_roles"], serde_json::json!(["postgres"]));
@@ -257,19 +263,36 @@ fn a_new_cluster_rebuilt_from_one_backup_all_has_the_same_roles_owners_grants_an
 
     // A database's backup is not globals, and globals are not a database.
     let shop = &backups.iter().find(|(d, _)| d == "shop").unwrap().1;
-    let o = on(&site, &rebuilt, &["restore", "--globals", shop.to_str().unwrap()]);
-    assert_eq!(code(&o), 2, "{}", stderr(&o));
-    assert!(stderr(&o).contains("not a cluster's globals"), "{}", stderr(&o));
     let o = on(
         &site,
         &rebuilt,
-        &["restore", globals.to_str().unwrap(), "--target-db", "mistake", "--create"],
+        &["restore", "--globals", shop.to_str().unwrap()],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a cluster's globals"),
+        "{}",
+        stderr(&o)
+    );
+    let o = on(
+        &site,
+        &rebuilt,
+        &[
+            "restore",
+            globals.to_str().unwrap(),
+            "--target-db",
+            "mistake",
+            "--create",
+        ],
     );
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("restore --globals"), "{}", stderr(&o));
     assert_eq!(
         rebuilt
-            .psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'mistake';")
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_database WHERE datname = 'mistake';"
+            )
             .unwrap()
             .trim(),
         "0"
@@ -301,7 +324,11 @@ fn role_passwords_travel_only_when_asked_and_a_tampered_globals_file_changes_not
     let at = header + sealed / 2;
     bytes[at] ^= 0x40;
     let tampered = site.write("tampered.pgseal", &bytes);
-    let o = on(&site, &target, &["restore", "--globals", tampered.to_str().unwrap()]);
+    let o = on(
+        &site,
+        &target,
+        &["restore", "--globals", tampered.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     assert_eq!(facts(&target, &[]), before);
     assert!(!site.last_audit().entry.success);
@@ -310,13 +337,22 @@ fn role_passwords_travel_only_when_asked_and_a_tampered_globals_file_changes_not
     let o = on(
         &site,
         &target,
-        &["restore", "--globals", "--no-verify", globals.to_str().unwrap()],
+        &[
+            "restore",
+            "--globals",
+            "--no-verify",
+            globals.to_str().unwrap(),
+        ],
     );
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert_eq!(facts(&target, &[]), before);
 
     // The genuine file: the password hash is the source's.
-    ok(&on(&site, &target, &["restore", "--globals", globals.to_str().unwrap()]));
+    ok(&on(
+        &site,
+        &target,
+        &["restore", "--globals", globals.to_str().unwrap()],
+    ));
     let hash = role_password(&source, "alice");
     assert!(hash.starts_with("SCRAM-SHA-256$"), "{hash}");
     assert_eq!(role_password(&target, "alice"), hash);

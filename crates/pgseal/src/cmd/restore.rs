@@ -72,7 +72,10 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
                 outln!("applied the globals of {from}");
                 if !existing_roles.is_empty() {
                     let shown: Vec<String> = existing_roles.iter().map(|r| show::name(r)).collect();
-                    outln!("  roles that existed already (attributes set): {}", shown.join(", "));
+                    outln!(
+                        "  roles that existed already (attributes set): {}",
+                        shown.join(", ")
+                    );
                 }
                 for db in &databases {
                     outln!(
