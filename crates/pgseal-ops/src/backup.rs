@@ -4,9 +4,13 @@
 //! memory, a chunk at a time, and a failed dump leaves no object.
 //!
 //! One database ([`backup`]) or every database but the excluded ones ([`backup_all`]), each
-//! its own audited operation, going on past failures. The active server key is looked up for
-//! every database, so a long run picks up a rotation and never encrypts to a retired key.
+//! its own audited operation, going on past failures; `backup_all` then seals the cluster's
+//! globals ([`crate::globals`]: roles, memberships, tablespaces, and the shells — owner,
+//! settings, grants — of the databases it backed up) through the same path, as one more backup
+//! catalogued under [`crate::globals::NAME`]. The active server key is looked up for every
+//! backup, so a long run picks up a rotation and never encrypts to a retired key.
 
+use std::io::Read;
 use std::path::Path;
 
 use pgseal_core::PrivateKey;
@@ -16,9 +20,10 @@ use pgseal_store::{Action, BackupRecord, NewBackup, User, Username};
 
 use crate::encrypt::zstd_workers;
 use crate::error::{Error, ErrorKind, Result};
+use crate::globals;
 use crate::keys;
 use crate::observe::{CountingReader, CountingWriter, Progress};
-use crate::pgtools::{PgTools, Target};
+use crate::pgtools::{PgTools, Running, Target};
 use crate::repo::Repository;
 use crate::secret::Secret;
 use crate::session::{Operation, Session};
@@ -73,12 +78,17 @@ pub struct All<'a> {
     pub conninfo: Option<&'a str>,
     /// Databases to skip; empty: [`DEFAULT_EXCLUDES`].
     pub excludes: &'a [String],
+    /// Keep the roles' passwords (their hashes) in the globals backup; without it pg_dumpall
+    /// runs with `--no-role-passwords`.
+    pub with_role_passwords: bool,
 }
 
-/// What a backup of every database did, database by database, in name order.
+/// What a backup of every database did, database by database, in name order, and then the
+/// cluster's globals.
 #[derive(Debug)]
 pub struct AllReport {
-    /// Each database and its backup, or why it failed (reported and audited on its own).
+    /// Each database and its backup, or why it failed (reported and audited on its own); the
+    /// last entry is the globals' ([`crate::globals::NAME`]).
     pub results: Vec<(String, Result<BackupRecord>)>,
 }
 
@@ -124,7 +134,7 @@ pub fn backup(session: &mut Session, request: &Backup<'_>, source: Source) -> Re
             (target, name)
         }
     };
-    let record = job.backup(session, &target, &name)?;
+    let record = job.backup(session, Payload::Database(&target), &name)?;
     if let Some(age) = request.sweep_older_than {
         crate::cleanup::sweep(session, request.repository, age);
     }
@@ -132,9 +142,11 @@ pub fn backup(session: &mut Session, request: &Backup<'_>, source: Source) -> Re
 }
 
 /// Backs up every database but templates and the excluded ones, each its own operation with
-/// its own audit entry, going on past failures (each said to the observer as it happens).
-/// Fails only if none is left to back up or the creator's key cannot be had; the backups'
-/// own failures are in the report ([`AllReport::result`]).
+/// its own audit entry, going on past failures (each said to the observer as it happens), then
+/// the cluster's globals with the shells of the databases backed up (one more operation, its
+/// audit entry's `globals` detail true). Fails only if none is left to back up or the creator's
+/// key cannot be had; the backups' own failures, the globals' included, are in the report
+/// ([`AllReport::result`]), and a failed one takes nothing from the others.
 pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> Result<AllReport> {
     let (key, user, acting) = creator(session, request)?;
     let job = Job {
@@ -169,7 +181,7 @@ pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> 
         audit.detail("user", request.creator.to_owned());
         audit.detail("database", db.clone());
         let target = maintenance.with_database(&db);
-        let result = job.backup(session, &target, &db);
+        let result = job.backup(session, Payload::Database(&target), &db);
         if let Ok(r) = &result {
             audit.backup_file = Some(r.entry.location.shown());
         }
@@ -181,10 +193,70 @@ pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> 
         }
         results.push((db, result));
     }
+    let backed_up: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(db, _)| db.as_str())
+        .collect();
+    let mut audit = Operation {
+        user_id: acting,
+        ..Operation::new(Action::Backup)
+    };
+    audit.detail("user", request.creator.to_owned());
+    audit.detail("database", globals::NAME);
+    audit.detail("globals", true);
+    audit.detail("role_passwords", all.with_role_passwords);
+    audit.detail("database_shells", backed_up.clone());
+    let result = globals_script(
+        request.tools,
+        &maintenance,
+        &backed_up,
+        all.with_role_passwords,
+    )
+    .and_then(|script| job.backup(session, Payload::Globals(script), globals::NAME));
+    if let Ok(r) = &result {
+        audit.backup_file = Some(r.entry.location.shown());
+    }
+    let result = session.record_outcome(audit, result);
+    if let Err(f) = &result {
+        session
+            .observer()
+            .failed("backup of the cluster's globals", f);
+    }
+    results.push((globals::NAME.to_owned(), result));
     if let Some(age) = request.sweep_older_than {
         crate::cleanup::sweep(session, request.repository, age);
     }
     Ok(AllReport { results })
+}
+
+/// The globals script: pg_dumpall's, then the shell of each database in `databases`.
+fn globals_script(
+    tools: &PgTools,
+    maintenance: &Target,
+    databases: &[&str],
+    with_role_passwords: bool,
+) -> Result<Vec<u8>> {
+    let mut script = tools.globals(maintenance, with_role_passwords)?;
+    for db in databases {
+        let shell = tools
+            .database_shell(&maintenance.with_database(db))
+            .map_err(|e| {
+                let message = format!("the shell of database {}", show::name(db));
+                e.context(message)
+            })?;
+        script.extend_from_slice(b"\n");
+        script.extend_from_slice(&shell);
+    }
+    Ok(script)
+}
+
+/// What one backup seals.
+enum Payload<'t> {
+    /// pg_dump's archive of a database.
+    Database(&'t Target),
+    /// A cluster's globals script, made beforehand ([`globals_script`]).
+    Globals(Vec<u8>),
 }
 
 /// The creator's signing key and record, and the id whatever fails from here on is audited
@@ -209,20 +281,27 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// One database into a new object, catalogued; fills the session's audit entry, if one
-    /// is being filled (one database), with what was made.
+    /// One database (or the globals) into a new object, catalogued; fills the session's audit
+    /// entry, if one is being filled (one database), with what was made.
     fn backup(
         &self,
         session: &mut Session,
-        target: &Target,
+        payload: Payload<'_>,
         database: &str,
     ) -> Result<BackupRecord> {
         let request = self.request;
+        let (format, stem) = match &payload {
+            Payload::Database(_) => {
+                globals::check_database_name(database)?;
+                (globals::DATABASE_FORMAT, database)
+            }
+            Payload::Globals(_) => (globals::FORMAT, "cluster-globals"),
+        };
         // Looked up for every backup, so a long run picks up a rotation.
         let (server, server_key) = keys::active_server_key(session)?;
         let recipients = [server_key];
         let created = Timestamp::now();
-        let mut object = request.repository.create(&file_name(database, created))?;
+        let mut object = request.repository.create(&file_name(stem, created))?;
 
         let mut params = SealParams::new(self.key, &recipients);
         params.compression = Compression::Zstd;
@@ -233,7 +312,7 @@ impl Job<'_> {
             creator_username: Some(self.user.username.to_string()),
             source_database: Some(database.to_owned()),
             source_host: request.source_host.clone(),
-            dump_format: Some("pg_dump-custom".into()),
+            dump_format: Some(format.into()),
             audit_anchor: session.audit_anchor()?,
             ..Metadata::now()
         };
@@ -242,11 +321,17 @@ impl Job<'_> {
         let shown = session
             .observer()
             .transfer(&show::name(database), &progress);
-        let mut dump = request.tools.dump(target, request.schemas)?;
-        let stdout = dump.stdout.take().expect("pg_dump's stdout is piped");
+        let (mut dump, input): (Option<Running>, Box<dyn Read + Send>) = match payload {
+            Payload::Database(target) => {
+                let mut dump = request.tools.dump(target, request.schemas)?;
+                let stdout = dump.stdout.take().expect("pg_dump's stdout is piped");
+                (Some(dump), Box::new(stdout))
+            }
+            Payload::Globals(script) => (None, Box::new(std::io::Cursor::new(script))),
+        };
         let sealed = v2::seal(
             CountingReader {
-                inner: stdout,
+                inner: input,
                 counter: progress.read.clone(),
             },
             CountingWriter {
@@ -259,12 +344,16 @@ impl Job<'_> {
         let summary = match sealed {
             Ok(s) => s,
             Err(e) => {
-                dump.abort();
+                if let Some(dump) = dump.take() {
+                    dump.abort();
+                }
                 return Err(e.into());
             }
         };
         // pg_dump's verdict decides: a failed dump leaves no object (dropping it abandons it).
-        dump.wait()?;
+        if let Some(dump) = dump {
+            dump.wait()?;
+        }
         let location = object.commit()?;
         let record = session
             .store()?
@@ -433,18 +522,33 @@ mod tests {
         let all = All {
             conninfo: None,
             excludes: &[],
+            with_role_passwords: false,
         };
         let report = backup_all(&mut t.session, &request, all).unwrap();
 
         let names: Vec<&str> = report.results.iter().map(|(d, _)| d.as_str()).collect();
-        assert_eq!(names, ["a_first", "b_closed", "c_last"]);
+        assert_eq!(names, ["a_first", "b_closed", "c_last", globals::NAME]);
         assert!(report.results[1].1.is_err());
         let verdict = report.result().unwrap_err();
         assert_eq!(verdict.kind(), ErrorKind::Database);
         assert_eq!(*observer.failed.lock().unwrap(), ["backup of b_closed"]);
         assert_eq!(
             *observer.transfers.lock().unwrap(),
-            ["a_first", "b_closed", "c_last"]
+            ["a_first", "b_closed", "c_last", globals::NAME]
+        );
+        // The globals hold the shells of the databases backed up, not of the one that failed.
+        let globals = report.results[3].1.as_ref().unwrap();
+        let path = globals.entry.location.file_path().unwrap();
+        let prelude = v2::read_prelude(&mut std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(
+            globals::kind(&prelude.header.metadata).unwrap(),
+            globals::Kind::Globals
+        );
+        assert!(
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("cluster-globals_")
         );
 
         // The first backup went to the key active when it started, the last to the new one.
@@ -496,6 +600,7 @@ mod tests {
                 (Action::Backup, "a_first".to_owned(), true),
                 (Action::Backup, "b_closed".to_owned(), false),
                 (Action::Backup, "c_last".to_owned(), true),
+                (Action::Backup, globals::NAME.to_owned(), true),
             ]
         );
         assert!(entries.iter().all(|e| e.entry.user_id == Some(t.user.id)));

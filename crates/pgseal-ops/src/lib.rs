@@ -22,6 +22,7 @@ pub mod encrypt;
 pub mod error;
 pub mod examine;
 pub mod files;
+pub mod globals;
 pub mod holders;
 pub mod import;
 pub mod inspect;

@@ -153,6 +153,51 @@ impl PgTools {
         Running::spawn(&self.observer, "pg_dump", c, true, true)
     }
 
+    /// The cluster's globals as SQL: `pg_dumpall --globals-only` (roles, memberships,
+    /// tablespaces, role settings), with `--no-role-passwords` unless `with_role_passwords`.
+    /// pg_dumpall connects to the maintenance database `target` names.
+    pub fn globals(&self, target: &Target, with_role_passwords: bool) -> Result<Vec<u8>> {
+        let mut c = self.command("pg_dumpall")?;
+        c.args(["--globals-only", "-w"]);
+        if !with_role_passwords {
+            c.arg("--no-role-passwords");
+        }
+        if let Target::Name(name) = target {
+            c.arg(format!("--database={name}"));
+        }
+        c.arg(format!("--dbname={}", target.dbname_arg()));
+        let mut running = Running::spawn(&self.observer, "pg_dumpall", c, true, true)?;
+        collect(&mut running).and_then(|out| running.wait().map(|()| out))
+    }
+
+    /// A database's shell as SQL, as `pg_restore --create` writes it: `CREATE DATABASE` (its
+    /// encoding and locale), its owner, comment, settings and grants — and nothing inside it.
+    /// pg_dump's schema-only archive (every schema excluded) goes through a pipe into
+    /// pg_restore, which is asked for a table no database can hold.
+    pub fn database_shell(&self, target: &Target) -> Result<Vec<u8>> {
+        /// Longer than PostgreSQL's 63-byte identifiers: matches no table.
+        const NO_TABLE: &str =
+            "pgseal-no-such-table-the-database-shell-only-000000000000000000000000";
+        let mut c = self.command("pg_dump")?;
+        c.args([
+            "--format=custom",
+            "--schema-only",
+            "--exclude-schema=*",
+            "-w",
+        ]);
+        c.arg(format!("--dbname={}", target.dbname_arg()));
+        let mut dump = Running::spawn(&self.observer, "pg_dump", c, true, true)?;
+        let archive = dump.stdout.take().expect("pg_dump's stdout is piped");
+        let mut c = self.command("pg_restore")?;
+        c.args(["--create", "--file=-", "--table", NO_TABLE]);
+        c.stdin(Stdio::from(archive));
+        let mut restore = Running::spawn(&self.observer, "pg_restore", c, true, true)?;
+        let out = collect(&mut restore);
+        let dumped = dump.wait();
+        let restored = restore.wait();
+        dumped.and(restored).and(out)
+    }
+
     /// psql reading a script from its standard input, printing unaligned tuples with NUL after
     /// every field and every row (no value can hold a NUL, so nothing in a value can split it).
     fn psql_command(&self, target: &Target) -> Result<Command> {
@@ -318,6 +363,18 @@ impl Drop for Session {
             let _ = r.wait();
         }
     }
+}
+
+/// All a tool writes to its standard output.
+fn collect(running: &mut Running) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    running
+        .stdout
+        .take()
+        .expect("stdout was piped")
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(format!("reading {}'s output", running.tool), e))?;
+    Ok(out)
 }
 
 /// Rows of `columns` fields from psql's NUL-separated output.

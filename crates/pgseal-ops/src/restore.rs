@@ -9,6 +9,10 @@
 //! With more than one job the archive is verified into an unnamed private file first, which
 //! pg_restore opens through `/proc/PID/fd/N`.
 //!
+//! A cluster's globals ([`crate::globals`], `Destination::Globals`) are decrypted into memory
+//! and verified whole — both signatures, every chunk — before psql runs any of it; only a file
+//! whose signed header says it holds globals is applied so, and only so.
+//!
 //! Into an existing database, the target must be empty unless the caller says to merge into
 //! what it holds. When the front end interrupts the restore ([`crate::cancel`]), pg_restore is
 //! stopped, the database the restore created is dropped, and the interruption is audited. A
@@ -57,6 +61,9 @@ pub enum Destination {
     },
     /// Into a scratch database that is counted and dropped: the monthly restore test.
     Check,
+    /// A cluster's globals, applied with psql to the server (its `postgres` database): the
+    /// roles, memberships and tablespaces, then the empty databases with owners and grants.
+    Globals,
 }
 
 /// A restore to run.
@@ -82,6 +89,15 @@ pub enum Restored {
     Into(String),
     /// Restored into a scratch database (dropped again) holding these tables and row counts.
     Checked(Vec<(String, i64)>),
+    /// A cluster's globals applied.
+    Globals {
+        /// Roles the server had already: their `CREATE ROLE` left out, their attributes,
+        /// settings and memberships applied.
+        existing_roles: Vec<String>,
+        /// The databases created (empty, with their owners, settings and grants): restore
+        /// each one's backup into it.
+        databases: Vec<String>,
+    },
 }
 
 /// What a restore did, and from which copy.
@@ -228,6 +244,33 @@ fn attempt(
             )));
         }
     }
+    let kind = match &sealed {
+        Sealed::V2(prelude, _) => crate::globals::kind(&prelude.header.metadata)?,
+        _ => crate::globals::Kind::Other,
+    };
+    match (&request.destination, kind) {
+        (Destination::Globals, crate::globals::Kind::Other) => {
+            return Err(Error::usage(format!(
+                "{spec} is not a cluster's globals (its signed header says so only of the \
+                 backup `backup --all` catalogues as {}): restore a database's backup with \
+                 --target-db or --check",
+                crate::globals::NAME
+            )));
+        }
+        (Destination::Globals, _) if !request.keys.verify => {
+            return Err(Error::usage(
+                "a cluster's globals are applied only once their signatures verify: drop \
+                 --no-verify",
+            ));
+        }
+        (Destination::Into { .. } | Destination::Check, crate::globals::Kind::Globals) => {
+            return Err(Error::usage(format!(
+                "{spec} holds a cluster's globals (roles, tablespaces, the databases' owners \
+                 and grants), not a database: apply it with restore --globals"
+            )));
+        }
+        _ => {}
+    }
     let opener = prepare(session, sealed, &request.keys)?;
     guard()?;
     let file = Path::new(spec);
@@ -243,6 +286,7 @@ fn attempt(
     };
     match &request.destination {
         Destination::Check => check(&job, session).map(Restored::Checked),
+        Destination::Globals => apply_globals(&job, session),
         Destination::Into {
             database,
             create,
@@ -494,6 +538,40 @@ fn restore_archive(job: &Job<'_>, target: &str, mut session: Option<&mut Session
             Err(Error::Abandoned(Box::new(f)))
         }
     }
+}
+
+/// `restore --globals`: the whole script decrypted and verified into memory, checked
+/// ([`crate::globals::Script::prepare`]), the audit entry written, and only then run by psql
+/// (`ON_ERROR_STOP`: the first failing statement ends it) on the server's `postgres` database.
+/// `CREATE DATABASE` cannot run in a transaction, so a statement that fails leaves the ones
+/// before it applied (psql's error says which).
+fn apply_globals(job: &Job<'_>, session: &mut Session) -> Result<Restored> {
+    let mut script = Checked(crate::globals::Capped(Vec::new()));
+    job.opener.reopen(
+        Input::open_in(&job.reach, &job.file.display().to_string())?,
+        &mut script,
+    )?;
+    let maintenance = Target::Name("postgres".into());
+    let existing: std::collections::BTreeSet<String> = job
+        .tools
+        .rows(&maintenance, "SELECT rolname FROM pg_roles ORDER BY 1;", 1)?
+        .into_iter()
+        .flatten()
+        .collect();
+    let script = crate::globals::Script::prepare(script.0.0, &existing)?;
+    if let Some(a) = session.audit_mut() {
+        a.detail("globals", true);
+        a.detail("existing_roles", script.existing_roles.clone());
+        a.detail("databases", script.databases.clone());
+        a.signature_valid = Some(true);
+    }
+    cancel::check("nothing was applied")?;
+    session.audit_before_commit()?;
+    job.tools.execute(&maintenance, &script.sql)?;
+    Ok(Restored::Globals {
+        existing_roles: script.existing_roles,
+        databases: script.databases,
+    })
 }
 
 /// `restore --check`: into a throwaway database, count rows, drop it.

@@ -49,6 +49,11 @@ pub enum Proof {
         /// The inactive slot when it is not empty (index and state): a wrapping a rewrap
         /// superseded and has not wiped, or damage.
         superseded: Option<(usize, SlotState)>,
+        /// What the signed header says the file holds: the database it was dumped from
+        /// ([`crate::globals::NAME`] for a cluster's globals) and the dump's format.
+        source_database: Option<String>,
+        /// The dump's format ([`crate::globals::FORMAT`] for a cluster's globals).
+        dump_format: Option<String>,
     },
     /// A legacy hybrid file: its signature over the ciphertext holds.
     LegacyHybrid {
@@ -142,6 +147,8 @@ fn verify_v2(
     let superseded = prelude
         .superseded_slot()
         .map(|(index, state)| (index, state.clone()));
+    let source_database = prelude.header.metadata.source_database.clone();
+    let dump_format = prelude.header.metadata.dump_format.clone();
     let report = prelude.verify(
         input,
         &signers,
@@ -154,6 +161,8 @@ fn verify_v2(
         digest: report.ciphertext_digest,
         decrypted_with: report.decrypted_with,
         superseded,
+        source_database,
+        dump_format,
     })
 }
 

@@ -55,7 +55,8 @@ pub enum Command {
     /// Restore a backup into a database; signature and key are checked before pg_restore starts.
     ///
     /// Into a new database (--create), an existing empty one, or with --into-existing one that
-    /// holds objects already. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops pg_restore, drops what
+    /// holds objects already; or, with --globals, a cluster's globals (from `backup --all`)
+    /// onto a new server. Ctrl-C (SIGINT), SIGTERM or SIGHUP stops pg_restore, drops what
     /// the restore created, is audited, and exits 130, 143 or 129.
     Restore(RestoreArgs),
     /// List catalogued backups.
@@ -275,9 +276,17 @@ pub struct BackupArgs {
         allow_hyphen_values = true
     )]
     pub database: Option<String>,
-    /// Back up every database (templates and --exclude'd ones skipped), continuing past failures.
+    /// Back up every database (templates and --exclude'd ones skipped), continuing past
+    /// failures; then the cluster's globals (pg_dumpall --globals-only: roles, memberships,
+    /// tablespaces; and each database's owner, settings and grants) as one more backup,
+    /// catalogued as `(globals)`. Any failure, the globals' included, exits 6; the backups
+    /// made stay.
     #[arg(long)]
     pub all: bool,
+    /// With --all: keep the roles' password hashes in the globals backup (default:
+    /// pg_dumpall --no-role-passwords, so restored roles have no password).
+    #[arg(long, requires = "all")]
+    pub with_role_passwords: bool,
     /// With --all: skip this database. Repeatable; replaces the default (template0 template1 postgres).
     #[arg(long = "exclude", value_name = "DB", requires = "all")]
     pub excludes: Vec<String>,
@@ -365,10 +374,21 @@ pub struct RestoreArgs {
     #[arg(
         long,
         value_name = "NAME",
-        required_unless_present = "check",
+        required_unless_present_any = ["check", "globals"],
         allow_hyphen_values = true
     )]
     pub target_db: Option<String>,
+    /// Apply a cluster's globals (the `(globals)` backup `backup --all` makes) to the server
+    /// with psql: roles, memberships, tablespaces, then each database, empty, with its owner,
+    /// settings and grants — restore each database's backup into it next (without --create).
+    /// The whole file is verified before any statement runs; roles that exist already keep
+    /// existing (their attributes set as in the backup); a database that exists stops it.
+    /// Refused for a database's backup, as restoring globals without it is.
+    #[arg(
+        long,
+        conflicts_with_all = ["target_db", "create", "clean", "into_existing", "check", "no_verify"]
+    )]
+    pub globals: bool,
     /// Create the target database first (refused if it exists; dropped again if the restore
     /// fails or is interrupted).
     #[arg(long)]

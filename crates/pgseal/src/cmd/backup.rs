@@ -45,6 +45,7 @@ pub fn run(args: BackupArgs, ctx: &mut Context) -> CliResult {
         let all = All {
             conninfo: args.dbname.as_deref(),
             excludes: &args.excludes,
+            with_role_passwords: args.with_role_passwords,
         };
         let report = backup::backup_all(ctx, &request, all)?;
         summarize(&report, args.json.on);

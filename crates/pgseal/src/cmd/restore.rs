@@ -21,12 +21,13 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
     let sources = OpenKeySources::new(&args.keys);
     let destination = match &args.target_db {
         _ if args.check => Destination::Check,
+        _ if args.globals => Destination::Globals,
         Some(database) => Destination::Into {
             database: database.clone(),
             create: args.create,
             merge: args.into_existing,
         },
-        None => unreachable!("clap requires --target-db without --check"),
+        None => unreachable!("clap requires --target-db without --check or --globals"),
     };
     let request = Restore {
         file: &args.file,
@@ -53,6 +54,36 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
                 }));
             } else {
                 outln!("restored {from} into {}", show::name(&target));
+            }
+        }
+        Restored::Globals {
+            existing_roles,
+            databases,
+        } => {
+            if args.json.on {
+                print_json(&json!({
+                    "restored": args.file,
+                    "from_copy": report.from_copy,
+                    "globals": true,
+                    "existing_roles": existing_roles,
+                    "databases": databases,
+                }));
+            } else {
+                outln!("applied the globals of {from}");
+                if !existing_roles.is_empty() {
+                    let shown: Vec<String> = existing_roles.iter().map(|r| show::name(r)).collect();
+                    outln!(
+                        "  roles that existed already (attributes set): {}",
+                        shown.join(", ")
+                    );
+                }
+                for db in &databases {
+                    outln!(
+                        "  created {} (empty): restore its backup with --target-db {}",
+                        show::name(db),
+                        show::name(db)
+                    );
+                }
             }
         }
         Restored::Checked(counts) => {

@@ -65,12 +65,29 @@ fn describe(proof: &Proof, file: &str) -> (&'static str, Vec<String>, Value, Vec
             digest,
             decrypted_with,
             superseded,
+            source_database,
+            dump_format,
         } => {
             let superseded = superseded
                 .as_ref()
                 .and_then(|(index, state)| superseded_slot_note(*index, state, file));
+            let holds = match (source_database.as_deref(), dump_format.as_deref()) {
+                (Some(pgseal_ops::globals::NAME), Some(pgseal_ops::globals::FORMAT)) => {
+                    "a cluster's globals (roles, memberships, tablespaces, the databases' owners \
+                     and grants): apply with restore --globals"
+                        .to_owned()
+                }
+                (Some(db), format) => format!(
+                    "a backup of database {} ({})",
+                    crate::show::name(db),
+                    format.unwrap_or("format not recorded")
+                ),
+                (None, Some(format)) => format!("a file of format {format}"),
+                (None, None) => "a file (no database or format recorded)".to_owned(),
+            };
             let lines = vec![
                 format!("header signature: valid, by {signer}"),
+                format!("holds (signed): {holds}"),
                 format!(
                     "ciphertext: intact ({chunks} chunks, {payload_bytes} bytes; final signature \
                      over BLAKE3 {})",
@@ -93,6 +110,7 @@ fn describe(proof: &Proof, file: &str) -> (&'static str, Vec<String>, Value, Vec
                 },
                 "decrypted_with": decrypted_with.map(|f| f.to_string()),
                 "chunks": chunks,
+                "source": { "database": source_database, "dump_format": dump_format },
                 "ciphertext_blake3": hex::encode(digest),
                 "superseded_slot": superseded.as_ref().map(|(_, j)| j),
             });
