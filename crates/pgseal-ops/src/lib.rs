@@ -34,6 +34,7 @@ pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod rewrap;
+pub mod schedule;
 pub mod secret;
 pub mod server_keys;
 pub mod session;
