@@ -144,13 +144,15 @@ pub fn check_latest<G>(
         let result = match reachable_spec(&reach, &record.entry.location) {
             None => {
                 session.audit(Action::Restore).backup_file = Some(shown.clone());
-                Err(Error::usage(format!("{shown} cannot be reached from this host")))
+                Err(Error::usage(format!(
+                    "{shown} cannot be reached from this host"
+                )))
             }
             Some(spec) => {
                 let file = std::path::PathBuf::from(spec);
                 let request = Restore {
                     file: &file,
-                    keys: keys.clone(),
+                    keys,
                     destination: Destination::Check,
                     clean: false,
                     jobs: 1,
@@ -166,7 +168,9 @@ pub fn check_latest<G>(
         // Each check is an operation of its own: its entry is written now, with its outcome.
         let result = match result {
             Ok(report) => session.finish(Ok(())).map(|()| report),
-            Err(e) => Err(session.finish(Err(e)).expect_err("finishing a failure fails")),
+            Err(e) => Err(session
+                .finish(Err(e))
+                .expect_err("finishing a failure fails")),
         };
         if let Err(e) = &result {
             session

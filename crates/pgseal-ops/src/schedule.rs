@@ -24,7 +24,8 @@ use crate::session::Session;
 
 /// The first line of every unit pgseal writes: how [`install`] and [`remove`] know a unit is
 /// theirs to replace or delete.
-pub const MARK: &str = "# Written by `pgseal schedule install`; `pgseal schedule remove` deletes it.";
+pub const MARK: &str =
+    "# Written by `pgseal schedule install`; `pgseal schedule remove` deletes it.";
 
 /// The system's unit directory: only units written here are enabled and started.
 pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
@@ -53,13 +54,20 @@ impl std::str::FromStr for ClockTime {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let bad = || Error::usage(format!("{text:?} is not a time of day: give HH:MM, e.g. 02:30"));
+        let bad = || {
+            Error::usage(format!(
+                "{text:?} is not a time of day: give HH:MM, e.g. 02:30"
+            ))
+        };
         let (h, m) = text.split_once(':').ok_or_else(bad)?;
         let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(h) || !digits(m) {
             return Err(bad());
         }
-        let (hour, minute) = (h.parse::<u8>().map_err(|_| bad())?, m.parse::<u8>().map_err(|_| bad())?);
+        let (hour, minute) = (
+            h.parse::<u8>().map_err(|_| bad())?,
+            m.parse::<u8>().map_err(|_| bad())?,
+        );
         if hour > 23 || minute > 59 {
             return Err(bad());
         }
@@ -449,8 +457,12 @@ fn check(settings: &Settings) -> Result<()> {
         ("the credentials directory", &settings.credentials_dir),
     ]
     .into_iter()
-    .chain(settings.writable.iter().map(|p| ("a directory the jobs write", p)))
-    {
+    .chain(
+        settings
+            .writable
+            .iter()
+            .map(|p| ("a directory the jobs write", p)),
+    ) {
         if !path.is_absolute() {
             return Err(Error::usage(format!(
                 "{what} must be an absolute path for a schedule, not {}",
@@ -458,7 +470,10 @@ fn check(settings: &Settings) -> Result<()> {
             )));
         }
         plain_word(what, &path.display().to_string())?;
-        if ["/home", "/root", "/run/user"].iter().any(|h| path.starts_with(h)) {
+        if ["/home", "/root", "/run/user"]
+            .iter()
+            .any(|h| path.starts_with(h))
+        {
             return Err(Error::usage(format!(
                 "{what} ({}) is under /home, /root or /run/user, which the units cannot see                  (ProtectHome=): put it elsewhere (/usr/local/bin, /etc/pgseal, /srv/pgseal)",
                 path.display()
@@ -486,8 +501,7 @@ fn check(settings: &Settings) -> Result<()> {
             "the scheduled jobs do not run as root: name a dedicated system account (--system-user)",
         ));
     }
-    pgseal_store::Username::parse(&settings.creator)
-        .map_err(|e| Error::usage(e.to_string()))?;
+    pgseal_store::Username::parse(&settings.creator).map_err(|e| Error::usage(e.to_string()))?;
     plain_word("the pgseal user", &settings.creator)?;
     let t = &settings.times;
     if !(1..=28).contains(&t.check_day) {
@@ -548,7 +562,12 @@ pub struct Removed {
 /// unless `force`. Each file appears whole or not at all (mode 0644). In the system's unit
 /// directory on a host running systemd, then reloads systemd and enables and starts the timers.
 /// The entry is the session's: the front end finishes it with the outcome.
-pub fn install(session: &mut Session, units: &[Unit], dir: &Path, force: bool) -> Result<Installed> {
+pub fn install(
+    session: &mut Session,
+    units: &[Unit],
+    dir: &Path,
+    force: bool,
+) -> Result<Installed> {
     let audit = session.audit(Action::ScheduleInstall);
     audit.detail("unit_dir", dir.display().to_string());
     audit.detail(
@@ -605,7 +624,9 @@ pub fn install(session: &mut Session, units: &[Unit], dir: &Path, force: bool) -
 /// `SCHEDULE_REMOVE`. In the system's unit directory on a host running systemd, the timers are
 /// first disabled and stopped, and systemd reloaded after.
 pub fn remove(session: &mut Session, dir: &Path) -> Result<Removed> {
-    session.audit(Action::ScheduleRemove).detail("unit_dir", dir.display().to_string());
+    session
+        .audit(Action::ScheduleRemove)
+        .detail("unit_dir", dir.display().to_string());
     let result = (|| {
         let mut ours = Vec::new();
         let mut foreign = Vec::new();
@@ -747,7 +768,11 @@ mod tests {
     }
 
     fn unit<'a>(units: &'a [Unit], name: &str) -> &'a str {
-        &units.iter().find(|u| u.name == name).unwrap_or_else(|| panic!("no {name}")).text
+        &units
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .text
     }
 
     #[test]
@@ -759,7 +784,11 @@ mod tests {
         let mut got = names.clone();
         got.sort_unstable();
         assert_eq!(got, expected);
-        assert!(units.iter().all(|u| u.text.starts_with(&format!("{MARK}\n"))));
+        assert!(
+            units
+                .iter()
+                .all(|u| u.text.starts_with(&format!("{MARK}\n")))
+        );
     }
 
     #[test]
@@ -776,7 +805,11 @@ mod tests {
         ));
         assert!(backup.contains("\nReadWritePaths=/srv/pgseal/backups /srv/pgseal\n"));
         let timer = unit(&units, "pgseal-backup.timer");
-        assert!(timer.contains("\nOnCalendar=*-*-* 02:00:00\nPersistent=true\nRandomizedDelaySec=30min\n"));
+        assert!(
+            timer.contains(
+                "\nOnCalendar=*-*-* 02:00:00\nPersistent=true\nRandomizedDelaySec=30min\n"
+            )
+        );
         assert!(timer.contains("\nWantedBy=timers.target\n"));
         let prune = unit(&units, "pgseal-prune.service");
         assert!(prune.contains("prune --yes\n"));
@@ -787,8 +820,12 @@ mod tests {
         assert!(check.contains(
             "\nLoadCredential=server-key-password:/etc/pgseal/credentials/server-key-password\n"
         ));
-        assert!(unit(&units, "pgseal-restore-check.timer").contains("\nOnCalendar=*-*-01 04:00:00\n"));
-        assert!(unit(&units, "pgseal-audit-verify.timer").contains("\nOnCalendar=*-*-* 06:00:00\n"));
+        assert!(
+            unit(&units, "pgseal-restore-check.timer").contains("\nOnCalendar=*-*-01 04:00:00\n")
+        );
+        assert!(
+            unit(&units, "pgseal-audit-verify.timer").contains("\nOnCalendar=*-*-* 06:00:00\n")
+        );
     }
 
     #[test]
@@ -839,7 +876,9 @@ mod tests {
         let timer = unit(&units, "pgseal-backup.timer");
         assert!(timer.contains("OnCalendar=*-*-* 23:05:00\n"));
         assert!(!timer.contains("RandomizedDelaySec"));
-        assert!(unit(&units, "pgseal-restore-check.timer").contains("OnCalendar=*-*-15 03:30:00\n"));
+        assert!(
+            unit(&units, "pgseal-restore-check.timer").contains("OnCalendar=*-*-15 03:30:00\n")
+        );
         let cron = crontab(&s).unwrap();
         assert!(cron.contains("\n5 23 * * * pgseal /usr/bin/pgseal "));
         assert!(cron.contains("\n30 3 15 * * pgseal /usr/bin/pgseal "));
@@ -862,21 +901,28 @@ mod tests {
         assert!(!cron.contains("PGPASSFILE"));
         let mut with = s.clone();
         with.pgpass = true;
-        assert!(crontab(&with).unwrap().contains("\nPGPASSFILE=/etc/pgseal/credentials/pgpass\n"));
+        assert!(
+            crontab(&with)
+                .unwrap()
+                .contains("\nPGPASSFILE=/etc/pgseal/credentials/pgpass\n")
+        );
     }
 
     #[test]
     fn settings_that_would_not_make_sound_units_are_refused() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Settings)>)> = vec![
-            ("relative", Box::new(|s| s.config = "pgseal.toml".into())),
-            ("space", Box::new(|s| s.binary = "/opt/my pgseal/pgseal".into())),
-            ("percent", Box::new(|s| s.writable.push("/srv/100%".into()))),
-            ("dollar", Box::new(|s| s.credentials_dir = "/etc/$HOME".into())),
-            ("newline", Box::new(|s| s.creator = "bot\nExecStart=/bin/sh".into())),
-            ("root", Box::new(|s| s.system_user = "root".into())),
-            ("hidden by ProtectHome", Box::new(|s| s.binary = "/root/bin/pgseal".into())),
-            ("uppercase", Box::new(|s| s.system_user = "PgSeal".into())),
-            ("day", Box::new(|s| s.times.check_day = 31)),
+        type Change = fn(&mut Settings);
+        let cases: Vec<(&str, Change)> = vec![
+            ("relative", |s| s.config = "pgseal.toml".into()),
+            ("space", |s| s.binary = "/opt/my pgseal/pgseal".into()),
+            ("percent", |s| s.writable.push("/srv/100%".into())),
+            ("dollar", |s| s.credentials_dir = "/etc/$HOME".into()),
+            ("newline", |s| s.creator = "bot\nExecStart=/bin/sh".into()),
+            ("root", |s| s.system_user = "root".into()),
+            ("hidden by ProtectHome", |s| {
+                s.binary = "/root/bin/pgseal".into()
+            }),
+            ("uppercase", |s| s.system_user = "PgSeal".into()),
+            ("day", |s| s.times.check_day = 31),
         ];
         for (what, change) in cases {
             let mut s = settings();
@@ -888,6 +934,12 @@ mod tests {
         for bad in ["2:00", "24:00", "12:60", "1200", "ab:cd", "12:00:00"] {
             assert!(bad.parse::<ClockTime>().is_err(), "{bad}");
         }
-        assert_eq!("00:59".parse::<ClockTime>().unwrap(), ClockTime { hour: 0, minute: 59 });
+        assert_eq!(
+            "00:59".parse::<ClockTime>().unwrap(),
+            ClockTime {
+                hour: 0,
+                minute: 59
+            }
+        );
     }
 }

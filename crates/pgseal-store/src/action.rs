@@ -260,6 +260,8 @@ mod tests {
             "CUSTODY_KEYS",
             "CUSTODY_ADMIN",
             "CUSTODY_AUDIT",
+            "SCHEDULE_INSTALL",
+            "SCHEDULE_REMOVE",
         ];
         assert_eq!(Action::WRITTEN.map(|a| a.as_str().to_owned()), texts);
         for a in Action::WRITTEN {

@@ -72,9 +72,9 @@ pub struct Progress {
 
 /// A known size: bar, amount, rate, ETA.
 const BAR: &str =
-    "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}";
+    "{msg} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}";
 /// Files (a rewrap).
-const FILES: &str = "{msg} [{bar:30}] {pos}/{len} files ETA {eta}";
+const FILES: &str = "{msg} [{wide_bar}] {pos}/{len} files ETA {eta}";
 /// An unknown size: a spinner, the amount and the rate.
 const SPINNER: &str = "{spinner} {msg}: {binary_bytes} read, {binary_bytes_per_sec}, {elapsed}";
 

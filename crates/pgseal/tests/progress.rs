@@ -11,8 +11,14 @@ use pgseal_testkit::TestCluster;
 
 /// A sealed file of `len` bytes of data, with the keys to check it, made without a store.
 fn sealed(dir: &Path, len: usize) -> std::path::PathBuf {
-    ok(&run_in(dir, &["keygen", "--out", "server", "--key-size", "2048"]));
-    ok(&run_in(dir, &["keygen", "--out", "alice", "--key-size", "2048"]));
+    ok(&run_in(
+        dir,
+        &["keygen", "--out", "server", "--key-size", "2048"],
+    ));
+    ok(&run_in(
+        dir,
+        &["keygen", "--out", "alice", "--key-size", "2048"],
+    ));
     std::fs::write(dir.join("data.bin"), common::data(len)).unwrap();
     ok(&run_in(
         dir,
@@ -48,7 +54,13 @@ fn json_stays_clean_and_nothing_is_drawn_off_a_terminal() {
     sealed(tmp.path(), 8 << 20);
     let o = run_in(
         tmp.path(),
-        &["verify", "data.pgseal", "--signer", "alice.pub.pem", "--json"],
+        &[
+            "verify",
+            "data.pgseal",
+            "--signer",
+            "alice.pub.pem",
+            "--json",
+        ],
     );
     ok(&o);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -60,7 +72,10 @@ fn json_stays_clean_and_nothing_is_drawn_off_a_terminal() {
     let cluster = TestCluster::shared();
     let db = cluster.create_database("progress").unwrap();
     cluster
-        .psql(&db, "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g;")
+        .psql(
+            &db,
+            "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
+        )
         .unwrap();
     let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
         .env()
@@ -109,7 +124,13 @@ fn a_bar_with_rate_and_eta_is_drawn_on_a_terminal() {
     let drawn = String::from_utf8_lossy(&o.stdout);
     assert!(drawn.contains("data.pgseal ["), "no bar: {drawn:?}");
     assert!(drawn.contains("ETA"), "no ETA: {drawn:?}");
-    assert!(drawn.contains("MiB/s") || drawn.contains("KiB/s"), "no rate: {drawn:?}");
-    assert!(drawn.contains("/96.00 MiB") || drawn.contains("/96.0"), "no total: {drawn:?}");
+    assert!(
+        drawn.contains("MiB/s") || drawn.contains("KiB/s"),
+        "no rate: {drawn:?}"
+    );
+    assert!(
+        drawn.contains("/96.00 MiB") || drawn.contains("/96.0"),
+        "no total: {drawn:?}"
+    );
     assert!(drawn.contains("valid"), "{drawn:?}");
 }

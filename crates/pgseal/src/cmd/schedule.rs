@@ -68,8 +68,9 @@ fn settings(args: &ScheduleSettingsArgs, ctx: &mut Context) -> CliResult<Setting
     let binary = match &args.binary {
         Some(path) => std::path::absolute(path)
             .map_err(|e| Failure::io(format!("resolving {}", path.display()), e))?,
-        None => std::env::current_exe()
-            .map_err(|e| Failure::io("finding this pgseal binary", e))?,
+        None => {
+            std::env::current_exe().map_err(|e| Failure::io("finding this pgseal binary", e))?
+        }
     };
     let mut writable: Vec<PathBuf> = vec![config.backup_dir.clone()];
     if let StoreUrl::Sqlite(path) = &config.store
