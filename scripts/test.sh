@@ -17,6 +17,10 @@ command -v flock >/dev/null || need_apt+=(util-linux)
 # The custody tests make the store's write-ahead log immutable (chattr) to show an audit log
 # that cannot be written refuses requests.
 command -v chattr >/dev/null || need_apt+=(e2fsprogs)
+# The schedule tests check the generated units with systemd-analyze verify.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# The progress test gives pgseal a pseudo-terminal with script(1).
+command -v script >/dev/null || need_apt+=(bsdutils)
 # The store and backup tests start their own throwaway PostgreSQL clusters.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then

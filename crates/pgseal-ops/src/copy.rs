@@ -193,7 +193,20 @@ pub fn copy_one(
         .open(source)?
         .ok_or_else(|| Error::from(crate::repo::RepoError::NotFound(source.clone())))?;
     let mut new = to.create(&name)?;
-    std::io::copy(&mut object, &mut new).map_err(|e| {
+    let progress = crate::observe::Progress {
+        total: Some(object.size),
+        ..Default::default()
+    };
+    let shown = session
+        .observer()
+        .transfer(&format!("copy of {}", source.shown()), &progress);
+    let mut counted = crate::observe::CountingReader {
+        inner: &mut object,
+        counter: progress.read.clone(),
+    };
+    let copied = std::io::copy(&mut counted, &mut new);
+    drop(shown);
+    copied.map_err(|e| {
         Error::io(
             format!("copying {} to {}", source.shown(), to.describe()),
             e,
@@ -239,6 +252,8 @@ fn check_copy(
     let location = object.location.clone();
     let size = object.size;
     let mut input = Input::object(location.shown(), object);
+    let observer = session.observer().clone();
+    let _shown = input.watch(observer.as_ref(), &format!("checking {}", location.shown()));
     let prelude: Prelude = match recognise(&mut input)? {
         Sealed::V2(p, _) => *p,
         _ => {

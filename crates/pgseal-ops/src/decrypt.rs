@@ -51,6 +51,8 @@ pub fn decrypt(
         let sealed = recognise(&mut input)?;
         let opener = prepare(session, sealed, keys)?;
         let output = Output::create(output, force, Some(&input))?;
+        let observer = session.observer().clone();
+        let _shown = input.watch(observer.as_ref(), &input.name.clone());
         let decrypted = if opener.needs_first_pass() && !output.is_atomic() {
             spooled(session, &opener, input, output)?
         } else {

@@ -31,6 +31,18 @@ pub struct Input {
     /// included): an output naming the same file is refused.
     pub id: Option<(u64, u64)>,
     reader: Box<dyn Read + Send>,
+    /// The bytes read from the source so far (peeked ones once).
+    consumed: crate::observe::Counter,
+}
+
+/// `reader`, counting what is read from it into a new counter.
+fn counted(reader: impl Read + Send + 'static) -> (Box<dyn Read + Send>, crate::observe::Counter) {
+    let counter = crate::observe::Counter::default();
+    let reader = crate::observe::CountingReader {
+        inner: reader,
+        counter: counter.clone(),
+    };
+    (Box::new(reader), counter)
 }
 
 /// Device and inode of a regular file.
@@ -48,12 +60,14 @@ impl Input {
                 .ok()
                 .and_then(|fd| File::from(fd).metadata().ok())
                 .and_then(|m| regular_id(&m));
+            let (reader, consumed) = counted(io::stdin());
             return Ok(Input {
                 name: "standard input".into(),
                 len: None,
                 path: None,
                 id,
-                reader: Box::new(io::stdin()),
+                reader,
+                consumed,
             });
         }
         let file = File::open(spec).map_err(|e| Error::io(format!("opening {spec}"), e))?;
@@ -63,12 +77,14 @@ impl Input {
         if meta.is_dir() {
             return Err(Error::usage(format!("{spec} is a directory")));
         }
+        let (reader, consumed) = counted(BufReader::with_capacity(256 * 1024, file));
         Ok(Input {
             name: spec.to_owned(),
             len: meta.is_file().then_some(meta.len()),
             path: Some(PathBuf::from(spec)),
             id: regular_id(&meta),
-            reader: Box::new(BufReader::with_capacity(256 * 1024, file)),
+            reader,
+            consumed,
         })
     }
 
@@ -92,13 +108,27 @@ impl Input {
 
     /// A repository's object, called `name` in messages.
     pub fn object(name: String, object: crate::repo::Object) -> Self {
+        let len = Some(object.size);
+        let (reader, consumed) = counted(BufReader::with_capacity(256 * 1024, object));
         Input {
             name,
-            len: Some(object.size),
+            len,
             path: None,
             id: None,
-            reader: Box::new(BufReader::with_capacity(256 * 1024, object)),
+            reader,
+            consumed,
         }
+    }
+
+    /// Shows the reading of this input as a transfer called `label` (its total the input's
+    /// size, when known) until the returned guard is dropped.
+    pub fn watch(&self, observer: &dyn crate::observe::Observer, label: &str) -> Box<dyn Send> {
+        let progress = crate::observe::Progress {
+            read: self.consumed.clone(),
+            total: self.len,
+            ..Default::default()
+        };
+        observer.transfer(label, &progress)
     }
 
     /// Reads up to `n` bytes from the start and puts them back: returns them, and the input

@@ -36,6 +36,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod rewrap;
+pub mod schedule;
 pub mod secret;
 pub mod server_keys;
 pub mod session;

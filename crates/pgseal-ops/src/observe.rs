@@ -36,8 +36,9 @@ pub trait Observer: Send + Sync {
     }
 
     /// A long transfer starts (`label`: what it is, e.g. a database's name); the counters
-    /// advance as bytes are read and written, and the returned guard marks its end when
-    /// dropped. The default shows nothing.
+    /// advance as bytes (or, for [`Unit::Files`], files) are read and written, towards
+    /// [`Progress::total`] when it is known, and the returned guard marks its end when dropped.
+    /// The default shows nothing.
     fn transfer(&self, label: &str, progress: &Progress) -> Box<dyn Send> {
         let _ = (label, progress);
         Box::new(())
@@ -51,13 +52,28 @@ impl Observer for Silent {
     fn warn(&self, _message: &str) {}
 }
 
-/// The byte counters of a transfer, shared with whoever displays them.
+/// The counters of a transfer, shared with whoever displays them.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
-    /// Bytes read from the source so far.
+    /// Read from the source so far.
     pub read: Counter,
-    /// Bytes written to the destination so far.
+    /// Written to the destination so far.
     pub written: Counter,
+    /// What `read` will reach at the end, when known (a file's or object's size, the number of
+    /// files); `None` for a stream of unknown length (pg_dump's output).
+    pub total: Option<u64>,
+    /// What is counted.
+    pub unit: Unit,
+}
+
+/// What a [`Progress`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes.
+    #[default]
+    Bytes,
+    /// Whole files (a rewrap, which rewrites only each file's head).
+    Files,
 }
 
 /// A shared, monotonically increasing byte count.

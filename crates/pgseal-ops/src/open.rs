@@ -123,6 +123,7 @@ pub fn recognise(input: &mut Input) -> Result<Sealed> {
 }
 
 /// Where the keys to open a file come from.
+#[derive(Clone, Copy)]
 pub struct OpenKeys<'a> {
     /// Private key files; empty: the store's server keys.
     pub identities: &'a [PathBuf],

@@ -110,6 +110,105 @@ pub struct RestoreReport {
     pub from_copy: Option<String>,
 }
 
+/// One database's check in [`check_latest`].
+#[derive(Debug)]
+pub struct LatestCheck {
+    /// The database.
+    pub database: String,
+    /// The backup checked: its location as the catalog shows it.
+    pub backup: String,
+    /// What came of it.
+    pub result: Result<RestoreReport>,
+}
+
+/// `restore --check --latest`: the newest live catalogued backup of each database in
+/// `repository` (a cluster's globals excepted; by the catalog's time; each restore then checks the file's signatures before
+/// anything is restored), each checked into a scratch database like [`restore`] with
+/// [`Destination::Check`], and each audited as its own `RESTORE` entry (detail `latest`).
+/// Goes on past failures; stops at a signal. An empty catalog is a usage error: nothing to
+/// check is not a passed check.
+pub fn check_latest<G>(
+    session: &mut Session,
+    repository: &dyn crate::repo::Repository,
+    keys: OpenKeys<'_>,
+    tools: &PgTools,
+    guard: impl Fn() -> Result<G>,
+) -> Result<Vec<LatestCheck>> {
+    let mut newest: std::collections::BTreeMap<String, pgseal_store::BackupRecord> =
+        std::collections::BTreeMap::new();
+    for record in crate::catalog::list(session, None)? {
+        // A cluster's globals are no database to restore into a scratch one (`restore
+        // --check` refuses them): `verify` checks them.
+        if !repository.contains(&record.entry.location)
+            || record.entry.database == crate::globals::NAME
+        {
+            continue;
+        }
+        let newer = newest
+            .get(&record.entry.database)
+            .is_none_or(|n| record.entry.created_at >= n.entry.created_at);
+        if newer {
+            newest.insert(record.entry.database.clone(), record);
+        }
+    }
+    if newest.is_empty() {
+        return Err(Error::usage(format!(
+            "the catalog names no backup in {}: nothing to check",
+            repository.describe()
+        )));
+    }
+    let reach = crate::repo::reach(session);
+    let mut checks = Vec::new();
+    for (database, record) in newest {
+        let shown = record.entry.location.shown();
+        let result = match reachable_spec(&reach, &record.entry.location) {
+            None => {
+                session.audit(Action::Restore).backup_file = Some(shown.clone());
+                Err(Error::usage(format!(
+                    "{shown} cannot be reached from this host"
+                )))
+            }
+            Some(spec) => {
+                let file = std::path::PathBuf::from(spec);
+                let request = Restore {
+                    file: &file,
+                    keys,
+                    destination: Destination::Check,
+                    clean: false,
+                    jobs: 1,
+                    tools,
+                };
+                restore(session, &request, &guard)
+            }
+        };
+        if let Some(a) = session.outcome_audit_mut() {
+            a.detail("latest", true);
+            a.detail("database", database.clone());
+        }
+        // Each check is an operation of its own: its entry is written now, with its outcome.
+        let result = match result {
+            Ok(report) => session.finish(Ok(())).map(|()| report),
+            Err(e) => Err(session
+                .finish(Err(e))
+                .expect_err("finishing a failure fails")),
+        };
+        if let Err(e) = &result {
+            session
+                .observer()
+                .failed(&format!("restore check of {}", show::name(&database)), e);
+        }
+        checks.push(LatestCheck {
+            database,
+            backup: shown,
+            result,
+        });
+        if cancel::received().is_some() {
+            break;
+        }
+    }
+    Ok(checks)
+}
+
 /// What every step of one restore shares.
 struct Job<'a> {
     /// What the backup is opened through (again, for a second pass): an `s3://` location.
@@ -476,10 +575,10 @@ fn restore_archive(job: &Job<'_>, target: &str, mut session: Option<&mut Session
         }
     };
     let open = |out: &mut (dyn Write + Send)| -> Result<()> {
-        job.opener.reopen(
-            Input::open_in(&job.reach, &job.file.display().to_string())?,
-            out,
-        )?;
+        let spec = job.file.display().to_string();
+        let input = Input::open_in(&job.reach, &spec)?;
+        let _shown = input.watch(job.observer.as_ref(), &spec);
+        job.opener.reopen(input, out)?;
         Ok(())
     };
     let db = Target::Name(target.to_owned());

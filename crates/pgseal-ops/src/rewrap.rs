@@ -128,6 +128,13 @@ pub fn rewrap(
             .collect::<Result<_>>()?,
     };
     let mut items = Vec::new();
+    let progress = crate::observe::Progress {
+        total: Some(targets.len() as u64),
+        unit: crate::observe::Unit::Files,
+        ..Default::default()
+    };
+    // One file takes an instant (only its head is rewritten): count files, for many.
+    let _shown = (targets.len() > 1).then(|| session.observer().transfer("rewrap", &progress));
     for target in &targets {
         let mut audit = Operation {
             backup_file: Some(target.shown()),
@@ -144,6 +151,7 @@ pub fn rewrap(
             _ => {}
         }
         let result = session.record_outcome(audit, result);
+        progress.read.add(1);
         items.push((target.shown(), result));
     }
     Ok(RewrapReport { to, items })

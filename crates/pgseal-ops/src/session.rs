@@ -326,11 +326,14 @@ impl Session {
     /// Writes the operation's audit entry with its outcome. Fail closed: an operation whose
     /// entry cannot be written is reported failed ([`Error::Unaudited`]), even if it otherwise
     /// succeeded.
+    /// The operation ends here: a later one in the same session starts afresh (`restore
+    /// --check --latest` finishes one restore per database).
     pub fn finish(&mut self, result: Result<()>) -> Result<()> {
+        let early = self.written_early.take();
         let Some(audit) = self.audit.take() else {
             // Its entry was written before it committed, as a success; it failed after all
             // (pg_restore refused the data, a signal stopped it): say so in a second entry.
-            if let (Some(mut early), Err(_)) = (self.written_early.take(), &result) {
+            if let (Some(mut early), Err(_)) = (early, &result) {
                 early.detail("after_entry_written_before_commit", true);
                 let _ = self.record(early, result.as_ref().err());
             }

@@ -85,7 +85,9 @@ pub struct Verification {
 pub fn verify(session: &mut Session, input: &str, keys: &VerifyKeys<'_>) -> Verification {
     session.audit(Action::Verify).backup_file = Some(input.to_owned());
     let mut format = None;
+    let observer = session.observer().clone();
     let result = Input::open_in(&crate::repo::reach(session), input).and_then(|mut input| {
+        let _shown = input.watch(observer.as_ref(), &input.name.clone());
         format = Some(format_name(&input.peek(DETECT_LEN)?));
         match recognise(&mut input)? {
             Sealed::V2(prelude, raw) => verify_v2(session, *prelude, &raw, &mut input, keys),

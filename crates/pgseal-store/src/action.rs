@@ -73,6 +73,10 @@ pub enum Action {
     CustodyAudit,
     /// `CUSTODY_KEYS`: a request to the key-custody service for the server keys' public halves.
     CustodyKeys,
+    /// `SCHEDULE_INSTALL`: the systemd units of a schedule written (`pgseal schedule install`).
+    ScheduleInstall,
+    /// `SCHEDULE_REMOVE`: a schedule's units deleted (`pgseal schedule remove`).
+    ScheduleRemove,
     /// Text pgseal never writes, read back exactly as stored (an imported legacy row).
     Other(OtherAction),
 }
@@ -91,7 +95,7 @@ impl OtherAction {
 
 impl Action {
     /// Every action pgseal writes (all but [`Other`](Action::Other)).
-    pub const WRITTEN: [Action; 26] = [
+    pub const WRITTEN: [Action; 28] = [
         Action::Encrypt,
         Action::Decrypt,
         Action::DecryptStart,
@@ -118,6 +122,8 @@ impl Action {
         Action::CustodyKeys,
         Action::CustodyAdmin,
         Action::CustodyAudit,
+        Action::ScheduleInstall,
+        Action::ScheduleRemove,
     ];
 
     /// The text the log stores and the chain hashes (`REWRAP`, `DECRYPT_START`, …).
@@ -149,6 +155,8 @@ impl Action {
             Action::CustodyKeys => "CUSTODY_KEYS",
             Action::CustodyAdmin => "CUSTODY_ADMIN",
             Action::CustodyAudit => "CUSTODY_AUDIT",
+            Action::ScheduleInstall => "SCHEDULE_INSTALL",
+            Action::ScheduleRemove => "SCHEDULE_REMOVE",
             Action::Other(other) => other.as_str(),
         }
     }
@@ -252,6 +260,8 @@ mod tests {
             "CUSTODY_KEYS",
             "CUSTODY_ADMIN",
             "CUSTODY_AUDIT",
+            "SCHEDULE_INSTALL",
+            "SCHEDULE_REMOVE",
         ];
         assert_eq!(Action::WRITTEN.map(|a| a.as_str().to_owned()), texts);
         for a in Action::WRITTEN {

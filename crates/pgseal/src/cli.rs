@@ -116,6 +116,18 @@ pub enum Command {
     /// or a prompt), then listens on TLS (--listen, with the certificate and key from [serve] or
     /// the flags) and/or a Unix socket (--unix) until SIGTERM or SIGINT. Core dumps are off.
     Serve(ServeArgs),
+    /// Run the routine work by itself: systemd units (or a crontab) for a nightly `backup
+    /// --all`, `prune --yes` after each backup that succeeded, a monthly `restore --check
+    /// --latest` and a daily `audit verify`.
+    ///
+    /// The units run as a dedicated system account (--system-user; create it first, e.g.
+    /// `useradd --system --home-dir /var/lib/pgseal --create-home --shell /usr/sbin/nologin
+    /// pgseal`), read their passwords only through systemd's LoadCredential= from files in
+    /// --credentials-dir (user-key-password, server-key-password, and pgpass with --pgpass),
+    /// and carry systemd's hardening (read-only system but the backup directory and store,
+    /// private /tmp and devices, no new privileges, no capabilities, a system call filter).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Generate a standalone RSA key pair: NAME.key.pem (encrypted, 0600) and NAME.pub.pem.
     Keygen(KeygenArgs),
     /// Show facts about key files.
@@ -190,6 +202,7 @@ impl Command {
                 AuditCommand::Export(_) => None,
             },
             Command::Keygen(a) => on(a.json.on),
+            Command::Schedule(_) => None,
             Command::Serve(_) => None,
             Command::Key(KeyCommand::Info(a)) => on(a.json.on),
             Command::Encrypt(a) if a.json.on && a.output == "-" => Some(JsonTo::Stderr),
@@ -368,7 +381,8 @@ pub struct CustodyArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The backup to restore (v2, legacy hybrid or legacy symmetric).
-    pub file: PathBuf,
+    #[arg(required_unless_present = "latest")]
+    pub file: Option<PathBuf>,
     /// The database to restore into (a name, never a connection string). Without --create it
     /// must exist and be empty, unless --into-existing.
     #[arg(
@@ -411,6 +425,11 @@ pub struct RestoreArgs {
     /// databases left by a killed check are dropped by the next one.
     #[arg(long, conflicts_with_all = ["target_db", "create", "clean", "into_existing"])]
     pub check: bool,
+    /// With --check: check the newest catalogued backup of every database in the configured
+    /// repository (by the catalog's time; each file's signatures are checked as always), one
+    /// after another, going on past failures — the monthly check `pgseal schedule` runs.
+    #[arg(long, requires = "check", conflicts_with_all = ["file", "jobs"])]
+    pub latest: bool,
     #[command(flatten)]
     pub keys: OpenKeyArgs,
     /// Directory of pg_restore and psql (else POSTGRESQL_BIN_PATH, else PATH).
@@ -534,6 +553,84 @@ pub struct RepoCleanupArgs {
     pub repo: RepoArgs,
     #[command(flatten)]
     pub json: Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Write the units into the unit directory (each file atomically; a unit pgseal did not
+    /// write is refused unless --force). In /etc/systemd/system on a host running systemd, then
+    /// runs `systemctl daemon-reload` and `systemctl enable --now` the timers. Audited.
+    Install(ScheduleInstallArgs),
+    /// Print the units (or, with --cron, the equivalent crontab for /etc/cron.d/pgseal).
+    Print(SchedulePrintArgs),
+    /// Disable the timers (in /etc/systemd/system, systemd running) and delete the units pgseal
+    /// wrote; a file of the same name it did not write is left alone. Audited.
+    Remove(ScheduleRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleSettingsArgs {
+    /// The pgseal user whose key signs the nightly backups (backup --user).
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// The system account the jobs run as (not root).
+    #[arg(long, value_name = "ACCOUNT", default_value = "pgseal")]
+    pub system_user: String,
+    /// The pgseal binary the jobs run (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Where the password files are: user-key-password (backups), server-key-password (the
+    /// restore check), pgpass (--pgpass). Root-owned, 0600: systemd hands them to the units.
+    #[arg(long, value_name = "DIR", default_value = "/etc/pgseal/credentials")]
+    pub credentials_dir: PathBuf,
+    /// PostgreSQL's password comes from DIR/pgpass (PGPASSFILE); without it, libpq's defaults
+    /// (peer authentication over the socket as the system account, typically).
+    #[arg(long)]
+    pub pgpass: bool,
+    /// When the nightly backup starts (HH:MM, local time); prune follows it.
+    #[arg(long, value_name = "HH:MM", default_value = "02:00")]
+    pub backup_at: String,
+    /// When the daily audit verify starts.
+    #[arg(long, value_name = "HH:MM", default_value = "06:00")]
+    pub audit_at: String,
+    /// The day of the month of the restore check (1-28).
+    #[arg(long, value_name = "DAY", default_value_t = 1)]
+    pub check_day: u8,
+    /// When the monthly restore check starts.
+    #[arg(long, value_name = "HH:MM", default_value = "04:00")]
+    pub check_at: String,
+    /// Spread each start over up to this many minutes (systemd's RandomizedDelaySec; 0: none).
+    #[arg(long, value_name = "MINUTES", default_value_t = 30)]
+    pub randomized_delay: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleInstallArgs {
+    #[command(flatten)]
+    pub settings: ScheduleSettingsArgs,
+    /// Where the units go (a packager's or test's directory: nothing is enabled there).
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+    /// Replace unit files pgseal did not write.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulePrintArgs {
+    #[command(flatten)]
+    pub settings: ScheduleSettingsArgs,
+    /// The equivalent crontab instead (cron has no credentials: the jobs name the same password
+    /// files with --*-password-file, so they must be readable by the system account alone).
+    #[arg(long)]
+    pub cron: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleRemoveArgs {
+    /// Where the units are.
+    #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
 }
 
 /// Which repository a command reads or writes backups in.

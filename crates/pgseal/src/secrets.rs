@@ -2,7 +2,9 @@
 //!
 //! Each password has, in order of precedence: a `--*-password-file`, a `--*-password-command`
 //! (how Vault, `pass` or a cloud secret manager plug in: its standard output is the password),
-//! an environment variable, and finally a prompt on the terminal. New passwords are asked for
+//! a systemd credential (`$CREDENTIALS_DIRECTORY/NAME`, given to a unit by `LoadCredential=`:
+//! the units `pgseal schedule install` writes take their passwords this way), an environment
+//! variable, and finally a prompt on the terminal. New passwords are asked for
 //! twice and must be at least 16 characters.
 //!
 //! Nothing pgseal runs (PostgreSQL's tools, password commands) inherits a secret: see
@@ -64,9 +66,17 @@ pub struct PasswordSource {
     pub env: &'static str,
     pub file: Option<PathBuf>,
     pub command: Option<String>,
+    /// The name of the systemd credential that holds it (`LoadCredential=NAME:PATH`), read
+    /// from `$CREDENTIALS_DIRECTORY/NAME` when that file exists.
+    pub credential: Option<&'static str>,
     /// The flag names, for the error that says how to supply it.
     pub file_flag: &'static str,
 }
+
+/// The systemd credential names pgseal reads passwords from (see [`PasswordSource::credential`]).
+pub const SERVER_KEY_CREDENTIAL: &str = "server-key-password";
+/// The signing (user) key's password as a systemd credential.
+pub const USER_KEY_CREDENTIAL: &str = "user-key-password";
 
 impl PasswordSource {
     /// The password, from the first source that has one.
@@ -146,13 +156,35 @@ impl PasswordSource {
             })?;
             return Ok(Some(Password::new(strip_newline(text))));
         }
+        if let Some(path) = self.credential_file() {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Failure::key(format!(
+                    "reading the password for {} from the systemd credential {}: {e}",
+                    self.purpose,
+                    path.display()
+                ))
+            })?;
+            return Ok(Some(Password::new(strip_newline(text))));
+        }
         Ok(None)
+    }
+
+    /// `$CREDENTIALS_DIRECTORY/NAME`, when systemd passed this password as a credential.
+    fn credential_file(&self) -> Option<PathBuf> {
+        let name = self.credential?;
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+        let path = PathBuf::from(dir).join(name);
+        path.exists().then_some(path)
     }
 
     fn prompt(&self, twice: bool) -> CliResult<Password> {
         if !has_terminal() {
+            let credential = self
+                .credential
+                .map(|c| format!(", or give systemd's LoadCredential={c}:FILE"))
+                .unwrap_or_default();
             return Err(Failure::key(format!(
-                "no password for {}: set {} or pass {} (no terminal to ask on)",
+                "no password for {}: set {} or pass {}{credential} (no terminal to ask on)",
                 self.purpose, self.env, self.file_flag
             )));
         }
@@ -240,6 +272,7 @@ pub fn user_password(args: &UserPasswordArgs) -> PasswordSource {
         env: "PGSEAL_USER_KEY_PASSWORD",
         file: args.user_password_file.clone(),
         command: args.user_password_command.clone(),
+        credential: Some(USER_KEY_CREDENTIAL),
         file_flag: "--user-password-file",
     }
 }
@@ -255,6 +288,7 @@ pub fn new_password(
         env,
         file: args.new_password_file.clone(),
         command: args.new_password_command.clone(),
+        credential: None,
         file_flag: "--new-password-file",
     }
 }
@@ -266,6 +300,7 @@ pub fn server_password(args: &ServerPasswordArgs) -> PasswordSource {
         env: "SERVER_KEY_PASSWORD",
         file: args.server_password_file.clone(),
         command: args.server_password_command.clone(),
+        credential: Some(SERVER_KEY_CREDENTIAL),
         file_flag: "--server-password-file",
     }
 }

@@ -17,6 +17,7 @@ fn keygen_password(args: KeyPasswordArgs) -> PasswordSource {
         env: "PGSEAL_KEY_PASSWORD",
         file: args.password_file,
         command: args.password_command,
+        credential: None,
         file_flag: "--password-file",
     }
 }

@@ -12,6 +12,7 @@ mod inspect;
 mod keygen;
 mod restore;
 mod rewrap;
+mod schedule;
 mod serve;
 mod server_key;
 mod users;
@@ -63,6 +64,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Audit(AuditCommand::Export(args)) => audit::export(args, ctx),
         Command::Keygen(args) => keygen::keygen(args),
         Command::Serve(args) => serve::run(args, ctx),
+        Command::Schedule(cmd) => schedule::run(cmd, ctx),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
         Command::Encrypt(args) => encrypt::run(args, ctx),
         Command::Decrypt(args) => decrypt::run(args, ctx),
@@ -87,6 +89,7 @@ impl OpenKeySources {
                 env: "BACKUP_ENCRYPTION_PASSWORD",
                 file: args.legacy_password_file.clone(),
                 command: None,
+                credential: None,
                 file_flag: "--legacy-password-file",
             },
         }

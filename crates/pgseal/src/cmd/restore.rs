@@ -19,6 +19,10 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
         .and_then(|c| c.postgresql_bin_path.clone());
     let tools = crate::pgtools::locate(args.pg_bin.as_deref(), configured_bin.as_deref())?;
     let sources = OpenKeySources::new(&args.keys);
+    let Some(file) = args.file.clone() else {
+        // clap requires a file without --latest.
+        return check_latest(&args, ctx, &sources, &tools);
+    };
     let destination = match &args.target_db {
         _ if args.check => Destination::Check,
         _ if args.globals => Destination::Globals,
@@ -30,7 +34,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
         None => unreachable!("clap requires --target-db without --check or --globals"),
     };
     let request = Restore {
-        file: &args.file,
+        file: &file,
         keys: sources.keys(&args.keys),
         destination,
         clean: args.clean,
@@ -41,14 +45,14 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
     // cleanly (and a Ctrl-C at a password prompt still simply ends pgseal).
     let report = restore::restore(ctx, &request, interrupt::Guard::install)?;
     let from = match &report.from_copy {
-        Some(copy) => format!("{} (from its copy {copy})", args.file.display()),
-        None => args.file.display().to_string(),
+        Some(copy) => format!("{} (from its copy {copy})", file.display()),
+        None => file.display().to_string(),
     };
     match report.restored {
         Restored::Into(target) => {
             if args.json.on {
                 print_json(&json!({
-                    "restored": args.file,
+                    "restored": file,
                     "from_copy": report.from_copy,
                     "target_db": target,
                 }));
@@ -89,7 +93,7 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
         Restored::Checked(counts) => {
             if args.json.on {
                 print_json(&json!({
-                    "file": args.file,
+                    "file": file,
                     "from_copy": report.from_copy,
                     "restorable": true,
                     "tables": counts
@@ -106,4 +110,82 @@ pub fn run(args: RestoreArgs, ctx: &mut Context) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// `restore --check --latest`: the newest backup of each database, checked one by one; the
+/// command fails (with the first failure's kind) when any check failed.
+fn check_latest(
+    args: &RestoreArgs,
+    ctx: &mut Context,
+    sources: &OpenKeySources,
+    tools: &pgseal_ops::pgtools::PgTools,
+) -> CliResult {
+    let repository = ctx.repository(&crate::cli::RepoArgs::default(), false)?;
+    let checks = restore::check_latest(
+        ctx,
+        repository.as_ref(),
+        sources.keys(&args.keys),
+        tools,
+        interrupt::Guard::install,
+    )?;
+    if args.json.on {
+        let rows: Vec<_> = checks
+            .iter()
+            .map(|c| match &c.result {
+                Ok(report) => json!({
+                    "database": c.database,
+                    "file": c.backup,
+                    "from_copy": report.from_copy,
+                    "restorable": true,
+                    "tables": tables_checked(&report.restored),
+                }),
+                Err(e) => json!({
+                    "database": c.database,
+                    "file": c.backup,
+                    "restorable": false,
+                    "error": crate::failure::message(e),
+                }),
+            })
+            .collect();
+        print_json(&json!(rows));
+    } else {
+        for c in &checks {
+            match &c.result {
+                Ok(report) => {
+                    let tables = tables_checked(&report.restored);
+                    outln!(
+                        "{}: {} restores cleanly ({tables} tables)",
+                        show::name(&c.database),
+                        c.backup
+                    );
+                }
+                Err(e) => outln!(
+                    "{}: {} FAILED: {}",
+                    show::name(&c.database),
+                    c.backup,
+                    crate::failure::message(e)
+                ),
+            }
+        }
+    }
+    let total = checks.len();
+    let mut failed = checks.into_iter().filter_map(|c| c.result.err());
+    match (failed.next(), failed.count()) {
+        (None, _) => Ok(()),
+        (Some(only), 0) => Err(only),
+        (Some(first), more) => Err(pgseal_ops::Error::Several {
+            failed: more + 1,
+            total,
+            what: "restore checks failed",
+            kind: first.kind(),
+        }),
+    }
+}
+
+/// How many tables a check restored (a check restores into a scratch database, nothing else).
+fn tables_checked(restored: &Restored) -> usize {
+    match restored {
+        Restored::Checked(counts) => counts.len(),
+        Restored::Into(_) | Restored::Globals { .. } => 0,
+    }
 }

@@ -3,7 +3,6 @@
 //! listeners and the password, keeps the process from dumping its memory, and hands each request
 //! to the operations in a session of its own.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use pgseal_custody::transport::{Handler, Listen, Peer, Request, Response, Server, TlsFiles};
@@ -20,17 +19,8 @@ pub fn run(args: ServeArgs, ctx: &mut Context) -> CliResult {
     let config = ctx.config()?.clone();
     let listens = listeners(&args, &config)?;
     protect_memory()?;
-    let mut password = server_password(&args.server_password);
-    if password.file.is_none()
-        && password.command.is_none()
-        && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
-    {
-        // systemd's LoadCredential=server-key-password:…
-        let credential = PathBuf::from(dir).join("server-key-password");
-        if credential.exists() {
-            password.file = Some(credential);
-        }
-    }
+    // Also systemd's LoadCredential=server-key-password:… ($CREDENTIALS_DIRECTORY).
+    let password = server_password(&args.server_password);
     let policy = Policy {
         trusted_proxies: config.serve.trusted_proxies.clone(),
         second_factor_for_unwrap: config.serve.second_factor_for_unwrap,
