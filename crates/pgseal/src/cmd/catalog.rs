@@ -8,14 +8,14 @@ use pgseal_ops::prune::{Outcome, PruneRequest, Retention};
 use pgseal_store::Action;
 use serde_json::json;
 
-use super::{print_json, record_json};
+use super::{parse_age, print_json, record_json};
 use std::time::{Duration, UNIX_EPOCH};
 
 use pgseal_core::time::Timestamp;
 
 use crate::cli::{ListArgs, PruneArgs, RepoCleanupArgs};
 use crate::context::Context;
-use crate::failure::{CliResult, Failure};
+use crate::failure::CliResult;
 use crate::progress::human;
 
 pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
@@ -170,25 +170,6 @@ fn parse_age_or_zero(text: &str) -> CliResult<i64> {
         return Ok(0);
     }
     parse_age(text)
-}
-
-/// Parses an age such as `90d`, `12h`, `2w`, `30m` into milliseconds.
-fn parse_age(text: &str) -> CliResult<i64> {
-    let bad = || {
-        Failure::usage(format!(
-            "bad age `{text}`: use a number and a unit, like 90d, 12h, 2w"
-        ))
-    };
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let unit_ms = match unit {
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(unit_ms).ok_or_else(bad)
 }
 
 pub fn prune(args: PruneArgs, ctx: &mut Context) -> CliResult {

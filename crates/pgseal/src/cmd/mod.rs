@@ -14,6 +14,7 @@ mod restore;
 mod rewrap;
 mod serve;
 mod server_key;
+pub mod status;
 mod users;
 mod verify;
 
@@ -62,6 +63,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(args, ctx),
         Command::Audit(AuditCommand::Export(args)) => audit::export(args, ctx),
         Command::Keygen(args) => keygen::keygen(args),
+        Command::Status(args) => status::run(args, ctx).map(drop),
         Command::Serve(args) => serve::run(args, ctx),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
         Command::Encrypt(args) => encrypt::run(args, ctx),
@@ -211,4 +213,23 @@ pub fn emit(text: &str, output: Option<&Path>, force: bool) -> CliResult {
             out.commit()
         }
     }
+}
+
+/// Parses an age such as `90d`, `12h`, `2w`, `30m` into milliseconds.
+pub fn parse_age(text: &str) -> CliResult<i64> {
+    let bad = || {
+        Failure::usage(format!(
+            "bad age `{text}`: use a number and a unit, like 90d, 12h, 2w"
+        ))
+    };
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit_ms).ok_or_else(bad)
 }
