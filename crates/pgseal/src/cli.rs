@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 success, 1 I/O failure, 2 usage, 3 invalid or corrupt input,
 /// 4 authentication failure (signature, tag, tampering), 5 key or password problem,
 /// 6 a PostgreSQL tool or database failed, 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM.
+/// `status` alone uses the Nagios plugin codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 /// With --json, a failure also prints {"error": {"message", "exit_code", "kind"}} where the JSON
 /// would have gone.
 ///
