@@ -375,13 +375,16 @@ pub fn status(session: &mut Session, now: Timestamp) -> Result<Status> {
     })
 }
 
+/// An audit anchor from a signed header: the entry's `seq` and hash.
+type Anchor = (i64, [u8; 32]);
+
 /// Reads the signed header of the first of `copies` (one backup's live entries, original
 /// first) this session reaches and sets it beside its catalog entry; with the audit anchor it
 /// holds, when it could be vouched for.
 fn examine_newest(
     session: &mut Session,
     copies: &[&BackupRecord],
-) -> Result<(HeaderCheck, Option<(i64, [u8; 32])>)> {
+) -> Result<(HeaderCheck, Option<Anchor>)> {
     let reach = crate::repo::reach(session);
     let mut why_not = "no copy of it is within reach of this host".to_owned();
     for b in copies {
@@ -597,7 +600,7 @@ pub fn evaluate(status: &Status, thresholds: &Thresholds, now: Timestamp) -> Eva
             );
         }
     }
-    findings.sort_by(|a, b| b.state.cmp(&a.state));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.state));
     Evaluation {
         state: findings.first().map_or(State::Ok, |f| f.state),
         findings,
