@@ -29,6 +29,11 @@ fi
 if ! python3 -c 'import cryptography, zstandard, pytest, blake3' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/reference/requirements.txt
 fi
+# `pgseal status --prometheus` is checked with a real parser of the text format
+# (crates/pgseal/tests/status.rs fails without it).
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check 'prometheus_client>=0.20'
+fi
 
 # The S3 tests start a real Garage: built once per machine (see scripts/garage.sh for how long
 # the first build takes), unless PGSEAL_GARAGE_BIN already names a Garage 2.5.x.

@@ -114,9 +114,12 @@ impl AllReport {
 
 /// Backs up one database, audited as `BACKUP`; returns its catalog entry.
 pub fn backup(session: &mut Session, request: &Backup<'_>, source: Source) -> Result<BackupRecord> {
-    session
-        .audit(Action::Backup)
-        .detail("user", request.creator.to_owned());
+    let audit = session.audit(Action::Backup);
+    audit.detail("user", request.creator.to_owned());
+    // Named now, so that a failure before the dump starts is still that database's.
+    if let Source::Name(name) = &source {
+        audit.detail("database", name.clone());
+    }
     let (key, user, _) = creator(session, request)?;
     let job = Job {
         request,
@@ -131,6 +134,9 @@ pub fn backup(session: &mut Session, request: &Backup<'_>, source: Source) -> Re
                 Some(name) => name,
                 None => current_database(request.tools, &target)?,
             };
+            if let Some(a) = session.audit_mut() {
+                a.detail("database", name.clone());
+            }
             (target, name)
         }
     };
@@ -184,6 +190,7 @@ pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> 
         let result = job.backup(session, Payload::Database(&target), &db);
         if let Ok(r) = &result {
             audit.backup_file = Some(r.entry.location.shown());
+            crate::copy::record_backup(Some(&mut audit), r);
         }
         let result = session.record_outcome(audit, result);
         if let Err(f) = &result {
@@ -380,6 +387,7 @@ impl Job<'_> {
             a.backup_creator_id = Some(self.user.id);
             a.backup_file = Some(record.entry.location.shown());
             a.detail("database", database.to_owned());
+            a.detail("backup_id", record.id);
             a.detail("dump_bytes", summary.input_bytes);
             a.detail("file_bytes", summary.output_bytes);
             a.detail("server_key", server.to_string());

@@ -327,3 +327,13 @@ pub fn alternatives(
         .collect();
     Ok(Some((entry, others)))
 }
+
+/// Records in `audit` which catalogued backup an operation concerns — `backup_id` (its first
+/// catalog entry, the same for every copy) and `database` — whatever path or copy it was named
+/// by: what `pgseal status` finds a backup's checks and verifications by.
+pub fn record_backup(audit: Option<&mut crate::session::Operation>, entry: &BackupRecord) {
+    if let Some(a) = audit {
+        a.detail("backup_id", entry.copy_of.unwrap_or(entry.id));
+        a.detail("database", entry.entry.database.clone());
+    }
+}

@@ -42,6 +42,7 @@ pub mod server_keys;
 pub mod session;
 pub mod show;
 pub mod site;
+pub mod status;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testsite;
 pub mod totp;

@@ -255,6 +255,9 @@ pub fn restore<G>(
             },
             None => (None, Vec::new().into_iter()),
         };
+        if let Some(entry) = &expected {
+            crate::copy::record_backup(session.audit_mut(), entry);
+        }
         let mut spec = requested;
         let mut failed = Vec::new();
         loop {
@@ -407,7 +410,7 @@ fn attempt(
 
 /// The location `spec` (a path or an `s3://` location) names, as the catalog would spell it:
 /// a path need not exist any more (a deleted copy is what its other copies are for).
-fn catalogued(reach: &crate::repo::Reach, spec: &str) -> Option<crate::repo::Location> {
+pub(crate) fn catalogued(reach: &crate::repo::Reach, spec: &str) -> Option<crate::repo::Location> {
     if spec.starts_with("s3://") {
         return crate::repo::Location::parse(spec).ok();
     }

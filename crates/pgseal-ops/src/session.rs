@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pgseal_core::time::Timestamp;
 use pgseal_store::{Action, NewAuditEntry, NoStore, Store, StoreError, StoreUrl, User, Username};
@@ -72,6 +73,9 @@ pub struct Operation {
     /// The address the request came from, when the operation serves one from elsewhere (the
     /// key-custody service); else the [`Actor`]'s.
     pub address: Option<String>,
+    /// When the operation began ([`Operation::new`]): its entry records the time from then to
+    /// the moment it is written as the detail `duration_ms`.
+    pub started: Instant,
 }
 
 impl Operation {
@@ -85,6 +89,7 @@ impl Operation {
             signature_valid: None,
             details: Map::new(),
             address: None,
+            started: Instant::now(),
         }
     }
 
@@ -376,6 +381,7 @@ impl Session {
             signature_valid: None,
             details: current.details.clone(),
             address: current.address.clone(),
+            started: current.started,
         };
         self.record(start, None)
     }
@@ -394,6 +400,9 @@ impl Session {
         if self.site.is_none() {
             return Ok(());
         }
+        // From the operation's start to now, whatever it was (`pgseal status` shows a backup's).
+        let elapsed = u64::try_from(audit.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        audit.detail("duration_ms", elapsed);
         if let Some(f) = failure {
             let (message, code) = (self.describe)(f);
             audit.detail("error", message);

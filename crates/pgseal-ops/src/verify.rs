@@ -84,6 +84,7 @@ pub struct Verification {
 /// reaches), audited as `VERIFY`.
 pub fn verify(session: &mut Session, input: &str, keys: &VerifyKeys<'_>) -> Verification {
     session.audit(Action::Verify).backup_file = Some(input.to_owned());
+    catalogued(session, input);
     let mut format = None;
     let observer = session.observer().clone();
     let result = Input::open_in(&crate::repo::reach(session), input).and_then(|mut input| {
@@ -210,4 +211,17 @@ fn verify_legacy_hybrid(
         digest,
         decrypted,
     })
+}
+
+/// Records which catalogued backup `input` is, when the store knows it (see
+/// [`crate::copy::record_backup`]). A store that cannot be read here is left for the
+/// verification itself to report.
+fn catalogued(session: &mut Session, input: &str) {
+    let reach = crate::repo::reach(session);
+    let Some(location) = crate::restore::catalogued(&reach, input) else {
+        return;
+    };
+    if let Ok(Some((entry, _))) = crate::copy::alternatives(session, &location) {
+        crate::copy::record_backup(session.audit_mut(), &entry);
+    }
 }

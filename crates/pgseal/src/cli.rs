@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 success, 1 I/O failure, 2 usage, 3 invalid or corrupt input,
 /// 4 authentication failure (signature, tag, tampering), 5 key or password problem,
 /// 6 a PostgreSQL tool or database failed, 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM.
+/// `status` alone uses the Nagios plugin codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 /// With --json, a failure also prints {"error": {"message", "exit_code", "kind"}} where the JSON
 /// would have gone.
 ///
@@ -105,6 +106,31 @@ pub enum Command {
     /// Read the audit log: every operation, failures included.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Show the site's state for people and monitors: per database the newest backup, its
+    /// restore checks and recent failures; the server key's age; the audit chain.
+    ///
+    /// Per database: the newest live backup — time, age and size from the catalog, checked
+    /// against the backup's own signed header when this host reaches it (its prelude only);
+    /// how long it took (the duration_ms of its BACKUP audit entry); whether a `verify` or
+    /// `restore` of it (or of a copy) succeeded after it was made, or "never verified" — the
+    /// last `restore --check` and its result, and the failed audit entries naming the
+    /// database in the last 24 hours. The active server key's age. The audit chain, walked
+    /// whole as `audit verify` walks it (linear in the log: one read and one SHA-256 per
+    /// entry), and the audit anchors in the newest backups' headers. The store is only read.
+    ///
+    /// What it cannot see: whoever can write the store can cut the audit log back at its end;
+    /// a cut past the newest backup's anchor is found, later entries (a failed check since
+    /// the last backup) can vanish unseen — `audit verify` and `audit export` narrow that.
+    ///
+    /// Exit codes are the Nagios/Icinga plugin's, not pgseal's usual ones: 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN (the store or configuration cannot be read, a bad flag). Without
+    /// --max-age it only reports, and exits 0 (or 3). With --max-age the first line of
+    /// output is a one-line summary and the exit code its state: CRITICAL when a database's
+    /// newest backup is older than the age or missing, its signed header disagrees with the
+    /// catalog or its file is gone, its last restore check failed, or the audit chain is
+    /// broken, empty or cut back; WARNING when a database was never restore-checked, had
+    /// failures in the last 24 hours, or no backup is catalogued at all.
+    Status(StatusArgs),
     /// The repository where backups live (a directory, or an S3 bucket and prefix).
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -203,6 +229,7 @@ impl Command {
             },
             Command::Keygen(a) => on(a.json.on),
             Command::Schedule(_) => None,
+            Command::Status(a) => on(a.json.on),
             Command::Serve(_) => None,
             Command::Key(KeyCommand::Info(a)) => on(a.json.on),
             Command::Encrypt(a) if a.json.on && a.output == "-" => Some(JsonTo::Stderr),
@@ -435,6 +462,20 @@ pub struct RestoreArgs {
     /// Directory of pg_restore and psql (else POSTGRESQL_BIN_PATH, else PATH).
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Judge the site: exit 2 (CRITICAL) with a one-line summary when a database's newest
+    /// backup is older than this (e.g. 26h, 2d, 90m, 1w), among the other checks in --help.
+    #[arg(long, value_name = "AGE")]
+    pub max_age: Option<String>,
+    /// Also write node_exporter textfile-collector metrics to FILE, atomically (a temporary
+    /// file in FILE's directory, fsynced, renamed over FILE; mode 0644: nothing secret).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
     #[command(flatten)]
     pub json: Json,
 }

@@ -10,6 +10,10 @@
 //! | 5 | key or password problem: missing, wrong or unusable |
 //! | 6 | a PostgreSQL tool failed (pg_dump, pg_restore, psql) or the database is unreachable |
 //! | 129, 130, 143 | interrupted by SIGHUP, SIGINT or SIGTERM (128 + the signal's number) |
+//!
+//! `pgseal status` does not use this table: its exit code is a Nagios plugin state (0 OK, 1
+//! WARNING, 2 CRITICAL, 3 UNKNOWN), and every failure of it is UNKNOWN (`cmd::status::main`,
+//! which `main` runs apart from the other commands).
 
 use pgseal_ops::ErrorKind;
 

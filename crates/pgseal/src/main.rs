@@ -44,6 +44,14 @@ fn main() {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             );
+            // `status` speaks the monitoring plugins' exit codes: a bad flag is UNKNOWN (3).
+            if shown && invoked_status() {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let message = first.strip_prefix("error: ").unwrap_or(first);
+                let json = std::env::args_os().any(|a| a == "--json");
+                std::process::exit(cmd::status::unknown(message, json));
+            }
             if shown && std::env::args_os().any(|a| a == "--json") {
                 let text = e.to_string();
                 let first = text.lines().next().unwrap_or_default();
@@ -53,6 +61,11 @@ fn main() {
             e.exit();
         }
     };
+    if let cli::Command::Status(args) = cli.command {
+        let ctx = config::Config::discover(cli.config.as_deref(), cli.store.as_deref())
+            .and_then(|config| context::Context::new(config, cli.store.clone()));
+        std::process::exit(cmd::status::main(args, ctx));
+    }
     let json = cli.command.json_to();
     let config = match config::Config::discover(cli.config.as_deref(), cli.store.as_deref()) {
         Ok(c) => c,
@@ -95,4 +108,21 @@ fn print_json_error(to: cli::JsonTo, failure: &failure::Failure) {
         cli::JsonTo::Stdout => std::io::stdout().write_all(line.as_bytes()),
         cli::JsonTo::Stderr => std::io::stderr().write_all(line.as_bytes()),
     };
+}
+
+/// Whether the command line runs `status` (its first word that is neither a global flag nor
+/// a global flag's value).
+fn invoked_status() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--config" | "--store") => {
+                args.next();
+            }
+            Some(a) if a.starts_with('-') => {}
+            Some(a) => return a == "status",
+            None => return false,
+        }
+    }
+    false
 }

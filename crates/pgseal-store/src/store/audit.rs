@@ -12,6 +12,9 @@ const AUDIT_COLUMNS: &str = "id, action, user_id, os_user, backup_creator_id, ba
      success, signature_valid, \"timestamp\", host, ip_address, details, seq, prev_hash, \
      entry_hash, imported";
 
+/// How many audit entries [`Store::verify_audit_chain`] reads at a time.
+pub const CHAIN_PAGE: i64 = 10_000;
+
 impl Store {
     /// Appends one audit entry to the chain; returns its `seq`.
     pub fn append_audit(&mut self, e: &NewAuditEntry) -> Result<i64> {
@@ -49,18 +52,74 @@ impl Store {
     /// Walks the whole chain ([`chain::verify`]); returns the number of entries, or the first
     /// place it breaks: an edited entry (hash mismatch, or a stored hash that is not one), a
     /// deleted or inserted one (seq gap, link mismatch), or entries out of order.
+    ///
+    /// The log is read [`CHAIN_PAGE`] entries at a time, in `(seq, id)` order, so memory stays
+    /// bounded however long it is; the cost is one read and one SHA-256 per entry.
     pub fn verify_audit_chain(&mut self) -> Result<std::result::Result<i64, chain::ChainBreak>> {
-        let rows = self.db.query(
-            &format!("SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log ORDER BY seq, id"),
-            &[],
-        )?;
+        self.verify_audit_chain_in_pages(CHAIN_PAGE)
+    }
+
+    /// [`verify_audit_chain`](Self::verify_audit_chain), reading `page` entries at a time (the
+    /// tests walk small chains in pages of a few entries).
+    pub fn verify_audit_chain_in_pages(
+        &mut self,
+        page_size: i64,
+    ) -> Result<std::result::Result<i64, chain::ChainBreak>> {
+        let page_size = page_size.max(1);
+        let db = self.db.as_mut();
         // A row that cannot be read at all (a column of the wrong type) fails the walk when it
-        // reaches it; a break before it is reported first.
-        let mut unreadable = None;
-        let links = rows
-            .iter()
-            .map_while(|r| link_from_row(r).map_err(|e| unreadable = Some(e)).ok());
-        match (chain::verify(links), unreadable) {
+        // reaches it; a break before it is reported first. So does a page that cannot be read.
+        let mut failed = None;
+        let mut page = Vec::new().into_iter();
+        let mut after: Option<(i64, i64)> = None;
+        let mut last_page = false;
+        let links = std::iter::from_fn(|| {
+            loop {
+                if let Some(row) = page.next() {
+                    return match link_from_row(&row) {
+                        Ok(link) => {
+                            after = Some((link.seq, link.id));
+                            Some(link)
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            None
+                        }
+                    };
+                }
+                if last_page {
+                    return None;
+                }
+                let rows = match after {
+                    None => db.query(
+                        &format!(
+                            "SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log ORDER BY seq, id \
+                             LIMIT $1"
+                        ),
+                        &[page_size.into()],
+                    ),
+                    Some((seq, id)) => db.query(
+                        &format!(
+                            "SELECT {AUDIT_COLUMNS} FROM pgseal_audit_log \
+                             WHERE seq > $1 OR (seq = $1 AND id > $2) ORDER BY seq, id \
+                             LIMIT $3"
+                        ),
+                        &[seq.into(), id.into(), page_size.into()],
+                    ),
+                };
+                match rows {
+                    Ok(rows) => {
+                        last_page = (rows.len() as i64) < page_size;
+                        page = rows.into_iter();
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return None;
+                    }
+                }
+            }
+        });
+        match (chain::verify(links), failed) {
             (Err(broken), _) => Ok(Err(broken)),
             (Ok(_), Some(e)) => Err(e),
             (Ok(n), None) => Ok(Ok(n)),

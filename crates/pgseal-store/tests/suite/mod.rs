@@ -261,6 +261,12 @@ macro_rules! backend_suite {
             $crate::suite::deleting_or_inserting_breaks_the_chain::<$backend>(<$backend>::fresh());
         }
         #[test]
+        fn the_chain_walked_in_pages_breaks_where_it_does_at_any_page_boundary() {
+            $crate::suite::the_chain_walked_in_pages_breaks_where_it_does::<$backend>(
+                <$backend>::fresh(),
+            );
+        }
+        #[test]
         fn reordering_breaks_the_chain() {
             $crate::suite::reordering_breaks_the_chain::<$backend>(<$backend>::fresh());
         }
@@ -474,6 +480,38 @@ pub fn deleting_or_inserting_breaks_the_chain<B: Backend>(url: StoreUrl) {
     let (seq, why) = broken_at(&mut s);
     assert_eq!(seq, 4);
     assert!(why.contains("link"), "{why}");
+}
+
+/// The walk reads the log a page at a time: a break is found the same whether it falls
+/// inside a page, on its first or on its last entry.
+pub fn the_chain_walked_in_pages_breaks_where_it_does<B: Backend>(url: StoreUrl) {
+    let mut s = chain_of(&url, 7);
+    for page in [1, 2, 3, 6, 7, 8, 100] {
+        assert_eq!(
+            s.verify_audit_chain_in_pages(page).unwrap(),
+            Ok(7),
+            "{page}"
+        );
+    }
+    for seq in [3, 4, 7] {
+        B::raw(
+            &url,
+            &format!("UPDATE pgseal_audit_log SET success = NOT success WHERE seq = {seq}"),
+        );
+        for page in [1, 3, 100] {
+            let b = s.verify_audit_chain_in_pages(page).unwrap().unwrap_err();
+            assert_eq!(b.seq, seq, "page {page}");
+        }
+        B::raw(
+            &url,
+            &format!("UPDATE pgseal_audit_log SET success = NOT success WHERE seq = {seq}"),
+        );
+    }
+    // An entry deleted at a page boundary is a gap.
+    B::raw(&url, "DELETE FROM pgseal_audit_log WHERE seq = 4");
+    let b = s.verify_audit_chain_in_pages(3).unwrap().unwrap_err();
+    assert_eq!(b.seq, 5);
+    assert!(b.reason.contains("entry 4 is missing"), "{}", b.reason);
 }
 
 pub fn reordering_breaks_the_chain<B: Backend>(url: StoreUrl) {

@@ -9,14 +9,14 @@ use pgseal_ops::retention::Policy;
 use pgseal_store::Action;
 use serde_json::json;
 
-use super::{print_json, record_json};
+use super::{parse_age, print_json, record_json};
 use std::time::{Duration, UNIX_EPOCH};
 
 use pgseal_core::time::Timestamp;
 
 use crate::cli::{ListArgs, PruneArgs, RepoCleanupArgs};
 use crate::context::Context;
-use crate::failure::{CliResult, Failure};
+use crate::failure::CliResult;
 use crate::progress::human;
 
 pub fn list(args: ListArgs, ctx: &mut Context) -> CliResult {
@@ -171,15 +171,6 @@ fn parse_age_or_zero(text: &str) -> CliResult<i64> {
         return Ok(0);
     }
     parse_age(text)
-}
-
-/// Parses an age such as `90d`, `12h`, `2w`, `30m` into milliseconds.
-pub fn parse_age(text: &str) -> CliResult<i64> {
-    pgseal_ops::retention::parse_span(text).ok_or_else(|| {
-        Failure::usage(format!(
-            "bad age `{text}`: use a number and a unit, like 90d, 12h, 2w"
-        ))
-    })
 }
 
 /// The policy the flags set, if they set any rule.

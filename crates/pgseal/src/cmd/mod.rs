@@ -15,6 +15,7 @@ mod rewrap;
 mod schedule;
 mod serve;
 mod server_key;
+pub mod status;
 mod users;
 mod verify;
 
@@ -63,6 +64,7 @@ pub fn run(command: Command, ctx: &mut Context) -> CliResult {
         Command::Audit(AuditCommand::Verify(args)) => audit::verify(args, ctx),
         Command::Audit(AuditCommand::Export(args)) => audit::export(args, ctx),
         Command::Keygen(args) => keygen::keygen(args),
+        Command::Status(args) => status::run(args, ctx).map(drop),
         Command::Serve(args) => serve::run(args, ctx),
         Command::Schedule(cmd) => schedule::run(cmd, ctx),
         Command::Key(KeyCommand::Info(args)) => keygen::info(args),
@@ -214,4 +216,13 @@ pub fn emit(text: &str, output: Option<&Path>, force: bool) -> CliResult {
             out.commit()
         }
     }
+}
+
+/// Parses an age such as `90d`, `12h`, `2w`, `30m` into milliseconds.
+pub fn parse_age(text: &str) -> CliResult<i64> {
+    pgseal_ops::retention::parse_span(text).ok_or_else(|| {
+        Failure::usage(format!(
+            "bad age `{text}`: use a number and a unit, like 90d, 12h, 2w"
+        ))
+    })
 }
