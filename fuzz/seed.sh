@@ -150,6 +150,39 @@ body = json.dumps({"prelude": "AAAA", "keep": ["SHA256:abc"], "file": None})
 open(f"{corpus}/custody_request/rewrap", "wb").write(b"unix:///run/pgseal/custody.sock\n\0" + body.encode())
 PY
 
-for t in v2_prelude v2_open legacy_hybrid legacy_symmetric keys location custody_request; do
+# Globals scripts, in the shape pg_dumpall --globals-only and pg_restore --create write them.
+mkdir -p "$corpus/globals_script"
+cat >"$corpus/globals_script/cluster" <<'SQL'
+\restrict 0a1b2c3d
+SET default_transaction_read_only = off;
+CREATE ROLE postgres;
+ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS;
+CREATE ROLE "app owner";
+ALTER ROLE "app owner" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN;
+COMMENT ON ROLE "app owner" IS $c$CREATE ROLE postgres;
+$c$;
+GRANT "app owner" TO postgres GRANTED BY postgres;
+\unrestrict 0a1b2c3d
+CREATE DATABASE "shop's" WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = libc;
+ALTER DATABASE "shop's" OWNER TO "app owner";
+\connect -reuse-previous=on "dbname='shop''s'"
+/* a comment; with a semicolon */ REVOKE CONNECT ON DATABASE "shop's" FROM PUBLIC;
+SQL
+
+# Retention: spans, and a policy (8 rule bytes) followed by now and signed times (i64 LE).
+mkdir -p "$corpus/retention"
+printf 'span:90d' >"$corpus/retention/span-days"
+printf 'span:2w' >"$corpus/retention/span-weeks"
+python3 - "$corpus/retention/calendar" <<'PY'
+import struct, sys
+day = 86_400_000
+now = 1_796_000_000_000
+rules = bytes([2, 24, 7, 4, 12, 3, 0x80, 90])
+times = [now - i * day for i in range(60)] + [now + 400 * day]
+open(sys.argv[1], "wb").write(rules + struct.pack("<q", now) + b"".join(struct.pack("<q", t) for t in times))
+PY
+
+for t in v2_prelude v2_open legacy_hybrid legacy_symmetric keys location custody_request \
+    globals_script retention; do
     printf '%-17s %4d files in corpus\n' "$t" "$(ls "$corpus/$t" | wc -l)"
 done

@@ -4,7 +4,8 @@
 # store, server key, a user and their signing key; generated passwords kept in a 0600 file),
 # a backup, its verification, a restore into a new database, a row-count comparison, what a
 # one-byte change does, the audit log of it all with its hash chain verified, and a restore check
-# through the key-custody service with no server password on the client. Then the same
+# through the key-custody service with no server password on the client, the site's status
+# and what retention would keep. Then the same
 # backup into an S3 bucket on a throwaway Garage engine (PGSEAL_DEMO_S3=0 skips that part; the
 # first run on a machine builds Garage with scripts/garage.sh, which takes minutes once).
 set -euo pipefail
@@ -134,6 +135,13 @@ echo "  (without the service, the same restore has no password to open the keys 
 "$pgseal" audit list --action CUSTODY_UNWRAP
 kill "$serve_pid"; wait "$serve_pid" || true
 SERVER_KEY_PASSWORD="$(cat "$work/server-key-password")"; export SERVER_KEY_PASSWORD
+
+step "the site's state for people and monitors, and what retention would keep"
+# Nagios/Icinga conventions: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+if "$pgseal" status --max-age 26h; then :; else
+    echo "  (status exit $?: the tampered file's refused restore is a failure of the last 24 hours)"
+fi
+"$pgseal" prune --keep-daily 7 --keep-monthly 12
 
 if [ "${PGSEAL_DEMO_S3:-1}" = 0 ]; then
     step "done (everything above lived in $work and is removed now; PGSEAL_DEMO_S3=0 skipped the S3 part)"
