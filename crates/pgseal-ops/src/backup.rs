@@ -205,6 +205,20 @@ pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> 
         .filter(|(_, r)| r.is_ok())
         .map(|(db, _)| db.as_str())
         .collect();
+    // PostgreSQL's tools refuse to write a `\connect` to a name holding a line break (pg_dump
+    // and pg_restore: "shell command argument contains a newline or carriage return"), so such
+    // a database can have no shell in the globals: its backup restores with --create.
+    let (backed_up, unshelled): (Vec<&str>, Vec<&str>) = backed_up
+        .into_iter()
+        .partition(|db| !db.contains(['\n', '\r']));
+    for db in &unshelled {
+        session.observer().warn(&format!(
+            "the name of database {} holds a line break, which PostgreSQL's tools cannot \
+             write in a \\connect: its owner, grants and settings are not in the cluster's \
+             globals (restore its backup with --create, then set them)",
+            show::name(db)
+        ));
+    }
     let mut audit = Operation {
         user_id: acting,
         ..Operation::new(Action::Backup)
@@ -214,6 +228,9 @@ pub fn backup_all(session: &mut Session, request: &Backup<'_>, all: All<'_>) -> 
     audit.detail("globals", true);
     audit.detail("role_passwords", all.with_role_passwords);
     audit.detail("database_shells", backed_up.clone());
+    if !unshelled.is_empty() {
+        audit.detail("databases_without_shell", unshelled.clone());
+    }
     let result = globals_script(
         request.tools,
         &maintenance,
@@ -249,7 +266,7 @@ fn globals_script(
         let shell = tools
             .database_shell(&maintenance.with_database(db))
             .map_err(|e| {
-                let message = format!("the shell of database {}", show::name(db));
+                let message = format!("the shell of database {}: {e}", show::name(db));
                 e.context(message)
             })?;
         script.extend_from_slice(b"\n");
