@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use common::{code, ok, stderr, stdout};
@@ -100,20 +99,10 @@ SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, %L ORDER BY
 \gexec
 "#;
 
-fn env_of(cluster: &TestCluster) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = cluster
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
-    env
-}
-
 /// pgseal in `site`, against `cluster`.
 fn on(site: &common::Site, cluster: &TestCluster, args: &[&str]) -> std::process::Output {
     site.cmd()
-        .envs(env_of(cluster))
+        .envs(common::cluster_env(cluster))
         .args(args)
         .output()
         .expect("spawn pgseal")
@@ -208,7 +197,7 @@ fn a_new_cluster_rebuilt_from_one_backup_all_has_the_same_roles_owners_grants_an
         assert!(expected.contains(needle), "{needle} not in:\n{expected}");
     }
 
-    let site = common::Site::with_env(env_of(&source));
+    let site = common::Site::with_env(common::cluster_env(&source));
     let backups = made(&site, &source, &[]);
     let names: Vec<&str> = backups.iter().map(|(d, _)| d.as_str()).collect();
     assert_eq!(names, ["Hr Data", "shop", "(globals)"]);
@@ -305,7 +294,7 @@ fn a_new_cluster_rebuilt_from_one_backup_all_has_the_same_roles_owners_grants_an
 fn role_passwords_travel_only_when_asked_and_a_tampered_globals_file_changes_nothing() {
     let source = TestCluster::start().expect("start the source cluster");
     source.psql("postgres", CLUSTER).unwrap();
-    let site = common::Site::with_env(env_of(&source));
+    let site = common::Site::with_env(common::cluster_env(&source));
     let backups = made(&site, &source, &["--with-role-passwords"]);
     let globals = globals_of(&backups).to_path_buf();
     let sql = decrypted(&site, &globals, "with-passwords.sql");

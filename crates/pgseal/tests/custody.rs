@@ -77,12 +77,7 @@ fn cluster_env() -> (
     Vec<(std::ffi::OsString, std::ffi::OsString)>,
 ) {
     let cluster = TestCluster::shared();
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    let env = common::cluster_env(cluster);
     (cluster, env)
 }
 

@@ -77,12 +77,7 @@ fn json_stays_clean_and_nothing_is_drawn_off_a_terminal() {
             "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
         )
         .unwrap();
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    let env = common::cluster_env(cluster);
     let site = common::Site::with_env(env);
     let o = site.run(&["backup", &db, "--user", "system_backup", "--json"]);
     ok(&o);

@@ -109,6 +109,21 @@ pub fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The environment through which pgseal's commands reach `cluster`: libpq's variables, and the
+/// cluster's own PostgreSQL tools (`POSTGRESQL_BIN_PATH`).
+#[allow(dead_code)]
+pub fn cluster_env(
+    cluster: &pgseal_testkit::TestCluster,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    env
+}
+
 /// A pgseal site made by `pgseal init` in a temp dir, with one user (`system_backup`) and their
 /// key. Every command runs inside it, with the passwords and any extra environment it was made
 /// with (a test cluster's libpq variables, say).

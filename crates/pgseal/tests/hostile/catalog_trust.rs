@@ -13,12 +13,7 @@ use crate::common::{Site, code, location, ok, path_of, stderr, stdout};
 /// A site whose commands reach the shared test cluster, and a small database there to back up.
 fn site_with_database() -> (Site, String) {
     let cluster = TestCluster::shared();
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+    let env = crate::common::cluster_env(cluster);
     let site = Site::with_env(env);
     let db = cluster.create_database("catalog").unwrap();
     cluster

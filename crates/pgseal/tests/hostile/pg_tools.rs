@@ -38,12 +38,7 @@ impl PgSite {
     }
 
     fn on(cluster: &'static TestCluster) -> PgSite {
-        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+        let env = common::cluster_env(cluster);
         PgSite {
             site: common::Site::with_env(env),
             cluster,
