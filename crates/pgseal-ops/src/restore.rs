@@ -110,6 +110,41 @@ pub struct RestoreReport {
     pub from_copy: Option<String>,
 }
 
+/// The catalog picks each database's newest backup for [`check_latest`]; its file's signed
+/// header must say the same — database, time, creator and signer — or whoever can write the
+/// store could steer the monthly check to an older (good) backup while the newest goes
+/// untested. Reads the prelude only; a file that cannot be opened here is left to the restore
+/// (which falls back on copies and says what is wrong), a legacy file has no header to check.
+fn signed_as_catalogued(
+    session: &mut Session,
+    repository: &dyn crate::repo::Repository,
+    record: &pgseal_store::BackupRecord,
+) -> Result<()> {
+    let Ok(Some(object)) = repository.open(&record.entry.location) else {
+        return Ok(());
+    };
+    let shown = record.entry.location.shown();
+    let examined =
+        crate::examine::examine(object, &mut |fp| crate::examine::store_signer(session, fp))?;
+    match examined {
+        crate::examine::Examined::Signed(prelude) => {
+            match crate::examine::header_mismatch(&prelude.header, &record.entry) {
+                None => Ok(()),
+                Some(why) => Err(Error::Authentication(format!(
+                    "the catalog names {shown} as the newest backup of {}, but its signed \
+                     header disagrees: {why}; the catalog cannot be trusted there, so it was \
+                     not checked",
+                    show::name(&record.entry.database)
+                ))),
+            }
+        }
+        crate::examine::Examined::Unvouched { reason, .. } => {
+            Err(Error::Authentication(format!("{shown}: {reason}")))
+        }
+        crate::examine::Examined::Legacy(_) | crate::examine::Examined::Foreign(_) => Ok(()),
+    }
+}
+
 /// One database's check in [`check_latest`].
 #[derive(Debug)]
 pub struct LatestCheck {
@@ -122,7 +157,8 @@ pub struct LatestCheck {
 }
 
 /// `restore --check --latest`: the newest live catalogued backup of each database in
-/// `repository` (a cluster's globals excepted; by the catalog's time; each restore then checks the file's signatures before
+/// `repository` (a cluster's globals excepted; by the catalog's time, which the file's signed
+/// header must confirm; each restore then checks the file's signatures before
 /// anything is restored), each checked into a scratch database like [`restore`] with
 /// [`Destination::Check`], and each audited as its own `RESTORE` entry (detail `latest`).
 /// Goes on past failures; stops at a signal. An empty catalog is a usage error: nothing to
@@ -168,18 +204,24 @@ pub fn check_latest<G>(
                     "{shown} cannot be reached from this host"
                 )))
             }
-            Some(spec) => {
-                let file = std::path::PathBuf::from(spec);
-                let request = Restore {
-                    file: &file,
-                    keys,
-                    destination: Destination::Check,
-                    clean: false,
-                    jobs: 1,
-                    tools,
-                };
-                restore(session, &request, &guard)
-            }
+            Some(spec) => match signed_as_catalogued(session, repository, &record) {
+                Err(e) => {
+                    session.audit(Action::Restore).backup_file = Some(shown.clone());
+                    Err(e)
+                }
+                Ok(()) => {
+                    let file = std::path::PathBuf::from(spec);
+                    let request = Restore {
+                        file: &file,
+                        keys,
+                        destination: Destination::Check,
+                        clean: false,
+                        jobs: 1,
+                        tools,
+                    };
+                    restore(session, &request, &guard)
+                }
+            },
         };
         if let Some(a) = session.outcome_audit_mut() {
             a.detail("latest", true);

@@ -453,8 +453,9 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with_all = ["target_db", "create", "clean", "into_existing"])]
     pub check: bool,
     /// With --check: check the newest catalogued backup of every database in the configured
-    /// repository (by the catalog's time; each file's signatures are checked as always), one
-    /// after another, going on past failures — the monthly check `pgseal schedule` runs.
+    /// repository (by the catalog's time, which each file's signed header must confirm — a
+    /// catalog row moved in time is refused, exit 4; signatures checked as always), one after
+    /// another, going on past failures — the monthly check `pgseal schedule` runs.
     #[arg(long, requires = "check", conflicts_with_all = ["file", "jobs"])]
     pub latest: bool,
     #[command(flatten)]

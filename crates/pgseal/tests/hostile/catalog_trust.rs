@@ -472,3 +472,26 @@ fn prune_keep_last_does_not_count_rows_that_no_signed_backup_backs() {
         .collect();
     assert_eq!(live, vec![a, b]);
 }
+
+#[test]
+fn restore_check_latest_refuses_an_older_backup_the_catalog_moved_forward() {
+    let (site, db) = site_with_database();
+    let older = backup(&site, &db);
+    let _newer = backup(&site, &db);
+    // Dated a day later in the catalog, the older backup would be the one the monthly check
+    // tests, and the newest would go untested.
+    let id = backup_id(&site, &older);
+    tamper(
+        &site,
+        &format!("UPDATE pgseal_backups SET created_at = created_at + 86400000 WHERE id = {id}"),
+    );
+    let o = site.run(&["restore", "--check", "--latest"]);
+    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("signed header disagrees"),
+        "{}",
+        stderr(&o)
+    );
+    let e = site.last_audit().entry;
+    assert_eq!((e.action.as_str(), e.success), ("RESTORE", false));
+}
