@@ -31,6 +31,15 @@ mod tests {
     use crate::session::{Actor, Session};
     use crate::testsite::{PASSWORD, TestSite, encrypted, password};
 
+    /// A header of a list of them, as a [`Call`](service::Call)'s lookup finds it (tests
+    /// build calls without a transport).
+    pub(crate) fn header_in<'a>(headers: &'a [(&str, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// A password nobody may ask for: the client never holds the server password.
     struct Never;
 
@@ -69,12 +78,7 @@ mod tests {
             headers: &[(&str, String)],
             body: &[u8],
         ) -> Result<(u16, Vec<u8>)> {
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v.as_str())
-            };
+            let header = |name: &str| header_in(&headers, name);
             let call = Call {
                 method,
                 path,
@@ -150,12 +154,7 @@ mod tests {
         peer: &str,
     ) -> (u16, Option<String>) {
         let headers = credentials.headers();
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| header_in(&headers, name);
         let call = Call {
             method: "POST",
             path: "/v1/unwrap",

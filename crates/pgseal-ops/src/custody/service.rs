@@ -1064,12 +1064,7 @@ mod tests {
                 let (custody, mut session) = (custody.clone(), session(&t));
                 let thread = std::thread::spawn(move || {
                     let headers = credentials.headers();
-                    let header = |name: &str| {
-                        headers
-                            .iter()
-                            .find(|(n, _)| *n == name)
-                            .map(|(_, v)| v.as_str())
-                    };
+                    let header = |name: &str| crate::custody::tests::header_in(&headers, name);
                     let call = Call {
                         method: "GET",
                         path: path::PUBLIC_KEYS,
