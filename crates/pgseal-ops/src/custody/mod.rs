@@ -78,7 +78,7 @@ mod tests {
             headers: &[(&str, String)],
             body: &[u8],
         ) -> Result<(u16, Vec<u8>)> {
-            let header = |name: &str| header_in(&headers, name);
+            let header = |name: &str| header_in(headers, name);
             let call = Call {
                 method,
                 path,
