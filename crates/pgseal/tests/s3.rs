@@ -52,12 +52,7 @@ impl S3Site {
         let bucket = unique(name);
         g.create_bucket(&bucket).unwrap();
         let cluster = TestCluster::shared();
-        let mut env: Vec<(OsString, OsString)> = cluster
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
+        let mut env = common::cluster_env(cluster);
         env.extend(aws_env(g, g.secret_access_key()));
         env.push((
             "PGSEAL_REPOSITORY".into(),

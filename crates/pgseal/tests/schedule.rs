@@ -14,13 +14,7 @@ use pgseal_testkit::TestCluster;
 
 /// A site whose commands reach a test cluster through libpq's environment.
 fn site_on(cluster: &TestCluster) -> common::Site {
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cluster
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
-    env.push(("POSTGRESQL_BIN_PATH".into(), cluster.bin_dir().into()));
-    common::Site::with_env(env)
+    common::Site::with_env(common::cluster_env(cluster))
 }
 
 fn install(site: &common::Site, unit_dir: &Path, extra: &[&str]) -> std::process::Output {
