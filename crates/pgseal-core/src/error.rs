@@ -93,6 +93,35 @@ pub enum Error {
     )]
     SessionKeyUnwrap,
 
+    /// A file whose signed header says it was made for hybrid recipients has an RSA-only
+    /// wrapping in its active recipient slot (FORMAT.md §6a).
+    #[error(
+        "post-quantum downgrade: the signed header says this file was sealed for hybrid (RSA + ML-KEM-768) recipients only, but its active recipient slot holds an RSA-only wrapping; the recipient area was tampered with"
+    )]
+    HybridDowngrade,
+
+    /// A wrap of a post-quantum file (or a seal for hybrid recipients) was asked for a key
+    /// without an ML-KEM-768 half.
+    #[error(
+        "key {0} has no ML-KEM-768 half, and this file may only be wrapped to hybrid (RSA + ML-KEM-768) keys"
+    )]
+    NotHybrid(Fingerprint),
+
+    /// The file key is wrapped to a hybrid key whose RSA half is at hand, but the key at hand
+    /// lacks the ML-KEM-768 half the stanza names (or has another one).
+    #[error(
+        "the file key is wrapped to the hybrid key {key} with the ML-KEM-768 key {wanted}, but the key at hand {}",
+        match .found { Some(fp) => format!("has another ML-KEM-768 half ({fp})"), None => "has no ML-KEM-768 half (a hybrid key file holds it in a second PEM block)".to_owned() }
+    )]
+    PqHalf {
+        /// The RSA fingerprint both name.
+        key: Fingerprint,
+        /// The ML-KEM fingerprint the stanza names.
+        wanted: Fingerprint,
+        /// The ML-KEM fingerprint of the key at hand, if it has a half.
+        found: Option<Fingerprint>,
+    },
+
     /// The unwrapped v2 file key does not match the signed header's commitment.
     #[error(
         "the unwrapped file key does not match the key commitment in the signed header: the recipient stanza was tampered with"
@@ -229,6 +258,9 @@ pub enum FormatError {
     /// The algorithm suite is not one this build knows.
     #[error("unknown algorithm suite {0}")]
     UnknownSuite(u8),
+    /// The `hybrid_recipients` field holds a value other than 1.
+    #[error("invalid hybrid_recipients value {0} (only 1 is defined)")]
+    InvalidHybridFlag(u8),
     /// The compression method is not one this build knows.
     #[error("unknown compression method {0}")]
     UnknownCompression(u8),
@@ -343,12 +375,15 @@ impl Error {
             Error::SignatureInvalid(_)
             | Error::KeyCommitmentMismatch
             | Error::RecipientMacMismatch
+            | Error::HybridDowngrade
             | Error::ChunkAuthentication { .. }
             | Error::LegacyTagMismatch(_) => ErrorKind::Authentication,
             Error::UnknownSigner(_)
             | Error::MissingLegacySigner(_)
             | Error::NoMatchingIdentity(_)
             | Error::SessionKeyUnwrap
+            | Error::NotHybrid(_)
+            | Error::PqHalf { .. }
             | Error::WrongPassword(_)
             | Error::KeyRejected { .. } => ErrorKind::Key,
         }

@@ -1,5 +1,7 @@
 //! RSA keys: generation, PEM in and out, fingerprints, and the four operations pgseal needs
-//! (OAEP wrap/unwrap of a file key, PSS sign/verify).
+//! (OAEP wrap/unwrap of a file key, PSS sign/verify). A key may carry an ML-KEM-768 half
+//! ([`crate::pq`]), which makes it a hybrid recipient (FORMAT.md §6a): in PEM, a second block
+//! after the RSA one, under the same password.
 //!
 //! Accepted on input: encrypted PKCS#8 (any PBES2 parameters, so the legacy system's 2,048-round
 //! keys load), plain PKCS#8, PKCS#1 private keys, SubjectPublicKeyInfo and PKCS#1 public keys,
@@ -25,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::hash::sha256;
+use crate::pq::{MlKemPrivateKey, MlKemPublicKey, is_ml_kem_768};
 use crate::secret::{FileKey, Password, SecretBytes, fill_random};
 
 /// PBKDF2 rounds for keys pgseal writes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
@@ -167,12 +170,14 @@ impl KeyBits {
     }
 }
 
-/// An RSA public key, held as its SubjectPublicKeyInfo DER.
+/// An RSA public key, held as its SubjectPublicKeyInfo DER, with its ML-KEM-768 half if it is a
+/// hybrid recipient.
 #[derive(Clone)]
 pub struct PublicKey {
     spki: Vec<u8>,
     fingerprint: Fingerprint,
     bits: usize,
+    pq: Option<MlKemPublicKey>,
 }
 
 impl PublicKey {
@@ -207,14 +212,53 @@ impl PublicKey {
             fingerprint: Fingerprint::of_spki_der(&spki),
             spki,
             bits,
+            pq: None,
         })
     }
 
-    /// From PEM text: `PUBLIC KEY` (SPKI) or `RSA PUBLIC KEY` (PKCS#1).
+    /// This RSA key with `pq` as its ML-KEM-768 half: a hybrid recipient.
+    pub fn with_pq(mut self, pq: MlKemPublicKey) -> Self {
+        self.pq = Some(pq);
+        self
+    }
+
+    /// The ML-KEM-768 half, if this is a hybrid recipient.
+    pub fn pq(&self) -> Option<&MlKemPublicKey> {
+        self.pq.as_ref()
+    }
+
+    /// The fingerprint of the ML-KEM-768 half, if there is one.
+    pub fn pq_fingerprint(&self) -> Option<Fingerprint> {
+        self.pq.as_ref().map(MlKemPublicKey::fingerprint)
+    }
+
+    /// From PEM text: `PUBLIC KEY` (SPKI) or `RSA PUBLIC KEY` (PKCS#1), optionally followed by an
+    /// ML-KEM-768 `PUBLIC KEY` block (a hybrid recipient).
     pub fn from_pem(text: &str) -> Result<Self> {
-        let (label, der) = decode_pem(text)?;
-        match label.as_str() {
-            "PUBLIC KEY" | "RSA PUBLIC KEY" => Self::from_der(&der),
+        let mut blocks = pem_blocks(text)?.into_iter();
+        let (label, der) = blocks.next().ok_or_else(no_pem_block)?;
+        let key = Self::from_pem_block(&label, &der)?;
+        match (blocks.next(), blocks.next()) {
+            (None, _) => Ok(key),
+            (Some((label, der)), None) if label == "PUBLIC KEY" && is_ml_kem_768(&der) => {
+                Ok(key.with_pq(MlKemPublicKey::from_spki_der(&der)?))
+            }
+            _ => Err(Error::KeyRejected {
+                what: "public key".into(),
+                reason: "after the RSA key, only one ML-KEM-768 public key may follow".into(),
+            }),
+        }
+    }
+
+    fn from_pem_block(label: &str, der: &[u8]) -> Result<Self> {
+        match label {
+            "PUBLIC KEY" if is_ml_kem_768(der) => Err(Error::KeyRejected {
+                what: "public key".into(),
+                reason: "an ML-KEM-768 key alone is not a recipient: it goes after an RSA key, \
+                         in the same file"
+                    .into(),
+            }),
+            "PUBLIC KEY" | "RSA PUBLIC KEY" => Self::from_der(der),
             "PRIVATE KEY" | "ENCRYPTED PRIVATE KEY" | "RSA PRIVATE KEY" => {
                 Err(Error::KeyRejected {
                     what: "public key".into(),
@@ -228,10 +272,18 @@ impl PublicKey {
         }
     }
 
-    /// PEM `PUBLIC KEY` (SubjectPublicKeyInfo), 64-column lines, LF endings.
+    /// PEM `PUBLIC KEY` (SubjectPublicKeyInfo), 64-column lines, LF endings; for a hybrid
+    /// recipient, the ML-KEM-768 key follows in a second block.
     pub fn to_pem(&self) -> String {
-        pkcs8::der::pem::encode_string("PUBLIC KEY", LineEnding::LF, &self.spki)
-            .expect("PEM encoding of DER bytes cannot fail")
+        let pem = |der: &[u8]| {
+            pkcs8::der::pem::encode_string("PUBLIC KEY", LineEnding::LF, der)
+                .expect("PEM encoding of DER bytes cannot fail")
+        };
+        let mut out = pem(&self.spki);
+        if let Some(pq) = &self.pq {
+            out.push_str(&pem(pq.spki_der()));
+        }
+        out
     }
 
     /// The key as SubjectPublicKeyInfo DER.
@@ -289,7 +341,7 @@ impl PublicKey {
 
 impl PartialEq for PublicKey {
     fn eq(&self, other: &Self) -> bool {
-        self.fingerprint == other.fingerprint
+        self.fingerprint == other.fingerprint && self.pq_fingerprint() == other.pq_fingerprint()
     }
 }
 
@@ -297,16 +349,22 @@ impl Eq for PublicKey {}
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey(RSA-{}, {})", self.bits, self.fingerprint)
+        write!(f, "PublicKey(RSA-{}, {}", self.bits, self.fingerprint)?;
+        if let Some(pq) = &self.pq {
+            write!(f, " + ML-KEM-768 {}", pq.fingerprint())?;
+        }
+        f.write_str(")")
     }
 }
 
-/// An RSA private key. Its PKCS#8 DER is zeroed on drop; aws-lc frees (and clears) its own copy.
+/// An RSA private key, with an ML-KEM-768 half for a hybrid recipient. Its PKCS#8 DER is zeroed
+/// on drop; aws-lc frees (and clears) its own copy.
 pub struct PrivateKey {
     pkcs8: SecretBytes,
     signer: KeyPair,
     decrypter: OaepPrivateDecryptingKey,
     public: PublicKey,
+    pq: Option<MlKemPrivateKey>,
 }
 
 impl PrivateKey {
@@ -318,6 +376,23 @@ impl PrivateKey {
             .as_der()
             .map_err(|_| Error::Crypto("encoding a new key as PKCS#8"))?;
         Self::from_pkcs8_der(der.as_ref(), "new key")
+    }
+
+    /// A new hybrid key pair: RSA plus a fresh ML-KEM-768 half.
+    pub fn generate_hybrid(bits: KeyBits) -> Result<Self> {
+        Ok(Self::generate(bits)?.with_pq(MlKemPrivateKey::generate()?))
+    }
+
+    /// This RSA key with `pq` as its ML-KEM-768 half.
+    pub fn with_pq(mut self, pq: MlKemPrivateKey) -> Self {
+        self.public.pq = Some(pq.public().clone());
+        self.pq = Some(pq);
+        self
+    }
+
+    /// The ML-KEM-768 half, if this is a hybrid key.
+    pub fn pq(&self) -> Option<&MlKemPrivateKey> {
+        self.pq.as_ref()
     }
 
     /// From unencrypted PKCS#8 DER.
@@ -338,15 +413,53 @@ impl PrivateKey {
             signer,
             decrypter,
             public,
+            pq: None,
         })
     }
 
-    /// From PEM text in any accepted private-key form. `password` is called only when the key is
-    /// encrypted, so a plain key never prompts. `what` names the key in errors (a path, a role).
+    /// From PEM text in any accepted private-key form, optionally followed by the key's
+    /// ML-KEM-768 half in a second block (a hybrid key; encrypted under the same password).
+    /// `password` is called only when a block is encrypted, and at most once, so a plain key
+    /// never prompts. `what` names the key in errors (a path, a role).
     pub fn from_pem(
         text: &str,
         what: &str,
         password: impl FnOnce() -> Result<Password>,
+    ) -> Result<Self> {
+        let mut password = LazyPassword {
+            ask: Some(Box::new(password)),
+            got: None,
+        };
+        let mut blocks = pem_blocks(text)?.into_iter();
+        let (label, der) = blocks.next().ok_or_else(no_pem_block)?;
+        let key = Self::from_pem_block(text, &label, &der, what, &mut password)?;
+        match (blocks.next(), blocks.next()) {
+            (None, _) => Ok(key),
+            (Some((label, der)), None)
+                if label == "ENCRYPTED PRIVATE KEY" || label == "PRIVATE KEY" =>
+            {
+                let plain = pkcs8_plain(&label, &der, what, &mut password)?;
+                if !is_ml_kem_768(&plain) {
+                    return Err(Error::KeyRejected {
+                        what: what.to_owned(),
+                        reason: "the second key in the file is not ML-KEM-768".into(),
+                    });
+                }
+                Ok(key.with_pq(MlKemPrivateKey::from_pkcs8_der(&plain, what)?))
+            }
+            _ => Err(Error::KeyRejected {
+                what: what.to_owned(),
+                reason: "after the RSA key, only one ML-KEM-768 private key may follow".into(),
+            }),
+        }
+    }
+
+    fn from_pem_block(
+        text: &str,
+        label: &str,
+        der: &[u8],
+        what: &str,
+        password: &mut LazyPassword<'_>,
     ) -> Result<Self> {
         if text.contains("Proc-Type: 4,ENCRYPTED") {
             return Err(Error::KeyRejected {
@@ -356,26 +469,21 @@ impl PrivateKey {
                     .into(),
             });
         }
-        let (label, der) = decode_pem(text)?;
-        let der = Zeroizing::new(der);
-        match label.as_str() {
-            "ENCRYPTED PRIVATE KEY" => {
-                let info =
-                    pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice()).map_err(|e| {
-                        Error::KeyRejected {
-                            what: what.to_owned(),
-                            reason: format!("not a valid encrypted PKCS#8 key: {e}"),
-                        }
-                    })?;
-                let password = password()?;
-                let plain = info
-                    .decrypt(password.as_bytes())
-                    .map_err(|_| Error::WrongPassword(what.to_owned()))?;
-                Self::from_pkcs8_der(plain.as_bytes(), what)
+        match label {
+            "ENCRYPTED PRIVATE KEY" | "PRIVATE KEY" => {
+                let plain = pkcs8_plain(label, der, what, password)?;
+                if is_ml_kem_768(&plain) {
+                    return Err(Error::KeyRejected {
+                        what: what.to_owned(),
+                        reason: "an ML-KEM-768 key alone cannot sign or be a recipient: it goes \
+                                 after an RSA key, in the same file"
+                            .into(),
+                    });
+                }
+                Self::from_pkcs8_der(&plain, what)
             }
-            "PRIVATE KEY" => Self::from_pkcs8_der(&der, what),
             "RSA PRIVATE KEY" => {
-                let pair = KeyPair::from_der(&der).map_err(|e| Error::KeyRejected {
+                let pair = KeyPair::from_der(der).map_err(|e| Error::KeyRejected {
                     what: what.to_owned(),
                     reason: e.to_string(),
                 })?;
@@ -395,21 +503,14 @@ impl PrivateKey {
         }
     }
 
-    /// Encrypted PKCS#8 PEM under `password` (PBKDF2-HMAC-SHA256 × 600,000, AES-256-CBC).
+    /// Encrypted PKCS#8 PEM under `password` (PBKDF2-HMAC-SHA256 × 600,000, AES-256-CBC); for a
+    /// hybrid key, the ML-KEM-768 half follows in a second block under the same password.
     pub fn to_encrypted_pem(&self, password: &Password) -> Result<Zeroizing<String>> {
-        let mut salt = [0u8; 16];
-        let mut iv = [0u8; 16];
-        fill_random(&mut salt)?;
-        fill_random(&mut iv)?;
-        let params = pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(PBKDF2_ROUNDS, &salt, iv)
-            .map_err(|_| Error::Crypto("PBES2 parameters"))?;
-        let info = pkcs8::PrivateKeyInfoRef::try_from(self.pkcs8.as_slice())
-            .map_err(|_| Error::Crypto("re-reading our own PKCS#8"))?;
-        let doc = info
-            .encrypt_with_params(params, password.as_bytes())
-            .map_err(|_| Error::Crypto("encrypting a private key"))?;
-        doc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
-            .map_err(|_| Error::Crypto("PEM-encoding a private key"))
+        let mut out = encrypted_pkcs8_pem(&self.pkcs8, password)?;
+        if let Some(pq) = &self.pq {
+            out.push_str(&encrypted_pkcs8_pem(&pq.to_pkcs8_der(), password)?);
+        }
+        Ok(out)
     }
 
     /// The public half.
@@ -453,12 +554,65 @@ impl PrivateKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PrivateKey(RSA-{}, {}, <redacted>)",
-            self.public.bits, self.public.fingerprint
-        )
+        write!(f, "PrivateKey({:?}, <redacted>)", self.public)
     }
+}
+
+/// A key file's password, asked for when the first encrypted block needs it and then kept for the
+/// next block (a hybrid key's two blocks share it).
+struct LazyPassword<'a> {
+    ask: Option<Box<dyn FnOnce() -> Result<Password> + 'a>>,
+    got: Option<Password>,
+}
+
+impl LazyPassword<'_> {
+    fn get(&mut self) -> Result<&Password> {
+        if let Some(ask) = self.ask.take() {
+            self.got = Some(ask()?);
+        }
+        self.got
+            .as_ref()
+            .ok_or(Error::Crypto("a failed password prompt is not asked again"))
+    }
+}
+
+/// Encrypted PKCS#8 PEM of plain PKCS#8 DER (PBKDF2-HMAC-SHA256 × 600,000, AES-256-CBC).
+fn encrypted_pkcs8_pem(der: &[u8], password: &Password) -> Result<Zeroizing<String>> {
+    let mut salt = [0u8; 16];
+    let mut iv = [0u8; 16];
+    fill_random(&mut salt)?;
+    fill_random(&mut iv)?;
+    let params = pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(PBKDF2_ROUNDS, &salt, iv)
+        .map_err(|_| Error::Crypto("PBES2 parameters"))?;
+    let info = pkcs8::PrivateKeyInfoRef::try_from(der)
+        .map_err(|_| Error::Crypto("re-reading our own PKCS#8"))?;
+    let doc = info
+        .encrypt_with_params(params, password.as_bytes())
+        .map_err(|_| Error::Crypto("encrypting a private key"))?;
+    doc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .map_err(|_| Error::Crypto("PEM-encoding a private key"))
+}
+
+/// The plain PKCS#8 DER of a `PRIVATE KEY` or `ENCRYPTED PRIVATE KEY` block.
+fn pkcs8_plain(
+    label: &str,
+    der: &[u8],
+    what: &str,
+    password: &mut LazyPassword<'_>,
+) -> Result<SecretBytes> {
+    if label == "PRIVATE KEY" {
+        return Ok(Zeroizing::new(der.to_vec()));
+    }
+    let info =
+        pkcs8::EncryptedPrivateKeyInfoRef::try_from(der).map_err(|e| Error::KeyRejected {
+            what: what.to_owned(),
+            reason: format!("not a valid encrypted PKCS#8 key: {e}"),
+        })?;
+    let password = password.get()?;
+    let plain = info
+        .decrypt(password.as_bytes())
+        .map_err(|_| Error::WrongPassword(what.to_owned()))?;
+    Ok(Zeroizing::new(plain.as_bytes().to_vec()))
 }
 
 /// The ability to recover a file key from a wrapped copy. A private key in memory is one; a
@@ -466,8 +620,23 @@ impl fmt::Debug for PrivateKey {
 pub trait Identity {
     /// The fingerprint of the public key whose wrappings this identity opens.
     fn fingerprint(&self) -> Fingerprint;
-    /// Recovers a file key from its RSA-OAEP wrapping to this identity.
+    /// Recovers a file key from its RSA-OAEP wrapping to this identity (for a hybrid stanza, the
+    /// 32-byte RSA secret, which travels exactly like a file key).
     fn unwrap_file_key(&self, wrapped: &[u8]) -> Result<FileKey>;
+    /// The fingerprint of this identity's ML-KEM-768 half, if it is a hybrid key.
+    fn pq_fingerprint(&self) -> Option<Fingerprint> {
+        None
+    }
+    /// ML-KEM-768 decapsulation with this identity's post-quantum half.
+    fn decapsulate(&self, _ciphertext: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        Err(Error::Crypto("this identity has no ML-KEM-768 half"))
+    }
+    /// Recovers the file key from a stanza addressed to this identity (FORMAT.md §6, §6a). The
+    /// default does it with the methods above; an identity that already knows the file key (a
+    /// custody service's answer) returns that instead.
+    fn unwrap_stanza(&self, stanza: &crate::v2::Stanza) -> Result<FileKey> {
+        stanza.unwrap_with(self)
+    }
 }
 
 impl Identity for PrivateKey {
@@ -477,6 +646,17 @@ impl Identity for PrivateKey {
 
     fn unwrap_file_key(&self, wrapped: &[u8]) -> Result<FileKey> {
         PrivateKey::unwrap_file_key(self, wrapped)
+    }
+
+    fn pq_fingerprint(&self) -> Option<Fingerprint> {
+        self.public.pq_fingerprint()
+    }
+
+    fn decapsulate(&self, ciphertext: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        match &self.pq {
+            Some(pq) => pq.decapsulate(ciphertext),
+            None => Err(Error::Crypto("this key has no ML-KEM-768 half")),
+        }
     }
 }
 
@@ -505,26 +685,40 @@ pub fn pem_is_encrypted(text: &str) -> bool {
         || text.contains("Proc-Type: 4,ENCRYPTED")
 }
 
-fn decode_pem(text: &str) -> Result<(String, Vec<u8>)> {
-    // Tolerate text around the block (OpenSSL writes "Bag Attributes" etc.) and CRLF endings.
-    let begin = text.find("-----BEGIN ").ok_or_else(|| Error::KeyRejected {
+/// The PEM blocks of a key file, in order (at most three: a caller accepts two at most and
+/// reports a third). Text around the blocks is tolerated (OpenSSL writes "Bag Attributes"
+/// etc.), and so are CRLF endings. The DER is zeroed when dropped: it may be a private key.
+fn pem_blocks(text: &str) -> Result<Vec<(String, SecretBytes)>> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(begin) = rest.find("-----BEGIN ") {
+        if blocks.len() == 3 {
+            break;
+        }
+        let block = &rest[begin..];
+        let end_marker = block.find("-----END ").ok_or_else(|| Error::KeyRejected {
+            what: "key file".into(),
+            reason: "PEM block has no END line".into(),
+        })?;
+        let end = block[end_marker..]
+            .find('\n')
+            .map(|i| end_marker + i + 1)
+            .unwrap_or(block.len());
+        let normalized = Zeroizing::new(block[..end].replace("\r\n", "\n"));
+        let (label, der) =
+            pkcs8::der::pem::decode_vec(normalized.as_bytes()).map_err(|e| Error::KeyRejected {
+                what: "key file".into(),
+                reason: format!("bad PEM: {e}"),
+            })?;
+        blocks.push((label.to_owned(), Zeroizing::new(der)));
+        rest = &block[end..];
+    }
+    Ok(blocks)
+}
+
+fn no_pem_block() -> Error {
+    Error::KeyRejected {
         what: "key file".into(),
         reason: "no PEM block found (expected -----BEGIN ...-----)".into(),
-    })?;
-    let block = &text[begin..];
-    let end_marker = block.find("-----END ").ok_or_else(|| Error::KeyRejected {
-        what: "key file".into(),
-        reason: "PEM block has no END line".into(),
-    })?;
-    let end = block[end_marker..]
-        .find("\n")
-        .map(|i| end_marker + i + 1)
-        .unwrap_or(block.len());
-    let normalized = block[..end].replace("\r\n", "\n");
-    let (label, der) =
-        pkcs8::der::pem::decode_vec(normalized.as_bytes()).map_err(|e| Error::KeyRejected {
-            what: "key file".into(),
-            reason: format!("bad PEM: {e}"),
-        })?;
-    Ok((label.to_owned(), der))
+    }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod hash;
 pub mod keys;
 pub mod legacy;
+pub mod pq;
 pub mod secret;
 pub mod time;
 pub mod v2;

@@ -169,6 +169,7 @@ mod tests {
             slot_size: 1024,
             signer,
             signature_len: 256,
+            hybrid: false,
             unknown: Vec::new(),
         }
     }

@@ -191,6 +191,30 @@ impl Identity for Held {
             Held::Custody(k) => k.unwrap_file_key(wrapped),
         }
     }
+
+    fn pq_fingerprint(&self) -> Option<Fingerprint> {
+        match self {
+            Held::Key(k) => Identity::pq_fingerprint(k),
+            Held::Custody(k) => k.pq_fingerprint(),
+        }
+    }
+
+    fn decapsulate(&self, ciphertext: &[u8]) -> pgseal_core::Result<zeroize::Zeroizing<[u8; 32]>> {
+        match self {
+            Held::Key(k) => Identity::decapsulate(k, ciphertext),
+            Held::Custody(k) => k.decapsulate(ciphertext),
+        }
+    }
+
+    fn unwrap_stanza(
+        &self,
+        stanza: &pgseal_core::v2::Stanza,
+    ) -> pgseal_core::Result<pgseal_core::secret::FileKey> {
+        match self {
+            Held::Key(k) => k.unwrap_stanza(stanza),
+            Held::Custody(k) => k.unwrap_stanza(stanza),
+        }
+    }
 }
 
 /// What opening the data established.

@@ -26,6 +26,7 @@ const COMPRESSION: u16 = 0x8005;
 const SLOT_SIZE: u16 = 0x8006;
 const SIGNER_FINGERPRINT: u16 = 0x8007;
 const SIGNATURE_LENGTH: u16 = 0x8008;
+const HYBRID_RECIPIENTS: u16 = 0x8009;
 
 const CRITICAL: u16 = 0x8000;
 const SUITE_V2: u8 = 1;
@@ -116,6 +117,9 @@ pub struct Header {
     pub signer: Fingerprint,
     /// Bytes in each signature: the signer's modulus length.
     pub signature_len: u16,
+    /// Sealed for hybrid (RSA-OAEP + ML-KEM-768) recipients only, and to be unwrapped only from a
+    /// hybrid stanza (FORMAT.md §6a). Signed, so a downgrade is detected.
+    pub hybrid: bool,
     /// Non-critical fields this version does not know (tag, value), kept for `inspect`.
     pub unknown: Vec<(u16, Vec<u8>)>,
 }
@@ -156,6 +160,9 @@ impl Header {
             SIGNATURE_LENGTH,
             &self.signature_len.to_be_bytes(),
         );
+        if self.hybrid {
+            put(&mut body, HYBRID_RECIPIENTS, &[1]);
+        }
 
         let mut out = Vec::with_capacity(12 + body.len());
         out.extend_from_slice(&MAGIC);
@@ -187,6 +194,7 @@ impl Header {
         let mut slot_size = None;
         let mut signer = None;
         let mut signature_len = None;
+        let mut hybrid = false;
         let mut unknown = Vec::new();
 
         while let Some((tag, value)) = fields.next_field()? {
@@ -220,6 +228,10 @@ impl Header {
                 SLOT_SIZE => slot_size = Some(u32::from_be_bytes(fixed(tag, value)?)),
                 SIGNER_FINGERPRINT => signer = Some(Fingerprint::from_bytes(fixed(tag, value)?)),
                 SIGNATURE_LENGTH => signature_len = Some(u16::from_be_bytes(fixed(tag, value)?)),
+                HYBRID_RECIPIENTS => match fixed(tag, value)? {
+                    [1] => hybrid = true,
+                    [other] => return Err(FormatError::InvalidHybridFlag(other).into()),
+                },
                 t if t & CRITICAL != 0 => return Err(Error::UnknownCriticalField(t)),
                 t => unknown.push((t, value.to_vec())),
             }
@@ -252,6 +264,7 @@ impl Header {
             slot_size,
             signer: signer.ok_or(missing("signer_fingerprint"))?,
             signature_len,
+            hybrid,
             unknown,
         })
     }
@@ -344,6 +357,7 @@ mod tests {
             slot_size: 4096,
             signer: Fingerprint::from_bytes([3; 32]),
             signature_len: 256,
+            hybrid: false,
             unknown: Vec::new(),
         }
     }
@@ -435,6 +449,28 @@ mod tests {
             format_error(&vec![0; MAX_HEADER_LEN + 1]),
             FormatError::HeaderTooLong {
                 len: MAX_HEADER_LEN as u64 + 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_hybrid_flag_is_signed_in_as_its_one_value() {
+        let mut h = header();
+        h.hybrid = true;
+        let b = body(&h);
+        assert!(b.ends_with(&field(HYBRID_RECIPIENTS, &[1])));
+        assert_eq!(Header::parse_body(&b).unwrap(), h);
+        let mut two = b.clone();
+        *two.last_mut().unwrap() = 2;
+        assert_eq!(format_error(&two), FormatError::InvalidHybridFlag(2));
+        let mut long = b[..b.len() - 7].to_vec();
+        long.extend_from_slice(&field(HYBRID_RECIPIENTS, &[1, 1]));
+        assert_eq!(
+            format_error(&long),
+            FormatError::FieldLength {
+                tag: HYBRID_RECIPIENTS,
+                expected: 1,
+                found: 2
             }
         );
     }

@@ -134,9 +134,15 @@ pub fn read_prelude(r: &mut impl Read) -> Result<Prelude> {
 }
 
 impl Prelude {
-    /// The slot decryption will use, with its index (0 = A, 1 = B).
+    /// The slot decryption will use, with its index (0 = A, 1 = B). In a file whose signed
+    /// header says hybrid, an active slot with an RSA-only wrapping is a downgrade and refused
+    /// (FORMAT.md §6a), key or no key.
     pub fn active_slot(&self) -> Result<(usize, Slot)> {
-        active_slot(&self.slots[0], &self.slots[1])
+        let (index, slot) = active_slot(&self.slots[0], &self.slots[1])?;
+        if self.header.hybrid && slot.has_rsa_only() {
+            return Err(Error::HybridDowngrade);
+        }
+        Ok((index, slot))
     }
 
     /// Checks the header signature with the key the header names, if it is among `signers`.
@@ -405,4 +411,52 @@ fn write_plaintext<W: Write>(
     }
     output.flush().map_err(write_err)?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyBits, PrivateKey};
+    use crate::v2::slots::{Stanza, encode_slot};
+    use crate::v2::stream::FileKeys;
+    use crate::v2::{SealParams, seal};
+
+    /// A downgrade with everything else right: the attacker knows the file key (the strongest
+    /// case), so the new RSA-only slot has a valid MAC and checksum and a higher generation. Only
+    /// the signed `hybrid_recipients` rule can refuse it, and it does, key or no key.
+    #[test]
+    fn an_rsa_only_slot_with_a_valid_mac_in_a_hybrid_file_is_a_downgrade() {
+        let signer = PrivateKey::generate(KeyBits::Rsa2048).unwrap();
+        let server = PrivateKey::generate_hybrid(KeyBits::Rsa2048).unwrap();
+        let recipients = [server.public().clone()];
+        let mut file = Vec::new();
+        seal(
+            &b"secret"[..],
+            &mut file,
+            &SealParams::new(&signer, &recipients),
+        )
+        .unwrap();
+
+        let p = read_prelude(&mut &file[..]).unwrap();
+        let (file_key, _) = p.unlock_file_key(&[&server]).unwrap();
+        let keys = FileKeys::derive(&file_key, &p.header.salt).unwrap();
+        // The same RSA key, as an RSA-only recipient.
+        let rsa_only = crate::PublicKey::from_der(server.public().spki_der()).unwrap();
+        let stanza = Stanza::wrap(&rsa_only, &file_key).unwrap();
+        let slot = encode_slot(2, &[stanza], p.header.slot_size, &keys, &p.header_hash).unwrap();
+        let b = p.slots_offset as usize + p.header.slot_size as usize;
+        file[b..b + slot.len()].copy_from_slice(&slot);
+
+        let p = read_prelude(&mut &file[..]).unwrap();
+        assert!(matches!(p.active_slot(), Err(Error::HybridDowngrade)));
+        let signers = [signer.public().clone()];
+        let body = &file[p.slots_offset as usize + 2 * p.header.slot_size as usize..];
+        let err = p
+            .decrypt(body, Vec::new(), &[&server], SignerCheck::Require(&signers))
+            .unwrap_err();
+        assert!(matches!(err, Error::HybridDowngrade), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::Authentication);
+        let err = p.verify(body, &signers, None).unwrap_err();
+        assert!(matches!(err, Error::HybridDowngrade), "{err}");
+    }
 }

@@ -15,7 +15,7 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
-use crate::error::{FormatError, Result};
+use crate::error::{Error, FormatError, Result};
 use crate::keys::{Fingerprint, Identity, PublicKey};
 
 use super::open::Prelude;
@@ -76,25 +76,32 @@ impl Prelude {
     ) -> Result<Rewrap> {
         let (active_index, slot) = self.active_slot()?;
         let h = &self.header;
+        // A post-quantum file stays post-quantum (FORMAT.md §6a); an RSA-only one may be
+        // upgraded by wrapping it to hybrid keys.
+        if h.hybrid
+            && let Some(r) = recipients.iter().find(|r| r.pq().is_none())
+        {
+            return Err(Error::NotHybrid(r.fingerprint()));
+        }
         let (file_key, keys, _) =
             slot.unlock(identities, &h.salt, &h.key_commitment, &self.header_hash)?;
         let mut stanzas: Vec<Stanza> = Vec::new();
         for r in recipients {
-            if !stanzas.iter().any(
-                |s| matches!(s, Stanza::RsaOaep { recipient, .. } if *recipient == r.fingerprint()),
-            ) {
+            if !stanzas
+                .iter()
+                .any(|s| s.recipient() == Some(r.fingerprint()))
+            {
                 stanzas.push(Stanza::wrap(r, &file_key)?);
             }
         }
         for s in &slot.stanzas {
-            let kept =
-                match s {
-                    Stanza::RsaOaep { recipient, .. } => keep.contains(recipient)
-                        && !stanzas.iter().any(
-                            |n| matches!(n, Stanza::RsaOaep { recipient: r, .. } if r == recipient),
-                        ),
-                    Stanza::Unknown { .. } => true,
-                };
+            let kept = match s.recipient() {
+                Some(recipient) => {
+                    keep.contains(&recipient)
+                        && !stanzas.iter().any(|n| n.recipient() == Some(recipient))
+                }
+                None => true,
+            };
             if kept {
                 stanzas.push(s.clone());
             }
@@ -116,13 +123,7 @@ impl Prelude {
                 self.wipe(active_index),
             ],
             generation,
-            recipients: stanzas
-                .iter()
-                .filter_map(|s| match s {
-                    Stanza::RsaOaep { recipient, .. } => Some(*recipient),
-                    Stanza::Unknown { .. } => None,
-                })
-                .collect(),
+            recipients: stanzas.iter().filter_map(Stanza::recipient).collect(),
         })
     }
 

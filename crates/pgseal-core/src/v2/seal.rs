@@ -18,7 +18,8 @@ use super::{DEFAULT_CHUNK_SIZE, final_signed_message, header_signed_message};
 pub struct SealParams<'a> {
     /// The creator's key: signs the header and the final digest.
     pub signer: &'a dyn Signer,
-    /// Who can decrypt: the server key, plus any recovery keys. 1 to 16.
+    /// Who can decrypt: the server key, plus any recovery keys. 1 to 16, all hybrid (RSA +
+    /// ML-KEM-768, then the file says so in its signed header) or all RSA-only.
     pub recipients: &'a [PublicKey],
     /// How to compress the payload before encryption.
     pub compression: Compression,
@@ -78,6 +79,20 @@ where
         )));
     }
 
+    let hybrid = params.recipients.iter().all(|r| r.pq().is_some());
+    if !hybrid && let Some(pq) = params.recipients.iter().find(|r| r.pq().is_some()) {
+        return Err(Error::InvalidParameter(format!(
+            "recipient {} is hybrid (RSA + ML-KEM-768) but {} is RSA-only: a file for both would be \
+             only as strong as RSA; give every recipient an ML-KEM-768 half, or none",
+            pq.fingerprint(),
+            params
+                .recipients
+                .iter()
+                .find(|r| r.pq().is_none())
+                .map(PublicKey::fingerprint)
+                .expect("not all are hybrid")
+        )));
+    }
     let file_key = FileKey::generate()?;
     let mut salt = [0u8; 32];
     fill_random(&mut salt)?;
@@ -100,6 +115,7 @@ where
         signer: signer.fingerprint(),
         signature_len: u16::try_from(signer.modulus_len())
             .map_err(|_| Error::InvalidParameter("signing key too large".into()))?,
+        hybrid,
         unknown: Vec::new(),
     };
     let signed_header = header.encode();

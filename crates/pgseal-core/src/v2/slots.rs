@@ -6,6 +6,7 @@ use crate::byte_reader::ByteReader;
 use crate::error::{Error, FormatError, Result};
 use crate::hash::{Sha256, sha256};
 use crate::keys::{Fingerprint, Identity, PublicKey};
+use crate::pq::{self, CIPHERTEXT_LEN, HybridWrap, WRAP_LEN};
 use crate::secret::FileKey;
 
 use super::stream::FileKeys;
@@ -16,6 +17,9 @@ pub const MAX_RECIPIENTS: usize = 16;
 pub const DEFAULT_SLOT_SIZE: u32 = 4096;
 
 const KIND_RSA_OAEP: u16 = 0x0001;
+const KIND_HYBRID: u16 = 0x0002;
+/// A hybrid body's bytes besides `C_rsa`: two fingerprints, `C_pq` and `W` (FORMAT.md §6a).
+const HYBRID_FIXED: usize = 32 + 32 + CIPHERTEXT_LEN + WRAP_LEN;
 const FIXED_PART: usize = 10; // generation + count
 const TRAILER: usize = 64; // MAC + checksum
 
@@ -29,6 +33,15 @@ pub enum Stanza {
         /// The RSA-OAEP ciphertext, as long as the recipient's modulus.
         wrapped: Vec<u8>,
     },
+    /// RSA-OAEP + ML-KEM-768 to the hybrid key with these two fingerprints (FORMAT.md §6a).
+    Hybrid {
+        /// The fingerprint of the recipient's RSA key.
+        recipient: Fingerprint,
+        /// The fingerprint of the recipient's ML-KEM-768 key.
+        pq_recipient: Fingerprint,
+        /// The two ciphertexts and the wrapped file key.
+        wrap: HybridWrap,
+    },
     /// A kind this version does not know; skipped, and kept by a rewrap.
     Unknown {
         /// The stanza kind.
@@ -39,33 +52,103 @@ pub enum Stanza {
 }
 
 impl Stanza {
-    /// Wraps `file_key` to `recipient`.
+    /// Wraps `file_key` to `recipient`: a hybrid stanza when the key has an ML-KEM-768 half,
+    /// else an RSA-OAEP one.
     pub fn wrap(recipient: &PublicKey, file_key: &FileKey) -> Result<Self> {
-        Ok(Stanza::RsaOaep {
-            recipient: recipient.fingerprint(),
-            wrapped: recipient.wrap_file_key(file_key)?,
+        Ok(match recipient.pq() {
+            Some(pq) => Stanza::Hybrid {
+                recipient: recipient.fingerprint(),
+                pq_recipient: pq.fingerprint(),
+                wrap: pq::hybrid_wrap(
+                    recipient.fingerprint(),
+                    |secret| recipient.wrap_file_key(secret),
+                    pq,
+                    file_key,
+                )?,
+            },
+            None => Stanza::RsaOaep {
+                recipient: recipient.fingerprint(),
+                wrapped: recipient.wrap_file_key(file_key)?,
+            },
         })
     }
 
-    fn encoded_len(&self) -> usize {
-        4 + match self {
-            Stanza::RsaOaep { wrapped, .. } => 32 + wrapped.len(),
-            Stanza::Unknown { body, .. } => body.len(),
+    /// The (RSA) fingerprint of the key this stanza is addressed to; `None` for unknown kinds.
+    pub fn recipient(&self) -> Option<Fingerprint> {
+        match self {
+            Stanza::RsaOaep { recipient, .. } | Stanza::Hybrid { recipient, .. } => {
+                Some(*recipient)
+            }
+            Stanza::Unknown { .. } => None,
         }
     }
 
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        let (kind, parts): (u16, [&[u8]; 2]) = match self {
-            Stanza::RsaOaep { recipient, wrapped } => {
-                (KIND_RSA_OAEP, [recipient.as_bytes(), wrapped])
+    /// Recovers the file key with `identity`, which the stanza names: RSA-OAEP, or both halves of
+    /// a hybrid key and the combiner (FORMAT.md §6a). The commitment and the slot MAC are the
+    /// caller's to check.
+    pub fn unwrap_with<I: Identity + ?Sized>(&self, identity: &I) -> Result<FileKey> {
+        match self {
+            Stanza::RsaOaep { wrapped, .. } => identity.unwrap_file_key(wrapped),
+            Stanza::Hybrid {
+                recipient,
+                pq_recipient,
+                wrap,
+            } => {
+                let found = identity.pq_fingerprint();
+                if found != Some(*pq_recipient) {
+                    return Err(Error::PqHalf {
+                        key: *recipient,
+                        wanted: *pq_recipient,
+                        found,
+                    });
+                }
+                let rsa_secret = identity.unwrap_file_key(&wrap.rsa_ciphertext)?;
+                let pq_secret = identity.decapsulate(&wrap.pq_ciphertext)?;
+                pq::hybrid_unwrap(wrap, (recipient, pq_recipient), &rsa_secret, &pq_secret)
             }
-            Stanza::Unknown { kind, body } => (*kind, [body, &[]]),
-        };
-        let len = parts[0].len() + parts[1].len();
+            Stanza::Unknown { kind, .. } => Err(Error::InvalidParameter(format!(
+                "stanza kind 0x{kind:04x} is not one this pgseal can unwrap"
+            ))),
+        }
+    }
+
+    /// The stanza's kind and its body, in the order the format lays it out.
+    fn parts(&self) -> (u16, [&[u8]; 5]) {
+        match self {
+            Stanza::RsaOaep { recipient, wrapped } => (
+                KIND_RSA_OAEP,
+                [recipient.as_bytes(), wrapped, &[], &[], &[]],
+            ),
+            Stanza::Hybrid {
+                recipient,
+                pq_recipient,
+                wrap,
+            } => (
+                KIND_HYBRID,
+                [
+                    recipient.as_bytes(),
+                    pq_recipient.as_bytes(),
+                    &wrap.rsa_ciphertext,
+                    &wrap.pq_ciphertext,
+                    &wrap.wrapped_key,
+                ],
+            ),
+            Stanza::Unknown { kind, body } => (*kind, [body, &[], &[], &[], &[]]),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        4 + self.parts().1.iter().map(|p| p.len()).sum::<usize>()
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let (kind, parts) = self.parts();
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         out.extend_from_slice(&kind.to_be_bytes());
         out.extend_from_slice(&(len as u16).to_be_bytes());
-        out.extend_from_slice(parts[0]);
-        out.extend_from_slice(parts[1]);
+        for part in parts {
+            out.extend_from_slice(part);
+        }
     }
 }
 
@@ -131,15 +214,17 @@ impl std::fmt::Display for Damage {
 }
 
 impl Slot {
-    /// The fingerprints this slot is addressed to.
+    /// The (RSA) fingerprints this slot is addressed to.
     pub fn recipients(&self) -> Vec<Fingerprint> {
+        self.stanzas.iter().filter_map(Stanza::recipient).collect()
+    }
+
+    /// Whether any stanza is an RSA-only wrapping: in a file whose header says hybrid, a
+    /// downgrade (FORMAT.md §6a).
+    pub fn has_rsa_only(&self) -> bool {
         self.stanzas
             .iter()
-            .filter_map(|s| match s {
-                Stanza::RsaOaep { recipient, .. } => Some(*recipient),
-                Stanza::Unknown { .. } => None,
-            })
-            .collect()
+            .any(|s| matches!(s, Stanza::RsaOaep { .. }))
     }
 
     /// Unwraps the file key with the first identity a stanza names, checks it against the
@@ -152,13 +237,13 @@ impl Slot {
         header_hash: &[u8; 32],
     ) -> Result<(FileKey, FileKeys, Fingerprint)> {
         for stanza in &self.stanzas {
-            let Stanza::RsaOaep { recipient, wrapped } = stanza else {
+            let Some(recipient) = stanza.recipient() else {
                 continue;
             };
-            let Some(identity) = identities.iter().find(|i| i.fingerprint() == *recipient) else {
+            let Some(identity) = identities.iter().find(|i| i.fingerprint() == recipient) else {
                 continue;
             };
-            let file_key = identity.unwrap_file_key(wrapped)?;
+            let file_key = identity.unwrap_stanza(stanza)?;
             let keys = FileKeys::derive(&file_key, salt)?;
             if !keys.commitment_matches(commitment) {
                 return Err(Error::KeyCommitmentMismatch);
@@ -167,7 +252,7 @@ impl Slot {
             if aws_lc_rs::constant_time::verify_slices_are_equal(&mac, &self.mac).is_err() {
                 return Err(Error::RecipientMacMismatch);
             }
-            return Ok((file_key, keys, *recipient));
+            return Ok((file_key, keys, recipient));
         }
         Err(Error::NoMatchingIdentity(self.recipients()))
     }
@@ -259,6 +344,8 @@ enum SlotDamage {
     StanzaPastEnd,
     #[error("RSA-OAEP stanza too short")]
     RsaOaepTooShort,
+    #[error("hybrid stanza too short")]
+    HybridTooShort,
     #[error("non-zero bytes after the stanzas")]
     TrailingBytes,
 }
@@ -308,6 +395,35 @@ fn parse_nonempty(raw: &[u8]) -> std::result::Result<Slot, SlotDamage> {
                 Stanza::RsaOaep {
                     recipient: Fingerprint::from_bytes(recipient),
                     wrapped: s.rest().to_vec(),
+                }
+            }
+            KIND_HYBRID => {
+                let mut s = ByteReader::new(stanza_body);
+                let rsa_len = stanza_body
+                    .len()
+                    .checked_sub(HYBRID_FIXED)
+                    .filter(|len| *len > 0)
+                    .ok_or(SlotDamage::HybridTooShort)?;
+                // The length was checked above, so every take succeeds.
+                match (
+                    s.array(),
+                    s.array(),
+                    s.take(rsa_len),
+                    s.take(CIPHERTEXT_LEN),
+                    s.array(),
+                ) {
+                    (Some(recipient), Some(pq_recipient), Some(rsa), Some(pq), Some(wrapped)) => {
+                        Stanza::Hybrid {
+                            recipient: Fingerprint::from_bytes(recipient),
+                            pq_recipient: Fingerprint::from_bytes(pq_recipient),
+                            wrap: HybridWrap {
+                                rsa_ciphertext: rsa.to_vec(),
+                                pq_ciphertext: pq.to_vec(),
+                                wrapped_key: wrapped,
+                            },
+                        }
+                    }
+                    _ => return Err(SlotDamage::HybridTooShort),
                 }
             }
             kind => Stanza::Unknown {

@@ -263,6 +263,12 @@ impl Identity for CustodyKey {
         // The slot's commitment and MAC are checked against this key by the caller.
         FileKey::from_slice(self.key.expose())
     }
+
+    fn unwrap_stanza(&self, _stanza: &pgseal_core::v2::Stanza) -> pgseal_core::Result<FileKey> {
+        // Whatever the stanza's kind (RSA-OAEP or hybrid), the service unwrapped it; the caller
+        // checks the commitment and the slot MAC against this key.
+        FileKey::from_slice(self.key.expose())
+    }
 }
 
 /// The custody service as a [`KeyHolder`](crate::keyholder::KeyHolder) for `rewrap`: it plans
