@@ -143,6 +143,9 @@ pub struct RotateRequest {
     /// The new key's size in bits (default: the site's).
     #[serde(default)]
     pub key_size: Option<u32>,
+    /// Whether the new key gets an ML-KEM-768 half (default: the site's `[keys] pq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pq: Option<bool>,
 }
 
 /// What a rotation did.

@@ -588,6 +588,7 @@ mod tests {
                 server_keys_dir: self.tmp.path().join("keys"),
                 signature_required: true,
                 rsa_key_size: 2048,
+                pq_keys: false,
                 retention_days: 30,
             };
             let actor = Actor {

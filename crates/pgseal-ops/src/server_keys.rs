@@ -21,6 +21,9 @@ use crate::session::Session;
 pub struct Generate<'a> {
     /// Its size in bits; `None`: the site's `rsa_key_size`.
     pub bits: Option<u32>,
+    /// Whether it gets an ML-KEM-768 half (a hybrid key, FORMAT.md §6a); `None`: the site's
+    /// `pq_keys`.
+    pub pq: Option<bool>,
     /// The password that will protect it (asked as a new password).
     pub password: &'a dyn Secret,
     /// A note stored with it.
@@ -31,21 +34,75 @@ pub struct Generate<'a> {
 /// asked) while an active key exists: a rotation replaces it.
 pub fn generate(session: &mut Session, request: &Generate<'_>) -> Result<ServerKeyRecord> {
     session.audit(Action::KeyGen).detail("kind", "server");
-    let bits = key_bits(session, request.bits)?;
+    let spec = key_spec(session, request.bits, request.pq)?;
     if let Some(active) = session.store()?.active_server_key()? {
         return Err(StoreError::ActiveServerKeyExists(active.fingerprint).into());
     }
     let password = request.password.get_new()?;
-    generate_active(session, bits, &password, request.notes)
+    generate_active(session, spec, &password, request.notes)
+}
+
+/// What a new server key is: its RSA size, and whether it has an ML-KEM-768 half.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeySpec {
+    bits: KeyBits,
+    pq: bool,
+}
+
+impl KeySpec {
+    fn generate(self) -> Result<PrivateKey> {
+        Ok(if self.pq {
+            PrivateKey::generate_hybrid(self.bits)?
+        } else {
+            PrivateKey::generate(self.bits)?
+        })
+    }
 }
 
 /// The key size asked for, else the site's.
 pub(crate) fn key_bits(session: &Session, bits: Option<u32>) -> Result<KeyBits> {
-    let bits = match bits {
-        Some(b) => b,
-        None => session.site()?.rsa_key_size,
-    };
-    Ok(KeyBits::from_bits(bits)?)
+    Ok(KeyBits::from_bits(
+        bits.unwrap_or(session.site()?.rsa_key_size),
+    )?)
+}
+
+/// The key size and kind asked for, else the site's.
+pub(crate) fn key_spec(session: &Session, bits: Option<u32>, pq: Option<bool>) -> Result<KeySpec> {
+    Ok(KeySpec {
+        bits: key_bits(session, bits)?,
+        pq: pq.unwrap_or(session.site()?.pq_keys),
+    })
+}
+
+/// The fingerprint of a server key's ML-KEM-768 half, if it is a hybrid key (read from its
+/// public PEM, which holds the half as a second block).
+pub fn pq_fingerprint(record: &ServerKeyRecord) -> Option<Fingerprint> {
+    pgseal_core::PublicKey::from_pem(&record.public_key_pem)
+        .ok()
+        .and_then(|k| k.pq_fingerprint())
+}
+
+/// A server key for people: `RSA-4096 SHA256:…`, and `+ ML-KEM-768 SHA256:…` for a hybrid key.
+pub fn describe(record: &ServerKeyRecord) -> String {
+    let rsa = format!("RSA-{} {}", record.key_size, record.fingerprint);
+    match pq_fingerprint(record) {
+        Some(pq) => format!("{rsa} + ML-KEM-768 {pq}"),
+        None => rsa,
+    }
+}
+
+/// Records a new server key in the operation's audit entry under `prefix` (`""` or `"new_"`).
+fn audit_new_key(session: &mut Session, prefix: &str, record: &ServerKeyRecord) {
+    let pq = pq_fingerprint(record);
+    if let Some(a) = session.audit_mut() {
+        a.detail(
+            &format!("{prefix}fingerprint"),
+            record.fingerprint.to_string(),
+        );
+        if let Some(pq) = pq {
+            a.detail(&format!("{prefix}pq_fingerprint"), pq.to_string());
+        }
+    }
 }
 
 /// Generates a server key, encrypts it under `password` and stores it as the active key,
@@ -53,14 +110,14 @@ pub(crate) fn key_bits(session: &Session, bits: Option<u32>) -> Result<KeyBits> 
 /// (another process may have won a race).
 pub(crate) fn generate_active(
     session: &mut Session,
-    bits: KeyBits,
+    spec: KeySpec,
     password: &Password,
     notes: Option<&str>,
 ) -> Result<ServerKeyRecord> {
-    let new = new_server_key(&PrivateKey::generate(bits)?, password, notes)?;
+    let new = new_server_key(&spec.generate()?, password, notes)?;
     let record = session.store()?.add_server_key(&new)?;
+    audit_new_key(session, "", &record);
     if let Some(a) = session.audit_mut() {
-        a.detail("fingerprint", record.fingerprint.to_string());
         a.detail("key_size", record.key_size);
     }
     Ok(record)
@@ -86,6 +143,8 @@ fn new_server_key(
 pub struct Rotate<'a> {
     /// The new key's size in bits; `None`: the site's `rsa_key_size`.
     pub bits: Option<u32>,
+    /// Whether the new key gets an ML-KEM-768 half; `None`: the site's `pq_keys`.
+    pub pq: Option<bool>,
     /// The current password: it must open every stored key (that proves it, and is what lets
     /// the keys be re-protected).
     pub current_password: &'a dyn Secret,
@@ -112,7 +171,7 @@ pub struct Rotated {
 /// changes nothing.
 pub fn rotate(session: &mut Session, request: &Rotate<'_>) -> Result<Rotated> {
     session.audit(Action::KeyRotate).detail("kind", "server");
-    let bits = key_bits(session, request.bits)?;
+    let spec = key_spec(session, request.bits, request.pq)?;
     let store = session.store()?;
     let active = store.active_server_key()?.ok_or(Missing::ActiveServerKey)?;
     let all = store.server_keys()?;
@@ -135,7 +194,7 @@ pub fn rotate(session: &mut Session, request: &Rotate<'_>) -> Result<Rotated> {
         })
         .collect::<Result<Vec<_>>>()?;
     let new_password = request.new_password.get_new()?;
-    let key = PrivateKey::generate(bits)?;
+    let key = spec.generate()?;
     let reprotected = keys
         .iter()
         .map(|(id, k)| Ok((*id, k.to_encrypted_pem(&new_password)?.to_string())))
@@ -144,8 +203,8 @@ pub fn rotate(session: &mut Session, request: &Rotate<'_>) -> Result<Rotated> {
     let record = session
         .store()?
         .rotate_server_key(active.id, &reprotected, &new)?;
+    audit_new_key(session, "new_", &record);
     if let Some(a) = session.audit_mut() {
-        a.detail("new_fingerprint", record.fingerprint.to_string());
         a.detail("reprotected_keys", reprotected.len());
     }
     Ok(Rotated {
@@ -315,6 +374,7 @@ mod tests {
                 s,
                 &Rotate {
                     bits: None,
+                    pq: None,
                     current_password: &password(PASSWORD),
                     new_password: &password(NEW_PASSWORD),
                     notes: Some("yearly"),
@@ -336,6 +396,7 @@ mod tests {
                     s,
                     &Generate {
                         bits: Some(2048),
+                        pq: None,
                         password: &asked,
                         notes: None,
                     },
@@ -395,6 +456,7 @@ mod tests {
                     s,
                     &Rotate {
                         bits: None,
+                        pq: None,
                         current_password: &password("not-the-current-password"),
                         new_password: &new,
                         notes: None,

@@ -36,6 +36,8 @@ pub struct Site {
     pub signature_required: bool,
     /// The RSA key size of new keys, in bits.
     pub rsa_key_size: u32,
+    /// Whether new server keys get an ML-KEM-768 half (hybrid, FORMAT.md §6a).
+    pub pq_keys: bool,
     /// How long backups are kept by default, in days.
     pub retention_days: u32,
 }

@@ -8,7 +8,7 @@ use pgseal_store::{Action, ServerKeyRecord};
 
 use crate::error::Result;
 use crate::secret::Secret;
-use crate::server_keys::{generate_active, key_bits};
+use crate::server_keys::{generate_active, key_spec};
 use crate::session::Session;
 
 /// A new site.
@@ -17,6 +17,8 @@ pub struct Create<'a> {
     pub dir: &'a Path,
     /// The first server key's size in bits; `None`: the site's `rsa_key_size`.
     pub bits: Option<u32>,
+    /// Whether it gets an ML-KEM-768 half; `None`: the site's `pq_keys`.
+    pub pq: Option<bool>,
     /// The password that will protect the server keys (asked as a new password).
     pub password: &'a dyn Secret,
 }
@@ -29,10 +31,10 @@ pub fn create(session: &mut Session, request: &Create<'_>) -> Result<ServerKeyRe
     session
         .audit(Action::Init)
         .detail("dir", request.dir.display().to_string());
-    let bits = key_bits(session, request.bits)?;
+    let spec = key_spec(session, request.bits, request.pq)?;
     let password = request.password.get_new()?;
     session.create_store()?;
-    generate_active(session, bits, &password, None)
+    generate_active(session, spec, &password, None)
 }
 
 /// What the operations' tests share: a site made with [`create`] in a temporary directory, and
@@ -73,6 +75,7 @@ pub(crate) mod testing {
             server_keys_dir: dir.join("keys/server"),
             signature_required: true,
             rsa_key_size: 2048,
+            pq_keys: false,
             retention_days: 30,
         }
     }
@@ -109,6 +112,7 @@ pub(crate) mod testing {
                     &Create {
                         dir: made.tmp.path(),
                         bits: None,
+                        pq: None,
                         password: &password(PASSWORD),
                     },
                 )
@@ -192,6 +196,7 @@ mod tests {
                     &Create {
                         dir: site.tmp.path(),
                         bits: None,
+                        pq: None,
                         password: &password("another-password-for-the-key"),
                     },
                 )
@@ -223,6 +228,7 @@ mod tests {
             &Create {
                 dir: tmp.path(),
                 bits: None,
+                pq: None,
                 password: &password("short"),
             },
         );

@@ -81,6 +81,7 @@ impl TestSite {
             server_keys_dir: tmp.path().join("keys/server"),
             signature_required: true,
             rsa_key_size: 2048,
+            pq_keys: false,
             retention_days: 30,
         };
         let actor = Actor {

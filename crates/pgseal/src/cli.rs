@@ -260,6 +260,10 @@ pub struct NewPasswordArgs {
 pub struct ServerKeyRotateArgs {
     #[command(flatten)]
     pub key_size: NewKeySize,
+    /// Give the key an ML-KEM-768 half: backups made for it are post-quantum (hybrid RSA-OAEP +
+    /// ML-KEM-768, docs/FORMAT.md §6a). Default: the config's `[keys] pq`.
+    #[arg(long)]
+    pub pq: bool,
     /// A note stored with the new key.
     #[arg(long)]
     pub notes: Option<String>,
@@ -833,6 +837,10 @@ pub struct InitArgs {
     /// Size of the first server key.
     #[arg(long, default_value_t = 4096, value_parser = parse_key_size)]
     pub key_size: u32,
+    /// Make server keys post-quantum hybrids (RSA + ML-KEM-768): the first one, and every
+    /// rotation after it (writes `pq = true` into the config).
+    #[arg(long)]
+    pub pq: bool,
     #[command(flatten)]
     pub server_password: ServerPasswordArgs,
     #[command(flatten)]
@@ -859,6 +867,10 @@ pub enum ServerKeyCommand {
 pub struct ServerKeyGenerateArgs {
     #[command(flatten)]
     pub key_size: NewKeySize,
+    /// Give the key an ML-KEM-768 half: backups made for it are post-quantum (hybrid RSA-OAEP +
+    /// ML-KEM-768, docs/FORMAT.md §6a). Default: the config's `[keys] pq`.
+    #[arg(long)]
+    pub pq: bool,
     /// A note stored with the key.
     #[arg(long)]
     pub notes: Option<String>,
@@ -1036,6 +1048,10 @@ pub struct KeygenArgs {
     /// RSA modulus size in bits.
     #[arg(long, default_value_t = 4096, value_parser = parse_key_size)]
     pub key_size: u32,
+    /// Add an ML-KEM-768 half (a hybrid key: files sealed to it are post-quantum, docs/FORMAT.md
+    /// §6a). NAME.key.pem and NAME.pub.pem each hold both halves, the ML-KEM block second.
+    #[arg(long)]
+    pub pq: bool,
     /// Replace existing key files (regular files only). The old private key is lost.
     #[arg(long)]
     pub force: bool,

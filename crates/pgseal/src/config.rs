@@ -42,6 +42,8 @@ url = "sqlite:pgseal.db"                  # PGSEAL_STORE
 [keys]
 rsa_key_size = 4096                       # RSA_KEY_SIZE: 3072 or 4096 (2048 for tests only)
 rsa_signature_algorithm = "RSA-PSS"       # RSA_SIGNATURE_ALGORITHM: RSA-PSS is the only one
+pq = false                                # new server keys get an ML-KEM-768 half: backups made
+                                          # for them are post-quantum (docs/FORMAT.md §6a)
 server_keys_dir = "keys/server"           # SERVER_KEYS_DIR: exported server public keys
 user_keys_dir = "keys/users"              # USER_KEYS_DIR: where user-key generate writes keys
 
@@ -249,6 +251,7 @@ struct StoreSection {
 #[serde(deny_unknown_fields)]
 struct KeysSection {
     rsa_key_size: Option<u32>,
+    pq: Option<bool>,
     rsa_signature_algorithm: Option<String>,
     server_keys_dir: Option<PathBuf>,
     user_keys_dir: Option<PathBuf>,
@@ -298,6 +301,8 @@ pub struct Config {
     pub file: Option<PathBuf>,
     pub store: StoreUrl,
     pub rsa_key_size: u32,
+    /// New server keys get an ML-KEM-768 half (`[keys] pq`).
+    pub pq_keys: bool,
     pub server_keys_dir: PathBuf,
     pub user_keys_dir: PathBuf,
     pub backup_dir: PathBuf,
@@ -496,6 +501,7 @@ impl Config {
             file,
             store,
             rsa_key_size,
+            pq_keys: f.keys.pq.unwrap_or(false),
             server_keys_dir: path_setting("SERVER_KEYS_DIR", f.keys.server_keys_dir, "keys/server"),
             user_keys_dir: path_setting("USER_KEYS_DIR", f.keys.user_keys_dir, "keys/users"),
             backup_dir: path_setting("PGSEAL_BACKUP_DIR", f.backup.dir, "backups"),
@@ -645,8 +651,13 @@ mod tests {
         assert_eq!(c.store, StoreUrl::Sqlite("/etc/pgseal/pgseal.db".into()));
         assert_eq!(c.user_keys_dir, PathBuf::from("/etc/pgseal/keys/users"));
         assert_eq!(
-            (c.rsa_key_size, c.retention_days, c.signature_required),
-            (4096, 90, true)
+            (
+                c.rsa_key_size,
+                c.pq_keys,
+                c.retention_days,
+                c.signature_required
+            ),
+            (4096, false, 90, true)
         );
         assert_eq!(c.postgresql_bin_path, None);
         assert_eq!(

@@ -127,6 +127,7 @@ fn site(c: &Config) -> Site {
         server_keys_dir: c.server_keys_dir.clone(),
         signature_required: c.signature_required,
         rsa_key_size: c.rsa_key_size,
+        pq_keys: c.pq_keys,
         retention_days: c.retention_days,
     }
 }

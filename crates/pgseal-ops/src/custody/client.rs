@@ -151,11 +151,11 @@ impl CustodyClient {
     }
 
     /// Has the service rotate the server key it holds (role `admin`, and a second-factor code).
-    pub fn rotate(&self, key_size: Option<u32>) -> Result<wire::RotateResponse> {
+    pub fn rotate(&self, key_size: Option<u32>, pq: Option<bool>) -> Result<wire::RotateResponse> {
         self.call(
             "POST",
             wire::path::ROTATE,
-            &wire::RotateRequest { key_size },
+            &wire::RotateRequest { key_size, pq },
         )
     }
 

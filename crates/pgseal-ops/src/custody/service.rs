@@ -546,6 +546,7 @@ impl Custody {
                     session,
                     &crate::server_keys::Rotate {
                         bits: request.key_size,
+                        pq: request.pq,
                         current_password: &password,
                         new_password: &password,
                         notes: Some(&notes),

@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use pgseal_ops::secret::Given;
-use pgseal_ops::site;
+use pgseal_ops::{server_keys, site};
 use pgseal_store::StoreUrl;
 use serde_json::json;
 
@@ -46,7 +46,10 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
     for sub in ["", "keys", "keys/server", "keys/users", "backups"] {
         make_private_dir(&dir.join(sub))?;
     }
-    let template = TEMPLATE.replace("url = \"sqlite:pgseal.db\"", &store_line);
+    let mut template = TEMPLATE.replace("url = \"sqlite:pgseal.db\"", &store_line);
+    if args.pq {
+        template = template.replacen("\npq = false ", "\npq = true  ", 1);
+    }
     // The configuration is resolved from the text about to be written, so the store and key
     // land where the file says; the file itself is written last, so a failed init can be re-run.
     let scratch = dir.join(".pgseal.toml.init");
@@ -69,6 +72,7 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
         &site::Create {
             dir,
             bits: Some(args.key_size),
+            pq: Some(args.pq),
             password: &Given(password_value),
         },
     )?;
@@ -83,12 +87,13 @@ pub fn run(args: InitArgs, ctx: &mut Context) -> CliResult {
             "store": store,
             "server_key": key.fingerprint.to_string(),
             "key_size": key.key_size,
+            "pq_fingerprint": server_keys::pq_fingerprint(&key).map(|f| f.to_string()),
         }));
     } else {
         outln!("initialised {}", dir.display());
         outln!("  config:      {}", config_path.display());
         outln!("  store:       {store}");
-        outln!("  server key:  RSA-{} {}", key.key_size, key.fingerprint);
+        outln!("  server key:  {}", server_keys::describe(&key));
         outln!("next:");
         outln!(
             "  cd {} && pgseal user add NAME && pgseal user-key generate NAME",
@@ -128,6 +133,7 @@ pub fn show_config(args: Json, ctx: &mut Context) -> CliResult {
         "file": c.file,
         "store": c.store.to_string(),
         "rsa_key_size": c.rsa_key_size,
+        "pq_keys": c.pq_keys,
         "server_keys_dir": c.server_keys_dir,
         "user_keys_dir": c.user_keys_dir,
         "backup_dir": c.backup_dir,

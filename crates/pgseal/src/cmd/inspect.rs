@@ -2,7 +2,7 @@
 
 use pgseal_core::legacy::symmetric;
 use pgseal_core::time::{rfc3339_millis, rfc3339_secs};
-use pgseal_core::v2::{self, Prelude, SlotState};
+use pgseal_core::v2::{self, Prelude, SlotState, Stanza};
 use pgseal_ops::inspect::{Inspection, inspect};
 use serde_json::{Value, json};
 
@@ -66,10 +66,28 @@ fn v2_facts(prelude: &Prelude, name: &str, file_bytes: Option<u64>) -> Value {
             "state": "valid",
             "generation": slot.generation,
             "recipients": slot.recipients().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "stanzas": slot.stanzas.iter().map(stanza_json).collect::<Vec<_>>(),
         }),
         SlotState::Damaged(damage) => json!({ "state": "damaged", "reason": damage.reason }),
     };
-    let active = prelude.active_slot().ok();
+    let active = prelude.active_slot();
+    let active_error = active.as_ref().err().map(ToString::to_string);
+    let active = active.ok();
+    // Post-quantum: promised by the signed header, or only given by a rewrap (an upgraded
+    // RSA-only file: its active slot is hybrid, its header cannot say so).
+    let post_quantum = match (&active, h.hybrid) {
+        (_, true) => "signed",
+        (Some((_, slot)), false)
+            if !slot.stanzas.is_empty()
+                && slot
+                    .stanzas
+                    .iter()
+                    .all(|s| matches!(s, Stanza::Hybrid { .. } | Stanza::Unknown { .. })) =>
+        {
+            "upgraded"
+        }
+        _ => "no",
+    };
     let mut slots = [slot_json(&prelude.slots[0]), slot_json(&prelude.slots[1])];
     for (i, slot) in slots.iter_mut().enumerate() {
         slot["active"] = json!(active.as_ref().is_some_and(|(a, _)| *a == i));
@@ -99,6 +117,10 @@ fn v2_facts(prelude: &Prelude, name: &str, file_bytes: Option<u64>) -> Value {
         "compression": h.compression.name(),
         "chunk_size": h.chunk_size,
         "recipients": active.as_ref().map(|(_, s)| s.recipients().iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "recipient_stanzas": active.as_ref().map(|(_, s)| s.stanzas.iter().map(stanza_json).collect::<Vec<_>>()),
+        "hybrid_recipients": h.hybrid,
+        "post_quantum": post_quantum,
+        "active_slot_error": active_error,
         "slots": slots,
         "superseded_slot": superseded.map(|(_, j)| j),
         "header_bytes": header_bytes,
@@ -108,6 +130,25 @@ fn v2_facts(prelude: &Prelude, name: &str, file_bytes: Option<u64>) -> Value {
         "header_covered_by_signature": true,
         "unknown_fields": h.unknown.iter().map(|(t, _)| format!("0x{t:04x}")).collect::<Vec<_>>(),
     })
+}
+
+/// One wrapping of the file key: its kind and the key (or keys) it names.
+fn stanza_json(stanza: &Stanza) -> Value {
+    match stanza {
+        Stanza::RsaOaep { recipient, .. } => {
+            json!({ "kind": "rsa-oaep", "fingerprint": recipient.to_string() })
+        }
+        Stanza::Hybrid {
+            recipient,
+            pq_recipient,
+            ..
+        } => json!({
+            "kind": "hybrid",
+            "fingerprint": recipient.to_string(),
+            "pq_fingerprint": pq_recipient.to_string(),
+        }),
+        Stanza::Unknown { kind, .. } => json!({ "kind": format!("0x{kind:04x}") }),
+    }
 }
 
 fn print_human(name: &str, facts: &Value) {
@@ -151,17 +192,41 @@ fn print_human(name: &str, facts: &Value) {
             s(&facts["chunk_size"])
         );
     }
-    match facts["recipients"].as_array() {
+    match facts["recipient_stanzas"].as_array() {
         Some(list) => {
             outln!("recipients:");
             for r in list {
-                outln!("  {}", s(r));
+                match r["kind"].as_str() {
+                    Some("hybrid") => outln!(
+                        "  {} + ML-KEM-768 {} (hybrid)",
+                        s(&r["fingerprint"]),
+                        s(&r["pq_fingerprint"])
+                    ),
+                    Some("rsa-oaep") => outln!("  {}", s(&r["fingerprint"])),
+                    _ => outln!(
+                        "  a stanza of kind {} (unknown to this pgseal)",
+                        s(&r["kind"])
+                    ),
+                }
+            }
+            match facts["post_quantum"].as_str() {
+                Some("signed") => outln!(
+                    "post-quantum: yes — the signed header allows only hybrid RSA + ML-KEM-768 \
+                     wrappings"
+                ),
+                Some("upgraded") => outln!(
+                    "post-quantum: the active slot is hybrid (rewrapped); the header predates it"
+                ),
+                _ => {}
             }
         }
         None if facts["format"] == json!("legacy-hybrid") => {
             outln!("recipients:  not recorded (legacy files name no key)")
         }
         None => {}
+    }
+    if let Some(problem) = facts["active_slot_error"].as_str() {
+        outln!("no usable slot: {problem}");
     }
     if let Some(slots) = facts["slots"].as_array() {
         let describe = |(letter, slot): (&str, &Value)| {

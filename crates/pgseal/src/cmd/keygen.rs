@@ -35,7 +35,11 @@ pub fn keygen(args: KeygenArgs) -> CliResult {
     pgseal_ops::files::refuse_existing(&[&key_path, &pub_path], args.force)?;
     // Ask for the password before the slow key generation.
     let password = keygen_password(args.password).get_new()?;
-    let key = PrivateKey::generate(bits)?;
+    let key = if args.pq {
+        PrivateKey::generate_hybrid(bits)?
+    } else {
+        PrivateKey::generate(bits)?
+    };
     pgseal_ops::keys::write_key_pair(&key, &password, &key_path, &pub_path, args.force)?;
 
     let public = key.public();
@@ -45,12 +49,16 @@ pub fn keygen(args: KeygenArgs) -> CliResult {
             "public_key": pub_path,
             "bits": public.bits(),
             "fingerprint": public.fingerprint().to_string(),
+            "pq_fingerprint": public.pq_fingerprint().map(|f| f.to_string()),
             "legacy_fingerprint": public.legacy_fingerprint().to_string(),
         }));
     } else {
         outln!("private key: {} (encrypted, mode 0600)", key_path.display());
         outln!("public key:  {}", pub_path.display());
         outln!("RSA-{} {}", public.bits(), public.fingerprint());
+        if let Some(pq) = public.pq_fingerprint() {
+            outln!("ML-KEM-768 {pq}");
+        }
     }
     Ok(())
 }
@@ -71,16 +79,18 @@ pub fn info(args: KeyInfoArgs) -> CliResult {
             .map_err(|e| Failure::key(format!("{}: {e}", args.file.display())))?;
         ("public", key)
     };
-    let legacy_of_file = text
-        .contains("-----BEGIN PUBLIC KEY-----")
+    // The legacy fingerprint hashes the PEM text as the file has it; a hybrid file's text holds
+    // a second key, so its RSA key's canonical PEM is used instead.
+    let legacy_of_file = (text.contains("-----BEGIN PUBLIC KEY-----") && public.pq().is_none())
         .then(|| pgseal_core::LegacyFingerprint::of_pem_text(&text).to_string());
     if args.json.on {
         print_json(&json!({
             "file": args.file,
             "type": kind,
-            "algorithm": "RSA",
+            "algorithm": if public.pq().is_some() { "RSA+ML-KEM-768" } else { "RSA" },
             "bits": public.bits(),
             "fingerprint": public.fingerprint().to_string(),
+            "pq_fingerprint": public.pq_fingerprint().map(|f| f.to_string()),
             "legacy_fingerprint": legacy_of_file.unwrap_or_else(|| public.legacy_fingerprint().to_string()),
         }));
     } else {
@@ -88,6 +98,9 @@ pub fn info(args: KeyInfoArgs) -> CliResult {
         outln!("type:               {kind}");
         outln!("algorithm:          RSA-{}", public.bits());
         outln!("fingerprint:        {}", public.fingerprint());
+        if let Some(pq) = public.pq_fingerprint() {
+            outln!("post-quantum half:  ML-KEM-768 {pq}");
+        }
         outln!(
             "legacy fingerprint: {}",
             legacy_of_file.unwrap_or_else(|| public.legacy_fingerprint().to_string())

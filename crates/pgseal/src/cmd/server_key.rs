@@ -18,6 +18,7 @@ pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
         ctx,
         &Generate {
             bits: args.key_size.bits,
+            pq: args.pq.then_some(true),
             password: &password,
             notes: args.notes.as_deref(),
         },
@@ -26,9 +27,8 @@ pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
         print_json(&key_json(&record));
     } else {
         outln!(
-            "server key generated: RSA-{} {} (active)",
-            record.key_size,
-            record.fingerprint
+            "server key generated: {} (active)",
+            server_keys::describe(&record)
         );
         outln!("its private half is in the store, encrypted with SERVER_KEY_PASSWORD");
     }
@@ -38,7 +38,7 @@ pub fn generate(args: ServerKeyGenerateArgs, ctx: &mut Context) -> CliResult {
 pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
     crate::custody::attach(ctx, &args.custody)?;
     if let Some(custody) = ctx.custody().cloned() {
-        let rotated = custody.rotate(args.key_size.bits)?;
+        let rotated = custody.rotate(args.key_size.bits, args.pq.then_some(true))?;
         if args.json.on {
             print_json(
                 &json!({ "old": rotated.old, "new": rotated.new, "by": custody.describe() }),
@@ -63,6 +63,7 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
         ctx,
         &Rotate {
             bits: args.key_size.bits,
+            pq: args.pq.then_some(true),
             current_password: &current,
             new_password: &new,
             notes: args.notes.as_deref(),
@@ -76,11 +77,7 @@ pub fn rotate(args: ServerKeyRotateArgs, ctx: &mut Context) -> CliResult {
         }));
     } else {
         outln!("server key rotated:");
-        outln!(
-            "  new active key: RSA-{} {}",
-            rotated.new.key_size,
-            rotated.new.fingerprint
-        );
+        outln!("  new active key: {}", server_keys::describe(&rotated.new));
         outln!(
             "  old key:        {} (rotated: still opens the backups made for it)",
             rotated.old
@@ -136,6 +133,7 @@ fn key_json(k: &ServerKeyRecord) -> serde_json::Value {
         "fingerprint": k.fingerprint.to_string(),
         "legacy_fingerprint": opt(k.legacy_fingerprint.clone()),
         "key_size": k.key_size,
+        "pq_fingerprint": server_keys::pq_fingerprint(k).map(|f| f.to_string()),
         "status": k.status.as_str(),
         "created_at": k.created_at.rfc3339(),
         "rotated_from_id": opt(k.rotated_from_id),
@@ -170,6 +168,9 @@ pub fn list(args: Json, ctx: &mut Context) -> CliResult {
             k.created_at.rfc3339(),
             k.status.as_str()
         );
+        if let Some(pq) = server_keys::pq_fingerprint(k) {
+            outln!("     + ML-KEM-768 {pq}");
+        }
     }
     Ok(())
 }
