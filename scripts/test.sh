@@ -26,7 +26,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-if ! python3 -c 'import cryptography, zstandard, pytest, blake3' 2>/dev/null; then
+# cryptography ≥ 47 for ML-KEM-768 (the hybrid recipients, docs/FORMAT.md §6a).
+if ! python3 -c 'import cryptography, zstandard, pytest, blake3
+from cryptography.hazmat.primitives.asymmetric import mlkem' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r tests/reference/requirements.txt
 fi
 # `pgseal status --prometheus` is checked with a real parser of the text format

@@ -6,15 +6,19 @@ that drive the real binary, and with `cryptography` for the reference's own self
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import mlkem, rsa
+
+import pgseal_ref as ref
 
 HERE = Path(__file__).resolve().parent
 REF = HERE / "pgseal_ref.py"
@@ -146,6 +150,56 @@ def rsa2048b():
 @pytest.fixture(scope="session")
 def rsa3072():
     return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+@pytest.fixture(scope="session")
+def hyb2048(rsa2048) -> "ref.HybridPrivateKey":
+    """A hybrid identity (FORMAT.md §6a): rsa2048 plus a fresh ML-KEM-768 key."""
+    return ref.HybridPrivateKey(rsa2048, mlkem.MLKEM768PrivateKey.generate())
+
+
+@pytest.fixture(scope="session")
+def hyb2048b(rsa2048b) -> "ref.HybridPrivateKey":
+    return ref.HybridPrivateKey(rsa2048b, mlkem.MLKEM768PrivateKey.generate())
+
+
+def write_hybrid_keypair(d: Path, name: str, key: "ref.HybridPrivateKey", password: str | None) -> KeyPair:
+    """NAME.key.pem (two PKCS#8 blocks, RSA first) and NAME.pub.pem (two SPKI blocks)."""
+    k = d / f"{name}.key.pem"
+    p = d / f"{name}.pub.pem"
+    k.write_bytes(ref.hybrid_private_pem(key, password))
+    os.chmod(k, 0o600)
+    p.write_bytes(ref.hybrid_public_pem(key))
+    return KeyPair(k, p, password)
+
+
+# ---- hand-made slots (the reference's writer knows K when a test passes file_key)
+
+
+def blob_layout(blob: bytes) -> "ref.V2Layout":
+    with tempfile.TemporaryFile() as f:
+        f.write(blob)
+        f.flush()
+        f.seek(0)
+        return ref.read_v2_layout(f)
+
+
+def slot_a_replaced(blob: bytes, K: bytes, stanzas: list, gen: int = 1) -> bytes:
+    """`blob` with slot A rebuilt from (kind, body) stanzas, with a valid MAC (from the known file key
+    K) and checksum: only the rules about the stanzas themselves can refuse it."""
+    lay = blob_layout(blob)
+    S = lay.hdr.slot_size
+    a = lay.chunks_start - 2 * S
+    dk = ref.derive_keys(lay.hdr.fields["salt"], K)
+    return blob[:a] + ref.build_slot(S, gen, stanzas, dk.mac, lay.hdr.H) + blob[a + S :]
+
+
+def reseal(slot: bytearray, k_mac: bytes, H: bytes) -> bytes:
+    """Recompute a slot's MAC and checksum after an edit: only the stanza's own checks remain."""
+    S = len(slot)
+    slot[S - 64 : S - 32] = ref.slot_mac(k_mac, H, bytes(slot))
+    slot[S - 32 :] = hashlib.sha256(slot[: S - 32]).digest()
+    return bytes(slot)
 
 
 def write_key(path: Path, key, password: str | None) -> Path:

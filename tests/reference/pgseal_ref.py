@@ -2,7 +2,8 @@
 """Independent Python reference implementation of the pgseal file formats.
 
 * v2 (docs/FORMAT.md): decoder, verifier and inspector written from the spec alone, plus a small
-  writer used only to feed test files to the Rust implementation.
+  writer used only to feed test files to the Rust implementation. Recipients are RSA keys or hybrid
+  RSA-OAEP + ML-KEM-768 keys (§6a: two-block PEM files, RSA first).
 * Legacy PGBACKUP_AES256_V1 and PGBACKUP_HYBRID_V1 (shared/docs/legacy-formats.md): writer and
   reader.
 
@@ -24,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -35,7 +37,7 @@ from typing import BinaryIO, Iterable
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import mlkem, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
@@ -67,6 +69,12 @@ class KeyProblem(RefError):
     exit_code = 5
 
 
+class UsageError(RefError):
+    """A request the writer refuses (e.g. a mix of hybrid and RSA-only recipients)."""
+
+    exit_code = 2
+
+
 # --------------------------------------------------------------------------------------------
 # Keys
 
@@ -81,51 +89,174 @@ def fingerprint_str(fp: bytes) -> str:
     return "SHA256:" + base64.b64encode(fp).decode().rstrip("=")
 
 
-def load_public_key(path: str) -> rsa.RSAPublicKey:
-    """PEM SubjectPublicKeyInfo or PKCS#1 RSAPublicKey; a private key file also works."""
+def mlkem_fingerprint(pub: mlkem.MLKEM768PublicKey) -> bytes:
+    """ML-KEM fingerprint (FORMAT.md §6a): SHA-256 of the SubjectPublicKeyInfo DER."""
+    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).digest()
+
+
+# FORMAT.md §6a: id-alg-ml-kem-768, 2.16.840.1.101.3.4.4.2, no parameters
+MLKEM768_ALG_ID_DER = bytes.fromhex("300b0609608648016503040402")
+MLKEM768_EK_LEN = 1184
+MLKEM768_CT_LEN = 1088
+
+
+@dataclass(frozen=True, eq=False)
+class HybridPublicKey:
+    """A hybrid recipient (FORMAT.md §6a): an RSA public key plus an ML-KEM-768 encapsulation key."""
+
+    rsa: rsa.RSAPublicKey
+    pq: mlkem.MLKEM768PublicKey
+
+    @property
+    def fingerprints(self) -> tuple[bytes, bytes]:
+        return fingerprint(self.rsa), mlkem_fingerprint(self.pq)
+
+
+@dataclass(frozen=True, eq=False)
+class HybridPrivateKey:
+    """A hybrid identity: both private keys."""
+
+    rsa: rsa.RSAPrivateKey
+    pq: mlkem.MLKEM768PrivateKey
+
+    def public_key(self) -> HybridPublicKey:
+        return HybridPublicKey(self.rsa.public_key(), self.pq.public_key())
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.S)
+
+
+def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
+    """[(label, block bytes)] of every PEM block in `data`, in file order."""
+    return [(m.group(1).decode(), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+
+
+def _read_key_file(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
-        raise KeyProblem(f"cannot read public key {path}: {e}") from e
-    key = None
+        raise KeyProblem(f"cannot read {what} {path}: {e}") from e
+
+
+def _load_public_pem(data: bytes, path: str):
+    """One PEM block (or an RSA-only file): a public key, or the public half of an unencrypted
+    private key."""
     try:
-        key = serialization.load_pem_public_key(data)
+        return serialization.load_pem_public_key(data)
     except Exception:  # noqa: BLE001
         try:
-            key = serialization.load_pem_private_key(data, password=None).public_key()
+            return serialization.load_pem_private_key(data, password=None).public_key()
         except Exception as e:  # noqa: BLE001
-            raise KeyProblem(f"{path}: not a PEM RSA public key: {e}") from e
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise KeyProblem(f"{path}: not an RSA key")
-    return key
+            raise KeyProblem(f"{path}: not a PEM public key: {e}") from e
 
 
-def load_private_key(path: str, password_env: str | None, password: str | None = None) -> rsa.RSAPrivateKey:
-    """PEM PKCS#8 (encrypted or not) or PKCS#1. The password comes from $password_env
-    (or, for library callers, from `password`)."""
+def _load_private_pem(data: bytes, path: str, password: str | None, password_env: str | None):
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise KeyProblem(f"cannot read private key {path}: {e}") from e
-    if password is None and password_env:
-        password = os.environ.get(password_env)
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_private_key(data, password=None)
     except TypeError:
         # encrypted: a password is required
         if not password:
             raise KeyProblem(f"{path} is encrypted; set {password_env}")
         try:
-            key = serialization.load_pem_private_key(data, password=password.encode("utf-8"))
+            return serialization.load_pem_private_key(data, password=password.encode("utf-8"))
         except (ValueError, TypeError) as e:
             raise KeyProblem(f"{path}: cannot decrypt private key (wrong password?): {e}") from e
     except ValueError as e:
         raise KeyProblem(f"{path}: not a PEM private key: {e}") from e
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise KeyProblem(f"{path}: not an RSA key")
-    return key
+
+
+def _hybrid_pair(path: str, blocks: list) -> tuple[bytes, bytes] | None:
+    """The (RSA block, ML-KEM block) of a hybrid key file, or None for a one-block file.
+
+    FORMAT.md §6a: exactly two PEM blocks with the same label, RSA first."""
+    if len(blocks) <= 1:
+        return None
+    if len(blocks) != 2:
+        raise KeyProblem(f"{path}: {len(blocks)} PEM blocks; a hybrid key file holds exactly two (RSA, ML-KEM-768)")
+    (l1, b1), (l2, b2) = blocks
+    if l1 != l2:
+        raise KeyProblem(f"{path}: hybrid key file mixes PEM labels {l1!r} and {l2!r}")
+    return b1, b2
+
+
+def _check_hybrid_halves(path: str, r, q) -> None:
+    if not isinstance(r, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        raise KeyProblem(f"{path}: the first PEM block of a hybrid key file must be the RSA key")
+    if not isinstance(q, (mlkem.MLKEM768PublicKey, mlkem.MLKEM768PrivateKey)):
+        raise KeyProblem(f"{path}: the second PEM block of a hybrid key file must be an ML-KEM-768 key")
+
+
+def load_recipient_key(path: str) -> rsa.RSAPublicKey | HybridPublicKey:
+    """An RSA public key, or a HybridPublicKey from a two-block hybrid file (FORMAT.md §6a).
+    Unencrypted private key files also work."""
+    data = _read_key_file(path, "public key")
+    pair = _hybrid_pair(path, pem_blocks(data))
+    if pair is None:
+        key = _load_public_pem(data, path)
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise KeyProblem(f"{path}: not an RSA key")
+        return key
+    r, q = (_load_public_pem(b, path) for b in pair)
+    _check_hybrid_halves(path, r, q)
+    return HybridPublicKey(r, q)
+
+
+def load_identity_key(
+    path: str, password_env: str | None, password: str | None = None
+) -> rsa.RSAPrivateKey | HybridPrivateKey:
+    """An RSA private key, or a HybridPrivateKey from a two-block hybrid file (both blocks under the
+    same password). The password comes from $password_env (or, for library callers, `password`)."""
+    data = _read_key_file(path, "private key")
+    if password is None and password_env:
+        password = os.environ.get(password_env)
+    pair = _hybrid_pair(path, pem_blocks(data))
+    if pair is None:
+        key = _load_private_pem(data, path, password, password_env)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise KeyProblem(f"{path}: not an RSA key")
+        return key
+    r, q = (_load_private_pem(b, path, password, password_env) for b in pair)
+    _check_hybrid_halves(path, r, q)
+    return HybridPrivateKey(r, q)
+
+
+def load_public_key(path: str) -> rsa.RSAPublicKey:
+    """PEM SubjectPublicKeyInfo or PKCS#1 RSAPublicKey; a private key file also works. For a hybrid
+    key file, the RSA half (signers are RSA keys)."""
+    k = load_recipient_key(path)
+    return k.rsa if isinstance(k, HybridPublicKey) else k
+
+
+def load_private_key(path: str, password_env: str | None, password: str | None = None) -> rsa.RSAPrivateKey:
+    """PEM PKCS#8 (encrypted or not) or PKCS#1. The password comes from $password_env
+    (or, for library callers, from `password`). For a hybrid key file, the RSA half."""
+    k = load_identity_key(path, password_env, password)
+    return k.rsa if isinstance(k, HybridPrivateKey) else k
+
+
+def hybrid_private_pem(key: HybridPrivateKey, password: str | None) -> bytes:
+    """A hybrid private key file (FORMAT.md §6a): two PKCS#8 blocks, RSA first, each encrypted on
+    its own (own salt and IV) under the same password, or both unencrypted."""
+    enc = (
+        serialization.BestAvailableEncryption(password.encode("utf-8"))
+        if password
+        else serialization.NoEncryption()
+    )
+    return b"".join(
+        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+        for k in (key.rsa, key.pq)
+    )
+
+
+def hybrid_public_pem(pub: HybridPublicKey | HybridPrivateKey) -> bytes:
+    if isinstance(pub, HybridPrivateKey):
+        pub = pub.public_key()
+    return b"".join(
+        k.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for k in (pub.rsa, pub.pq)
+    )
 
 
 def key_bytes(k) -> int:
@@ -162,6 +293,7 @@ T_COMPRESSION = 0x8005
 T_SLOT_SIZE = 0x8006
 T_SIGNER_FP = 0x8007
 T_SIG_LEN = 0x8008
+T_HYBRID = 0x8009
 
 # tag -> (name, kind, required); kinds: u8/u16/u32/u64/str/b32
 FIELDS = {
@@ -181,6 +313,7 @@ FIELDS = {
     T_SLOT_SIZE: ("recipient_slot_size", "u32", True),
     T_SIGNER_FP: ("signer_fingerprint", "b32", True),
     T_SIG_LEN: ("signature_length", "u16", True),
+    T_HYBRID: ("hybrid_recipients", "u8", False),
 }
 INT_SIZES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
 
@@ -192,6 +325,9 @@ INFO_NONCE = b"pgseal v2 nonce prefix"
 INFO_COMMIT = b"pgseal v2 key commitment"
 INFO_MAC = b"pgseal v2 recipients mac"
 STANZA_RSA_OAEP = 0x0001
+STANZA_HYBRID = 0x0002
+HYBRID_FIXED = 32 + 32 + MLKEM768_CT_LEN + 48  # F_rsa, F_pq, C_pq, W: the body less C_rsa (1,200)
+INFO_HYBRID = b"pgseal v2 hybrid stanza\x00"
 GCM_TAG = 16
 ZSTD_MAX_WINDOW = 1 << 27
 
@@ -259,6 +395,10 @@ class V2Header:
     def sig_len(self) -> int:
         return self.fields["signature_length"]
 
+    @property
+    def hybrid(self) -> bool:
+        return self.fields.get("hybrid_recipients") == 1
+
 
 def parse_header_body(body: bytes) -> tuple[dict, list, list]:
     fields: dict = {}
@@ -317,6 +457,8 @@ def parse_header_body(body: bytes) -> tuple[dict, list, list]:
     L = fields["signature_length"]
     if not 256 <= L <= 1024:
         raise FormatError(f"invalid signature_length {L}")
+    if "hybrid_recipients" in fields and fields["hybrid_recipients"] != 1:
+        raise FormatError(f"invalid hybrid_recipients value {fields['hybrid_recipients']} (only 1 is valid)")
     return fields, raw, unknown
 
 
@@ -391,7 +533,69 @@ class Stanza:
 
     @property
     def fingerprint(self) -> bytes | None:
-        return self.body[:32] if self.kind == STANZA_RSA_OAEP else None
+        """The RSA fingerprint the stanza names (F_rsa for a hybrid one)."""
+        return self.body[:32] if self.kind in (STANZA_RSA_OAEP, STANZA_HYBRID) else None
+
+    @property
+    def pq_fingerprint(self) -> bytes | None:
+        return self.body[32:64] if self.kind == STANZA_HYBRID else None
+
+    def describe(self) -> dict:
+        if self.kind == STANZA_RSA_OAEP:
+            return {"kind": self.kind, "recipient": fingerprint_str(self.fingerprint)}
+        if self.kind == STANZA_HYBRID:
+            return {
+                "kind": self.kind,
+                "recipient": fingerprint_str(self.fingerprint),
+                "pq_recipient": fingerprint_str(self.pq_fingerprint),
+            }
+        return {"kind": self.kind, "length": len(self.body)}
+
+
+@dataclass
+class HybridParts:
+    f_rsa: bytes
+    f_pq: bytes
+    c_rsa: bytes
+    c_pq: bytes
+    w: bytes
+
+
+def split_hybrid_body(body: bytes) -> HybridParts:
+    """FORMAT.md §6a: F_rsa 32 | F_pq 32 | C_rsa (body length - 1,200) | C_pq 1,088 | W 48."""
+    if len(body) <= HYBRID_FIXED:
+        raise FormatError(f"hybrid stanza body of {len(body)} bytes (must be longer than {HYBRID_FIXED})")
+    L = len(body) - HYBRID_FIXED
+    c_pq_at = 64 + L
+    return HybridParts(
+        body[:32], body[32:64], body[64:c_pq_at], body[c_pq_at : c_pq_at + MLKEM768_CT_LEN], body[-48:]
+    )
+
+
+def hybrid_kek(s_rsa: bytes, s_pq: bytes, parts: HybridParts) -> bytes:
+    info = INFO_HYBRID + parts.f_rsa + parts.f_pq + parts.c_rsa + parts.c_pq
+    return hkdf(b"", s_rsa + s_pq, info, 32)
+
+
+def hybrid_unwrap(body: bytes, ident: HybridPrivateKey) -> bytes:
+    """Unwrap K from a hybrid stanza body with both private keys (FORMAT.md §6a). Does not compare
+    the fingerprints: the caller picks the stanza. Any failure is an AuthError (a body too short
+    to be a hybrid stanza, a FormatError)."""
+    parts = split_hybrid_body(body)
+    try:
+        s_rsa = ident.rsa.decrypt(parts.c_rsa, OAEP)
+    except ValueError as e:
+        raise AuthError("hybrid stanza: RSA-OAEP decryption of s_rsa failed") from e
+    if len(s_rsa) != 32:
+        raise AuthError(f"hybrid stanza: s_rsa is {len(s_rsa)} bytes, expected 32")
+    try:
+        s_pq = ident.pq.decapsulate(parts.c_pq)
+    except ValueError as e:
+        raise AuthError(f"hybrid stanza: ML-KEM-768 decapsulation failed: {e}") from e
+    try:
+        return AESGCM(hybrid_kek(s_rsa, s_pq, parts)).decrypt(bytes(12), parts.w, None)
+    except InvalidTag as e:
+        raise AuthError("hybrid stanza: the wrapped key W does not open (wrong key or damaged stanza)") from e
 
 
 @dataclass
@@ -428,6 +632,8 @@ def parse_slot(raw: bytes) -> Slot:
         pos += blen
         if kind == STANZA_RSA_OAEP and blen <= 32:
             return Slot(raw, "invalid", f"stanza {i}: RSA-OAEP body too short ({blen})")
+        if kind == STANZA_HYBRID and blen <= HYBRID_FIXED:
+            return Slot(raw, "invalid", f"stanza {i}: hybrid body too short ({blen})")
         stanzas.append(Stanza(kind, body))
     if raw[pos:limit].count(0) != limit - pos:
         return Slot(raw, "invalid", "non-zero padding after the stanzas")
@@ -447,6 +653,19 @@ def pick_active(a: Slot, b: Slot) -> tuple[str, Slot]:
             raise FormatError(f"both recipient slots valid with the same generation {a.generation}")
         return ("A", a) if a.generation > b.generation else ("B", b)
     return valid[0]
+
+
+def check_downgrade(hdr: "V2Header", name: str, active: Slot) -> None:
+    """FORMAT.md §6a: with hybrid_recipients, an active slot holding any RSA-OAEP stanza is a
+    downgrade, whatever keys the decoder holds."""
+    if not hdr.hybrid:
+        return
+    rsa_only = [fingerprint_str(st.fingerprint) for st in active.stanzas if st.kind == STANZA_RSA_OAEP]
+    if rsa_only:
+        raise AuthError(
+            f"downgrade: the header says hybrid_recipients but active slot {name} holds RSA-OAEP "
+            f"(kind 1) stanzas for {rsa_only}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,6 +744,7 @@ def v2_verify(path: str, signers: list) -> dict:
         signer = find_signer(lay.hdr, signers)
         verify_header_sig(lay.hdr, lay.header_sig, signer)
         name, active = pick_active(lay.slot_a, lay.slot_b)
+        check_downgrade(lay.hdr, name, active)
         d = blake3.blake3()
         for _i, _last, sealed in iter_sealed_chunks(f, lay):
             d.update(sealed)
@@ -534,6 +754,7 @@ def v2_verify(path: str, signers: list) -> dict:
         "signer": fingerprint_str(fingerprint(signer)),
         "active_slot": name,
         "generation": active.generation,
+        "hybrid_recipients": lay.hdr.hybrid,
         "chunks": lay.n_chunks,
     }
 
@@ -571,8 +792,49 @@ class ZstdStream:
             raise FormatError("zstd payload ends inside a frame")
 
 
+def unwrap_file_key(active: Slot, slot_name: str, identities: list) -> bytes:
+    """§6/§6a: the first stanza that names a held key (a hybrid stanza: both fingerprints of one
+    hybrid identity) is unwrapped; a failed unwrap refuses the file, no other stanza is tried.
+
+    identities: RSA private keys and HybridPrivateKeys. The RSA half of a hybrid identity is an RSA
+    private key the decoder holds, so it also opens an RSA-OAEP stanza naming it."""
+    held_rsa = {}
+    held_hybrid = {}
+    for k in identities:
+        if isinstance(k, HybridPrivateKey):
+            held_hybrid[(fingerprint(k.rsa.public_key()), mlkem_fingerprint(k.pq.public_key()))] = k
+            held_rsa.setdefault(fingerprint(k.rsa.public_key()), k.rsa)
+        else:
+            held_rsa[fingerprint(k.public_key())] = k
+    file_key = None
+    for st in active.stanzas:
+        if st.kind == STANZA_RSA_OAEP:
+            key = held_rsa.get(st.fingerprint)
+            if key is None:
+                continue
+            try:
+                file_key = key.decrypt(st.body[32:], OAEP)
+            except ValueError as e:
+                raise AuthError("RSA-OAEP unwrap of the file key failed") from e
+            break
+        if st.kind == STANZA_HYBRID:
+            ident = held_hybrid.get((st.fingerprint, st.pq_fingerprint))
+            if ident is None:
+                continue
+            file_key = hybrid_unwrap(st.body, ident)
+            break
+    if file_key is None:
+        named = [st.describe() for st in active.stanzas if st.kind in (STANZA_RSA_OAEP, STANZA_HYBRID)]
+        raise KeyProblem(f"no held private key matches the recipients of slot {slot_name}: {named}")
+    if len(file_key) != 32:
+        raise AuthError(f"unwrapped file key is {len(file_key)} bytes, expected 32")
+    return file_key
+
+
 def v2_decrypt(path: str, out: BinaryIO, identities: list, signers: list, no_verify: bool = False) -> dict:
-    """§9 decoder. Writes plaintext to `out`; the caller discards it on any exception."""
+    """§9 decoder. Writes plaintext to `out`; the caller discards it on any exception.
+
+    identities: RSA private keys and/or HybridPrivateKeys."""
     with open(path, "rb") as f:
         # 1. preamble, header
         lay = read_v2_layout(f)
@@ -582,26 +844,10 @@ def v2_decrypt(path: str, out: BinaryIO, identities: list, signers: list, no_ver
         if not no_verify:
             signer = find_signer(hdr, signers)
             verify_header_sig(hdr, lay.header_sig, signer)
-        # 3. active slot, stanza naming a held key, unwrap
+        # 3. active slot (downgrade rule), stanza naming a held key, unwrap
         slot_name, active = pick_active(lay.slot_a, lay.slot_b)
-        held = {fingerprint(k.public_key()): k for k in identities}
-        file_key = None
-        for st in active.stanzas:
-            if st.kind != STANZA_RSA_OAEP:
-                continue
-            key = held.get(st.fingerprint)
-            if key is None:
-                continue
-            try:
-                file_key = key.decrypt(st.body[32:], OAEP)
-            except ValueError as e:
-                raise AuthError("RSA-OAEP unwrap of the file key failed") from e
-            break
-        if file_key is None:
-            named = [fingerprint_str(s.fingerprint) for s in active.stanzas if s.kind == STANZA_RSA_OAEP]
-            raise KeyProblem(f"no held private key matches the recipients of slot {slot_name}: {named}")
-        if len(file_key) != 32:
-            raise AuthError(f"unwrapped file key is {len(file_key)} bytes, expected 32")
+        check_downgrade(hdr, slot_name, active)
+        file_key = unwrap_file_key(active, slot_name, identities)
         # 4. derivations, commitment, slot MAC
         dk = derive_keys(hdr.fields["salt"], file_key)
         if not hmac.compare_digest(dk.commitment, hdr.fields["key_commitment"]):
@@ -645,6 +891,7 @@ def v2_inspect(path: str) -> dict:
             out[k] = v.hex()
         else:
             out[k] = v
+    out["hybrid_recipients"] = hdr.fields.get("hybrid_recipients", 0)
     out["unknown_fields"] = [{"tag": f"0x{t:04x}", "value": v.hex()} for t, v in hdr.unknown]
     out["header_sha256"] = hdr.H.hex()
 
@@ -654,12 +901,7 @@ def v2_inspect(path: str) -> dict:
             d["reason"] = s.reason
         if s.state == "valid":
             d["generation"] = s.generation
-            d["stanzas"] = [
-                {"kind": st.kind, "recipient": fingerprint_str(st.fingerprint)}
-                if st.kind == STANZA_RSA_OAEP
-                else {"kind": st.kind, "length": len(st.body)}
-                for st in s.stanzas
-            ]
+            d["stanzas"] = [st.describe() for st in s.stanzas]
         return d
 
     out["slots"] = {"A": slot_info(lay.slot_a), "B": slot_info(lay.slot_b)}
@@ -713,6 +955,32 @@ def rsa_stanza(pub: rsa.RSAPublicKey, file_key: bytes) -> tuple:
     return (STANZA_RSA_OAEP, fingerprint(pub) + pub.encrypt(file_key, OAEP))
 
 
+def hybrid_stanza(pub: HybridPublicKey, file_key: bytes) -> tuple:
+    """FORMAT.md §6a: (kind 2, F_rsa || F_pq || C_rsa || C_pq || W)."""
+    f_rsa, f_pq = pub.fingerprints
+    s_rsa = os.urandom(32)
+    c_rsa = pub.rsa.encrypt(s_rsa, OAEP)
+    s_pq, c_pq = pub.pq.encapsulate()
+    parts = HybridParts(f_rsa, f_pq, c_rsa, c_pq, b"")
+    w = AESGCM(hybrid_kek(s_rsa, s_pq, parts)).encrypt(bytes(12), file_key, None)
+    return (STANZA_HYBRID, f_rsa + f_pq + c_rsa + c_pq + w)
+
+
+def recipient_stanza(pub, file_key: bytes) -> tuple:
+    if isinstance(pub, HybridPublicKey):
+        return hybrid_stanza(pub, file_key)
+    if isinstance(pub, rsa.RSAPublicKey):
+        return rsa_stanza(pub, file_key)
+    raise TypeError(f"not a recipient key: {type(pub).__name__}")
+
+
+def stanza_size(pub) -> int:
+    """Bytes the recipient's stanza takes in a slot (kind, length and body)."""
+    if isinstance(pub, HybridPublicKey):
+        return 4 + HYBRID_FIXED + key_bytes(pub.rsa)
+    return 4 + 32 + key_bytes(pub)
+
+
 def v2_encrypt(
     data: bytes,
     recipients: list,
@@ -726,26 +994,51 @@ def v2_encrypt(
     extra_fields: list | None = None,
     zstd_frame_size: int = 1 << 20,
     slots: tuple | None = None,
+    file_key: bytes | None = None,
+    hybrid_flag: bool | None = None,
+    unchecked: bool = False,
 ) -> bytes:
     """Write a v2 file in memory.
 
-    recipients: public keys for slot A (generation 1); slot B empty.
+    recipients: public keys (RSA or HybridPublicKey) for slot A (generation 1); slot B empty.
     slots: optional override ((genA, [pubs]|None|bytes), (genB, [pubs]|None|bytes)) where None means
     an empty slot and bytes means raw slot contents.
     extra_fields: [(tag, value bytes)] added to the header (sorted with the rest).
+    file_key: K (default: 32 random bytes); tests that rebuild slots pass their own.
+
+    Hybrid recipients (FORMAT.md §6a): hybrid_recipients = 1 is written exactly when every recipient
+    (of every slot list) is hybrid; a slot mixing hybrid and RSA-only recipients is refused
+    (UsageError), as is a hybrid_flag that contradicts the recipients. unchecked=True lifts both
+    refusals (with hybrid_flag, it writes whatever flag it is told): only for tests that need a
+    deliberately bad file.
     """
     L = key_bytes(sign_key)
-    file_key = os.urandom(32)
+    file_key = os.urandom(32) if file_key is None else file_key
     salt = os.urandom(32)
     dk = derive_keys(salt, file_key)
     payload = zstd_store_frames(data, zstd_frame_size) if compression == 1 else data
-    all_pubs = list(recipients)
+    lists = [list(recipients)]
     if slots:
-        for _g, v in slots:
-            if isinstance(v, list):
-                all_pubs += v
+        lists += [v for _g, v in slots if isinstance(v, list)]
+    all_pubs = [p for lst in lists for p in lst]
+    all_hybrid = bool(all_pubs) and all(isinstance(p, HybridPublicKey) for p in all_pubs)
+    if not unchecked:
+        for lst in lists:
+            kinds = {isinstance(p, HybridPublicKey) for p in lst}
+            if len(kinds) > 1:
+                raise UsageError(
+                    "refusing a mix of hybrid and RSA-only recipients: the file would be only as strong "
+                    "as RSA (FORMAT.md §6a)"
+                )
+        if hybrid_flag is not None and hybrid_flag != all_hybrid:
+            raise UsageError(
+                f"hybrid_recipients={int(hybrid_flag)} contradicts the recipients "
+                f"({'all' if all_hybrid else 'not all'} hybrid); pass unchecked=True for a bad test file"
+            )
+    if hybrid_flag is None:
+        hybrid_flag = all_hybrid
     if slot_size is None:
-        need = 10 + 64 + sum(4 + 32 + key_bytes(p) for p in all_pubs)
+        need = 10 + 64 + sum(stanza_size(p) for p in all_pubs)
         slot_size = max(512, (need + 63) // 64 * 64)
     fields = {
         T_CREATED_AT: struct.pack(">Q", created_at_ms if created_at_ms is not None else int(time.time() * 1000)),
@@ -759,6 +1052,8 @@ def v2_encrypt(
         T_SIGNER_FP: fingerprint(sign_key.public_key()),
         T_SIG_LEN: struct.pack(">H", L),
     }
+    if hybrid_flag:
+        fields[T_HYBRID] = b"\x01"
     name_to_tag = {v[0]: k for k, v in FIELDS.items()}
     for k, v in (text_fields or {}).items():
         fields[name_to_tag[k]] = struct.pack(">Q", v) if isinstance(v, int) else v.encode()
@@ -777,7 +1072,7 @@ def v2_encrypt(
         elif isinstance(v, bytes):
             raw_slots.append(v)
         else:
-            raw_slots.append(build_slot(slot_size, gen, [rsa_stanza(p, file_key) for p in v], dk.mac, H))
+            raw_slots.append(build_slot(slot_size, gen, [recipient_stanza(p, file_key) for p in v], dk.mac, H))
     aead = AESGCM(dk.payload)
     chunks = [payload[i : i + chunk_size] for i in range(0, len(payload), chunk_size)] or [b""]
     sealed = [
@@ -956,7 +1251,7 @@ def env_password(var: str) -> str:
 
 
 def cmd_v2_decrypt(a) -> dict:
-    ids = [load_private_key(p, "SERVER_KEY_PASSWORD") for p in a.identity]
+    ids = [load_identity_key(p, "SERVER_KEY_PASSWORD") for p in a.identity]
     signers = [load_public_key(p) for p in a.signer]
     if not signers and not a.no_verify:
         raise KeyProblem("no --signer given (use --no-verify to waive verification)")
@@ -981,7 +1276,7 @@ def cmd_v2_inspect(a) -> dict:
 
 def cmd_v2_encrypt(a) -> dict:
     data = read_input(a.input)
-    recips = [load_public_key(p) for p in a.recipient]
+    recips = [load_recipient_key(p) for p in a.recipient]
     sk = load_private_key(a.sign_key, "PGSEAL_USER_KEY_PASSWORD")
     blob = v2_encrypt(
         data, recips, sk, compression=1 if a.compress == "zstd" else 0, chunk_size=a.chunk_size
@@ -1027,7 +1322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pgseal_ref", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("v2-decrypt", help="decrypt a v2 file (identity password: $SERVER_KEY_PASSWORD)")
+    s = sub.add_parser(
+        "v2-decrypt", help="decrypt a v2 file (identity password: $SERVER_KEY_PASSWORD; RSA or hybrid key files)"
+    )
     s.add_argument("file")
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--identity", action="append", required=True)
@@ -1045,7 +1342,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.set_defaults(fn=cmd_v2_inspect)
 
-    s = sub.add_parser("v2-encrypt", help="write a v2 file (test helper; sign key password: $PGSEAL_USER_KEY_PASSWORD)")
+    s = sub.add_parser(
+        "v2-encrypt",
+        help="write a v2 file (test helper; sign key password: $PGSEAL_USER_KEY_PASSWORD; "
+        "RSA or hybrid recipients, not a mix)",
+    )
     s.add_argument("input")
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--recipient", action="append", required=True)

@@ -6,11 +6,13 @@ missing every test here fails (never skips).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import os
 import stat
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -23,10 +25,18 @@ from conftest import (
     SERVER_PW,
     USER_PW,
     KeyPair,
+    blob_layout,
     clean_env,
     openssl,
+    reseal,
     run_ref,
+    slot_a_replaced,
+    write_hybrid_keypair,
 )
+from cryptography.hazmat.primitives import hashes, padding as sym_padding, serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 import pgseal_ref as ref
 
@@ -277,7 +287,7 @@ def test_v2_same_slot_written_twice_opens(pgseal, tmp_path, sealed_file, user_ke
 
 def ref_v2(user_key: KeyPair, data: bytes, recipients: list, **kw) -> bytes:
     sk = ref.load_private_key(str(user_key.key), None, password=user_key.password)
-    pubs = [ref.load_public_key(str(r.pub)) for r in recipients]
+    pubs = [ref.load_recipient_key(str(r.pub)) for r in recipients]
     return ref.v2_encrypt(data, pubs, sk, **kw)
 
 
@@ -619,3 +629,360 @@ def test_pgseal_inspect_json(pgseal, sealed_file, user_key, server_key):
     text = json.dumps(info)
     assert fp_str(user_key.pub) in text, "signer fingerprint (SHA256:<unpadded base64>) not shown"
     assert fp_str(server_key.pub) in text, "recipient fingerprint not shown"
+
+
+# --------------------------------------------------------------------------------------------
+# hybrid recipients: RSA-OAEP + ML-KEM-768 (FORMAT.md §6a)
+
+PBES2_OID = "1.2.840.113549.1.5.13"
+PBKDF2_OID = "1.2.840.113549.1.5.12"
+PRF_HASHES = {
+    "1.2.840.113549.2.7": hashes.SHA1,
+    "1.2.840.113549.2.9": hashes.SHA256,
+    "1.2.840.113549.2.10": hashes.SHA384,
+    "1.2.840.113549.2.11": hashes.SHA512,
+}
+AES_CBC_OIDS = {"2.16.840.1.101.3.4.1.2": 16, "2.16.840.1.101.3.4.1.22": 24, "2.16.840.1.101.3.4.1.42": 32}
+
+
+def der_items(b: bytes) -> list:
+    """[(tag, value)] of the DER TLVs concatenated in `b` (definite lengths only)."""
+    out, pos = [], 0
+    while pos < len(b):
+        tag, n = b[pos], b[pos + 1]
+        pos += 2
+        if n & 0x80:
+            k = n & 0x7F
+            n = int.from_bytes(b[pos : pos + k], "big")
+            pos += k
+        out.append((tag, b[pos : pos + n]))
+        pos += n
+    assert pos == len(b), "DER: trailing bytes"
+    return out
+
+
+def der_oid(v: bytes) -> str:
+    first = v[0]
+    arcs, n = [first // 40 if first < 80 else 2, first % 40 if first < 80 else first - 80], 0
+    for c in v[1:]:
+        n = n << 7 | (c & 0x7F)
+        if not c & 0x80:
+            arcs.append(n)
+            n = 0
+    return ".".join(map(str, arcs))
+
+
+def pbes2_decrypt(pem_block: bytes, password: str) -> tuple[bytes, bytes, bytes]:
+    """Decrypt an ENCRYPTED PRIVATE KEY block by hand (PBES2, PBKDF2, AES-CBC): the PKCS#8 DER, and
+    the salt and IV it used."""
+    der = base64.b64decode(b"".join(pem_block.strip().splitlines()[1:-1]))
+    [(t, epki)] = der_items(der)
+    (_, alg), (_, enc) = der_items(epki)
+    (_, oid), (_, params) = der_items(alg)
+    assert der_oid(oid) == PBES2_OID, der_oid(oid)
+    (_, kdf), (_, scheme) = der_items(params)
+    (_, kdf_oid), (_, kdf_params) = der_items(kdf)
+    assert der_oid(kdf_oid) == PBKDF2_OID, der_oid(kdf_oid)
+    kp = der_items(kdf_params)
+    salt, iters = kp[0][1], int.from_bytes(kp[1][1], "big")
+    prf = hashes.SHA1
+    for tag, v in kp[2:]:
+        if tag == 0x30:
+            prf = PRF_HASHES[der_oid(der_items(v)[0][1])]
+    (_, c_oid), (_, iv) = der_items(scheme)
+    klen = AES_CBC_OIDS[der_oid(c_oid)]
+    key = PBKDF2HMAC(algorithm=prf(), length=klen, salt=salt, iterations=iters).derive(password.encode())
+    d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    padded = d.update(enc) + d.finalize()
+    u = sym_padding.PKCS7(128).unpadder()
+    return u.update(padded) + u.finalize(), salt, iv
+
+
+def mlkem_fp_str(pub) -> str:
+    return ref.fingerprint_str(ref.mlkem_fingerprint(pub))
+
+
+def hybrid_fps(pub_path) -> tuple[str, str]:
+    k = ref.load_recipient_key(str(pub_path))
+    assert isinstance(k, ref.HybridPublicKey), f"{pub_path} is not a hybrid public key file"
+    return fp_str(pub_path), mlkem_fp_str(k.pq)
+
+
+@pytest.fixture(scope="session")
+def pg_keygen_pq(pgseal_bin, tmp_path_factory) -> KeyPair:
+    d = tmp_path_factory.mktemp("keygen-pq")
+    p = subprocess.run(
+        [pgseal_bin, "keygen", "--out", str(d / "pq"), "--pq", "--key-size", "2048"],
+        env=clean_env(PGSEAL_KEY_PASSWORD=KEYGEN_PW),
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    return KeyPair(d / "pq.key.pem", d / "pq.pub.pem", KEYGEN_PW)
+
+
+@pytest.fixture(scope="session")
+def py_hybrid(hyb2048, tmp_path_factory) -> KeyPair:
+    """A hybrid key pair made and written by Python `cryptography` (two PEM blocks each)."""
+    return write_hybrid_keypair(tmp_path_factory.mktemp("pyhyb"), "pyhyb", hyb2048, SERVER_PW)
+
+
+def test_keygen_pq_files(pg_keygen_pq):
+    """FORMAT.md §6a key files: two blocks, RSA first; each opens on its own; ML-KEM in seed form."""
+    k = pg_keygen_pq
+    assert stat.S_IMODE(k.key.stat().st_mode) == 0o600
+    priv_blocks = ref.pem_blocks(k.key.read_bytes())
+    pub_blocks = ref.pem_blocks(k.pub.read_bytes())
+    assert [lbl for lbl, _ in priv_blocks] == ["ENCRYPTED PRIVATE KEY"] * 2, k.key.read_text()[:200]
+    assert [lbl for lbl, _ in pub_blocks] == ["PUBLIC KEY"] * 2
+    rsa_priv = serialization.load_pem_private_key(priv_blocks[0][1], KEYGEN_PW.encode())
+    pq_priv = serialization.load_pem_private_key(priv_blocks[1][1], KEYGEN_PW.encode())
+    assert isinstance(rsa_priv, rsa.RSAPrivateKey) and rsa_priv.key_size == 2048
+    assert rsa_priv.public_key().public_numbers().e == 65537
+    assert isinstance(pq_priv, mlkem.MLKEM768PrivateKey)
+    rsa_pub = serialization.load_pem_public_key(pub_blocks[0][1])
+    pq_pub = serialization.load_pem_public_key(pub_blocks[1][1])
+    assert ref.fingerprint(rsa_pub) == ref.fingerprint(rsa_priv.public_key())
+    assert ref.mlkem_fingerprint(pq_pub) == ref.mlkem_fingerprint(pq_priv.public_key())
+    # the ML-KEM SPKI: id-alg-ml-kem-768 without parameters, the 1,184-byte key as the BIT STRING
+    spki = base64.b64decode(b"".join(pub_blocks[1][1].strip().splitlines()[1:-1]))
+    [(_, seq)] = der_items(spki)
+    (_, alg), (bt, bits) = der_items(seq)
+    assert b"\x30" + bytes([len(alg)]) + alg == ref.MLKEM768_ALG_ID_DER
+    assert bt == 0x03 and bits[0] == 0 and bits[1:] == pq_pub.public_bytes_raw() and len(bits) == 1185
+    # each block its own PBES2 salt and IV; the ML-KEM privateKey is the seed form 0x80 0x40 d||z
+    rsa_der, salt1, iv1 = pbes2_decrypt(priv_blocks[0][1], KEYGEN_PW)
+    pq_der, salt2, iv2 = pbes2_decrypt(priv_blocks[1][1], KEYGEN_PW)
+    assert salt1 != salt2 and iv1 != iv2
+    [(_, pki)] = der_items(pq_der)
+    (_, version), (_, alg), (ot, pk) = der_items(pki)
+    assert version == b"\x00" and b"\x30" + bytes([len(alg)]) + alg == ref.MLKEM768_ALG_ID_DER
+    assert ot == 0x04 and len(pk) == 66 and pk[:2] == b"\x80\x40", pk[:4].hex()
+    seed_key = mlkem.MLKEM768PrivateKey.from_seed_bytes(pk[2:])
+    assert ref.mlkem_fingerprint(seed_key.public_key()) == ref.mlkem_fingerprint(pq_pub)
+    assert serialization.load_der_private_key(rsa_der, None).private_numbers() == rsa_priv.private_numbers()
+    # the RSA block opens in OpenSSL on its own; the wrong password opens neither block
+    rsa_only = k.key.with_name("pq.rsa-only.key.pem")
+    rsa_only.write_bytes(priv_blocks[0][1])
+    p = openssl("pkey", "-in", rsa_only, "-passin", "env:PW", "-noout", env={"PW": KEYGEN_PW})
+    assert p.returncode == 0, p.stderr.decode()
+    for _lbl, b in priv_blocks:
+        with pytest.raises(ValueError):
+            serialization.load_pem_private_key(b, (KEYGEN_PW + "x").encode())
+    # and the reference loads the pair
+    ident = ref.load_identity_key(str(k.key), None, password=KEYGEN_PW)
+    assert ident.public_key().fingerprints == ref.load_recipient_key(str(k.pub)).fingerprints
+
+
+def key_info(pgseal, path, password=None) -> dict:
+    p = pgseal("key", "info", path, "--json", env={"PGSEAL_KEY_PASSWORD": password} if password else None)
+    return json.loads(p.stdout)
+
+
+def test_key_info_pq_fingerprints(pgseal, pg_keygen_pq):
+    want_rsa, want_pq = hybrid_fps(pg_keygen_pq.pub)
+    for path, pw in ((pg_keygen_pq.pub, None), (pg_keygen_pq.key, KEYGEN_PW)):
+        info = key_info(pgseal, path, pw)
+        assert (info.get("fingerprint"), info.get("pq_fingerprint")) == (want_rsa, want_pq), (path.name, info)
+
+
+def test_key_info_rsa_key_has_no_pq_fingerprint(pgseal, pg_keygen):
+    info = key_info(pgseal, pg_keygen.pub)
+    assert info.get("fingerprint") == fp_str(pg_keygen.pub)
+    assert not info.get("pq_fingerprint"), info
+
+
+def test_key_info_python_hybrid(pgseal, py_hybrid, hyb2048):
+    want = (fp_str(py_hybrid.pub), mlkem_fp_str(hyb2048.pq.public_key()))
+    assert hybrid_fps(py_hybrid.pub) == want
+    for path, pw in ((py_hybrid.pub, None), (py_hybrid.key, SERVER_PW)):
+        info = key_info(pgseal, path, pw)
+        assert (info.get("fingerprint"), info.get("pq_fingerprint")) == want, (path.name, info)
+
+
+@pytest.mark.parametrize("which", ["python", "rust_keygen"])
+def test_v2_ref_hybrid_to_pgseal(pgseal, tmp_path, user_key, py_hybrid, pg_keygen_pq, which):
+    """The reference seals to a hybrid key; pgseal decrypts and verifies."""
+    kp = py_hybrid if which == "python" else pg_keygen_pq
+    data = os.urandom(5000)
+    blob = ref_v2(user_key, data, [kp], chunk_size=1024)
+    assert blob_layout(blob).hdr.hybrid
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob, kp, user_key)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == data
+    p = pgseal("verify", tmp_path / "r.pgseal", "--signer", user_key.pub, check=False)
+    assert p.returncode == 0, p.stderr
+
+
+def test_v2_ref_hybrid_two_recipients_to_pgseal(pgseal, tmp_path, user_key, py_hybrid, pg_keygen_pq):
+    data = os.urandom(3000)
+    blob = ref_v2(user_key, data, [py_hybrid, pg_keygen_pq], compression=1, chunk_size=1024)
+    for kp in (py_hybrid, pg_keygen_pq):
+        p, out = pg_decrypt_blob(pgseal, tmp_path, blob, kp, user_key, f"two-{kp.key.stem}.pgseal")
+        assert p.returncode == 0, p.stderr
+        assert out.read_bytes() == data
+
+
+def test_v2_pgseal_hybrid_to_ref(pgseal, tmp_path, user_key, py_hybrid, pg_keygen_pq):
+    """pgseal encrypt --recipient HYBRID.pub: the reference decrypts; the header and stanzas follow §6a."""
+    data = os.urandom(70_000)
+    src = tmp_path / "h.bin"
+    src.write_bytes(data)
+    for recips, name in (([pg_keygen_pq], "one"), ([pg_keygen_pq, py_hybrid], "two")):
+        enc = tmp_path / f"h-{name}.pgseal"
+        pg_encrypt(pgseal, src, enc, [r.pub for r in recips], user_key, "--compress", "zstd")
+        info = json.loads(run_ref("v2-inspect", enc).stdout)
+        assert info["hybrid_recipients"] == 1, "FORMAT.md §6a: every recipient hybrid -> the header flag"
+        stanzas = info["slots"]["A"]["stanzas"]
+        assert [s["kind"] for s in stanzas] == [2] * len(recips)
+        assert sorted((s["recipient"], s["pq_recipient"]) for s in stanzas) == sorted(
+            hybrid_fps(r.pub) for r in recips
+        )
+        assert info["recipient_slot_size"] == 4096, "FORMAT.md §6a: 4,096-byte slots for <= 2 such recipients"
+        lay = layout(enc)
+        assert [len(st.body) for st in lay.slot_a.stanzas] == [1200 + 256] * len(recips)
+        for kp in recips:
+            out = tmp_path / f"h-{name}-{kp.key.stem}.out"
+            ref_decrypt(enc, out, kp, user_key)
+            assert out.read_bytes() == data
+        run_ref("v2-verify", enc, "--signer", user_key.pub)
+        # and pgseal reads its own file
+        out = tmp_path / f"h-{name}.pg.out"
+        pgseal("decrypt", enc, "-o", out, "--identity", pg_keygen_pq.key, "--signer", user_key.pub,
+               env=senv(pg_keygen_pq))
+        assert out.read_bytes() == data
+
+
+def test_v2_pgseal_refuses_mixed_recipients(pgseal, tmp_path, user_key, server_key, pg_keygen_pq):
+    """FORMAT.md §6a: a mix of hybrid and RSA-only recipients is refused by writers."""
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"mixed")
+    for order in ((pg_keygen_pq.pub, server_key.pub), (server_key.pub, pg_keygen_pq.pub)):
+        out = tmp_path / "m.pgseal"
+        p = pgseal("encrypt", src, "-o", out, "--recipient", order[0], "--recipient", order[1],
+                   "--sign-key", user_key.key, env=uenv(user_key), check=False)
+        assert p.returncode != 0, "pgseal sealed a file for a mix of hybrid and RSA-only recipients"
+        assert not out.exists()
+
+
+def test_v2_pgseal_inspect_hybrid(pgseal, tmp_path, user_key, py_hybrid):
+    blob = ref_v2(user_key, b"inspect", [py_hybrid])
+    f = tmp_path / "i.pgseal"
+    f.write_bytes(blob)
+    text = pgseal("inspect", f, "--json").stdout.decode()
+    json.loads(text)
+    rsa_fp, pq_fp = hybrid_fps(py_hybrid.pub)
+    assert rsa_fp in text and pq_fp in text, text
+
+
+def flagged_and_plain(user_key: KeyPair, hybrid: KeyPair, data: bytes, K: bytes) -> tuple[bytes, bytes]:
+    """Two reference files for `hybrid` with file key K: one with hybrid_recipients, one without."""
+    flagged = ref_v2(user_key, data, [hybrid], file_key=K, slot_size=4096)
+    plain = ref_v2(user_key, data, [hybrid], file_key=K, slot_size=4096, hybrid_flag=False, unchecked=True)
+    assert blob_layout(flagged).hdr.hybrid and not blob_layout(plain).hdr.hybrid
+    return flagged, plain
+
+
+def test_v2_pgseal_refuses_downgrade(pgseal, tmp_path, user_key, server_key, py_hybrid):
+    """A hybrid_recipients file whose active slot holds an RSA-OAEP stanza (valid MAC, built with
+    the known file key) is refused by pgseal decrypt and by keyless verify (FORMAT.md §6a)."""
+    K = os.urandom(32)
+    data = os.urandom(2000)
+    flagged, plain = flagged_and_plain(user_key, py_hybrid, data, K)
+    srv = ref.load_public_key(str(server_key.pub))
+    hyb = ref.load_recipient_key(str(py_hybrid.pub))
+    replaced = [ref.rsa_stanza(srv, K)]
+    added = [ref.hybrid_stanza(hyb, K), ref.rsa_stanza(srv, K)]
+    # control: without the flag, the RSA-only slot opens for its key (so only the rule refuses below)
+    p, out = pg_decrypt_blob(pgseal, tmp_path, slot_a_replaced(plain, K, replaced), server_key, user_key, "c.pgseal")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == data
+    for name, stanzas, ident in (("replaced", replaced, server_key), ("added", added, py_hybrid),
+                                 ("added-rsa-id", added, server_key)):
+        bad = slot_a_replaced(flagged, K, stanzas)
+        p, out = pg_decrypt_blob(pgseal, tmp_path, bad, ident, user_key, f"{name}.pgseal")
+        assert p.returncode == 4, (name, p.returncode, p.stderr)
+        assert not out.exists()
+        p = pgseal("verify", tmp_path / f"{name}.pgseal", "--signer", user_key.pub, check=False)
+        assert p.returncode == 4, (name, "verify", p.returncode, p.stderr)
+        # the reference agrees
+        p = ref_decrypt(tmp_path / f"{name}.pgseal", tmp_path / f"{name}.ref.out", ident, user_key, check=False)
+        assert p.returncode == 4 and b"downgrade" in p.stderr, p.stderr
+
+
+def test_v2_pgseal_hybrid_stanza_tamper(pgseal, tmp_path, user_key, py_hybrid):
+    """Bytes of C_rsa, C_pq and W changed, slot MAC and checksum recomputed: the unwrap fails; the PQ
+    part cut away: not well formed (3) or refused (4). FORMAT.md names no error class for a failed
+    unwrap ("the key is wrong or the stanza damaged"): the reference says 4, pgseal says 5 (as it
+    does for RSA-OAEP stanzas), and either is accepted."""
+    K = os.urandom(32)
+    flagged, _ = flagged_and_plain(user_key, py_hybrid, b"tamper", K)
+    lay = blob_layout(flagged)
+    S, a, H = lay.hdr.slot_size, lay.chunks_start - 2 * lay.hdr.slot_size, lay.hdr.H
+    k_mac = ref.derive_keys(lay.hdr.fields["salt"], K).mac
+    slot = flagged[a : a + S]
+    L = 256
+    body_at = 14  # generation 8, count 2, kind 2, length 2
+    for where, off in (("C_rsa", 64 + 5), ("C_rsa_last", 64 + L - 1), ("C_pq", 64 + L + 500),
+                       ("W_ct", 64 + L + 1088 + 3), ("W_tag", 64 + L + 1088 + 47)):
+        s = bytearray(slot)
+        s[body_at + off] ^= 0x20
+        bad = flagged[:a] + reseal(s, k_mac, H) + flagged[a + S :]
+        p, out = pg_decrypt_blob(pgseal, tmp_path, bad, py_hybrid, user_key, f"t-{where}.pgseal")
+        assert p.returncode in (4, 5), (where, p.returncode, p.stderr)
+        assert not out.exists()
+    body = lay.slot_a.stanzas[0].body
+    for where, cut in (("rsa_style", body[:32] + body[64 : 64 + L]),
+                       ("no_c_pq", body[: 64 + L] + body[-48:])):
+        bad = slot_a_replaced(flagged, K, [(2, cut)])
+        p, out = pg_decrypt_blob(pgseal, tmp_path, bad, py_hybrid, user_key, f"cut-{where}.pgseal")
+        assert p.returncode in (3, 4), (where, p.returncode, p.stderr)
+        assert not out.exists()
+    # the RSA half relabelled as an RSA-OAEP stanza: a downgrade
+    bad = slot_a_replaced(flagged, K, [(1, body[:32] + body[64 : 64 + L])])
+    p, out = pg_decrypt_blob(pgseal, tmp_path, bad, py_hybrid, user_key, "relabel.pgseal")
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    # sanity: the untouched stanza in a rebuilt slot opens
+    p, out = pg_decrypt_blob(pgseal, tmp_path, slot_a_replaced(flagged, K, [(2, body)]), py_hybrid, user_key,
+                             "intact.pgseal")
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == b"tamper"
+
+
+def test_v2_pgseal_hybrid_header_flag(pgseal, tmp_path, user_key, py_hybrid):
+    blob = ref_v2(user_key, b"flag", [py_hybrid])
+    hl = int.from_bytes(blob[8:12], "big")
+    body = blob[12 : 12 + hl]
+    field = ref.encode_field(ref.T_HYBRID, b"\x01")
+    assert body.endswith(field)
+    # removed: the header signature fails
+    stripped = body[: -len(field)]
+    bad = blob[:8] + struct.pack(">I", len(stripped)) + stripped + blob[12 + hl :]
+    p, out = pg_decrypt_blob(pgseal, tmp_path, bad, py_hybrid, user_key, "noflag.pgseal")
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    p = pgseal("verify", tmp_path / "noflag.pgseal", "--signer", user_key.pub, check=False)
+    assert p.returncode == 4, (p.returncode, p.stderr)
+    # another value: invalid (3), even when validly signed
+    for v in (b"\x00", b"\x02"):
+        bad = blob[:12] + body[: -1] + v + blob[12 + hl :]
+        p, out = pg_decrypt_blob(pgseal, tmp_path, bad, py_hybrid, user_key, "val.pgseal")
+        assert p.returncode == 3, (v, p.returncode, p.stderr)
+        assert not out.exists()
+    signed2 = ref_v2(user_key, b"flag", [py_hybrid], extra_fields=[(ref.T_HYBRID, b"\x02")])
+    p, out = pg_decrypt_blob(pgseal, tmp_path, signed2, py_hybrid, user_key, "signed2.pgseal")
+    assert p.returncode == 3, (p.returncode, p.stderr)
+
+
+def test_v2_pgseal_hybrid_wrong_half(pgseal, tmp_path, user_key, py_hybrid, hyb2048, hyb2048b):
+    """An identity with the right RSA key and the wrong ML-KEM key (or the reverse) cannot open."""
+    blob = ref_v2(user_key, b"halves", [py_hybrid])
+    for name, ident in (("wrong_pq", ref.HybridPrivateKey(hyb2048.rsa, hyb2048b.pq)),
+                        ("wrong_rsa", ref.HybridPrivateKey(hyb2048b.rsa, hyb2048.pq))):
+        kp = write_hybrid_keypair(tmp_path, name, ident, SERVER_PW)
+        p, out = pg_decrypt_blob(pgseal, tmp_path, blob, kp, user_key, f"{name}.pgseal")
+        assert p.returncode == 5, (name, p.returncode, p.stderr)
+        assert not out.exists()
+    # and the right pair opens it
+    p, out = pg_decrypt_blob(pgseal, tmp_path, blob, py_hybrid, user_key, "right.pgseal")
+    assert p.returncode == 0, p.stderr

@@ -177,7 +177,8 @@ pub struct PublicKey {
     spki: Vec<u8>,
     fingerprint: Fingerprint,
     bits: usize,
-    pq: Option<MlKemPublicKey>,
+    /// Boxed: an ML-KEM key is large, and most keys have none.
+    pq: Option<Box<MlKemPublicKey>>,
 }
 
 impl PublicKey {
@@ -218,18 +219,18 @@ impl PublicKey {
 
     /// This RSA key with `pq` as its ML-KEM-768 half: a hybrid recipient.
     pub fn with_pq(mut self, pq: MlKemPublicKey) -> Self {
-        self.pq = Some(pq);
+        self.pq = Some(Box::new(pq));
         self
     }
 
     /// The ML-KEM-768 half, if this is a hybrid recipient.
     pub fn pq(&self) -> Option<&MlKemPublicKey> {
-        self.pq.as_ref()
+        self.pq.as_deref()
     }
 
     /// The fingerprint of the ML-KEM-768 half, if there is one.
     pub fn pq_fingerprint(&self) -> Option<Fingerprint> {
-        self.pq.as_ref().map(MlKemPublicKey::fingerprint)
+        self.pq.as_deref().map(MlKemPublicKey::fingerprint)
     }
 
     /// From PEM text: `PUBLIC KEY` (SPKI) or `RSA PUBLIC KEY` (PKCS#1), optionally followed by an
@@ -364,7 +365,7 @@ pub struct PrivateKey {
     signer: KeyPair,
     decrypter: OaepPrivateDecryptingKey,
     public: PublicKey,
-    pq: Option<MlKemPrivateKey>,
+    pq: Option<Box<MlKemPrivateKey>>,
 }
 
 impl PrivateKey {
@@ -385,14 +386,14 @@ impl PrivateKey {
 
     /// This RSA key with `pq` as its ML-KEM-768 half.
     pub fn with_pq(mut self, pq: MlKemPrivateKey) -> Self {
-        self.public.pq = Some(pq.public().clone());
-        self.pq = Some(pq);
+        self.public.pq = Some(Box::new(pq.public().clone()));
+        self.pq = Some(Box::new(pq));
         self
     }
 
     /// The ML-KEM-768 half, if this is a hybrid key.
     pub fn pq(&self) -> Option<&MlKemPrivateKey> {
-        self.pq.as_ref()
+        self.pq.as_deref()
     }
 
     /// From unencrypted PKCS#8 DER.
@@ -426,13 +427,21 @@ impl PrivateKey {
         what: &str,
         password: impl FnOnce() -> Result<Password>,
     ) -> Result<Self> {
+        if text.contains("Proc-Type: 4,ENCRYPTED") {
+            return Err(Error::KeyRejected {
+                what: what.to_owned(),
+                reason: "traditional OpenSSL key encryption is not supported; convert it with \
+                         `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW`"
+                    .into(),
+            });
+        }
         let mut password = LazyPassword {
             ask: Some(Box::new(password)),
             got: None,
         };
         let mut blocks = pem_blocks(text)?.into_iter();
         let (label, der) = blocks.next().ok_or_else(no_pem_block)?;
-        let key = Self::from_pem_block(text, &label, &der, what, &mut password)?;
+        let key = Self::from_pem_block(&label, &der, what, &mut password)?;
         match (blocks.next(), blocks.next()) {
             (None, _) => Ok(key),
             (Some((label, der)), None)
@@ -455,20 +464,11 @@ impl PrivateKey {
     }
 
     fn from_pem_block(
-        text: &str,
         label: &str,
         der: &[u8],
         what: &str,
         password: &mut LazyPassword<'_>,
     ) -> Result<Self> {
-        if text.contains("Proc-Type: 4,ENCRYPTED") {
-            return Err(Error::KeyRejected {
-                what: what.to_owned(),
-                reason: "traditional OpenSSL key encryption is not supported; convert it with \
-                         `openssl pkcs8 -topk8 -v2 aes-256-cbc -in OLD -out NEW`"
-                    .into(),
-            });
-        }
         match label {
             "ENCRYPTED PRIVATE KEY" | "PRIVATE KEY" => {
                 let plain = pkcs8_plain(label, der, what, password)?;

@@ -103,7 +103,7 @@ impl MlKemPublicKey {
     }
 
     /// A fresh shared secret and the ciphertext that carries it to the private key's holder.
-    fn encapsulate(&self) -> (Vec<u8>, Zeroizing<[u8; 32]>) {
+    pub fn encapsulate(&self) -> (Vec<u8>, Zeroizing<[u8; 32]>) {
         let (ciphertext, shared) = self.key.encapsulate();
         (ciphertext.to_vec(), Zeroizing::new(shared.into()))
     }
