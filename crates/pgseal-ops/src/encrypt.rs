@@ -149,6 +149,14 @@ pub fn encrypt(session: &mut Session, request: Encrypt<'_>) -> Result<Sealed> {
                  signer up by it)",
             ));
         }
+        if let Some(r) = recipients.iter().find(|r| r.pq().is_some()) {
+            return Err(Error::usage(format!(
+                "{} is a post-quantum (RSA + ML-KEM-768) key, and legacy hybrid (v1) files can \
+                 only wrap to RSA: the file would silently lose its post-quantum protection; \
+                 write v2, or pass the RSA public key alone",
+                r.fingerprint()
+            )));
+        }
     }
     let mut output = Output::create(request.output, request.force, Some(&input))?;
     let sealed = match request.layout {

@@ -54,6 +54,9 @@ pub enum Proof {
         source_database: Option<String>,
         /// The dump's format ([`crate::globals::FORMAT`] for a cluster's globals).
         dump_format: Option<String>,
+        /// The signed header allows only hybrid (RSA + ML-KEM-768) wrappings, and the active
+        /// slot holds only those (else the verification failed as a downgrade).
+        post_quantum: bool,
     },
     /// A legacy hybrid file: its signature over the ciphertext holds.
     LegacyHybrid {
@@ -152,6 +155,7 @@ fn verify_v2(
         .map(|(index, state)| (index, state.clone()));
     let source_database = prelude.header.metadata.source_database.clone();
     let dump_format = prelude.header.metadata.dump_format.clone();
+    let post_quantum = prelude.header.hybrid;
     let report = prelude.verify(
         input,
         &signers,
@@ -166,6 +170,7 @@ fn verify_v2(
         superseded,
         source_database,
         dump_format,
+        post_quantum,
     })
 }
 

@@ -120,7 +120,13 @@ fn standalone_hybrid_key_files_seal_open_and_say_what_they_are() {
         "dr.key.pem",
     ]));
     assert_eq!(std::fs::read(site.path("x.out")).unwrap(), data);
-    ok(&site.run(&["verify", "x.pgseal", "--identity", "dr.key.pem"]));
+    let o = site.run(&["verify", "x.pgseal", "--identity", "dr.key.pem"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("post-quantum (signed)"),
+        "{}",
+        stdout(&o)
+    );
 
     // The RSA block alone cannot open it: exit 5 (key), the missing half named, nothing written.
     let rsa_only = &private[..private.find("-----END").unwrap() + 36];
@@ -158,6 +164,25 @@ fn standalone_hybrid_key_files_seal_open_and_say_what_they_are() {
         stderr(&o)
     );
     assert!(!site.path("z.pgseal").exists());
+
+    // The legacy format can only wrap to RSA: a hybrid recipient is refused, not downgraded.
+    let o = site.run(&[
+        "encrypt",
+        "x.plain",
+        "-o",
+        "v1.bin",
+        "--format",
+        "v1",
+        "--user-id",
+        "1",
+        "--recipient",
+        "dr.pub.pem",
+        "--user",
+        "system_backup",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("post-quantum"), "{}", stderr(&o));
+    assert!(!site.path("v1.bin").exists());
 }
 
 #[test]

@@ -67,6 +67,7 @@ fn describe(proof: &Proof, file: &str) -> (&'static str, Vec<String>, Value, Vec
             superseded,
             source_database,
             dump_format,
+            post_quantum,
         } => {
             let superseded = superseded
                 .as_ref()
@@ -85,7 +86,7 @@ fn describe(proof: &Proof, file: &str) -> (&'static str, Vec<String>, Value, Vec
                 (None, Some(format)) => format!("a file of format {format}"),
                 (None, None) => "a file (no database or format recorded)".to_owned(),
             };
-            let lines = vec![
+            let mut lines = vec![
                 format!("header signature: valid, by {signer}"),
                 format!("holds (signed): {holds}"),
                 format!(
@@ -101,8 +102,15 @@ fn describe(proof: &Proof, file: &str) -> (&'static str, Vec<String>, Value, Vec
                     None => not_checked.into(),
                 },
             ];
+            if *post_quantum {
+                lines.insert(
+                    2,
+                    "post-quantum (signed): wrapped only to hybrid RSA + ML-KEM-768 keys".into(),
+                );
+            }
             let json = json!({
                 "signer": signer.to_string(),
+                "post_quantum": post_quantum,
                 "checks": {
                     "header_signature": true,
                     "final_signature": true,
