@@ -41,6 +41,30 @@ openssl pkcs8 -topk8 -in "$k/pkcs8.pem" -v2 aes-256-cbc -v2prf hmacWithSHA256 -i
     -passout "pass:$password" -out "$k/pkcs8-encrypted-2048.pem"
 # CRLF line endings and text around the block, as OpenSSL's "Bag Attributes" output has.
 { echo "Bag Attributes"; echo "    friendlyName: fuzz"; sed 's/$/\r/' "$k/spki.pem"; } >"$k/spki-crlf-attrs.pem"
+# A hybrid key (RSA + ML-KEM-768, FORMAT.md §6a): its two-block public file, both private blocks
+# unencrypted (600,000-round blocks cost seconds per run), and the ML-KEM SPKI and PKCS#8 DER
+# alone (the targets also feed raw bytes to the ML-KEM parsers). Debian's OpenSSL 3.0 has no
+# ML-KEM, so Python's `cryptography` re-encodes them.
+"$pgseal" keygen --pq --out "$tmp/hybrid" --key-size 2048 --force >/dev/null
+cp "$tmp/hybrid.pub.pem" "$k/hybrid-spki.pem"
+if python3 -c 'from cryptography.hazmat.primitives.asymmetric import mlkem' 2>/dev/null; then
+    python3 - "$tmp/hybrid.key.pem" "$password" "$k" <<'PY'
+import re, sys
+from cryptography.hazmat.primitives import serialization as s
+path, password, out = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
+blocks = re.findall(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----\n", open(path).read(), re.S)
+keys = [s.load_pem_private_key(b.encode(), password) for b in blocks]
+pem = b"".join(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()) for k in keys)
+open(f"{out}/hybrid-pkcs8.pem", "wb").write(pem)
+pq = keys[1]
+open(f"{out}/mlkem-pkcs8.der", "wb").write(
+    pq.private_bytes(s.Encoding.DER, s.PrivateFormat.PKCS8, s.NoEncryption()))
+open(f"{out}/mlkem-spki.der", "wb").write(
+    pq.public_key().public_bytes(s.Encoding.DER, s.PublicFormat.SubjectPublicKeyInfo))
+PY
+else
+    echo "seed.sh: python3 'cryptography' with ML-KEM missing; hybrid private-key seeds skipped" >&2
+fi
 
 # --- v2 files: pgseal encrypt --------------------------------------------------------------------
 export PGSEAL_USER_KEY_PASSWORD="$password"
@@ -58,6 +82,9 @@ enc "$tmp/text.txt" "$p/text-zstd.pgseal" --username fuzz --user-id 7
 enc "$tmp/random.bin" "$p/random-none.pgseal" --compress none
 enc "$tmp/empty" "$p/empty.pgseal"
 enc "$tmp/text.txt" "$p/two-recipients.pgseal" --recipient "$tmp/signer.pub.pem"
+# To a hybrid recipient (FORMAT.md §6a): the hybrid stanza and the signed flag.
+"$pgseal" encrypt --recipient "$tmp/hybrid.pub.pem" --sign-key "$tmp/signer.key.pem" \
+    --force --output "$p/hybrid.pgseal" "$tmp/text.txt" >/dev/null
 # A v1 (legacy hybrid) file, for the hybrid target.
 enc "$tmp/text.txt" "$corpus/legacy_hybrid/pgseal-v1.backup" --format v1 --user-id 7
 
@@ -66,7 +93,8 @@ enc "$tmp/text.txt" "$corpus/legacy_hybrid/pgseal-v1.backup" --format v1 --user-
 # Then ops: 0-2 xor(u16 offset, u8 value), 3 truncate(u16), 4 append(u8 n, n bytes),
 # 5 copy(u16 src, u16 dst, u16 n), 6 insert(u16 at, u8), 7 delete(u16 at, u8 n).
 o="$corpus/v2_open"
-for sel in 00 01 02 03 04 20 21 22 30 31 32 33 34; do printf "\\x$sel" >"$o/unmodified-$sel"; done
+# Selectors 05 and 06 are the files sealed to the hybrid recipient.
+for sel in 00 01 02 03 04 05 06 20 21 22 25 26 30 31 32 33 34 35 36; do printf "\\x$sel" >"$o/unmodified-$sel"; done
 printf '\x20\x00\x00\x00\x01' >"$o/xor-magic"
 printf '\x20\x00\x40\x00\x80' >"$o/xor-header"
 printf '\x20\x00\xe8\x03\x01' >"$o/xor-slot-a"
@@ -80,6 +108,19 @@ printf '\x20\x05\xd8\x01\xd8\x11\x00\x10' >"$o/copy-slot-a-to-b"
 printf '\x20\x05\xd8\x01\xd8\x11\x00\x10\x00\x11\x05\x11' >"$o/slot-b-takes-over"
 printf '\x20\x06\x00\x30\x00' >"$o/insert"
 printf '\x20\x07\x00\x30\x10' >"$o/delete"
+printf '\x25\x00\xe8\x03\x01' >"$o/xor-hybrid-slot-a"
+printf '\x25\x05\xd8\x01\xd8\x11\x00\x10\x00\x11\x05\x11' >"$o/hybrid-slot-b-takes-over"
+
+# --- v2_rewrap: a pair of keys (0 RSA, 1 hybrid, 2 RSA to hybrid), a crash point (u16 BE), then
+# four-byte edits of the slots (see fuzz_targets/v2_rewrap.rs).
+r="$corpus/v2_rewrap"
+mkdir -p "$r"
+for pair in 00 01 02; do
+    printf "\\x$pair\\x00\\x00" >"$r/untouched-$pair"
+    printf "\\x$pair\\x01\\x00" >"$r/crash-256-$pair"
+    printf "\\x$pair\\x10\\x00\\x03\\x00\\x00\\x00" >"$r/rewrapped-then-crash-$pair"
+    printf "\\x$pair\\x00\\x40\\x00\\x00\\x20\\x01" >"$r/slot-a-damaged-$pair"
+done
 
 # --- legacy files: the real ones, and ones made under the targets' fixed secrets -----------------
 if [[ -d "$wild" ]]; then
@@ -182,7 +223,7 @@ times = [now - i * day for i in range(60)] + [now + 400 * day]
 open(sys.argv[1], "wb").write(rules + struct.pack("<q", now) + b"".join(struct.pack("<q", t) for t in times))
 PY
 
-for t in v2_prelude v2_open legacy_hybrid legacy_symmetric keys location custody_request \
+for t in v2_prelude v2_open v2_rewrap legacy_hybrid legacy_symmetric keys location custody_request \
     globals_script retention; do
     printf '%-17s %4d files in corpus\n' "$t" "$(ls "$corpus/$t" | wc -l)"
 done

@@ -1,7 +1,8 @@
 //! Round-trip / tamper target for v2 decryption.
 //!
-//! At first use it makes an RSA-2048 signer and recipient and seals a few fixed plaintexts
-//! (1 KiB chunks; no compression and zstd). Each input picks one sealed file and a list of edits
+//! At first use it makes an RSA-2048 signer, an RSA-2048 recipient and a hybrid one (RSA-2048 +
+//! ML-KEM-768, FORMAT.md §6a), and seals a few fixed plaintexts (1 KiB chunks; no compression and
+//! zstd; the last two to the hybrid recipient). Each input picks one sealed file and a list of edits
 //! (XOR a byte, truncate, append, overwrite a range with a copy of another, insert, delete) and
 //! applies them to a copy. The edited file is then opened, and the invariant checked is:
 //!
@@ -17,6 +18,8 @@
 //! * `Prelude::verify` without a private key either fails, or the file is unchanged except inside
 //!   the two recipient slots.
 //!
+//! * a hybrid file never opens with its recipient's RSA key alone (the downgrade of §6a).
+//!
 //! A violation panics: that is a real bug (tampering accepted, or wrong plaintext released).
 #![no_main]
 
@@ -26,9 +29,11 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use pgseal_core::keys::{Identity, KeyBits};
 use pgseal_core::v2::{self, Compression, Metadata, SealParams, SignerCheck, SlotState};
-use pgseal_core::{PrivateKey, PublicKey};
+use pgseal_core::{Password, PrivateKey, PublicKey};
 
 struct Sealed {
+    /// Sealed to the hybrid recipient (else to the RSA one).
+    hybrid: bool,
     plaintext: Vec<u8>,
     file: Vec<u8>,
     /// Byte ranges of the file.
@@ -42,7 +47,23 @@ struct Fixture {
     signer: PrivateKey,
     signer_pub: Vec<PublicKey>,
     recipient: PrivateKey,
+    hybrid: PrivateKey,
+    /// The hybrid recipient's RSA key alone.
+    hybrid_rsa_half: PrivateKey,
     sealed: Vec<Sealed>,
+}
+
+/// The RSA half of a hybrid key: the first block of its key file, read alone.
+fn rsa_half(key: &PrivateKey) -> PrivateKey {
+    let password = || Ok(Password::new("fuzz-password-0123456789".into()));
+    let pem = key
+        .to_encrypted_pem(&password().expect("a password"))
+        .expect("key file");
+    let end = "-----END ENCRYPTED PRIVATE KEY-----\n";
+    let first = &pem[..pem.find(end).expect("an RSA block") + end.len()];
+    let rsa = PrivateKey::from_pem(first, "RSA half", password).expect("the RSA half loads");
+    assert!(rsa.pq().is_none());
+    rsa
 }
 
 /// Deterministic filler: some text, then xorshift bytes (so zstd still needs several chunks).
@@ -68,7 +89,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let signer = PrivateKey::generate(KeyBits::Rsa2048).expect("signer key");
         let recipient = PrivateKey::generate(KeyBits::Rsa2048).expect("recipient key");
-        let recipients = vec![recipient.public().clone()];
+        let hybrid = PrivateKey::generate_hybrid(KeyBits::Rsa2048).expect("hybrid key");
         let variants = [
             // 4 full chunks and a short last one.
             (Compression::None, plaintext(2000, 2500)),
@@ -80,10 +101,17 @@ fn fixture() -> &'static Fixture {
             (Compression::None, Vec::new()),
             // Empty input through zstd: one chunk holding an empty frame.
             (Compression::Zstd, Vec::new()),
+            // To the hybrid recipient: 4 full chunks and a short last one, and zstd.
+            (Compression::None, plaintext(2000, 2500)),
+            (Compression::Zstd, plaintext(3000, 2800)),
         ];
         let sealed = variants
             .into_iter()
-            .map(|(compression, plaintext)| {
+            .enumerate()
+            .map(|(i, (compression, plaintext))| {
+                let is_hybrid = i >= 5;
+                let to = if is_hybrid { &hybrid } else { &recipient };
+                let recipients = [to.public().clone()];
                 let mut params = SealParams::new(&signer, &recipients);
                 params.compression = compression;
                 params.chunk_size = 1024;
@@ -107,12 +135,14 @@ fn fixture() -> &'static Fixture {
                     .decrypt(
                         r,
                         &mut out,
-                        &[&recipient as &dyn Identity],
+                        &[to as &dyn Identity],
                         SignerCheck::Require(std::slice::from_ref(signer.public())),
                     )
                     .expect("a fresh file opens");
                 assert_eq!(out, plaintext);
+                assert_eq!(prelude.header.hybrid, is_hybrid);
                 Sealed {
+                    hybrid: is_hybrid,
                     header_sig: slots - l..slots,
                     slot_a: slots..slots + s,
                     slot_b: slots + s..slots + 2 * s,
@@ -126,6 +156,8 @@ fn fixture() -> &'static Fixture {
             signer_pub: vec![signer.public().clone()],
             signer,
             recipient,
+            hybrid_rsa_half: rsa_half(&hybrid),
+            hybrid,
             sealed,
         }
     })
@@ -153,7 +185,9 @@ fn mutate(file: &mut Vec<u8>, input: &mut Input<'_>) {
         match op % 8 {
             // XOR one byte (the common case, so it gets three opcodes).
             0..=2 => {
-                let (Some(at), Some(x)) = (input.u16(), input.u8()) else { return };
+                let (Some(at), Some(x)) = (input.u16(), input.u8()) else {
+                    return;
+                };
                 if len > 0 {
                     file[at % len] ^= x;
                 }
@@ -185,12 +219,16 @@ fn mutate(file: &mut Vec<u8>, input: &mut Input<'_>) {
             }
             // Insert one byte.
             6 => {
-                let (Some(at), Some(b)) = (input.u16(), input.u8()) else { return };
+                let (Some(at), Some(b)) = (input.u16(), input.u8()) else {
+                    return;
+                };
                 file.insert(at % (len + 1), b);
             }
             // Delete a range of up to 255 bytes.
             _ => {
-                let (Some(at), Some(n)) = (input.u16(), input.u8()) else { return };
+                let (Some(at), Some(n)) = (input.u16(), input.u8()) else {
+                    return;
+                };
                 if len > 0 {
                     let at = at % len;
                     let end = (at + n as usize).min(len);
@@ -222,7 +260,9 @@ fuzz_target!(|data: &[u8]| {
     mutate(&mut file, &mut input);
 
     let mut r = &file[..];
-    let Ok(prelude) = v2::read_prelude(&mut r) else { return };
+    let Ok(prelude) = v2::read_prelude(&mut r) else {
+        return;
+    };
     let body = r;
 
     let check = if skip_signatures {
@@ -230,11 +270,34 @@ fuzz_target!(|data: &[u8]| {
     } else {
         SignerCheck::Require(&fx.signer_pub)
     };
+    let identity = if sealed.hybrid {
+        &fx.hybrid
+    } else {
+        &fx.recipient
+    };
+    if sealed.hybrid {
+        let mut out = Vec::new();
+        let downgraded = prelude.decrypt(
+            body,
+            &mut out,
+            &[&fx.hybrid_rsa_half as &dyn Identity],
+            SignerCheck::Skip,
+        );
+        assert!(
+            downgraded.is_err(),
+            "a hybrid file opened with its recipient's RSA key alone"
+        );
+    }
     let mut out = Vec::new();
-    let opened = prelude.decrypt(body, &mut out, &[&fx.recipient as &dyn Identity], check);
+    let opened = prelude.decrypt(body, &mut out, &[identity as &dyn Identity], check);
     if let Ok(summary) = &opened {
         let allowed: &[&Range<usize>] = if skip_signatures {
-            &[&sealed.slot_a, &sealed.slot_b, &sealed.header_sig, &sealed.final_sig]
+            &[
+                &sealed.slot_a,
+                &sealed.slot_b,
+                &sealed.header_sig,
+                &sealed.final_sig,
+            ]
         } else {
             &[&sealed.slot_a, &sealed.slot_b]
         };
@@ -265,7 +328,7 @@ fuzz_target!(|data: &[u8]| {
             _ => panic!("decrypt opened a file with no valid recipient slot"),
         }
         assert_eq!(summary.plaintext_bytes, out.len() as u64);
-        assert_eq!(summary.recipient, fx.recipient.fingerprint());
+        assert_eq!(summary.recipient, identity.fingerprint());
         if !skip_signatures {
             assert_eq!(summary.verified_signer, Some(fx.signer.fingerprint()));
         }
