@@ -62,7 +62,7 @@ INSERT INTO sales.orders
 SQL
 echo "database shop: $(psql -d shop -Atc 'SELECT count(*) FROM customers') customers, $(psql -d shop -Atc 'SELECT count(*) FROM sales.orders') orders"
 
-step "a pgseal site: config, SQLite store, server key (passwords generated into a 0600 file)"
+step "a pgseal site: config, SQLite store, a hybrid RSA + ML-KEM-768 server key (passwords in a 0600 file)"
 site="$work/site"
 mkdir -p "$site"
 umask 077
@@ -71,7 +71,7 @@ umask 077
     echo "PGSEAL_USER_KEY_PASSWORD=$(head -c 24 /dev/urandom | base64)"
 } > "$site/.env"
 set -a; . "$site/.env"; set +a
-"$pgseal" init --dir "$site"
+"$pgseal" init --pq --dir "$site"
 cd "$site"
 "$pgseal" user add backup_bot
 "$pgseal" user-key generate backup_bot
