@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(key) = PublicKey::from_pem(&text) {
         let _ = key.fingerprint();
         let again = PublicKey::from_pem(&key.to_pem()).expect("a public key's own PEM loads");
+        // Equality compares both halves' fingerprints.
         assert_eq!(again, key, "a public key's PEM loads as another key");
-        assert_eq!(again.pq_fingerprint(), key.pq_fingerprint());
     }
     if let Ok(key) = PrivateKey::from_pem(&text, "fuzz", password) {
         let _ = key.fingerprint();
@@ -36,11 +36,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = key.legacy_fingerprint();
     }
     if let Ok(key) = MlKemPublicKey::from_spki_der(data) {
-        assert_eq!(
-            key.spki_der(),
-            data,
-            "an ML-KEM-768 SPKI is accepted in one encoding only"
-        );
+        assert_eq!(key.spki_der(), data, "an ML-KEM-768 SPKI is accepted in one encoding only");
         let _ = key.fingerprint();
     }
     if let Ok(key) = MlKemPrivateKey::from_pkcs8_der(data, "fuzz") {

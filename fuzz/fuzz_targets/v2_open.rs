@@ -16,8 +16,7 @@
 //! * with `SignerCheck::Skip` (chosen by a bit of the first byte), the same, except that the two
 //!   signatures may also differ, since they are then not checked;
 //! * `Prelude::verify` without a private key either fails, or the file is unchanged except inside
-//!   the two recipient slots.
-//!
+//!   the two recipient slots;
 //! * a hybrid file never opens with its recipient's RSA key alone (the downgrade of §6a).
 //!
 //! A violation panics: that is a real bug (tampering accepted, or wrong plaintext released).
@@ -29,7 +28,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use pgseal_core::keys::{Identity, KeyBits};
 use pgseal_core::v2::{self, Compression, Metadata, SealParams, SignerCheck, SlotState};
-use pgseal_core::{Password, PrivateKey, PublicKey};
+use pgseal_core::{Fingerprint, PrivateKey, PublicKey};
+use pgseal_core::secret::FileKey;
 
 struct Sealed {
     /// Sealed to the hybrid recipient (else to the RSA one).
@@ -48,22 +48,19 @@ struct Fixture {
     signer_pub: Vec<PublicKey>,
     recipient: PrivateKey,
     hybrid: PrivateKey,
-    /// The hybrid recipient's RSA key alone.
-    hybrid_rsa_half: PrivateKey,
     sealed: Vec<Sealed>,
 }
 
-/// The RSA half of a hybrid key: the first block of its key file, read alone.
-fn rsa_half(key: &PrivateKey) -> PrivateKey {
-    let password = || Ok(Password::new("fuzz-password-0123456789".into()));
-    let pem = key
-        .to_encrypted_pem(&password().expect("a password"))
-        .expect("key file");
-    let end = "-----END ENCRYPTED PRIVATE KEY-----\n";
-    let first = &pem[..pem.find(end).expect("an RSA block") + end.len()];
-    let rsa = PrivateKey::from_pem(first, "RSA half", password).expect("the RSA half loads");
-    assert!(rsa.pq().is_none());
-    rsa
+/// A hybrid key's RSA half alone: the identity a downgrade would need to succeed with.
+struct RsaHalf<'a>(&'a PrivateKey);
+
+impl Identity for RsaHalf<'_> {
+    fn fingerprint(&self) -> Fingerprint {
+        self.0.fingerprint()
+    }
+    fn unwrap_file_key(&self, wrapped: &[u8]) -> pgseal_core::Result<FileKey> {
+        self.0.unwrap_file_key(wrapped)
+    }
 }
 
 /// Deterministic filler: some text, then xorshift bytes (so zstd still needs several chunks).
@@ -156,7 +153,6 @@ fn fixture() -> &'static Fixture {
             signer_pub: vec![signer.public().clone()],
             signer,
             recipient,
-            hybrid_rsa_half: rsa_half(&hybrid),
             hybrid,
             sealed,
         }
@@ -185,9 +181,7 @@ fn mutate(file: &mut Vec<u8>, input: &mut Input<'_>) {
         match op % 8 {
             // XOR one byte (the common case, so it gets three opcodes).
             0..=2 => {
-                let (Some(at), Some(x)) = (input.u16(), input.u8()) else {
-                    return;
-                };
+                let (Some(at), Some(x)) = (input.u16(), input.u8()) else { return };
                 if len > 0 {
                     file[at % len] ^= x;
                 }
@@ -219,16 +213,12 @@ fn mutate(file: &mut Vec<u8>, input: &mut Input<'_>) {
             }
             // Insert one byte.
             6 => {
-                let (Some(at), Some(b)) = (input.u16(), input.u8()) else {
-                    return;
-                };
+                let (Some(at), Some(b)) = (input.u16(), input.u8()) else { return };
                 file.insert(at % (len + 1), b);
             }
             // Delete a range of up to 255 bytes.
             _ => {
-                let (Some(at), Some(n)) = (input.u16(), input.u8()) else {
-                    return;
-                };
+                let (Some(at), Some(n)) = (input.u16(), input.u8()) else { return };
                 if len > 0 {
                     let at = at % len;
                     let end = (at + n as usize).min(len);
@@ -260,9 +250,7 @@ fuzz_target!(|data: &[u8]| {
     mutate(&mut file, &mut input);
 
     let mut r = &file[..];
-    let Ok(prelude) = v2::read_prelude(&mut r) else {
-        return;
-    };
+    let Ok(prelude) = v2::read_prelude(&mut r) else { return };
     let body = r;
 
     let check = if skip_signatures {
@@ -270,17 +258,13 @@ fuzz_target!(|data: &[u8]| {
     } else {
         SignerCheck::Require(&fx.signer_pub)
     };
-    let identity = if sealed.hybrid {
-        &fx.hybrid
-    } else {
-        &fx.recipient
-    };
+    let identity = if sealed.hybrid { &fx.hybrid } else { &fx.recipient };
     if sealed.hybrid {
         let mut out = Vec::new();
         let downgraded = prelude.decrypt(
             body,
             &mut out,
-            &[&fx.hybrid_rsa_half as &dyn Identity],
+            &[&RsaHalf(&fx.hybrid) as &dyn Identity],
             SignerCheck::Skip,
         );
         assert!(
@@ -292,12 +276,7 @@ fuzz_target!(|data: &[u8]| {
     let opened = prelude.decrypt(body, &mut out, &[identity as &dyn Identity], check);
     if let Ok(summary) = &opened {
         let allowed: &[&Range<usize>] = if skip_signatures {
-            &[
-                &sealed.slot_a,
-                &sealed.slot_b,
-                &sealed.header_sig,
-                &sealed.final_sig,
-            ]
+            &[&sealed.slot_a, &sealed.slot_b, &sealed.header_sig, &sealed.final_sig]
         } else {
             &[&sealed.slot_a, &sealed.slot_b]
         };

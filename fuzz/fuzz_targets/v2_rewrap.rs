@@ -50,11 +50,7 @@ fn fixture() -> &'static Fixture {
         let hybrid = || PrivateKey::generate_hybrid(KeyBits::Rsa2048).expect("hybrid server key");
         let case = |old, new| Case::new(&signer, &plaintext, old, new);
         Fixture {
-            cases: [
-                case(rsa(), rsa()),
-                case(hybrid(), hybrid()),
-                case(rsa(), hybrid()),
-            ],
+            cases: [case(rsa(), rsa()), case(hybrid(), hybrid()), case(rsa(), hybrid())],
             signers: vec![signer.public().clone()],
             plaintext,
         }
@@ -115,11 +111,7 @@ fn plan(c: &Case, file: &[u8]) -> Option<Rewrap> {
         return prelude.plan_wipe().expect("a wipe needs no key");
     }
     prelude
-        .plan_rewrap(
-            &[&c.old as &dyn Identity],
-            std::slice::from_ref(c.new.public()),
-            &[],
-        )
+        .plan_rewrap(&[&c.old as &dyn Identity], std::slice::from_ref(c.new.public()), &[])
         .ok()
 }
 
@@ -140,14 +132,8 @@ fn apply(file: &[u8], plan: &Rewrap, crash: Option<usize>) -> Vec<u8> {
 }
 
 fn check_done(f: &Fixture, c: &Case, file: &[u8], what: &str) {
-    assert!(
-        opens(f, file, &c.new),
-        "{what}: the new key does not open the file"
-    );
-    assert!(
-        !opens(f, file, &c.old),
-        "{what}: the old key still opens the file"
-    );
+    assert!(opens(f, file, &c.new), "{what}: the new key does not open the file");
+    assert!(!opens(f, file, &c.old), "{what}: the old key still opens the file");
     let prelude = v2::read_prelude(&mut &file[..]).expect("a rewrapped file parses");
     for slot in &prelude.slots {
         assert!(
@@ -178,11 +164,7 @@ fuzz_target!(|data: &[u8]| {
         match e[0] % 4 {
             0 => file[a + pos] ^= e[3] | 1,
             1 => {
-                let (from, to) = if e[3] & 1 == 0 {
-                    (a, a + s)
-                } else {
-                    (a + s, a)
-                };
+                let (from, to) = if e[3] & 1 == 0 { (a, a + s) } else { (a + s, a) };
                 let copy = file[from..from + s].to_vec();
                 file[to..to + s].copy_from_slice(&copy);
             }
@@ -201,20 +183,16 @@ fuzz_target!(|data: &[u8]| {
     if !opens(f, &file, &c.old) && !opens(f, &file, &c.new) {
         return; // the edits broke the file; nothing to rewrap
     }
-    if let Ok(prelude) = v2::read_prelude(&mut &file[..]) {
-        if prelude.header.hybrid {
-            let rsa_only = f.cases[0].new.public();
-            assert!(
-                prelude
-                    .plan_rewrap(
-                        &[&c.old as &dyn Identity, &c.new],
-                        std::slice::from_ref(rsa_only),
-                        &[]
-                    )
-                    .is_err(),
-                "a hybrid file was planned to be rewrapped to an RSA-only key"
-            );
-        }
+    if let Ok(prelude) = v2::read_prelude(&mut &file[..])
+        && prelude.header.hybrid
+    {
+        // Case 0's keys are RSA-only.
+        let rsa_only = std::slice::from_ref(f.cases[0].new.public());
+        let keys = [&c.old as &dyn Identity, &c.new];
+        assert!(
+            prelude.plan_rewrap(&keys, rsa_only, &[]).is_err(),
+            "a hybrid file was planned to be rewrapped to an RSA-only key"
+        );
     }
     let Some(p) = plan(c, &file) else {
         return;
